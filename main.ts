@@ -1,0 +1,53 @@
+/**
+ * The chat server's entry point: reads the settings, serves, and stops
+ * cleanly on SIGINT or SIGTERM.
+ *
+ * @module
+ */
+import { ConfigError, helpText, loadConfig } from "./src/config.ts";
+import { createLogger } from "./src/log.ts";
+import { changedSettings } from "./src/config.ts";
+import { startServer } from "./src/server.ts";
+
+function readDotenv(): string | undefined {
+  try {
+    return Deno.readTextFileSync(".env");
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}
+
+async function main(): Promise<number> {
+  let loaded;
+  try {
+    loaded = loadConfig({
+      args: Deno.args,
+      env: Deno.env.toObject(),
+      dotenv: readDotenv(),
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`error: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+  if (loaded.kind === "help") {
+    console.log(helpText());
+    return 0;
+  }
+  const { config, sources } = loaded;
+  const log = createLogger(config.logLevel);
+  log("info", "starting", { settings: changedSettings(config, sources) });
+  const server = await startServer(config, log);
+  const { promise: stopped, resolve } = Promise.withResolvers<string>();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => resolve(signal));
+  }
+  log("info", "stopping", { signal: await stopped });
+  await server.shutdown();
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

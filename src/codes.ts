@@ -1,0 +1,49 @@
+/**
+ * The one table of error codes and close codes, shared by the reducer, the
+ * runner, the docs and the tests. A code is added here or nowhere.
+ *
+ * @module
+ */
+
+/** Every `Error.code` the server sends, with when it is sent. */
+export const ERROR_CODES = {
+  invalid_json: "the frame is not a JSON object",
+  invalid_message:
+    "a field is missing, of the wrong type, or out of bounds; the message names the field",
+  unknown_type: "message_type is not one of the client types",
+  unsupported_frame: "a binary frame",
+  auth_required: "authentication is on and the message has no token",
+  invalid_token: "the token is unknown, revoked or expired",
+  sender_mismatch: "sender_username is not the connection's username",
+  username_taken: "another live connection holds that username",
+  not_entered: "the connection has no username yet (send Enter first)",
+  not_in_room:
+    "GroupChat, Leave or History for a room the connection is not in",
+  room_required:
+    "room omitted while the connection is in several rooms, or in none",
+  too_many_rooms: "more than MAX_ROOMS_PER_CONNECTION rooms",
+  user_not_found:
+    "PrivateChat to a username with no live connection (and no offline delivery for it)",
+  rate_limited:
+    "more messages than the connection's rate allows; the message is dropped",
+  unavailable:
+    "storage or Redis cannot be reached: the message was not delivered and may be sent again",
+} as const;
+
+/** A code of {@linkcode ERROR_CODES}. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Every WebSocket close code the server uses, with its reason text. */
+export const CLOSE_CODES = {
+  /** The server shuts down. */
+  going_away: { code: 1001, reason: "server shutting down" },
+  /** Too many consecutive errors, or a slow consumer. */
+  policy: { code: 1008, reason: "policy violation" },
+  /** A frame over `MAX_MESSAGE_BYTES`. */
+  too_big: { code: 1009, reason: "message too big" },
+  /** The server is overloaded. */
+  try_again_later: { code: 1013, reason: "server overloaded" },
+} as const;
+
+/** A name of {@linkcode CLOSE_CODES}. */
+export type CloseName = keyof typeof CLOSE_CODES;

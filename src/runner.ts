@@ -1,0 +1,365 @@
+/**
+ * The effects runner: the only code that touches sockets, storage and
+ * timers. It feeds events to the reducer one at a time, applies the effects
+ * that come back, and turns the answers of asynchronous I/O into events.
+ *
+ * @module
+ */
+import { setImmediate } from "node:timers";
+import type { Logger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
+import {
+  type ChatState,
+  type ConnId,
+  type Effect,
+  type Event,
+  type PersistRequest,
+  reduce,
+} from "./reducer.ts";
+import type { Storage, TokenGrant } from "./storage.ts";
+
+/** What the runner needs besides the state. */
+export interface RunnerOptions {
+  storage: Storage;
+  metrics: Metrics;
+  log: Logger;
+  /** Unsent bytes to one connection before it is closed as slow. */
+  maxBufferedBytes: number;
+  /** Milliseconds between `tick` events. */
+  tickMs?: number;
+  /** The clock; events get their time from it. */
+  now?: () => number;
+}
+
+/** A token as the token API answers it. */
+export interface IssuedToken {
+  token: string;
+  username: string;
+  /** Milliseconds since the epoch. */
+  expires_at: number;
+}
+
+/** What the transport knows about a new connection. */
+export interface Attachment {
+  /** A token valid at upgrade (`?token=`), with its grant. */
+  token?: string;
+  grant?: TokenGrant;
+}
+
+const encoder = new TextEncoder();
+
+/** Size in bytes of a text frame; exact only when it could pass `limit`. */
+function frameSize(text: string, limit: number): number {
+  // UTF-8 takes at most 3 bytes per UTF-16 unit, so short frames skip the count.
+  if (text.length * 3 <= limit) return text.length;
+  return encoder.encode(text).length;
+}
+
+/** Runs the reducer against the world. */
+export class Runner {
+  #state: ChatState;
+  #storage: Storage;
+  #metrics: Metrics;
+  #log: Logger;
+  #maxBufferedBytes: number;
+  #now: () => number;
+  #sockets = new Map<ConnId, WebSocket>();
+  #open = new Set<WebSocket>();
+  #nextId = 1;
+  #events: Event[] = [];
+  #running = false;
+  #batch: PersistRequest[] = [];
+  #flushScheduled = false;
+  #io: Promise<void> = Promise.resolve();
+  #ticker: ReturnType<typeof setInterval>;
+  #allClosed: (() => void) | null = null;
+
+  /** Starts the tick timer; {@linkcode Runner.shutdown} stops it. */
+  constructor(state: ChatState, options: RunnerOptions) {
+    this.#state = state;
+    this.#storage = options.storage;
+    this.#metrics = options.metrics;
+    this.#log = options.log;
+    this.#maxBufferedBytes = options.maxBufferedBytes;
+    this.#now = options.now ?? Date.now;
+    this.#ticker = setInterval(
+      () => this.dispatch({ type: "tick", now: this.#now() }),
+      options.tickMs ?? 1000,
+    );
+  }
+
+  /** The reducer's state, for gauges and health. */
+  get state(): ChatState {
+    return this.#state;
+  }
+
+  /** Open sockets, closing ones included: what `MAX_CONNECTIONS` counts. */
+  get openSockets(): number {
+    return this.#open.size;
+  }
+
+  /** Takes over a socket fresh from the upgrade. */
+  attach(socket: WebSocket, attachment: Attachment = {}): void {
+    const conn = this.#nextId++;
+    socket.binaryType = "arraybuffer";
+    this.#open.add(socket);
+    socket.onopen = () => {
+      this.#sockets.set(conn, socket);
+      this.dispatch({
+        type: "open",
+        conn,
+        now: this.#now(),
+        publicId: crypto.randomUUID(),
+        ...attachment,
+      });
+    };
+    socket.onmessage = (message: MessageEvent) => {
+      const data = message.data;
+      if (typeof data === "string") {
+        this.dispatch({
+          type: "frame",
+          conn,
+          now: this.#now(),
+          text: data,
+          size: frameSize(data, this.#state.settings.maxMessageBytes),
+          id: crypto.randomUUID(),
+        });
+      } else {
+        const size = data instanceof ArrayBuffer ? data.byteLength : 0;
+        this.dispatch({ type: "binary", conn, now: this.#now(), size });
+      }
+    };
+    socket.onclose = (close: CloseEvent) => {
+      this.#open.delete(socket);
+      if (this.#sockets.get(conn) === socket) {
+        this.#sockets.delete(conn);
+        this.dispatch({
+          type: "closed",
+          conn,
+          now: this.#now(),
+          code: close.code,
+        });
+      }
+      if (this.#open.size === 0) this.#allClosed?.();
+    };
+    // An error is followed by close; nothing to do but not to throw.
+    socket.onerror = () => {};
+  }
+
+  /** Feeds one event to the reducer; events raised meanwhile wait their turn. */
+  dispatch(event: Event): void {
+    this.#events.push(event);
+    this.#drain();
+  }
+
+  #drain(): void {
+    if (this.#running) return;
+    this.#running = true;
+    try {
+      for (let next = this.#events.shift(); next; next = this.#events.shift()) {
+        const [state, effects] = reduce(this.#state, next);
+        this.#state = state;
+        for (const effect of effects) this.#apply(effect);
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #apply(effect: Effect): void {
+    switch (effect.type) {
+      case "send":
+        this.#send(effect.conn, effect.data);
+        this.#metrics.framesOut.inc({ type: effect.kind });
+        break;
+      case "broadcast":
+        for (const conn of effect.conns) {
+          if (conn !== effect.except) this.#send(conn, effect.data);
+        }
+        this.#metrics.framesOut.inc({ type: effect.kind }, effect.count);
+        break;
+      case "close": {
+        const socket = this.#sockets.get(effect.conn);
+        this.#sockets.delete(effect.conn);
+        try {
+          socket?.close(effect.code, effect.reason);
+        } catch {
+          // Already closing: the close event will come by itself.
+        }
+        break;
+      }
+      case "persist":
+        this.#batch.push(effect.request);
+        if (!this.#flushScheduled) {
+          this.#flushScheduled = true;
+          setImmediate(() => this.#flush());
+        }
+        break;
+      case "load_history": {
+        const { request } = effect;
+        this.#flush();
+        this.#enqueue(async () => {
+          const page = await this.#storage.history(request.room, request.query)
+            .catch((error) => this.#failed("history read", error));
+          this.dispatch({
+            type: "history_loaded",
+            now: this.#now(),
+            request,
+            page,
+          });
+        });
+        break;
+      }
+      case "check_token": {
+        const { token } = effect;
+        this.#enqueue(async () => {
+          const grant = await this.#storage.checkToken(token, this.#now())
+            .catch((error) => this.#failed("token check", error) ?? undefined);
+          this.dispatch({
+            type: "token_checked",
+            now: this.#now(),
+            token,
+            grant,
+          });
+        });
+        break;
+      }
+      case "load_offline": {
+        const { username } = effect;
+        this.#flush();
+        this.#enqueue(async () => {
+          const messages = await this.#storage.offline(username).catch(
+            (error) => {
+              this.#failed("offline read", error);
+              return [];
+            },
+          );
+          this.dispatch({
+            type: "offline_loaded",
+            now: this.#now(),
+            username,
+            messages,
+          });
+        });
+        break;
+      }
+      case "log":
+        this.#log(effect.level, effect.msg, effect.fields);
+        break;
+      case "count":
+        this.#metrics.count(effect.metric, effect.label);
+        break;
+    }
+  }
+
+  #send(conn: ConnId, data: string): void {
+    const socket = this.#sockets.get(conn);
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(data);
+    if (socket.bufferedAmount > this.#maxBufferedBytes) {
+      // Nobody waits for a slow consumer: no more sends, and the reducer
+      // hears of it after this effect, to free its state.
+      this.#sockets.delete(conn);
+      socket.close(1008, "slow consumer");
+      this.#events.push({ type: "overflow", conn, now: this.#now() });
+    }
+  }
+
+  #failed(what: string, error: unknown): null {
+    this.#log("error", `${what} failed`, { error: String(error) });
+    return null;
+  }
+
+  /** Runs storage calls one after another, so reads see earlier writes. */
+  #enqueue(job: () => Promise<void>): void {
+    this.#io = this.#io.then(job).catch((error) => {
+      this.#log("error", "storage job failed", { error: String(error) });
+    });
+  }
+
+  /** Commits the writes gathered this turn of the event loop in one transaction. */
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#batch.length === 0) return;
+    const batch = this.#batch;
+    this.#batch = [];
+    this.#enqueue(async () => {
+      const results = await this.#storage.write(
+        batch.map((request) => request.op),
+      )
+        .catch((error) => {
+          this.#failed("storage write", error);
+          return batch.map(() => ({ ok: false, reason: "failed" }) as const);
+        });
+      this.#metrics.batches.inc();
+      this.#metrics.writes.inc(batch.length);
+      const now = this.#now();
+      batch.forEach((request, index) => {
+        const result = results[index] ??
+          { ok: false, reason: "failed" } as const;
+        this.#events.push({ type: "persisted", now, request, result });
+      });
+      this.#drain();
+    });
+  }
+
+  /** Looks a token up, for the transport's `?token=` check at upgrade. */
+  checkToken(token: string): Promise<TokenGrant | null> {
+    return this.#storage.checkToken(token, this.#now());
+  }
+
+  /** Issues a token: a UUID v4, stored hashed. */
+  async createToken(
+    username: string,
+    ttlSeconds: number,
+  ): Promise<IssuedToken> {
+    const token = crypto.randomUUID();
+    const now = this.#now();
+    const expiresAt = now + ttlSeconds * 1000;
+    await this.#storage.createToken(token, { username, expiresAt }, now);
+    return { token, username, expires_at: expiresAt };
+  }
+
+  /** Revokes a token; connections using it stop working. `false` if unknown. */
+  async revokeToken(token: string): Promise<boolean> {
+    const normalized = token.toLowerCase();
+    const revoked = await this.#storage.revokeToken(normalized);
+    if (revoked) {
+      this.dispatch({
+        type: "token_revoked",
+        now: this.#now(),
+        token: normalized,
+      });
+    }
+    return revoked;
+  }
+
+  /** Waits until every storage call issued so far has finished. */
+  async settle(): Promise<void> {
+    this.#flush();
+    let seen: Promise<void>;
+    do {
+      seen = this.#io;
+      await seen;
+    } while (seen !== this.#io);
+  }
+
+  /**
+   * Stops the chat: finishes pending writes, closes every connection with
+   * 1001 after what was queued for it, and waits for the sockets to close
+   * or for `graceMs`.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    clearInterval(this.#ticker);
+    await this.settle();
+    this.dispatch({ type: "shutdown", now: this.#now() });
+    if (this.#open.size > 0) {
+      const { promise, resolve } = Promise.withResolvers<void>();
+      this.#allClosed = resolve;
+      const timer = setTimeout(resolve, graceMs);
+      await promise;
+      clearTimeout(timer);
+    }
+    await this.settle();
+  }
+}

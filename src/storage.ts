@@ -1,0 +1,240 @@
+/**
+ * The storage port: what the effects runner asks of a database, and an
+ * in-memory implementation for `DATABASE_PATH=:memory:` and for tests.
+ * The reducer never sees this module's objects, only the results that the
+ * runner feeds back as events.
+ *
+ * @module
+ */
+import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
+
+/** One write of a batch; a batch commits in one transaction. */
+export type WriteOp =
+  | { kind: "group"; message: StoredGroupChat }
+  | {
+    kind: "private";
+    message: StoredPrivateChat;
+    /** Whether the target had a live connection when it was sent. */
+    delivered: boolean;
+  }
+  | { kind: "delivered"; ids: readonly string[] };
+
+/** The result of one {@linkcode WriteOp}, in the order of the batch. */
+export type WriteResult =
+  | { ok: true }
+  /** An offline `PrivateChat` to a user who holds no token: not stored. */
+  | { ok: false; reason: "unknown_user" }
+  | { ok: false; reason: "failed" };
+
+/** Which part of a room's history to read. */
+export type HistoryQuery =
+  /** Every kept message with `seq > since`. */
+  | { kind: "since"; since: number; upTo: number }
+  /** The last `count` kept messages. */
+  | { kind: "last"; count: number; upTo: number }
+  /** The last `limit` kept messages with `seq < before`. */
+  | { kind: "before"; before: number; limit: number; upTo: number };
+
+/** Messages of a room, oldest first, and whether they reach back far enough. */
+export interface HistoryPage {
+  messages: StoredGroupChat[];
+  complete: boolean;
+}
+
+/** A token as the server knows it; the token itself is stored hashed. */
+export interface TokenGrant {
+  username: string;
+  /** Milliseconds since the epoch. */
+  expiresAt: number;
+}
+
+/** A row of the operator's token listing. */
+export interface TokenRow extends TokenGrant {
+  /** The first characters of the hash, to tell rows apart. */
+  hashPrefix: string;
+  createdAt: number;
+  revoked: boolean;
+}
+
+/** What the server needs of a database. */
+export interface Storage {
+  /** The last `seq` of every room that has one. */
+  roomSeqs(): Promise<Map<string, number>>;
+  /** Commits a batch in one transaction; one result per op, in order. */
+  write(ops: readonly WriteOp[]): Promise<WriteResult[]>;
+  /** Reads a room's history. */
+  history(room: string, query: HistoryQuery): Promise<HistoryPage>;
+  /** Undelivered `PrivateChat`s to `username`, oldest first. */
+  offline(username: string): Promise<StoredPrivateChat[]>;
+  /** Stores a new token. */
+  createToken(token: string, grant: TokenGrant, now: number): Promise<void>;
+  /** Looks a token up: `null` when unknown, revoked or expired at `now`. */
+  checkToken(token: string, now: number): Promise<TokenGrant | null>;
+  /** Revokes a token; `false` when there was none. */
+  revokeToken(token: string): Promise<boolean>;
+  /** Every token, newest first, for operators. */
+  listTokens(): Promise<TokenRow[]>;
+  /** Releases the database. */
+  close(): Promise<void>;
+}
+
+/** SHA-256 of a token, hex: tokens are stored and compared hashed. */
+export async function hashToken(token: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(token.toLowerCase()),
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+}
+
+/** The `seq`s a query asks for; nothing when `first > last`. */
+export function wantedRange(
+  query: HistoryQuery,
+): { first: number; last: number } {
+  const { upTo } = query;
+  if (query.kind === "since") return { first: query.since + 1, last: upTo };
+  const last = query.kind === "last" ? upTo : Math.min(query.before - 1, upTo);
+  const count = query.kind === "last" ? query.count : query.limit;
+  return { first: count <= 0 ? last + 1 : Math.max(1, last - count + 1), last };
+}
+
+/**
+ * Whether a page is complete, by the rule of `docs/protocol.md`: it is not
+ * when the kept history (oldest kept `seq`, `undefined` when none is kept)
+ * does not reach back to the first message asked for.
+ */
+export function isComplete(
+  query: HistoryQuery,
+  oldestKept: number | undefined,
+): boolean {
+  const { first, last } = wantedRange(query);
+  return first > last || (oldestKept ?? Infinity) <= first;
+}
+
+/** Picks a page out of a room's kept messages (ascending `seq`). */
+export function selectHistory(
+  kept: readonly StoredGroupChat[],
+  query: HistoryQuery,
+): HistoryPage {
+  const visible = kept.filter((message) => message.seq <= query.upTo);
+  let messages: StoredGroupChat[];
+  if (query.kind === "since") {
+    messages = visible.filter((message) => message.seq > query.since);
+  } else {
+    const count = query.kind === "last" ? query.count : query.limit;
+    const older = query.kind === "last"
+      ? visible
+      : visible.filter((message) => message.seq < query.before);
+    messages = count <= 0 ? [] : older.slice(-count);
+  }
+  return { messages, complete: isComplete(query, kept[0]?.seq) };
+}
+
+/** A {@linkcode Storage} that keeps everything in memory and nothing after. */
+export class MemoryStorage implements Storage {
+  #historySize: number;
+  #rooms = new Map<string, StoredGroupChat[]>();
+  #seqs = new Map<string, number>();
+  #private: { message: StoredPrivateChat; delivered: boolean }[] = [];
+  #tokens = new Map<string, TokenRow>();
+
+  /** Keeps the last `historySize` messages of each room. */
+  constructor(historySize: number) {
+    this.#historySize = historySize;
+  }
+
+  roomSeqs(): Promise<Map<string, number>> {
+    return Promise.resolve(new Map(this.#seqs));
+  }
+
+  async write(ops: readonly WriteOp[]): Promise<WriteResult[]> {
+    const results: WriteResult[] = [];
+    for (const op of ops) {
+      if (op.kind === "group") {
+        const { room } = op.message;
+        let kept = this.#rooms.get(room);
+        if (!kept) this.#rooms.set(room, kept = []);
+        kept.push(op.message);
+        if (kept.length > this.#historySize) {
+          kept.splice(0, kept.length - this.#historySize);
+        }
+        this.#seqs.set(room, op.message.seq);
+        results.push({ ok: true });
+      } else if (op.kind === "private") {
+        if (!op.delivered && !(await this.#knows(op.message.target_username))) {
+          results.push({ ok: false, reason: "unknown_user" });
+          continue;
+        }
+        this.#private.push({ message: op.message, delivered: op.delivered });
+        results.push({ ok: true });
+      } else {
+        const ids = new Set(op.ids);
+        for (const row of this.#private) {
+          if (ids.has(row.message.id)) row.delivered = true;
+        }
+        results.push({ ok: true });
+      }
+    }
+    return results;
+  }
+
+  #knows(username: string): Promise<boolean> {
+    for (const row of this.#tokens.values()) {
+      if (row.username === username) return Promise.resolve(true);
+    }
+    return Promise.resolve(false);
+  }
+
+  history(room: string, query: HistoryQuery): Promise<HistoryPage> {
+    return Promise.resolve(selectHistory(this.#rooms.get(room) ?? [], query));
+  }
+
+  offline(username: string): Promise<StoredPrivateChat[]> {
+    return Promise.resolve(
+      this.#private.filter((row) =>
+        !row.delivered && row.message.target_username === username
+      ).map((row) => row.message),
+    );
+  }
+
+  async createToken(
+    token: string,
+    grant: TokenGrant,
+    now: number,
+  ): Promise<void> {
+    const hash = await hashToken(token);
+    this.#tokens.set(hash, {
+      ...grant,
+      hashPrefix: hash.slice(0, 12),
+      createdAt: now,
+      revoked: false,
+    });
+  }
+
+  async checkToken(token: string, now: number): Promise<TokenGrant | null> {
+    const row = this.#tokens.get(await hashToken(token));
+    if (!row || row.revoked || row.expiresAt <= now) return null;
+    return { username: row.username, expiresAt: row.expiresAt };
+  }
+
+  async revokeToken(token: string): Promise<boolean> {
+    const row = this.#tokens.get(await hashToken(token));
+    if (!row || row.revoked) return false;
+    row.revoked = true;
+    return true;
+  }
+
+  listTokens(): Promise<TokenRow[]> {
+    return Promise.resolve(
+      [...this.#tokens.values()].sort((a, b) => b.createdAt - a.createdAt),
+    );
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * `POST /api/tokens` and `DELETE /api/tokens/<token>`, guarded by
+ * `ADMIN_TOKEN`. Without `ADMIN_TOKEN` the API does not exist (404).
+ *
+ * @module
+ */
+import { timingSafeEqual } from "node:crypto";
+import { z } from "zod";
+import { NAME_PATTERN } from "./protocol.ts";
+import type { IssuedToken } from "./runner.ts";
+
+/** What the token API needs of the server. */
+export interface TokenApiOptions {
+  adminToken: string | undefined;
+  /** Lifetime of a token whose request names none. */
+  ttlSeconds: number;
+  tokens: {
+    createToken(username: string, ttlSeconds: number): Promise<IssuedToken>;
+    revokeToken(token: string): Promise<boolean>;
+  };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const createBody = z.object({
+  username: z.string().regex(
+    NAME_PATTERN,
+    "username: must be 1 to 32 letters, digits, '_', '-' or '.'",
+  ),
+  ttl_seconds: z.int("ttl_seconds: must be a whole number").min(
+    1,
+    "ttl_seconds: must be at least 1",
+  ).max(10 * 365 * 86400, "ttl_seconds: must be at most ten years")
+    .optional(),
+});
+
+function answer(
+  status: number,
+  body?: unknown,
+  headers: HeadersInit = {},
+): Response {
+  if (body === undefined) return new Response(null, { status, headers });
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+async function digest(text: string): Promise<Uint8Array> {
+  return new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
+  );
+}
+
+/** Compares the bearer secret in constant time (digests have equal length). */
+async function authorized(
+  request: Request,
+  adminToken: string,
+): Promise<boolean> {
+  const header = request.headers.get("authorization") ?? "";
+  const match = /^Bearer (.+)$/i.exec(header);
+  if (!match) return false;
+  const [given, expected] = await Promise.all([
+    digest(match[1] as string),
+    digest(adminToken),
+  ]);
+  return timingSafeEqual(given, expected);
+}
+
+/** Answers a request under `/api/tokens`. */
+export async function handleTokenApi(
+  request: Request,
+  path: string,
+  options: TokenApiOptions,
+): Promise<Response> {
+  if (options.adminToken === undefined) {
+    return answer(404, { error: "not found" });
+  }
+  const token = path.startsWith("/api/tokens/")
+    ? decodeURIComponent(path.slice("/api/tokens/".length))
+    : undefined;
+  if (path !== "/api/tokens" && token === undefined) {
+    return answer(404, { error: "not found" });
+  }
+  if (!(await authorized(request, options.adminToken))) {
+    return answer(401, {
+      error: "Authorization: Bearer <ADMIN_TOKEN> required",
+    }, {
+      "www-authenticate": 'Bearer realm="chat"',
+    });
+  }
+  if (token === undefined) {
+    if (request.method !== "POST") {
+      return answer(405, { error: "method not allowed" }, { allow: "POST" });
+    }
+    let body: unknown;
+    try {
+      body = await request.json();
+    } catch {
+      return answer(400, { error: "body: must be a JSON object" });
+    }
+    const parsed = createBody.safeParse(body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const reason = issue?.path.length === 0
+        ? "body: must be a JSON object"
+        : issue?.message.includes(":")
+        ? issue.message
+        : `${issue?.path.join(".")}: required`;
+      return answer(400, { error: reason });
+    }
+    const issued = await options.tokens.createToken(
+      parsed.data.username,
+      parsed.data.ttl_seconds ?? options.ttlSeconds,
+    );
+    return answer(201, issued);
+  }
+  if (request.method !== "DELETE") {
+    return answer(405, { error: "method not allowed" }, { allow: "DELETE" });
+  }
+  if (!UUID.test(token)) return answer(400, { error: "token: must be a UUID" });
+  const revoked = await options.tokens.revokeToken(token);
+  return revoked ? answer(204) : answer(404, { error: "token not found" });
+}
