@@ -26,7 +26,6 @@ function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
   );
 }
 
-const text = z.string();
 const nonEmpty = z.string().min(1, "takes a non-empty value");
 const roomName = z.string().regex(
   /^[\p{L}\p{N}_.-]{1,32}$/u,

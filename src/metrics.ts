@@ -31,8 +31,11 @@ export class Metrics {
   readonly batches: Counter;
   readonly writes: Counter;
 
-  /** Registers every metric; gauges read `gauges` at scrape time. */
-  constructor(gauges: Gauges) {
+  #gauges: Gauges = { connections: () => 0, rooms: () => 0, users: () => 0 };
+
+  /** Registers every metric. */
+  constructor() {
+    const gauges = (): Gauges => this.#gauges;
     const registers = [this.registry];
     this.framesIn = new Counter({
       name: "chat_frames_in_total",
@@ -79,7 +82,7 @@ export class Metrics {
       help: "Open WebSocket connections.",
       registers,
       collect() {
-        this.set(gauges.connections());
+        this.set(gauges().connections());
       },
     });
     new Gauge({
@@ -87,7 +90,7 @@ export class Metrics {
       help: "Rooms with at least one member.",
       registers,
       collect() {
-        this.set(gauges.rooms());
+        this.set(gauges().rooms());
       },
     });
     new Gauge({
@@ -95,9 +98,14 @@ export class Metrics {
       help: "Usernames bound to a live connection.",
       registers,
       collect() {
-        this.set(gauges.users());
+        this.set(gauges().users());
       },
     });
+  }
+
+  /** Sets what the gauges read at scrape time. */
+  observe(gauges: Gauges): void {
+    this.#gauges = gauges;
   }
 
   /** Counts one reducer `count` effect. */

@@ -73,19 +73,18 @@ export async function startServer(
     maxConsecutiveErrors: config.maxConsecutiveErrors,
   };
   const state = createState(settings, await storage.roomSeqs());
-  let runner: Runner | undefined;
-  const metrics = new Metrics({
-    connections: () => runner?.openSockets ?? 0,
-    rooms: () => runner?.state.rooms.size ?? 0,
-    users: () => runner?.state.users.size ?? 0,
-  });
-  runner = new Runner(state, {
+  const metrics = new Metrics();
+  const chat = new Runner(state, {
     storage,
     metrics,
     log,
     maxBufferedBytes: config.maxBufferedBytes,
   });
-  const chat = runner;
+  metrics.observe({
+    connections: () => chat.openSockets,
+    rooms: () => chat.state.rooms.size,
+    users: () => chat.state.users.size,
+  });
   const started = performance.now();
   const anyOrigin = config.allowedOrigins.includes("*");
   const origins = new Set(config.allowedOrigins);
