@@ -39,12 +39,14 @@ async function main(): Promise<number> {
   }
   const { config, sources } = loaded;
   const log = createLogger(config.logLevel);
-  log("info", "starting", { settings: changedSettings(config, sources) });
-  const server = await startServer(config, log);
+  // Handle signals before the first log line: a stop that arrives once the
+  // server has said anything (even "listening") drains, never kills.
   const { promise: stopped, resolve } = Promise.withResolvers<string>();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => resolve(signal));
   }
+  log("info", "starting", { settings: changedSettings(config, sources) });
+  const server = await startServer(config, log);
   log("info", "stopping", { signal: await stopped });
   await server.shutdown();
   return 0;

@@ -61,7 +61,10 @@ export const SETTINGS = {
     flag: "host",
     fallback: "127.0.0.1",
     help: "address to listen on",
-    schema: nonEmpty,
+    schema: z.string().regex(
+      /^[\w.:%-]+$/,
+      "takes a host name or IP address",
+    ),
   },
   port: {
     env: "PORT",
@@ -169,7 +172,7 @@ export const SETTINGS = {
     help: "comma-separated Origin values allowed to upgrade; others get 403",
     schema: nonEmpty.transform((value) =>
       value.split(",").map((origin) => origin.trim()).filter(Boolean)
-    ),
+    ).pipe(z.array(z.string()).min(1, "takes at least one origin, or *")),
   },
   historySize: {
     env: "HISTORY_SIZE",
@@ -351,8 +354,10 @@ export function loadConfig(inputs: ConfigInputs): LoadResult {
     const parsed = spec.schema.safeParse(raw.trim());
     if (!parsed.success) {
       const what = parsed.error.issues[0]?.message ?? "an invalid value";
+      // One line, always; a secret is never echoed.
+      const got = spec.secret ? "(hidden)" : JSON.stringify(raw).slice(1, -1);
       throw new ConfigError(
-        `${spec.env} (--${spec.flag}) ${what}; got '${raw}'`,
+        `${spec.env} (--${spec.flag}) ${what}; got '${got}'`,
       );
     }
     config[name] = parsed.data;
