@@ -374,13 +374,17 @@ function open(
   });
 }
 
-/** Checks a frame's size and rate; `false` when it must go no further. */
+/**
+ * Checks a frame's size and rate; `false` when it must go no further.
+ * `text` is the frame's, to answer a dropped one with its `id` as `ref`.
+ */
 function admit(
   state: ChatState,
   conn: Connection,
   now: number,
   size: number,
   out: Effect[],
+  text?: string,
 ): boolean {
   const { settings } = state;
   if (size > settings.maxMessageBytes) {
@@ -400,7 +404,7 @@ function admit(
         conn,
         "rate_limited",
         `more than ${settings.rateLimitPerSecond} messages a second; message dropped`,
-        undefined,
+        text === undefined ? undefined : refOf(state, text),
         out,
       );
       return false;
@@ -410,9 +414,17 @@ function admit(
   return true;
 }
 
+/** The `id` of a frame dropped before its turn, for the `ref` of its `Error`. */
+function refOf(state: ChatState, text: string): string | undefined {
+  const decoded = state.decoder.decode(text);
+  return decoded.ok ? decoded.message.ref : decoded.error.ref;
+}
+
 function arrive(state: ChatState, event: QueuedFrame, out: Effect[]): void {
   const conn = state.connections.get(event.conn);
-  if (!conn || !admit(state, conn, event.now, event.size, out)) return;
+  if (!conn || !admit(state, conn, event.now, event.size, out, event.text)) {
+    return;
+  }
   if (conn.busy) {
     if (conn.queue.length >= MAX_QUEUED_FRAMES) {
       refuse(
@@ -420,7 +432,7 @@ function arrive(state: ChatState, event: QueuedFrame, out: Effect[]): void {
         conn,
         "rate_limited",
         "too many messages waiting; message dropped",
-        undefined,
+        refOf(state, event.text),
         out,
       );
     } else conn.queue.push(event);
@@ -730,6 +742,7 @@ function enter(
   }
   if (!already) {
     conn.rooms.add(name);
+    pin(state, room, out);
     room.members.add(conn.id);
     const count = room.users.get(username) ?? 0;
     room.users.set(username, count + 1);
@@ -922,8 +935,11 @@ function persisted(
   } else if (op.kind === "private") {
     const message = op.message;
     if (result.ok) {
+      // Stored for an offline target: a connection of the target that bound
+      // meanwhile gets it from its offline load (read after this write), in
+      // order with the older ones; sending it here too would duplicate it.
       const recipients = new Set<ConnId>(
-        state.users.get(message.target_username),
+        op.delivered ? state.users.get(message.target_username) : undefined,
       );
       for (const id of state.users.get(message.sender_username) ?? []) {
         recipients.add(id);
@@ -981,6 +997,25 @@ function historyLoaded(
   const held = room?.held.get(request.conn) ?? [];
   room?.held.delete(request.conn);
   if (!conn) return;
+  if (page) {
+    send(out, conn.id, "History", {
+      room: request.room,
+      messages: page.messages,
+      complete: page.complete,
+    });
+  }
+  // Sent even when the read failed: the connection is in the room anyway.
+  const lastSent = page?.messages.at(-1)?.seq ?? 0;
+  for (const frame of held) {
+    if (frame.seq === 0 || frame.seq > lastSent) {
+      out.push({
+        type: "send",
+        conn: conn.id,
+        data: frame.data,
+        kind: frame.kind,
+      });
+    }
+  }
   if (!page) {
     refuse(
       state,
@@ -990,25 +1025,7 @@ function historyLoaded(
       request.ref,
       out,
     );
-  } else {
-    send(out, conn.id, "History", {
-      room: request.room,
-      messages: page.messages,
-      complete: page.complete,
-    });
-    const lastSent = page.messages.at(-1)?.seq ?? 0;
-    for (const frame of held) {
-      if (frame.seq === 0 || frame.seq > lastSent) {
-        out.push({
-          type: "send",
-          conn: conn.id,
-          data: frame.data,
-          kind: frame.kind,
-        });
-      }
-    }
-    ack(out, conn, request.ref, {});
-  }
+  } else ack(out, conn, request.ref, {});
   if (state.connections.has(conn.id)) resume(state, conn, event.now, out);
 }
 
@@ -1073,6 +1090,22 @@ function toRoom(
   out.push(effect);
 }
 
+/**
+ * Called before `room.members` changes: a broadcast of this same event that
+ * reads the live set (queued frames of a connection run in one event) gets
+ * a copy of the set as it was when the broadcast was made.
+ */
+function pin(state: ChatState, room: Room, out: Effect[]): void {
+  // Nothing is broadcast while draining; spares shutdown a scan per close.
+  if (state.draining) return;
+  for (let i = 0; i < out.length; i++) {
+    const effect = out[i];
+    if (effect?.type === "broadcast" && effect.conns === room.members) {
+      out[i] = { ...effect, conns: [...room.members] };
+    }
+  }
+}
+
 function exitRoom(
   state: ChatState,
   conn: Connection,
@@ -1083,6 +1116,7 @@ function exitRoom(
 ): void {
   const username = conn.username as string;
   conn.rooms.delete(room.name);
+  pin(state, room, out);
   room.members.delete(conn.id);
   room.held.delete(conn.id);
   const count = (room.users.get(username) ?? 1) - 1;
