@@ -256,7 +256,9 @@ export function createDecoder(limits: ProtocolLimits): Decoder {
           reference,
         );
       }
-      const parsed = schemas[type as ClientType].safeParse(body);
+      const parsed = schemas[type as ClientType].safeParse(body, {
+        reportInput: true,
+      });
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
         return fail(

@@ -65,6 +65,8 @@ export class Runner {
   #now: () => number;
   #sockets = new Map<ConnId, WebSocket>();
   #open = new Set<WebSocket>();
+  /** Bytes handed to each socket during the current drain: a burst, not a backlog. */
+  #fresh = new Map<WebSocket, number>();
   #nextId = 1;
   #events: Event[] = [];
   #running = false;
@@ -155,6 +157,7 @@ export class Runner {
   #drain(): void {
     if (this.#running) return;
     this.#running = true;
+    this.#fresh.clear();
     try {
       for (let next = this.#events.shift(); next; next = this.#events.shift()) {
         const [state, effects] = reduce(this.#state, next);
@@ -163,6 +166,7 @@ export class Runner {
       }
     } finally {
       this.#running = false;
+      this.#fresh.clear();
     }
   }
 
@@ -255,8 +259,14 @@ export class Runner {
   #send(conn: ConnId, data: string): void {
     const socket = this.#sockets.get(conn);
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    const before = socket.bufferedAmount;
     socket.send(data);
-    if (socket.bufferedAmount > this.#maxBufferedBytes) {
+    const after = socket.bufferedAmount;
+    const fresh = (this.#fresh.get(socket) ?? 0) + Math.max(0, after - before);
+    this.#fresh.set(socket, fresh);
+    // Only data still unsent from earlier drains marks a slow consumer: what
+    // this drain handed over in one burst has had no chance to leave yet.
+    if (after - fresh > this.#maxBufferedBytes) {
       // Nobody waits for a slow consumer: no more sends, and the reducer
       // hears of it after this effect, to free its state.
       this.#sockets.delete(conn);
@@ -336,12 +346,13 @@ export class Runner {
 
   /** Waits until every storage call issued so far has finished. */
   async settle(): Promise<void> {
-    this.#flush();
     let seen: Promise<void>;
     do {
+      // Answers may raise new writes (frames queued behind a write): repeat.
+      this.#flush();
       seen = this.#io;
       await seen;
-    } while (seen !== this.#io);
+    } while (seen !== this.#io || this.#batch.length > 0);
   }
 
   /**

@@ -67,6 +67,15 @@ async function authorized(
   return timingSafeEqual(given, expected);
 }
 
+/** Decodes `%XX`; a malformed escape stays as it is (and is no UUID: 400). */
+function decodePathPart(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
 /** Answers a request under `/api/tokens`. */
 export async function handleTokenApi(
   request: Request,
@@ -77,7 +86,7 @@ export async function handleTokenApi(
     return answer(404, { error: "not found" });
   }
   const token = path.startsWith("/api/tokens/")
-    ? decodeURIComponent(path.slice("/api/tokens/".length))
+    ? decodePathPart(path.slice("/api/tokens/".length))
     : undefined;
   if (path !== "/api/tokens" && token === undefined) {
     return answer(404, { error: "not found" });
@@ -102,11 +111,18 @@ export async function handleTokenApi(
     const parsed = createBody.safeParse(body);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
-      const reason = issue?.path.length === 0
+      const field = issue?.path.join(".") ?? "";
+      // zod's own messages ("Invalid input: ...") name no field: say which,
+      // and whether it is missing or of the wrong type.
+      const reason = !issue || issue.path.length === 0
         ? "body: must be a JSON object"
-        : issue?.message.includes(":")
+        : issue.message.startsWith(`${field}:`)
         ? issue.message
-        : `${issue?.path.join(".")}: required`;
+        : (body as Record<string, unknown>)[field] === undefined
+        ? `${field}: required`
+        : `${field}: must be a ${
+          "expected" in issue ? issue.expected : "valid value"
+        }`;
       return answer(400, { error: reason });
     }
     const issued = await options.tokens.createToken(
