@@ -45,7 +45,7 @@ export type ConnId = number;
 /** How long a checked token is trusted before it is looked up again. */
 export const TOKEN_RECHECK_MS = 5_000;
 
-/** The most frames one connection may have waiting behind an I/O answer. */
+/** Frames one connection may have waiting behind an I/O answer, at least; `RATE_LIMIT_BURST` when larger. */
 export const MAX_QUEUED_FRAMES = 64;
 
 /** The settings the chat rules depend on. */
@@ -426,7 +426,9 @@ function arrive(state: ChatState, event: QueuedFrame, out: Effect[]): void {
     return;
   }
   if (conn.busy) {
-    if (conn.queue.length >= MAX_QUEUED_FRAMES) {
+    // A burst the rate limit allows must fit in the queue.
+    const bound = Math.max(MAX_QUEUED_FRAMES, state.settings.rateLimitBurst);
+    if (conn.queue.length >= bound) {
       refuse(
         state,
         conn,

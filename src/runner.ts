@@ -65,8 +65,8 @@ export class Runner {
   #now: () => number;
   #sockets = new Map<ConnId, WebSocket>();
   #open = new Set<WebSocket>();
-  /** Bytes handed to each socket during the current drain: a burst, not a backlog. */
-  #fresh = new Map<WebSocket, number>();
+  /** Connections over `MAX_BUFFERED_BYTES` right after a send, to judge later. */
+  #suspects = new Set<ConnId>();
   #nextId = 1;
   #events: Event[] = [];
   #running = false;
@@ -157,7 +157,6 @@ export class Runner {
   #drain(): void {
     if (this.#running) return;
     this.#running = true;
-    this.#fresh.clear();
     try {
       for (let next = this.#events.shift(); next; next = this.#events.shift()) {
         const [state, effects] = reduce(this.#state, next);
@@ -166,7 +165,6 @@ export class Runner {
       }
     } finally {
       this.#running = false;
-      this.#fresh.clear();
     }
   }
 
@@ -259,20 +257,32 @@ export class Runner {
   #send(conn: ConnId, data: string): void {
     const socket = this.#sockets.get(conn);
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    const before = socket.bufferedAmount;
     socket.send(data);
-    const after = socket.bufferedAmount;
-    const fresh = (this.#fresh.get(socket) ?? 0) + Math.max(0, after - before);
-    this.#fresh.set(socket, fresh);
-    // Only data still unsent from earlier drains marks a slow consumer: what
-    // this drain handed over in one burst has had no chance to leave yet.
-    if (after - fresh > this.#maxBufferedBytes) {
+    // Deno counts a send as buffered until its write completes on a later
+    // turn, so a burst handed over now looks like a backlog. Judge a socket
+    // over the limit once the runtime had a turn to write.
+    if (
+      socket.bufferedAmount > this.#maxBufferedBytes &&
+      !this.#suspects.has(conn)
+    ) {
+      this.#suspects.add(conn);
+      if (this.#suspects.size === 1) setTimeout(() => this.#judgeSuspects(), 0);
+    }
+  }
+
+  /** Closes the suspects still over the limit: slow consumers. */
+  #judgeSuspects(): void {
+    for (const conn of this.#suspects) {
+      const socket = this.#sockets.get(conn);
+      if (!socket || socket.bufferedAmount <= this.#maxBufferedBytes) continue;
       // Nobody waits for a slow consumer: no more sends, and the reducer
-      // hears of it after this effect, to free its state.
+      // hears of it to free its state.
       this.#sockets.delete(conn);
       socket.close(1008, "slow consumer");
       this.#events.push({ type: "overflow", conn, now: this.#now() });
     }
+    this.#suspects.clear();
+    this.#drain();
   }
 
   #failed(what: string, error: unknown): null {

@@ -53,6 +53,51 @@ export async function serve(
   };
 }
 
+/** Polls `check` until it holds; fails with `what` after `ms`. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  ms = WAIT_MS,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** What the server still holds: all zero once every client has gone. */
+export function leftovers(server: TestServer): Record<string, number> {
+  const { runner } = server.server;
+  const state = runner.state;
+  let held = 0;
+  for (const room of state.rooms.values()) held += room.held.size;
+  return {
+    sockets: runner.openSockets,
+    connections: state.connections.size,
+    users: state.users.size,
+    rooms: state.rooms.size,
+    tokenWaiters: state.tokenWaiters.size,
+    held,
+  };
+}
+
+/** Waits until the server holds no socket, connection, user or room. */
+export async function waitForNoLeftovers(
+  server: TestServer,
+  ms = WAIT_MS,
+): Promise<void> {
+  await waitFor(
+    () => Object.values(leftovers(server)).every((count) => count === 0),
+    `state left behind: ${JSON.stringify(leftovers(server))}`,
+    ms,
+  ).catch(() => {
+    throw new Error(
+      `state left behind: ${JSON.stringify(leftovers(server))}`,
+    );
+  });
+}
+
 /** A decoded server frame. */
 export interface Frame {
   message_type: string;
@@ -117,6 +162,11 @@ export class TestClient implements AsyncDisposable {
   /** Sends an object as JSON, or a string as it is. */
   send(frame: unknown): void {
     this.socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** Sends one binary frame. */
+  sendBinary(bytes: Uint8Array<ArrayBuffer>): void {
+    this.socket.send(bytes);
   }
 
   /** The next frame, or a failure after {@linkcode WAIT_MS}. */
@@ -261,21 +311,121 @@ export class RawPeer implements AsyncDisposable {
     await this.conn.write(maskedFrame(0x2, bytes));
   }
 
-  /** Reads until the server closes the TCP connection; `false` after `ms`. */
-  async waitForEnd(ms: number): Promise<boolean> {
-    const buffer = new Uint8Array(65536);
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<"timeout">((resolve) => {
-        timer = setTimeout(() => resolve("timeout"), deadline - Date.now());
-      });
-      const read = await Promise.race([this.conn.read(buffer), timeout]);
+  /**
+   * A read still in flight (or done but not yet taken) after a wait timed
+   * out; the next wait takes it over, so no bytes are lost.
+   */
+  #pending: Promise<Uint8Array | null> | null = null;
+  #buffer = new Uint8Array(65536);
+
+  /** One read, reusing the one a timed-out wait left behind. */
+  #read(): Promise<Uint8Array | null> {
+    this.#pending ??= this.conn.read(this.#buffer).then((n) =>
+      n === null ? null : this.#buffer.slice(0, n)
+    );
+    return this.#pending;
+  }
+
+  /** Bytes read but not yet taken as a frame. */
+  #inbox = new Uint8Array(0);
+
+  /** One read within `deadline`: bytes, `null` at the end, or "timeout". */
+  async #readUntil(deadline: number): Promise<Uint8Array | null | "timeout"> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(
+        () => resolve("timeout"),
+        Math.max(0, deadline - Date.now()),
+      );
+    });
+    try {
+      const read = await Promise.race([this.#read(), timeout]);
+      if (read !== "timeout") this.#pending = null;
+      return read;
+    } catch {
+      this.#pending = null;
+      return null; // reset by the server: ended too
+    } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Reads one server frame (ping and close frames included); `null` when the
+   * connection ended first. Fails after `ms`.
+   */
+  async readFrame(
+    ms = WAIT_MS,
+  ): Promise<{ opcode: number; payload: Uint8Array } | null> {
+    const deadline = Date.now() + ms;
+    while (true) {
+      const frame = this.#takeFrame();
+      if (frame) return frame;
+      const bytes = await this.#readUntil(deadline);
+      if (bytes === null) return null;
+      if (bytes === "timeout") throw new Error(`no frame within ${ms} ms`);
+      const inbox = new Uint8Array(this.#inbox.length + bytes.length);
+      inbox.set(this.#inbox);
+      inbox.set(bytes, this.#inbox.length);
+      this.#inbox = inbox;
+    }
+  }
+
+  /** Reads frames until a text frame, and parses it. */
+  async readJson(ms = WAIT_MS): Promise<Frame> {
+    const deadline = Date.now() + ms;
+    while (true) {
+      const frame = await this.readFrame(Math.max(0, deadline - Date.now()));
+      if (frame === null) throw new Error("connection ended");
+      if (frame.opcode === 0x1) {
+        return JSON.parse(new TextDecoder().decode(frame.payload));
+      }
+      if (frame.opcode === 0x8) throw new Error("close frame");
+    }
+  }
+
+  #takeFrame(): { opcode: number; payload: Uint8Array } | null {
+    const inbox = this.#inbox;
+    if (inbox.length < 2) return null;
+    const view = new DataView(inbox.buffer, inbox.byteOffset);
+    let length = (inbox[1] as number) & 0x7f;
+    let offset = 2;
+    if (length === 126) {
+      if (inbox.length < 4) return null;
+      length = view.getUint16(2);
+      offset = 4;
+    } else if (length === 127) {
+      if (inbox.length < 10) return null;
+      length = Number(view.getBigUint64(2));
+      offset = 10;
+    }
+    const masked = ((inbox[1] as number) & 0x80) !== 0;
+    const mask = masked ? inbox.slice(offset, offset + 4) : null;
+    if (masked) offset += 4;
+    if (inbox.length < offset + length) return null;
+    const payload = inbox.slice(offset, offset + length);
+    if (mask) {
+      for (let i = 0; i < payload.length; i++) {
+        payload[i] = (payload[i] as number) ^ (mask[i % 4] as number);
+      }
+    }
+    this.#inbox = inbox.slice(offset + length);
+    return { opcode: (inbox[0] as number) & 0x0f, payload };
+  }
+
+  /**
+   * Reads (and discards) until the server closes the TCP connection; `false`
+   * after `ms`. A read left in flight by a timeout is taken over by the next
+   * call, and settled by {@linkcode RawPeer.close}.
+   */
+  async waitForEnd(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    this.#inbox = new Uint8Array(0);
+    while (true) {
+      const read = await this.#readUntil(deadline);
       if (read === null) return true;
       if (read === "timeout") return false;
     }
-    return false;
   }
 
   /** Closes the TCP connection. */
@@ -287,8 +437,9 @@ export class RawPeer implements AsyncDisposable {
     }
   }
 
-  [Symbol.asyncDispose](): Promise<void> {
+  /** Closes, and waits for a read in flight to settle (op sanitizer). */
+  async [Symbol.asyncDispose](): Promise<void> {
     this.close();
-    return Promise.resolve();
+    await this.#pending?.catch(() => null);
   }
 }
