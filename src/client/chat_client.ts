@@ -1,0 +1,945 @@
+/**
+ * A typed client for the chat server's WebSocket protocol. It uses only web
+ * platform APIs (`WebSocket`, timers), so the same module runs in browsers,
+ * in Deno and in Node 22 or later.
+ *
+ * - one typed send helper per client message, each returning a promise that
+ *   resolves on the message's `Ack` and rejects with a {@linkcode ChatError}
+ *   on its `Error` (matched by `id`/`ref`, generated for you);
+ * - every server frame is parsed into a typed {@linkcode ChatEvent};
+ * - when the connection drops it reconnects with jittered exponential
+ *   backoff and enters its rooms again with `since` set to the last `seq` it
+ *   saw in each room, so no message is missed; messages are deduplicated by
+ *   `seq` per room, so none is shown twice.
+ *
+ * @example
+ * ```ts
+ * import { ChatClient } from "./chat_client.ts";
+ *
+ * const client = new ChatClient({ url: "ws://127.0.0.1:8080/ws", username: "alice" });
+ * client.on("group_chat", ({ body }) => {
+ *   console.log(`[${body.room}] ${body.sender_username}: ${body.content}`);
+ * });
+ * await client.connect();
+ * await client.enter("general", { history: 20 });
+ * const { seq } = await client.groupChat("general", "hello");
+ * await client.close();
+ * ```
+ *
+ * @module
+ */
+import {
+  backoffDelay,
+  type BackoffOptions,
+  DEFAULT_BACKOFF,
+} from "./backoff.ts";
+import {
+  type ClientErrorCode,
+  describeError,
+  type LocalErrorCode,
+} from "./error_text.ts";
+import {
+  type AckBody,
+  type EnterNotice,
+  type ErrorBody,
+  type HistoryBody,
+  type LeaveNotice,
+  parseServerFrame,
+  type PresenceBody,
+  type StoredGroupChat,
+  type StoredPrivateChat,
+  type WelcomeBody,
+} from "./frames.ts";
+
+export type {
+  AckBody,
+  EnterNotice,
+  ErrorBody,
+  HistoryBody,
+  LeaveNotice,
+  PresenceBody,
+  StoredGroupChat,
+  StoredPrivateChat,
+  WelcomeBody,
+};
+export type { BackoffOptions } from "./backoff.ts";
+export type {
+  ClientErrorCode,
+  ErrorCode,
+  LocalErrorCode,
+} from "./error_text.ts";
+
+/**
+ * Where the client stands:
+ * - `idle`: created, {@linkcode ChatClient.connect} not called yet;
+ * - `connecting`: a socket is opening (first time or a retry);
+ * - `open`: the server's `Welcome` arrived; requests can be sent;
+ * - `reconnecting`: the connection dropped; the next attempt is scheduled;
+ * - `closed`: {@linkcode ChatClient.close} was called; final.
+ */
+export type ConnectionState =
+  | "idle"
+  | "connecting"
+  | "open"
+  | "reconnecting"
+  | "closed";
+
+/** Why a `History` frame came: which request it answers. */
+export type HistoryReason =
+  /** `enter` with `history`. */
+  | "enter"
+  /** Re-entering after a reconnect, with `since`: what was missed. */
+  | "recovery"
+  /** A {@linkcode ChatClient.history} request for older messages. */
+  | "request";
+
+/**
+ * Everything a client reports, as a discriminated union on `type`. One
+ * event per server frame (`welcome` … `error`, `unknown` for a frame it
+ * cannot read), plus `state` for the connection.
+ *
+ * Room messages are deduplicated: a `group_chat` is emitted once per `seq`
+ * and room, and a `history` event holds only messages not emitted before.
+ */
+export type ChatEvent =
+  | { type: "welcome"; body: WelcomeBody }
+  | { type: "presence"; body: PresenceBody }
+  | { type: "enter"; body: EnterNotice }
+  | { type: "leave"; body: LeaveNotice }
+  | { type: "group_chat"; body: StoredGroupChat }
+  | { type: "private_chat"; body: StoredPrivateChat }
+  | { type: "history"; body: HistoryBody; reason: HistoryReason }
+  | { type: "ack"; body: AckBody }
+  | {
+    type: "error";
+    body: ErrorBody;
+    /** Whether a request's promise was rejected with it too. */
+    handled: boolean;
+  }
+  | { type: "unknown"; text: string }
+  | {
+    type: "state";
+    state: ConnectionState;
+    /** Failed attempts since the last good connection. */
+    attempt: number;
+    /** With `reconnecting`: milliseconds until the next attempt. */
+    delayMs?: number;
+    /** With `reconnecting`: the close code of the connection that dropped. */
+    closeCode?: number;
+  };
+
+/** The `type` of a {@linkcode ChatEvent}. */
+export type ChatEventType = ChatEvent["type"];
+
+/** The event of one `type`. */
+export type ChatEventOf<T extends ChatEventType> = Extract<
+  ChatEvent,
+  { type: T }
+>;
+
+/** A request refused by the server, or lost on the way. */
+export class ChatError extends Error {
+  /** A server `Error.code`, or one of the client's own codes. */
+  readonly code: ClientErrorCode;
+  /** The `id` of the request. */
+  readonly ref: string | undefined;
+  /** The server's own message, naming the field at fault. */
+  readonly detail: string | undefined;
+
+  /** Builds an error; `message` is the sentence for people. */
+  constructor(code: ClientErrorCode, detail?: string, ref?: string) {
+    super(describeError(code, detail));
+    this.name = "ChatError";
+    this.code = code;
+    this.ref = ref;
+    this.detail = detail;
+  }
+}
+
+/** What the `Ack` of a `GroupChat` tells. */
+export interface GroupChatAck {
+  /** The message's server id. */
+  id: string;
+  /** Its place in the room. */
+  seq: number;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+}
+
+/** What the `Ack` of a `PrivateChat` tells. */
+export interface PrivateChatAck {
+  /** The message's server id. */
+  id: string;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+}
+
+/** Options of {@linkcode ChatClient.enter}. */
+export interface EnterOptions {
+  /**
+   * How many recent messages to receive as a `history` event (0 to 100).
+   * Only for the first entry: once the client saw a message of the room, it
+   * asks with `since` instead.
+   */
+  history?: number;
+}
+
+/** Options of {@linkcode ChatClient.history}. */
+export interface HistoryOptions {
+  /** Only messages with a smaller `seq`; without it, the newest. */
+  before?: number;
+  /** 1 to 100; the server's default is 50. */
+  limit?: number;
+}
+
+/** The WebSocket constructor the client uses; the global one by default. */
+export type WebSocketConstructor = new (url: string) => WebSocket;
+
+/** Options of {@linkcode ChatClient}. */
+export interface ChatClientOptions {
+  /** The server's WebSocket URL, e.g. `ws://127.0.0.1:8080/ws`. */
+  url: string | URL;
+  /**
+   * The name to enter rooms with. With an upgrade token the server's
+   * `Welcome.username` replaces it.
+   */
+  username?: string;
+  /** A token: sent as `?token=` at upgrade and with every message. */
+  token?: string;
+  /** Reconnect after a drop; default `true`. */
+  reconnect?: boolean;
+  /** Reconnect delays; defaults in {@linkcode DEFAULT_BACKOFF}. */
+  backoff?: Partial<BackoffOptions>;
+  /** How long a request waits for its answer; default 15 s. */
+  requestTimeoutMs?: number;
+  /** For runtimes without a global `WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** Random numbers in [0, 1) for the jitter; `Math.random` by default. */
+  random?: () => number;
+}
+
+/** A listener of events of type `T`. */
+export type ChatListener<T extends ChatEventType> = (
+  event: ChatEventOf<T>,
+) => void;
+
+interface Deferred<T> {
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+/** `Promise.withResolvers`, for runtimes that lack it (Node 20, older Safari). */
+function deferred<T>(): Deferred<T> & { promise: Promise<T> } {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((yes, no) => {
+    resolve = yes;
+    reject = no;
+  });
+  return { promise, resolve, reject };
+}
+
+type HistoryExpectation = {
+  id: string;
+  reason: HistoryReason | "watermark";
+};
+
+interface RoomTrack {
+  /** `history` asked for by the first `enter`. */
+  history: number | undefined;
+  /** The highest `seq` seen (or known to exist) in the room. */
+  lastSeq: number | undefined;
+  /** Every `seq` emitted, to drop duplicates. */
+  seen: Set<number>;
+  /** `enter()` calls waiting for the room's next `Ack`. */
+  waiters: Deferred<AckBody>[];
+  /** Accepted by the server at least once. */
+  joined: boolean;
+  /** `History` frames to come on this connection, in order. */
+  expected: HistoryExpectation[];
+  /** Members, from `Presence`, `Enter` and `Leave`. */
+  members: Set<string>;
+}
+
+type Pending =
+  | { kind: "enter"; room: string; rejoin: boolean; timer: Timer }
+  | { kind: "leave"; deferred: Deferred<AckBody>; timer: Timer }
+  | { kind: "group_chat"; deferred: Deferred<GroupChatAck>; timer: Timer }
+  | { kind: "private_chat"; deferred: Deferred<PrivateChatAck>; timer: Timer }
+  | {
+    kind: "history";
+    room: string;
+    deferred: Deferred<HistoryBody>;
+    timer: Timer;
+    result?: HistoryBody;
+  };
+
+type Timer = ReturnType<typeof setTimeout>;
+
+/**
+ * Names (`sender_username`, `target_username`, `room`): 1 to 32 Unicode
+ * letters, digits, `_`, `-` and `.`, as the server checks them.
+ */
+export const NAME_PATTERN: RegExp = /^[\p{L}\p{N}_.-]{1,32}$/u;
+
+/** Whether the server would take `name` as a username or room. */
+export function isValidName(name: string): boolean {
+  return NAME_PATTERN.test(name);
+}
+
+/** `WebSocket.CLOSED`, without needing the global. */
+const CLOSED = 3;
+
+/** The close code the client uses when it drops a connection on purpose. */
+const RETRY_CLOSE_CODE = 4000;
+
+function maxSeq(start: number | undefined, messages: StoredGroupChat[]) {
+  let max = start;
+  for (const message of messages) {
+    if (max === undefined || message.seq > max) max = message.seq;
+  }
+  return max;
+}
+
+/**
+ * A chat connection that survives drops. Create it, register listeners with
+ * {@linkcode ChatClient.on}, call {@linkcode ChatClient.connect}, then enter
+ * rooms and send. {@linkcode ChatClient.close} ends it for good.
+ */
+export class ChatClient {
+  #url: URL;
+  #username: string | undefined;
+  #token: string | undefined;
+  #reconnect: boolean;
+  #backoff: BackoffOptions;
+  #timeoutMs: number;
+  #WebSocket: WebSocketConstructor;
+  #random: () => number;
+
+  #state: ConnectionState = "idle";
+  #socket: WebSocket | null = null;
+  #welcome: WelcomeBody | undefined;
+  #attempt = 0;
+  #retryTimer: Timer | undefined;
+  #listeners = new Map<string, Set<(event: ChatEvent) => void>>();
+  #rooms = new Map<string, RoomTrack>();
+  #pending = new Map<string, Pending>();
+  #connectWaiters: Deferred<WelcomeBody>[] = [];
+  #prefix: string;
+  #counter = 0;
+
+  /** Sets the client up; nothing is sent before {@linkcode ChatClient.connect}. */
+  constructor(options: ChatClientOptions) {
+    this.#url = new URL(options.url);
+    this.#username = options.username;
+    this.#token = options.token;
+    this.#reconnect = options.reconnect ?? true;
+    this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.#timeoutMs = options.requestTimeoutMs ?? 15_000;
+    const ctor = options.WebSocket ??
+      (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!ctor) {
+      throw new TypeError(
+        "no WebSocket in this runtime: pass options.WebSocket",
+      );
+    }
+    this.#WebSocket = ctor;
+    this.#random = options.random ?? Math.random;
+    this.#prefix = `c${Math.floor(this.#random() * 36 ** 6).toString(36)}`;
+  }
+
+  /** Where the client stands. */
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** The last `Welcome`, once one arrived. */
+  get welcome(): WelcomeBody | undefined {
+    return this.#welcome;
+  }
+
+  /** The name used as `sender_username`. */
+  get username(): string | undefined {
+    return this.#username;
+  }
+
+  /** Changes the name; takes effect with the next `Enter` of a new connection. */
+  set username(name: string | undefined) {
+    this.#username = name;
+  }
+
+  /** The rooms the client is in (or entering), in the order entered. */
+  get rooms(): string[] {
+    return [...this.#rooms.keys()];
+  }
+
+  /** The members of a room the client is in, sorted. */
+  members(room: string): string[] {
+    return [...(this.#rooms.get(room)?.members ?? [])].sort();
+  }
+
+  /** The highest `seq` seen in a room, the `since` of the next recovery. */
+  lastSeq(room: string): number | undefined {
+    return this.#rooms.get(room)?.lastSeq;
+  }
+
+  /**
+   * Changes the token for the next connection (`undefined` removes it).
+   * Call {@linkcode ChatClient.reconnectNow} with `force` to use it at once.
+   */
+  setToken(token: string | undefined): void {
+    this.#token = token;
+  }
+
+  /**
+   * Registers a listener for one event type, or `"*"` for all; returns a
+   * function that removes it.
+   */
+  on<T extends ChatEventType>(type: T, listener: ChatListener<T>): () => void;
+  /** Registers a listener for every event. */
+  on(type: "*", listener: (event: ChatEvent) => void): () => void;
+  on(type: string, listener: (event: never) => void): () => void {
+    let set = this.#listeners.get(type);
+    if (!set) this.#listeners.set(type, set = new Set());
+    const wrapped = listener as (event: ChatEvent) => void;
+    set.add(wrapped);
+    return () => set.delete(wrapped);
+  }
+
+  /**
+   * Opens the connection (once; later calls only wait) and resolves with the
+   * server's `Welcome`. Keeps retrying with backoff until it gets one, unless
+   * `reconnect` is off; rejects when the client is closed first.
+   */
+  connect(): Promise<WelcomeBody> {
+    if (this.#state === "closed") {
+      return Promise.reject(new ChatError("closed"));
+    }
+    if (this.#state === "open" && this.#welcome) {
+      return Promise.resolve(this.#welcome);
+    }
+    const { promise, resolve, reject } = deferred<WelcomeBody>();
+    this.#connectWaiters.push({ resolve, reject });
+    if (this.#state === "idle") this.#open();
+    return promise;
+  }
+
+  /**
+   * Retries at once instead of waiting for the backoff. With `force`, also
+   * drops an open connection and opens a new one (e.g. after
+   * {@linkcode ChatClient.setToken}).
+   */
+  reconnectNow(options: { force?: boolean } = {}): void {
+    if (this.#state === "closed") return;
+    if (this.#state === "idle") {
+      this.#open();
+      return;
+    }
+    if (this.#state === "reconnecting") {
+      clearTimeout(this.#retryTimer);
+      this.#retryTimer = undefined;
+      this.#open();
+      return;
+    }
+    if (options.force && this.#socket) {
+      const old = this.#socket;
+      this.#socket = null; // its close event is ignored from here on
+      old.close(RETRY_CLOSE_CODE, "reconnecting");
+      this.#forget();
+      this.#open();
+    }
+  }
+
+  /**
+   * Enters a room, and keeps it entered across reconnects until
+   * {@linkcode ChatClient.leave}. Resolves on the `Ack`; when offline, once
+   * the client is back and the room entered. Rejects with a
+   * {@linkcode ChatError} (e.g. `username_taken`), and then the room is
+   * forgotten.
+   */
+  enter(room: string, options: EnterOptions = {}): Promise<AckBody> {
+    if (this.#state === "closed") {
+      return Promise.reject(new ChatError("closed"));
+    }
+    const { promise, resolve, reject } = deferred<AckBody>();
+    let track = this.#rooms.get(room);
+    if (!track) {
+      track = {
+        history: options.history,
+        lastSeq: undefined,
+        seen: new Set(),
+        waiters: [],
+        joined: false,
+        expected: [],
+        members: new Set(),
+      };
+      this.#rooms.set(room, track);
+    }
+    track.waiters.push({ resolve, reject });
+    if (this.#state === "open") this.#sendEnter(room, track, false);
+    return promise;
+  }
+
+  /** Leaves a room and stops re-entering it. Resolves on the `Ack`. */
+  leave(room: string): Promise<AckBody> {
+    const track = this.#rooms.get(room);
+    this.#rooms.delete(room);
+    if (track) {
+      const error = new ChatError("not_in_room", "left before entering");
+      for (const waiter of track.waiters) waiter.reject(error);
+    }
+    if (this.#state !== "open") {
+      // The server forgot the connection's rooms when it dropped.
+      return track
+        ? Promise.resolve({ ref: "" })
+        : Promise.reject(new ChatError("not_connected"));
+    }
+    return this.#request<AckBody>(
+      "Leave",
+      { room },
+      (_id, deferred, timer) => ({
+        kind: "leave",
+        deferred,
+        timer,
+      }),
+    );
+  }
+
+  /** Sends `content` to a room. Resolves with the message's `seq` and `id`. */
+  groupChat(room: string, content: string): Promise<GroupChatAck> {
+    return this.#request<GroupChatAck>(
+      "GroupChat",
+      { room, content },
+      (_id, deferred, timer) => ({ kind: "group_chat", deferred, timer }),
+    );
+  }
+
+  /** Sends `content` to every connection of `target`. */
+  privateChat(target: string, content: string): Promise<PrivateChatAck> {
+    return this.#request<PrivateChatAck>(
+      "PrivateChat",
+      { target_username: target, content },
+      (_id, deferred, timer) => ({ kind: "private_chat", deferred, timer }),
+    );
+  }
+
+  /**
+   * Asks for older messages of a room the client is in. Resolves with the
+   * whole `History` body; the `history` event carries the ones not seen
+   * before.
+   */
+  history(room: string, options: HistoryOptions = {}): Promise<HistoryBody> {
+    const body: Record<string, unknown> = { room };
+    if (options.before !== undefined) body.before = options.before;
+    if (options.limit !== undefined) body.limit = options.limit;
+    return this.#request<HistoryBody>(
+      "History",
+      body,
+      (id, deferred, timer) => {
+        this.#rooms.get(room)?.expected.push({ id, reason: "request" });
+        return { kind: "history", room, deferred, timer };
+      },
+    );
+  }
+
+  /**
+   * Closes the connection for good: pending requests reject with `closed`.
+   * Resolves once the socket is closed.
+   */
+  async close(): Promise<void> {
+    if (this.#state === "closed") return;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#setState("closed");
+    this.#failPending("closed", true);
+    for (const waiter of this.#connectWaiters) {
+      waiter.reject(new ChatError("closed"));
+    }
+    this.#connectWaiters = [];
+    if (socket && socket.readyState !== CLOSED) {
+      const closed = new Promise<void>((resolve) => {
+        socket.addEventListener("close", () => resolve(), { once: true });
+      });
+      socket.close(1000, "bye");
+      await closed;
+    }
+  }
+
+  /** Closes, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #emit(event: ChatEvent): void {
+    for (const key of [event.type, "*"]) {
+      const set = this.#listeners.get(key);
+      if (!set) continue;
+      for (const listener of [...set]) {
+        try {
+          listener(event);
+        } catch (error) {
+          // A listener's bug must not break the connection; surface it.
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
+    }
+  }
+
+  #setState(state: ConnectionState, extra: {
+    delayMs?: number;
+    closeCode?: number;
+  } = {}): void {
+    this.#state = state;
+    this.#emit({ type: "state", state, attempt: this.#attempt, ...extra });
+  }
+
+  #nextId(): string {
+    return `${this.#prefix}-${++this.#counter}`;
+  }
+
+  #open(): void {
+    const url = new URL(this.#url);
+    if (this.#token) url.searchParams.set("token", this.#token);
+    this.#setState("connecting");
+    let socket: WebSocket;
+    try {
+      socket = new this.#WebSocket(url.href);
+    } catch (error) {
+      const failed = error instanceof Error ? error : new Error(String(error));
+      this.#setState("closed");
+      for (const waiter of this.#connectWaiters) waiter.reject(failed);
+      this.#connectWaiters = [];
+      return;
+    }
+    this.#socket = socket;
+    socket.addEventListener("message", (event: MessageEvent) => {
+      if (this.#socket !== socket) return;
+      if (typeof event.data === "string") this.#receive(event.data);
+    });
+    socket.addEventListener("close", (event: CloseEvent) => {
+      if (this.#socket !== socket) return;
+      this.#dropped(event.code);
+    });
+  }
+
+  /** Forgets what belonged to the connection that is gone. */
+  #forget(): void {
+    this.#welcome = undefined;
+    this.#failPending("disconnected", false);
+    for (const track of this.#rooms.values()) {
+      track.expected = [];
+      track.members.clear();
+    }
+  }
+
+  #dropped(code: number): void {
+    this.#socket = null;
+    this.#forget();
+    if (!this.#reconnect) {
+      this.#setState("closed");
+      this.#failPending("closed", true);
+      for (const waiter of this.#connectWaiters) {
+        waiter.reject(new ChatError("disconnected"));
+      }
+      this.#connectWaiters = [];
+      return;
+    }
+    const delayMs = backoffDelay(this.#attempt, this.#backoff, this.#random);
+    this.#attempt++;
+    this.#setState("reconnecting", { delayMs, closeCode: code });
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#open();
+    }, delayMs);
+  }
+
+  /** Rejects what waits for an answer; room entries only when `rooms`. */
+  #failPending(code: LocalErrorCode, rooms: boolean): void {
+    for (const [id, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      if (pending.kind !== "enter") {
+        pending.deferred.reject(new ChatError(code, undefined, id));
+      }
+    }
+    this.#pending.clear();
+    if (rooms) {
+      for (const track of this.#rooms.values()) {
+        for (const waiter of track.waiters) waiter.reject(new ChatError(code));
+        track.waiters = [];
+      }
+    }
+  }
+
+  #send(type: string, body: Record<string, unknown>, id: string): void {
+    const frame: Record<string, unknown> = {
+      message_type: type,
+      message_body: body,
+      id,
+    };
+    if (this.#token) frame.token = this.#token;
+    this.#socket?.send(JSON.stringify(frame));
+  }
+
+  #timer(id: string): Timer {
+    return setTimeout(() => this.#timedOut(id), this.#timeoutMs);
+  }
+
+  #timedOut(id: string): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#pending.delete(id);
+    const error = new ChatError("timeout", undefined, id);
+    if (pending.kind === "enter") {
+      const track = this.#rooms.get(pending.room);
+      if (!track) return;
+      for (const waiter of track.waiters) waiter.reject(error);
+      track.waiters = [];
+    } else {
+      pending.deferred.reject(error);
+    }
+  }
+
+  #request<T>(
+    type: string,
+    body: Record<string, unknown>,
+    make: (id: string, deferred: Deferred<T>, timer: Timer) => Pending,
+  ): Promise<T> {
+    if (this.#state !== "open" || !this.#socket) {
+      return Promise.reject(
+        new ChatError(this.#state === "closed" ? "closed" : "not_connected"),
+      );
+    }
+    if (type !== "History") {
+      if (this.#username === undefined) {
+        return Promise.reject(new ChatError("not_entered"));
+      }
+      body = { sender_username: this.#username, ...body };
+    }
+    const id = this.#nextId();
+    const { promise, resolve, reject } = deferred<T>();
+    this.#pending.set(id, make(id, { resolve, reject }, this.#timer(id)));
+    this.#send(type, body, id);
+    return promise;
+  }
+
+  #sendEnter(room: string, track: RoomTrack, rejoin: boolean): void {
+    if (this.#username === undefined) {
+      const error = new ChatError("not_entered", "no username set");
+      for (const waiter of track.waiters) waiter.reject(error);
+      track.waiters = [];
+      if (!track.joined) this.#rooms.delete(room);
+      return;
+    }
+    const id = this.#nextId();
+    const body: Record<string, unknown> = {
+      sender_username: this.#username,
+      room,
+    };
+    let reason: HistoryExpectation["reason"];
+    if (track.lastSeq !== undefined) {
+      body.since = track.lastSeq;
+      reason = "recovery";
+    } else if (track.history !== undefined && track.history > 0) {
+      body.history = track.history;
+      reason = "enter";
+    } else {
+      // One message tells the room's last seq, so that a reconnect can ask
+      // for exactly what came after; it is not shown.
+      body.history = 1;
+      reason = "watermark";
+    }
+    track.expected.push({ id, reason });
+    this.#pending.set(id, {
+      kind: "enter",
+      room,
+      rejoin,
+      timer: this.#timer(id),
+    });
+    this.#send("Enter", body, id);
+  }
+
+  #receive(text: string): void {
+    const frame = parseServerFrame(text);
+    switch (frame.type) {
+      case "welcome": {
+        this.#welcome = frame.body;
+        if (frame.body.username) this.#username = frame.body.username;
+        if (this.#rooms.size === 0) this.#attempt = 0;
+        this.#setState("open");
+        this.#emit(frame);
+        const waiters = this.#connectWaiters;
+        this.#connectWaiters = [];
+        for (const waiter of waiters) waiter.resolve(frame.body);
+        for (const [room, track] of this.#rooms) {
+          this.#sendEnter(room, track, track.joined);
+        }
+        return;
+      }
+      case "presence": {
+        const track = this.#rooms.get(frame.body.room);
+        if (track) track.members = new Set(frame.body.members);
+        this.#emit(frame);
+        return;
+      }
+      case "enter":
+        this.#rooms.get(frame.body.room)?.members.add(
+          frame.body.sender_username,
+        );
+        this.#emit(frame);
+        return;
+      case "leave":
+        this.#rooms.get(frame.body.room)?.members.delete(
+          frame.body.sender_username,
+        );
+        this.#emit(frame);
+        return;
+      case "group_chat": {
+        const track = this.#rooms.get(frame.body.room);
+        if (track) {
+          if (track.seen.has(frame.body.seq)) return;
+          track.seen.add(frame.body.seq);
+          track.lastSeq = maxSeq(track.lastSeq, [frame.body]);
+        }
+        this.#emit(frame);
+        return;
+      }
+      case "private_chat":
+        this.#emit(frame);
+        return;
+      case "history":
+        this.#history(frame.body);
+        return;
+      case "ack":
+        this.#ack(frame.body);
+        this.#emit(frame);
+        return;
+      case "error":
+        this.#error(frame.body);
+        return;
+      case "unknown":
+        this.#emit(frame);
+        return;
+    }
+  }
+
+  #history(body: HistoryBody): void {
+    const track = this.#rooms.get(body.room);
+    if (!track) {
+      this.#emit({ type: "history", body, reason: "request" });
+      return;
+    }
+    const expected = track.expected.shift();
+    const reason = expected?.reason ?? "request";
+    if (expected) {
+      const pending = this.#pending.get(expected.id);
+      if (pending?.kind === "history") pending.result = body;
+    }
+    if (reason === "watermark") {
+      track.lastSeq = maxSeq(track.lastSeq ?? 0, body.messages);
+      return;
+    }
+    const fresh = body.messages.filter((message) => {
+      if (track.seen.has(message.seq)) return false;
+      track.seen.add(message.seq);
+      return true;
+    });
+    if (reason === "request") {
+      if (track.lastSeq !== undefined) {
+        track.lastSeq = maxSeq(track.lastSeq, body.messages);
+      }
+    } else {
+      // An entry's history reaches up to the room's last message.
+      track.lastSeq = maxSeq(track.lastSeq ?? 0, body.messages);
+    }
+    this.#emit({ type: "history", body: { ...body, messages: fresh }, reason });
+  }
+
+  #ack(body: AckBody): void {
+    const pending = this.#pending.get(body.ref);
+    if (!pending) return;
+    this.#pending.delete(body.ref);
+    clearTimeout(pending.timer);
+    switch (pending.kind) {
+      case "enter": {
+        const track = this.#rooms.get(pending.room);
+        if (!track) return;
+        track.joined = true;
+        this.#attempt = 0;
+        const waiters = track.waiters;
+        track.waiters = [];
+        for (const waiter of waiters) waiter.resolve(body);
+        return;
+      }
+      case "leave":
+        pending.deferred.resolve(body);
+        return;
+      case "group_chat":
+        pending.deferred.resolve({
+          id: body.id ?? "",
+          seq: body.seq ?? 0,
+          timestamp: body.timestamp ?? 0,
+        });
+        return;
+      case "private_chat":
+        pending.deferred.resolve({
+          id: body.id ?? "",
+          timestamp: body.timestamp ?? 0,
+        });
+        return;
+      case "history":
+        pending.deferred.resolve(
+          pending.result ??
+            { room: pending.room, messages: [], complete: true },
+        );
+        return;
+    }
+  }
+
+  #error(body: ErrorBody): void {
+    const pending = body.ref === undefined
+      ? undefined
+      : this.#pending.get(body.ref);
+    if (!pending || body.ref === undefined) {
+      this.#emit({ type: "error", body, handled: false });
+      return;
+    }
+    this.#pending.delete(body.ref);
+    clearTimeout(pending.timer);
+    const error = new ChatError(body.code, body.message, body.ref);
+    if (pending.kind !== "enter") {
+      if (pending.kind === "history") {
+        const track = this.#rooms.get(pending.room);
+        if (track) {
+          track.expected = track.expected.filter((e) => e.id !== body.ref);
+        }
+      }
+      pending.deferred.reject(error);
+      this.#emit({ type: "error", body, handled: true });
+      return;
+    }
+    const track = this.#rooms.get(pending.room);
+    if (!track) {
+      this.#emit({ type: "error", body, handled: false });
+      return;
+    }
+    track.expected = track.expected.filter((e) => e.id !== body.ref);
+    if (pending.rejoin && body.code === "username_taken") {
+      // The server still holds the name for the connection that dropped:
+      // try again later, keeping every room.
+      this.#emit({ type: "error", body, handled: false });
+      this.#socket?.close(RETRY_CLOSE_CODE, "username still held");
+      return;
+    }
+    const waiters = track.waiters;
+    track.waiters = [];
+    this.#rooms.delete(pending.room);
+    for (const waiter of waiters) waiter.reject(error);
+    this.#emit({ type: "error", body, handled: waiters.length > 0 });
+  }
+}

@@ -1,0 +1,1076 @@
+/// <reference lib="dom" />
+/**
+ * The web client's behaviour, on top of the page in `src/web_page.ts` and
+ * the client module. `deno task web:build` bundles this file into
+ * `src/web/bundle_generated.ts`; the page inlines that bundle.
+ *
+ * Message content only ever reaches the page through `textContent` (see
+ * `h` in `dom.ts`): nothing a user sends is parsed as HTML.
+ *
+ * @module
+ */
+import {
+  ChatClient,
+  ChatError,
+  type ChatEventOf,
+  isValidName,
+  type StoredGroupChat,
+  type StoredPrivateChat,
+} from "../client/chat_client.ts";
+import { describeError } from "../client/error_text.ts";
+import { byId, h } from "./dom.ts";
+
+/** Messages asked for on entering a room and per page of older ones. */
+const HISTORY_PAGE = 50;
+/** Consecutive messages of one sender within this time share a header. */
+const GROUP_MS = 5 * 60_000;
+const NAME_KEY = "chat.name";
+const NAME_RULE =
+  "Names are 1 to 32 letters, digits, '_', '-' or '.', without spaces.";
+
+const SHORT_TIME = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit",
+  minute: "2-digit",
+});
+const LONG_TIME = new Intl.DateTimeFormat(undefined, {
+  dateStyle: "medium",
+  timeStyle: "medium",
+});
+
+type SortKey = readonly [number, number];
+
+interface MessageItem {
+  kind: "message";
+  key: string;
+  sort: SortKey;
+  sender: string;
+  content: string;
+  timestamp: number;
+  seq: number | undefined;
+  pending: boolean;
+  node?: HTMLLIElement;
+}
+
+interface NoticeItem {
+  kind: "notice";
+  key: string;
+  sort: SortKey;
+  text: string;
+  timestamp: number;
+  node?: HTMLLIElement;
+}
+
+type Item = MessageItem | NoticeItem;
+
+interface Conversation {
+  key: string;
+  kind: "room" | "dm";
+  name: string;
+  /** Sorted by `sort`. */
+  items: Item[];
+  keys: Set<string>;
+  unread: number;
+  maxSeq: number;
+  counter: number;
+  reachedStart: boolean;
+  truncated: boolean;
+  loadingOlder: boolean;
+  draft: string;
+  button: HTMLButtonElement;
+}
+
+function compare(a: SortKey, b: SortKey): number {
+  return a[0] - b[0] || a[1] - b[1];
+}
+
+function hue(name: string): number {
+  let value = 7;
+  for (const char of name) {
+    value = (value * 31 + (char.codePointAt(0) ?? 0)) % 360;
+  }
+  return value;
+}
+
+function avatar(name: string): HTMLDivElement {
+  const element = h(
+    "div",
+    { class: "avatar", attrs: { "aria-hidden": "true" } },
+    ([...name][0] ?? "?").toUpperCase(),
+  );
+  element.style.setProperty("--hue", String(hue(name)));
+  return element;
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof ChatError) return error.message;
+  return error instanceof Error ? error.message : String(error);
+}
+
+function seconds(ms: number): string {
+  const s = Math.max(1, Math.ceil(ms / 1000));
+  return s === 1 ? "1 second" : `${s} seconds`;
+}
+
+function remembered(): string {
+  try {
+    return localStorage.getItem(NAME_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+
+function remember(name: string): void {
+  try {
+    localStorage.setItem(NAME_KEY, name);
+  } catch {
+    // Storage may be off; the name is only a convenience.
+  }
+}
+
+function socketUrl(): URL {
+  const url = new URL("/ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  return url;
+}
+
+const elements = () => ({
+  signin: byId("signin", HTMLElement),
+  signinForm: byId("signin-form", HTMLFormElement),
+  signinLead: byId("signin-lead", HTMLParagraphElement),
+  signinNameField: byId("signin-name-field", HTMLLabelElement),
+  signinName: byId("signin-name", HTMLInputElement),
+  signinTokenField: byId("signin-token-field", HTMLLabelElement),
+  signinToken: byId("signin-token", HTMLInputElement),
+  signinRoom: byId("signin-room", HTMLInputElement),
+  signinError: byId("signin-error", HTMLParagraphElement),
+  signinSubmit: byId("signin-submit", HTMLButtonElement),
+  signinStatus: byId("signin-status", HTMLParagraphElement),
+  chat: byId("chat", HTMLDivElement),
+  me: byId("me", HTMLElement),
+  roomList: byId("room-list", HTMLUListElement),
+  joinForm: byId("join-form", HTMLFormElement),
+  joinRoom: byId("join-room", HTMLInputElement),
+  dmList: byId("dm-list", HTMLUListElement),
+  dmForm: byId("dm-form", HTMLFormElement),
+  dmUser: byId("dm-user", HTMLInputElement),
+  connection: byId("connection", HTMLDivElement),
+  connectionText: byId("connection-text", HTMLSpanElement),
+  scrim: byId("scrim", HTMLDivElement),
+  menuButton: byId("menu-button", HTMLButtonElement),
+  title: byId("conv-title", HTMLHeadingElement),
+  subtitle: byId("conv-subtitle", HTMLParagraphElement),
+  membersButton: byId("members-button", HTMLButtonElement),
+  membersCount: byId("members-count", HTMLSpanElement),
+  leaveButton: byId("leave-button", HTMLButtonElement),
+  banner: byId("banner", HTMLDivElement),
+  bannerText: byId("banner-text", HTMLSpanElement),
+  bannerRetry: byId("banner-retry", HTMLButtonElement),
+  messages: byId("messages", HTMLDivElement),
+  loadOlder: byId("load-older", HTMLButtonElement),
+  historyStart: byId("history-start", HTMLParagraphElement),
+  messageList: byId("message-list", HTMLOListElement),
+  empty: byId("empty", HTMLDivElement),
+  members: byId("members", HTMLElement),
+  memberList: byId("member-list", HTMLUListElement),
+  composer: byId("composer", HTMLFormElement),
+  input: byId("composer-input", HTMLTextAreaElement),
+  toasts: byId("toasts", HTMLDivElement),
+});
+
+type Elements = ReturnType<typeof elements>;
+
+/** The whole page: sign-in, conversations, connection state. */
+class ChatApp {
+  #client: ChatClient;
+  #el: Elements;
+  #me = "";
+  #signedIn = false;
+  #conversations = new Map<string, Conversation>();
+  #active: Conversation | undefined;
+  #dropped = false;
+  #retryAt = 0;
+  #countdown: ReturnType<typeof setInterval> | undefined;
+  #bannerTimer: ReturnType<typeof setTimeout> | undefined;
+  #pending = 0;
+
+  constructor() {
+    this.#el = elements();
+    this.#client = new ChatClient({ url: socketUrl() });
+    this.#wireClient();
+    this.#wirePage();
+    this.#el.signinName.value = remembered();
+    this.#client.connect().catch(() => {});
+  }
+
+  // ------------------------------------------------------------ client side
+
+  #wireClient(): void {
+    const client = this.#client;
+    client.on("state", (event) => this.#onState(event));
+    client.on("welcome", ({ body }) => {
+      if (this.#signedIn) return;
+      const el = this.#el;
+      el.signinStatus.textContent = `Connected to ${body.server}.`;
+      el.signinTokenField.hidden = !body.auth_required;
+      el.signinNameField.hidden = body.auth_required;
+      el.signinLead.textContent = body.auth_required
+        ? "This server needs an access token. Paste yours and pick a room."
+        : "Pick a name and a room to start talking.";
+      if (!el.signinRoom.value) el.signinRoom.value = body.default_room;
+    });
+    client.on("presence", ({ body }) => {
+      this.#conversation("room", body.room);
+      if (this.#active?.key === `room:${body.room}`) this.#renderMembers();
+    });
+    client.on("enter", ({ body }) => {
+      const conv = this.#conversation("room", body.room);
+      this.#notice(conv, `${body.sender_username} joined`, body.timestamp);
+      if (this.#active === conv) this.#renderMembers();
+    });
+    client.on("leave", ({ body }) => {
+      const conv = this.#conversation("room", body.room);
+      const verb = body.reason === "left" ? "left" : "went offline";
+      this.#notice(conv, `${body.sender_username} ${verb}`, body.timestamp);
+      if (this.#active === conv) this.#renderMembers();
+    });
+    client.on("group_chat", ({ body }) => this.#roomMessages([body], true));
+    client.on("private_chat", ({ body }) => this.#privateMessage(body));
+    client.on("history", (event) => this.#history(event));
+    client.on("error", ({ body, handled }) => {
+      if (!handled) this.#toast(describeError(body.code, body.message));
+    });
+  }
+
+  #onState(event: ChatEventOf<"state">): void {
+    const el = this.#el;
+    clearInterval(this.#countdown);
+    this.#countdown = undefined;
+    el.connection.dataset.state = event.state;
+    el.connection.dataset.attempt = String(event.attempt);
+    switch (event.state) {
+      case "open":
+        el.connectionText.textContent = "Online";
+        if (this.#dropped && this.#signedIn) {
+          this.#banner("You are back online.", "ok", 3000);
+        } else {
+          this.#banner(null);
+        }
+        this.#dropped = false;
+        break;
+      case "connecting":
+      case "idle":
+        el.connectionText.textContent = "Connecting…";
+        if (this.#dropped) this.#banner("Reconnecting…", "warn");
+        break;
+      case "reconnecting": {
+        this.#dropped = true;
+        this.#retryAt = Date.now() + (event.delayMs ?? 0);
+        const update = () => {
+          const wait = seconds(this.#retryAt - Date.now());
+          el.connectionText.textContent = `Offline · retrying in ${wait}`;
+          if (this.#signedIn) {
+            this.#banner(
+              `Connection lost. Reconnecting in ${wait}…`,
+              "warn",
+            );
+          } else {
+            el.signinStatus.textContent =
+              `Cannot reach the server. Retrying in ${wait}…`;
+          }
+        };
+        update();
+        this.#countdown = setInterval(update, 1000);
+        break;
+      }
+      case "closed":
+        el.connectionText.textContent = "Disconnected";
+        this.#banner("Disconnected. Reload the page to chat again.", "warn");
+        break;
+    }
+  }
+
+  #conversation(kind: "room" | "dm", name: string): Conversation {
+    const key = `${kind}:${name}`;
+    let conv = this.#conversations.get(key);
+    if (conv) return conv;
+    const button = h("button", {
+      class: "conv",
+      attrs: { type: "button", "data-key": key },
+    });
+    conv = {
+      key,
+      kind,
+      name,
+      items: [],
+      keys: new Set(),
+      unread: 0,
+      maxSeq: 0,
+      counter: 0,
+      reachedStart: false,
+      truncated: false,
+      loadingOlder: false,
+      draft: "",
+      button,
+    };
+    const created = conv;
+    button.addEventListener("click", () => this.#activate(created));
+    this.#conversations.set(key, conv);
+    this.#renderButton(conv);
+    this.#renderLists();
+    return conv;
+  }
+
+  /** Inserts items in order; returns whether any was new. */
+  #insert(conv: Conversation, items: Item[]): boolean {
+    let added = false;
+    for (const item of items) {
+      if (conv.keys.has(item.key)) continue;
+      conv.keys.add(item.key);
+      added = true;
+      let at = conv.items.length;
+      while (at > 0 && compare(conv.items[at - 1]!.sort, item.sort) > 0) at--;
+      conv.items.splice(at, 0, item);
+    }
+    return added;
+  }
+
+  #messageItem(
+    key: string,
+    sort: SortKey,
+    sender: string,
+    content: string,
+    timestamp: number,
+    seq?: number,
+  ): MessageItem {
+    return {
+      kind: "message",
+      key,
+      sort,
+      sender,
+      content,
+      timestamp,
+      seq,
+      pending: false,
+    };
+  }
+
+  #roomMessages(
+    messages: StoredGroupChat[],
+    countUnread: boolean,
+    older = false,
+  ): void {
+    const first = messages[0];
+    if (!first) return;
+    const conv = this.#conversation("room", first.room);
+    const items = messages.map((m) =>
+      this.#messageItem(
+        `m:${m.id}`,
+        [m.seq, 0],
+        m.sender_username,
+        m.content,
+        m.timestamp,
+        m.seq,
+      )
+    );
+    for (const message of messages) {
+      conv.maxSeq = Math.max(conv.maxSeq, message.seq);
+    }
+    if (!this.#insert(conv, items)) return;
+    if (countUnread) {
+      this.#countUnread(
+        conv,
+        messages.filter((m) => m.sender_username !== this.#me).length,
+      );
+    }
+    if (this.#active === conv) this.#renderMessages(older ? "keep" : "stick");
+  }
+
+  #privateMessage(message: StoredPrivateChat): void {
+    const other = message.sender_username === this.#me
+      ? message.target_username
+      : message.sender_username;
+    const conv = this.#conversation("dm", other);
+    const item = this.#messageItem(
+      `m:${message.id}`,
+      [message.timestamp, conv.counter++],
+      message.sender_username,
+      message.content,
+      message.timestamp,
+    );
+    if (!this.#insert(conv, [item])) return;
+    if (message.sender_username !== this.#me) this.#countUnread(conv, 1);
+    if (this.#active === conv) this.#renderMessages("stick");
+  }
+
+  #notice(conv: Conversation, text: string, timestamp: number): void {
+    const n = conv.counter++;
+    this.#insert(conv, [{
+      kind: "notice",
+      key: `n:${n}`,
+      sort: [conv.kind === "room" ? conv.maxSeq : timestamp, 1 + n],
+      text,
+      timestamp,
+    }]);
+    if (this.#active === conv) this.#renderMessages("stick");
+  }
+
+  #history(event: ChatEventOf<"history">): void {
+    const { body, reason } = event;
+    const conv = this.#conversation("room", body.room);
+    if (reason === "enter") {
+      const oldest = body.messages[0]?.seq;
+      if (body.messages.length < HISTORY_PAGE || oldest === 1) {
+        conv.reachedStart = true;
+      }
+    }
+    if (!body.complete) {
+      if (reason === "recovery") {
+        this.#notice(
+          conv,
+          "Some messages from while you were offline are no longer kept.",
+          Date.now(),
+        );
+      } else {
+        conv.reachedStart = true;
+        conv.truncated = true;
+      }
+    }
+    this.#roomMessages(
+      body.messages,
+      reason === "recovery",
+      reason === "request",
+    );
+    if (this.#active === conv) this.#renderHistoryTop();
+  }
+
+  #countUnread(conv: Conversation, count: number): void {
+    if (count === 0) return;
+    if (this.#active === conv && !document.hidden) return;
+    conv.unread += count;
+    this.#renderButton(conv);
+    this.#renderTitle();
+  }
+
+  // -------------------------------------------------------------- page side
+
+  #wirePage(): void {
+    const el = this.#el;
+    el.signinForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.#signIn();
+    });
+    el.joinForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.#join();
+    });
+    el.dmForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.#openDirect();
+    });
+    el.composer.addEventListener("submit", (event) => {
+      event.preventDefault();
+      void this.#send();
+    });
+    el.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        void this.#send();
+      }
+    });
+    el.input.addEventListener("input", () => this.#autosize());
+    el.leaveButton.addEventListener("click", () => void this.#leave());
+    el.bannerRetry.addEventListener(
+      "click",
+      () => this.#client.reconnectNow(),
+    );
+    el.menuButton.addEventListener("click", () => this.#toggleNav());
+    el.scrim.addEventListener("click", () => this.#toggleNav(false));
+    el.membersButton.addEventListener("click", () => this.#toggleMembers());
+    el.loadOlder.addEventListener("click", () => void this.#loadOlder());
+    el.messages.addEventListener("scroll", () => {
+      if (el.messages.scrollTop < 80) void this.#loadOlder();
+    });
+    document.addEventListener("keydown", (event) => this.#shortcut(event));
+    document.addEventListener("visibilitychange", () => {
+      const conv = this.#active;
+      if (!document.hidden && conv && conv.unread > 0) {
+        conv.unread = 0;
+        this.#renderButton(conv);
+        this.#renderTitle();
+      }
+    });
+    if (matchMedia("(min-width: 1001px)").matches) {
+      el.chat.classList.add("members-open");
+      el.membersButton.setAttribute("aria-expanded", "true");
+    }
+    el.signinName.focus();
+  }
+
+  #signinError(text: string, field?: HTMLInputElement): void {
+    this.#el.signinError.textContent = text;
+    field?.focus();
+  }
+
+  async #signIn(): Promise<void> {
+    const el = this.#el;
+    const client = this.#client;
+    const auth = client.welcome?.auth_required ?? false;
+    const name = el.signinName.value.trim();
+    const token = el.signinToken.value.trim();
+    const room = el.signinRoom.value.trim() ||
+      (client.welcome?.default_room ?? "general");
+    el.signinError.textContent = "";
+    if (auth && !token) {
+      return this.#signinError(
+        "Paste your access token to sign in.",
+        el.signinToken,
+      );
+    }
+    if (!auth && !isValidName(name)) {
+      return this.#signinError(NAME_RULE, el.signinName);
+    }
+    if (!isValidName(room)) {
+      return this.#signinError(
+        "Room names are 1 to 32 letters, digits, '_', '-' or '.', without spaces.",
+        el.signinRoom,
+      );
+    }
+    el.signinSubmit.disabled = true;
+    try {
+      if (auth) {
+        await this.#connectWithToken(token);
+      } else {
+        client.username = name;
+      }
+      await client.enter(room, { history: HISTORY_PAGE });
+      this.#me = client.username ?? name;
+      remember(this.#me);
+      this.#showChat();
+      this.#activate(this.#conversation("room", room));
+    } catch (error) {
+      const field = error instanceof ChatError &&
+          error.code === "username_taken"
+        ? el.signinName
+        : undefined;
+      this.#signinError(errorText(error), field);
+    } finally {
+      el.signinSubmit.disabled = false;
+    }
+  }
+
+  /** Reconnects with `token` at upgrade; fails when it is refused. */
+  #connectWithToken(token: string): Promise<void> {
+    const client = this.#client;
+    client.setToken(token);
+    return new Promise<void>((resolve, reject) => {
+      const stop = () => {
+        offState();
+        offWelcome();
+      };
+      const offState = client.on("state", (event) => {
+        if (event.state !== "reconnecting") return;
+        stop();
+        // The upgrade was refused: an unknown token (or no server at all).
+        client.setToken(undefined);
+        client.reconnectNow();
+        reject(new ChatError("invalid_token"));
+      });
+      const offWelcome = client.on("welcome", () => {
+        stop();
+        resolve();
+      });
+      client.reconnectNow({ force: true });
+    });
+  }
+
+  #showChat(): void {
+    const el = this.#el;
+    this.#signedIn = true;
+    el.signin.hidden = true;
+    el.chat.hidden = false;
+    el.me.textContent = this.#me;
+    if (this.#client.state !== "open") {
+      this.#onState({
+        type: "state",
+        state: this.#client.state,
+        attempt: 0,
+      });
+    }
+  }
+
+  async #join(): Promise<void> {
+    const el = this.#el;
+    const room = el.joinRoom.value.trim();
+    if (!room) return;
+    if (!isValidName(room)) {
+      this.#toast(
+        "Room names are 1 to 32 letters, digits, '_', '-' or '.', without spaces.",
+      );
+      return;
+    }
+    const existing = this.#conversations.get(`room:${room}`);
+    if (existing) {
+      el.joinRoom.value = "";
+      this.#activate(existing);
+      return;
+    }
+    try {
+      await this.#client.enter(room, { history: HISTORY_PAGE });
+      el.joinRoom.value = "";
+      this.#activate(this.#conversation("room", room));
+    } catch (error) {
+      this.#toast(errorText(error));
+    }
+  }
+
+  #openDirect(): void {
+    const el = this.#el;
+    const name = el.dmUser.value.trim();
+    if (!name) return;
+    if (!isValidName(name)) return this.#toast(NAME_RULE);
+    if (name === this.#me) {
+      return this.#toast("That is you. Pick someone else to message.");
+    }
+    el.dmUser.value = "";
+    this.#activate(this.#conversation("dm", name));
+  }
+
+  async #leave(): Promise<void> {
+    const conv = this.#active;
+    if (!conv) return;
+    if (conv.kind === "room") {
+      try {
+        await this.#client.leave(conv.name);
+      } catch (error) {
+        if (!(error instanceof ChatError && error.code === "not_in_room")) {
+          this.#toast(errorText(error));
+          return;
+        }
+      }
+    }
+    this.#conversations.delete(conv.key);
+    this.#renderLists();
+    this.#activate([...this.#conversations.values()][0]);
+  }
+
+  async #send(): Promise<void> {
+    const el = this.#el;
+    const conv = this.#active;
+    const text = el.input.value.replace(/\s+$/, "");
+    if (!conv || text.trim() === "") return;
+    el.input.value = "";
+    this.#autosize();
+    const n = ++this.#pending;
+    const pending: MessageItem = {
+      ...this.#messageItem(
+        `p:${n}`,
+        [Number.MAX_SAFE_INTEGER, n],
+        this.#me,
+        text,
+        Date.now(),
+      ),
+      pending: true,
+    };
+    this.#insert(conv, [pending]);
+    if (this.#active === conv) this.#renderMessages("bottom");
+    try {
+      if (conv.kind === "room") {
+        await this.#client.groupChat(conv.name, text);
+      } else {
+        await this.#client.privateChat(conv.name, text);
+      }
+    } catch (error) {
+      this.#toast(errorText(error));
+      if (el.input.value === "" && this.#active === conv) {
+        el.input.value = text;
+        this.#autosize();
+      }
+    } finally {
+      conv.items = conv.items.filter((item) => item !== pending);
+      conv.keys.delete(pending.key);
+      if (this.#active === conv) this.#renderMessages("stick");
+    }
+  }
+
+  async #loadOlder(): Promise<void> {
+    const conv = this.#active;
+    if (
+      !conv || conv.kind !== "room" || conv.reachedStart || conv.loadingOlder
+    ) return;
+    let oldest: number | undefined;
+    for (const item of conv.items) {
+      if (item.kind === "message" && item.seq !== undefined) {
+        oldest = item.seq;
+        break;
+      }
+    }
+    if (oldest === undefined || oldest <= 1) {
+      conv.reachedStart = true;
+      this.#renderHistoryTop();
+      return;
+    }
+    conv.loadingOlder = true;
+    this.#renderHistoryTop();
+    try {
+      const page = await this.#client.history(conv.name, {
+        before: oldest,
+        limit: HISTORY_PAGE,
+      });
+      if (
+        page.messages.length < HISTORY_PAGE || page.messages[0]?.seq === 1
+      ) {
+        conv.reachedStart = true;
+      }
+      if (!page.complete) {
+        conv.reachedStart = true;
+        conv.truncated = true;
+      }
+    } catch (error) {
+      this.#toast(errorText(error));
+    } finally {
+      conv.loadingOlder = false;
+      if (this.#active === conv) this.#renderHistoryTop();
+    }
+  }
+
+  #toggleNav(open?: boolean): void {
+    const el = this.#el;
+    const next = open ?? !el.chat.classList.contains("nav-open");
+    el.chat.classList.toggle("nav-open", next);
+    el.menuButton.setAttribute("aria-expanded", String(next));
+    if (next) {
+      (this.#active?.button ?? el.joinRoom).focus();
+    }
+  }
+
+  #toggleMembers(open?: boolean): void {
+    const el = this.#el;
+    const next = open ?? !el.chat.classList.contains("members-open");
+    el.chat.classList.toggle("members-open", next);
+    el.membersButton.setAttribute("aria-expanded", String(next));
+  }
+
+  #shortcut(event: KeyboardEvent): void {
+    if (!this.#signedIn) return;
+    const el = this.#el;
+    if (event.key === "Escape") {
+      if (el.chat.classList.contains("nav-open")) {
+        this.#toggleNav(false);
+        el.menuButton.focus();
+      } else if (
+        el.chat.classList.contains("members-open") &&
+        !matchMedia("(min-width: 1001px)").matches
+      ) {
+        this.#toggleMembers(false);
+        el.membersButton.focus();
+      }
+      return;
+    }
+    if (
+      event.altKey && (event.key === "ArrowUp" || event.key === "ArrowDown")
+    ) {
+      const order = this.#ordered();
+      if (order.length === 0) return;
+      event.preventDefault();
+      const at = this.#active ? order.indexOf(this.#active) : -1;
+      const step = event.key === "ArrowUp" ? -1 : 1;
+      this.#activate(order[(at + step + order.length) % order.length]);
+    }
+  }
+
+  #ordered(): Conversation[] {
+    const all = [...this.#conversations.values()];
+    return [
+      ...all.filter((conv) => conv.kind === "room"),
+      ...all.filter((conv) => conv.kind === "dm"),
+    ];
+  }
+
+  #activate(conv: Conversation | undefined): void {
+    const el = this.#el;
+    const previous = this.#active;
+    if (previous) previous.draft = el.input.value;
+    this.#active = conv;
+    for (const other of this.#conversations.values()) {
+      other.button.setAttribute("aria-current", String(other === conv));
+    }
+    el.chat.classList.remove("nav-open");
+    el.menuButton.setAttribute("aria-expanded", "false");
+    el.composer.hidden = !conv;
+    el.leaveButton.hidden = !conv;
+    el.membersButton.hidden = conv?.kind !== "room";
+    el.members.hidden = conv?.kind !== "room";
+    el.empty.hidden = conv !== undefined;
+    el.messageList.hidden = !conv;
+    if (!conv) {
+      el.title.textContent = "Chat";
+      el.subtitle.textContent = "";
+      el.input.value = "";
+      this.#renderHistoryTop();
+      this.#renderTitle();
+      return;
+    }
+    conv.unread = 0;
+    this.#renderButton(conv);
+    el.title.textContent = conv.kind === "room"
+      ? `# ${conv.name}`
+      : `@ ${conv.name}`;
+    if (conv.kind === "dm") el.subtitle.textContent = "Direct message";
+    el.leaveButton.textContent = conv.kind === "room" ? "Leave" : "Close";
+    el.leaveButton.setAttribute(
+      "aria-label",
+      conv.kind === "room"
+        ? `Leave room ${conv.name}`
+        : `Close conversation with ${conv.name}`,
+    );
+    el.input.placeholder = conv.kind === "room"
+      ? `Message #${conv.name}`
+      : `Message ${conv.name}`;
+    el.input.value = conv.draft;
+    this.#autosize();
+    this.#renderMembers();
+    this.#renderHistoryTop();
+    this.#renderMessages("bottom");
+    this.#renderTitle();
+    el.input.focus();
+  }
+
+  // -------------------------------------------------------------- rendering
+
+  #renderLists(): void {
+    const el = this.#el;
+    const rooms: HTMLLIElement[] = [];
+    const dms: HTMLLIElement[] = [];
+    for (const conv of this.#conversations.values()) {
+      const item = conv.button.parentElement instanceof HTMLLIElement
+        ? conv.button.parentElement
+        : h("li", {}, conv.button);
+      (conv.kind === "room" ? rooms : dms).push(item);
+    }
+    const same = (list: HTMLUListElement, items: HTMLLIElement[]) =>
+      list.children.length === items.length &&
+      items.every((item, i) => list.children[i] === item);
+    if (!same(el.roomList, rooms)) el.roomList.replaceChildren(...rooms);
+    if (!same(el.dmList, dms)) el.dmList.replaceChildren(...dms);
+  }
+
+  #renderButton(conv: Conversation): void {
+    const button = conv.button;
+    button.classList.toggle("unread", conv.unread > 0);
+    const parts: Node[] = [
+      h(
+        "span",
+        { class: "sigil", attrs: { "aria-hidden": "true" } },
+        conv.kind === "room" ? "#" : "@",
+      ),
+      h("span", { class: "label" }, conv.name),
+    ];
+    if (conv.unread > 0) {
+      parts.push(
+        h(
+          "span",
+          { class: "badge", attrs: { "aria-hidden": "true" } },
+          conv.unread > 99 ? "99+" : String(conv.unread),
+        ),
+        h("span", { class: "visually-hidden" }, `, ${conv.unread} unread`),
+      );
+    }
+    if (conv.kind === "dm") {
+      parts.splice(
+        2,
+        0,
+        h("span", { class: "visually-hidden" }, " (direct message)"),
+      );
+    }
+    button.replaceChildren(...parts);
+  }
+
+  #renderTitle(): void {
+    let unread = 0;
+    for (const conv of this.#conversations.values()) unread += conv.unread;
+    const where = this.#active
+      ? `${this.#active.kind === "room" ? "#" : "@"}${this.#active.name} · `
+      : "";
+    document.title = `${unread > 0 ? `(${unread}) ` : ""}${where}Chat`;
+  }
+
+  #renderMembers(): void {
+    const el = this.#el;
+    const conv = this.#active;
+    if (!conv || conv.kind !== "room") return;
+    const members = this.#client.members(conv.name);
+    el.membersCount.textContent = String(members.length);
+    el.subtitle.textContent = members.length === 1
+      ? "1 member"
+      : `${members.length} members`;
+    el.memberList.replaceChildren(...members.map((name) => {
+      if (name === this.#me) {
+        return h(
+          "li",
+          {},
+          h(
+            "div",
+            { class: "member" },
+            avatar(name),
+            name,
+            h("small", {}, "you"),
+          ),
+        );
+      }
+      const button = h(
+        "button",
+        {
+          class: "member",
+          attrs: { type: "button", title: `Send ${name} a direct message` },
+        },
+        avatar(name),
+        name,
+      );
+      button.addEventListener("click", () => {
+        this.#activate(this.#conversation("dm", name));
+      });
+      return h("li", {}, button);
+    }));
+  }
+
+  #renderHistoryTop(): void {
+    const el = this.#el;
+    const conv = this.#active;
+    el.loadOlder.hidden = !conv || conv.kind !== "room" || conv.reachedStart;
+    el.loadOlder.disabled = conv?.loadingOlder ?? false;
+    el.loadOlder.textContent = conv?.loadingOlder
+      ? "Loading older messages…"
+      : "Load older messages";
+    let text = "";
+    if (conv?.kind === "room" && conv.reachedStart) {
+      text = conv.truncated
+        ? "Older messages are no longer kept."
+        : `This is the beginning of #${conv.name}.`;
+    } else if (conv?.kind === "dm") {
+      text =
+        `Your direct messages with ${conv.name}. Only the two of you see them.`;
+    }
+    el.historyStart.textContent = text;
+  }
+
+  #node(item: Item): HTMLLIElement {
+    if (item.node) return item.node;
+    if (item.kind === "notice") {
+      item.node = h(
+        "li",
+        { class: "notice" },
+        `${item.text} · ${SHORT_TIME.format(item.timestamp)}`,
+      );
+      return item.node;
+    }
+    const time = h("time", {
+      attrs: {
+        datetime: new Date(item.timestamp).toISOString(),
+        title: LONG_TIME.format(item.timestamp),
+      },
+    }, SHORT_TIME.format(item.timestamp));
+    const classes = ["message"];
+    if (item.sender === this.#me) classes.push("mine");
+    if (item.pending) classes.push("pending");
+    const attrs: Record<string, string> = { "data-sender": item.sender };
+    if (item.seq !== undefined) attrs["data-seq"] = String(item.seq);
+    item.node = h(
+      "li",
+      { class: classes.join(" "), attrs },
+      avatar(item.sender),
+      h(
+        "div",
+        { class: "meta" },
+        h("span", { class: "sender" }, item.sender),
+        time,
+        ...(item.pending
+          ? [h("span", { class: "visually-hidden" }, "sending")]
+          : []),
+      ),
+      // The content: as text, never as HTML.
+      h("div", { class: "content" }, item.content),
+    );
+    return item.node;
+  }
+
+  #renderMessages(mode: "stick" | "keep" | "bottom"): void {
+    const el = this.#el;
+    const conv = this.#active;
+    if (!conv) {
+      el.messageList.replaceChildren();
+      return;
+    }
+    const box = el.messages;
+    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 48;
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    let previous: MessageItem | undefined;
+    const nodes = conv.items.map((item) => {
+      const node = this.#node(item);
+      if (item.kind === "message") {
+        const continued = previous !== undefined &&
+          previous.sender === item.sender &&
+          item.timestamp - previous.timestamp < GROUP_MS;
+        node.classList.toggle("continued", continued);
+        previous = item;
+      } else {
+        previous = undefined;
+      }
+      return node;
+    });
+    el.messageList.replaceChildren(...nodes);
+    if (mode === "bottom" || (mode === "stick" && atBottom)) {
+      box.scrollTop = box.scrollHeight;
+    } else if (mode === "keep") {
+      box.scrollTop = box.scrollHeight - fromBottom;
+    }
+  }
+
+  #autosize(): void {
+    const input = this.#el.input;
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight + 2, 240)}px`;
+  }
+
+  #banner(
+    text: string | null,
+    tone: "ok" | "warn" = "warn",
+    hideAfterMs?: number,
+  ): void {
+    const el = this.#el;
+    clearTimeout(this.#bannerTimer);
+    if (text === null || !this.#signedIn) {
+      el.banner.hidden = true;
+      return;
+    }
+    el.banner.hidden = false;
+    el.banner.dataset.tone = tone;
+    el.bannerText.textContent = text;
+    el.bannerRetry.hidden = tone === "ok" ||
+      this.#client.state !== "reconnecting";
+    if (hideAfterMs !== undefined) {
+      this.#bannerTimer = setTimeout(() => {
+        el.banner.hidden = true;
+      }, hideAfterMs);
+    }
+  }
+
+  #toast(text: string, tone: "error" | "info" = "error"): void {
+    const el = this.#el;
+    const close = h("button", {
+      attrs: { type: "button", "aria-label": "Dismiss" },
+    }, "×");
+    const toast = h(
+      "div",
+      { class: `toast ${tone}`, attrs: { role: "alert" } },
+      h("p", {}, text),
+      close,
+    );
+    const remove = () => toast.remove();
+    close.addEventListener("click", remove);
+    setTimeout(remove, 8000);
+    el.toasts.append(toast);
+    while (el.toasts.children.length > 4) el.toasts.firstElementChild?.remove();
+  }
+}
+
+new ChatApp();
