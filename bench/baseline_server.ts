@@ -1,0 +1,131 @@
+/**
+ * The benchmark's baseline: the least a Deno WebSocket server can do to
+ * carry this chat. On a frame it parses the JSON only to find
+ * `message_type` and the room or target, keeps room sets and a username map,
+ * and forwards the very text it received: a `GroupChat` to every member of
+ * the room (the sender included, as the chat server does), a `PrivateChat`
+ * to the target and back to the sender (the chat server sends it to both).
+ * It answers `Enter` with a `Presence`-like frame so that the load generator
+ * drives both servers with one code path. No validation, no ids, no
+ * history, no limits.
+ *
+ * ```sh
+ * deno run --allow-net bench/baseline_server.ts --port 0
+ * ```
+ *
+ * It logs one JSON line `{"msg":"listening","port":N}` on stderr.
+ *
+ * @module
+ */
+
+/** What one connection holds. */
+interface Peer {
+  username: string | null;
+  rooms: Set<string>;
+}
+
+/** Starts the baseline on `hostname:port`; resolves once it listens. */
+export function startBaseline(
+  hostname: string,
+  port: number,
+): Promise<{ port: number; server: Deno.HttpServer }> {
+  const rooms = new Map<string, Set<WebSocket>>();
+  const users = new Map<string, WebSocket>();
+  const peers = new Map<WebSocket, Peer>();
+
+  function leaveAll(socket: WebSocket): void {
+    const peer = peers.get(socket);
+    if (!peer) return;
+    for (const name of peer.rooms) {
+      const room = rooms.get(name);
+      room?.delete(socket);
+      if (room?.size === 0) rooms.delete(name);
+    }
+    if (peer.username !== null && users.get(peer.username) === socket) {
+      users.delete(peer.username);
+    }
+    peers.delete(socket);
+  }
+
+  function onFrame(socket: WebSocket, text: string): void {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    const body = frame?.message_body ?? {};
+    const peer = peers.get(socket);
+    if (!peer) return;
+    switch (frame?.message_type) {
+      case "Enter": {
+        const name = String(body.room ?? "general");
+        if (peer.username === null) {
+          peer.username = String(body.sender_username);
+          users.set(peer.username, socket);
+        }
+        let room = rooms.get(name);
+        if (!room) rooms.set(name, room = new Set());
+        room.add(socket);
+        peer.rooms.add(name);
+        socket.send(
+          `{"message_type":"Presence","message_body":{"room":${
+            JSON.stringify(name)
+          },"members":[]}}`,
+        );
+        break;
+      }
+      case "GroupChat": {
+        const room = rooms.get(String(body.room ?? "general"));
+        if (!room) return;
+        for (const member of room) {
+          if (member.readyState === WebSocket.OPEN) member.send(text);
+        }
+        break;
+      }
+      case "PrivateChat": {
+        const target = users.get(String(body.target_username));
+        if (target && target.readyState === WebSocket.OPEN) target.send(text);
+        if (target !== socket) socket.send(text);
+        break;
+      }
+    }
+  }
+
+  const listening = Promise.withResolvers<number>();
+  const server = Deno.serve({
+    hostname,
+    port,
+    onListen: (addr) => listening.resolve(addr.port),
+  }, (request) => {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("baseline: WebSocket only\n", { status: 426 });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    peers.set(socket, { username: null, rooms: new Set() });
+    socket.onmessage = (event) => {
+      if (typeof event.data === "string") onFrame(socket, event.data);
+    };
+    socket.onclose = () => leaveAll(socket);
+    socket.onerror = () => {};
+    return response;
+  });
+  return listening.promise.then((port) => ({ port, server }));
+}
+
+function flag(name: string, fallback: string): string {
+  const index = Deno.args.indexOf(`--${name}`);
+  return index >= 0 ? Deno.args[index + 1] ?? fallback : fallback;
+}
+
+if (import.meta.main) {
+  const { port } = await startBaseline(
+    flag("host", "127.0.0.1"),
+    Number(flag("port", "8090")),
+  );
+  console.error(JSON.stringify({ msg: "listening", port }));
+  // Nothing to flush: stop at once, open sockets and all.
+  const stop = () => Deno.exit(0);
+  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", stop);
+}

@@ -1,0 +1,1781 @@
+/**
+ * `deno task bench`: the project's benchmark. It starts the chat server and
+ * the baseline (`bench/baseline_server.ts`) one after the other as
+ * subprocesses, drives each with load generator processes
+ * (`bench/load.ts`, coordinated over stdin/stdout JSON lines), reads server
+ * CPU and memory from `/proc`, prints a table and writes every figure to
+ * `bench/results/<timestamp>.json`.
+ *
+ * ```sh
+ * deno task bench                              # everything (about 15 minutes)
+ * deno task bench --scenario fanout --quick    # one scenario, short steps
+ * deno task bench --scenario fanout,dm --clients 200 --quick
+ * deno task bench --help
+ * ```
+ *
+ * Scenarios: `fanout`, `dm`, `sqlite` (the fan-out ladder again with a
+ * SQLite file), `idle`, `overload`, `scale`. See `docs/performance.md`.
+ *
+ * @module
+ */
+import type {
+  ClientSpec,
+  Command,
+  ConnectReply,
+  Phase,
+  Reply,
+  RunReply,
+  WindowReport,
+} from "./control.ts";
+import { Histogram } from "./histogram.ts";
+import {
+  cpuSeconds,
+  loadAverage,
+  machineInfo,
+  machineTicks,
+  rssBytes,
+} from "./proc.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MB = 1024 * 1024;
+
+/** Every scenario, in the order they run. */
+export const SCENARIOS = [
+  "fanout",
+  "dm",
+  "sqlite",
+  "idle",
+  "overload",
+  "scale",
+] as const;
+
+/** A scenario's name. */
+export type Scenario = typeof SCENARIOS[number];
+
+/** What the command line sets. */
+export interface BenchOptions {
+  scenarios: Scenario[];
+  quick: boolean;
+  /** Generator processes for the message scenarios. */
+  generators: number;
+  /** Clients of the fan-out and direct-message scenarios. */
+  clients: number;
+  roomSize: number;
+  contentChars: number;
+  idleClients: number;
+  scaleClients: number;
+  /** Users that the scale clients belong to (several connections each); `0`: one user per client. */
+  scaleUsers: number;
+  /** Seconds measured per rate (after a warm-up). */
+  stepSeconds: number;
+  warmupSeconds: number;
+  /** p99 at or under this passes, in milliseconds. */
+  p99LimitMs: number;
+  /** Overload: seconds at twice the ceiling. */
+  overloadSeconds: number;
+  /** Rates to measure instead of the ladder (messages/s per 1000 clients). */
+  rates: number[] | null;
+  /** Fan-out ceiling (messages/s) for `overload` when `fanout` does not run. */
+  ceiling: number | null;
+  /** Servers to measure. */
+  servers: ("chat" | "baseline")[];
+  /** Directory for the chat server's `--cpu-prof` output. */
+  cpuProfDir: string | null;
+  /** Directory holding the chat server's `main.ts` (a snapshot, say). */
+  serverDir: string;
+  /** What the results call that server (a commit, say). */
+  serverLabel: string | null;
+  out: string;
+}
+
+const HELP = `deno task bench [options]
+
+  --scenario LIST      comma-separated: ${SCENARIOS.join(", ")} (default: all)
+  --quick              short steps (2 s), coarse rate ladder, smaller idle/scale counts
+  --generators N       load generator processes (default 2)
+  --clients N          clients of fanout/dm (default 1000)
+  --room-size N        clients per room (default 100)
+  --content N          characters of content (default 64)
+  --idle-clients N     connections of the idle memory scenario (default 10000)
+  --scale-clients N    connections of the scale scenario (default 15000)
+  --scale-users N      users they belong to, several connections each (default 150; 0 = one each)
+  --step-seconds S     seconds measured per rate (default 8; quick 2)
+  --overload-seconds S seconds at twice the ceiling (default 20; quick 8)
+  --rates LIST         measure these rates (msg/s per 1000 clients) instead of the ladder
+  --ceiling N          fan-out ceiling in messages/s, for overload without fanout
+  --servers LIST       chat,baseline (default both)
+  --cpu-prof DIR       run the chat server with --cpu-prof into DIR
+  --server-dir DIR     run the chat server from DIR (default: this checkout)
+  --server-label TEXT  name that server in the results (default: git HEAD of this checkout)
+  --out DIR            results directory (default bench/results)
+  --report FILE        print the tables of a results file again
+`;
+
+/** Parses the command line; throws on an unknown flag. */
+export function parseOptions(args: string[]): BenchOptions {
+  const quick = args.includes("--quick");
+  const options: BenchOptions = {
+    scenarios: [...SCENARIOS],
+    quick,
+    generators: 2,
+    clients: 1000,
+    roomSize: 100,
+    contentChars: 64,
+    idleClients: quick ? 2000 : 10000,
+    scaleClients: quick ? 3000 : 15000,
+    scaleUsers: 150,
+    stepSeconds: quick ? 2 : 8,
+    warmupSeconds: quick ? 0.5 : 1,
+    p99LimitMs: 50,
+    overloadSeconds: quick ? 8 : 20,
+    ceiling: null,
+    rates: null,
+    servers: ["chat", "baseline"],
+    cpuProfDir: null,
+    serverDir: ROOT,
+    serverLabel: null,
+    out: `${ROOT}bench/results`,
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const value = () => {
+      const v = args[++i];
+      if (v === undefined) throw new Error(`${arg} takes a value`);
+      return v;
+    };
+    const number = () => {
+      const v = Number(value());
+      if (!Number.isFinite(v) || v < 0) {
+        throw new Error(`${arg} takes a number`);
+      }
+      return v;
+    };
+    switch (arg) {
+      case "--quick":
+        break;
+      case "--scenario":
+      case "--scenarios": {
+        const names = value().split(",").map((s) => s.trim()).filter(Boolean);
+        for (const name of names) {
+          if (!(SCENARIOS as readonly string[]).includes(name)) {
+            throw new Error(`unknown scenario ${name}`);
+          }
+        }
+        options.scenarios = SCENARIOS.filter((s) => names.includes(s));
+        break;
+      }
+      case "--generators":
+        options.generators = Math.max(1, Math.floor(number()));
+        break;
+      case "--clients":
+        options.clients = Math.floor(number());
+        break;
+      case "--room-size":
+        options.roomSize = Math.max(1, Math.floor(number()));
+        break;
+      case "--content":
+        options.contentChars = Math.max(32, Math.floor(number()));
+        break;
+      case "--idle-clients":
+        options.idleClients = Math.floor(number());
+        break;
+      case "--scale-clients":
+        options.scaleClients = Math.floor(number());
+        break;
+      case "--scale-users":
+        options.scaleUsers = Math.floor(number());
+        break;
+      case "--step-seconds":
+        options.stepSeconds = number();
+        break;
+      case "--overload-seconds":
+        options.overloadSeconds = number();
+        break;
+      case "--rates":
+        options.rates = value().split(",").map(Number).filter((r) => r > 0);
+        break;
+      case "--ceiling":
+        options.ceiling = number();
+        break;
+      case "--servers": {
+        const names = value().split(",");
+        options.servers = (["chat", "baseline"] as const).filter((s) =>
+          names.includes(s)
+        );
+        break;
+      }
+      case "--cpu-prof":
+        options.cpuProfDir = value();
+        break;
+      case "--server-dir":
+        options.serverDir = value().replace(/\/?$/, "/");
+        break;
+      case "--server-label":
+        options.serverLabel = value();
+        break;
+      case "--out":
+        options.out = value();
+        break;
+      case "--help":
+      case "-h":
+        console.log(HELP);
+        Deno.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${arg}\n\n${HELP}`);
+    }
+  }
+  return options;
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/** A server under test, as a subprocess. */
+class ServerProcess {
+  readonly name: string;
+  readonly child: Deno.ChildProcess;
+  readonly port: number;
+  readonly pid: number;
+  readonly logTail: string[] = [];
+
+  private constructor(name: string, child: Deno.ChildProcess, port: number) {
+    this.name = name;
+    this.child = child;
+    this.port = port;
+    this.pid = child.pid;
+  }
+
+  /** Starts `args` and waits for its `listening` line on stderr. */
+  static async start(
+    name: string,
+    cwd: string,
+    args: string[],
+  ): Promise<ServerProcess> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const port = Promise.withResolvers<number>();
+    const tail: string[] = [];
+    // Keep reading stderr for the whole run: a full pipe would stall the server.
+    (async () => {
+      let buffered = "";
+      for await (
+        const chunk of child.stderr.pipeThrough(new TextDecoderStream())
+      ) {
+        buffered += chunk;
+        let newline;
+        while ((newline = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          tail.push(line);
+          if (tail.length > 50) tail.shift();
+          if (line.includes('"listening"')) {
+            try {
+              const parsed = JSON.parse(line);
+              const found = parsed.port ?? Number(
+                String(parsed.url).match(/:(\d+)\/?$/)?.[1],
+              );
+              port.resolve(Number(found));
+            } catch { /* not JSON after all */ }
+          }
+        }
+      }
+      port.reject(
+        new Error(`${name} exited before listening:\n${tail.join("\n")}`),
+      );
+    })();
+    const timer = setTimeout(
+      () => port.reject(new Error(`${name} did not listen in 30 s`)),
+      30_000,
+    );
+    try {
+      const server = new ServerProcess(name, child, await port.promise);
+      server.logTail.push(...tail);
+      return server;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** `true` while the process runs. */
+  alive(): boolean {
+    return cpuSeconds(this.pid) !== null &&
+      !Deno.readTextFileSync(`/proc/${this.pid}/stat`).includes(") Z ");
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`. */
+  async stop(graceMs = 15_000): Promise<Deno.CommandStatus> {
+    try {
+      this.child.kill("SIGTERM");
+    } catch { /* gone already */ }
+    const timer = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch { /* gone already */ }
+    }, graceMs);
+    const status = await this.child.status;
+    clearTimeout(timer);
+    return status;
+  }
+}
+
+/** A command before it gets its `id`. */
+type WithoutId<T> = T extends unknown ? Omit<T, "id"> : never;
+
+/** One load generator process. */
+class Generator {
+  readonly child: Deno.ChildProcess;
+  readonly pid: number;
+  readonly index: number;
+  #nextId = 1;
+  #pending = new Map<number, (reply: Reply) => void>();
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #encoder = new TextEncoder();
+
+  constructor(index: number) {
+    this.index = index;
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", "--allow-read", `${ROOT}bench/load.ts`],
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.pid = this.child.pid;
+    this.#writer = this.child.stdin.getWriter();
+    const stdout = this.child.stdout;
+    (async () => {
+      let buffered = "";
+      for await (
+        const chunk of stdout.pipeThrough(new TextDecoderStream())
+      ) {
+        buffered += chunk;
+        let newline;
+        while ((newline = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          const reply = JSON.parse(line) as Reply;
+          this.#pending.get(reply.id)?.(reply);
+          this.#pending.delete(reply.id);
+        }
+      }
+      for (const [id, resolve] of this.#pending) {
+        resolve({ id, error: `generator ${index} exited` });
+      }
+      this.#pending.clear();
+    })();
+  }
+
+  /** Sends a command (its `id` is filled in) and waits for the reply. */
+  async call<R extends Reply>(command: WithoutId<Command>): Promise<R> {
+    const id = this.#nextId++;
+    const { promise, resolve } = Promise.withResolvers<Reply>();
+    this.#pending.set(id, resolve);
+    await this.#writer.write(
+      this.#encoder.encode(JSON.stringify({ ...command, id }) + "\n"),
+    );
+    const reply = await promise;
+    if ("error" in reply) {
+      throw new Error(`generator ${this.index}: ${reply.error}`);
+    }
+    return reply as R;
+  }
+
+  /** Closes its clients and waits for it to exit. */
+  async stop(): Promise<void> {
+    const timer = setTimeout(() => {
+      try {
+        this.child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, 10_000);
+    try {
+      await this.call({ cmd: "close" });
+    } catch { /* exiting */ }
+    await this.child.status;
+    clearTimeout(timer);
+  }
+}
+
+/** Source addresses for generator `index`: four of its own in 127.0.0.0/8. */
+function sourceAddresses(index: number): string[] {
+  return [0, 1, 2, 3].map((j) => `127.0.0.${10 + index * 4 + j}`);
+}
+
+// ---------------------------------------------------------------------------
+// Measuring
+
+/** CPU and time at one instant. */
+interface Snapshot {
+  at: number;
+  server: number;
+  generators: number[];
+  machine: ReturnType<typeof machineTicks>;
+}
+
+function snapshot(server: ServerProcess, generators: Generator[]): Snapshot {
+  return {
+    at: performance.now(),
+    server: cpuSeconds(server.pid) ?? 0,
+    generators: generators.map((g) => cpuSeconds(g.pid) ?? 0),
+    machine: machineTicks(),
+  };
+}
+
+/** CPU use between two snapshots, in percent of one core. */
+function cpuBetween(a: Snapshot, b: Snapshot) {
+  const seconds = (b.at - a.at) / 1000;
+  const pct = (x: number) => Math.round(x / seconds * 1000) / 10;
+  const serverPct = pct(b.server - a.server);
+  const generatorPct = b.generators.map((g, i) =>
+    pct(g - (a.generators[i] ?? 0))
+  );
+  const ticks = Math.max(1, b.machine.total - a.machine.total);
+  const cores = navigator.hardwareConcurrency;
+  const machineBusyPct =
+    Math.round((b.machine.busy - a.machine.busy) / ticks * 1000) / 10;
+  // In percent of one core, as the process figures.
+  const irqPct =
+    Math.round((b.machine.irq - a.machine.irq) / ticks * cores * 1000) / 10;
+  const otherPct = Math.max(
+    0,
+    Math.round(
+      (machineBusyPct * cores - irqPct - serverPct -
+        generatorPct.reduce((x, y) => x + y, 0)) * 10,
+    ) / 10,
+  );
+  return { serverPct, generatorPct, machineBusyPct, irqPct, otherPct };
+}
+
+/**
+ * Waits until the server and the generators are idle (under 10% of a core
+ * for half a second), so that a backlog left by a failed rate does not
+ * spill into the next one. Gives up after `maxMs`; returns the wait.
+ */
+async function settle(
+  server: ServerProcess,
+  generators: Generator[],
+  maxMs = 30_000,
+): Promise<number> {
+  const started = performance.now();
+  while (performance.now() - started < maxMs) {
+    const a = snapshot(server, generators);
+    await sleep(500);
+    const cpu = cpuBetween(a, snapshot(server, generators));
+    if (cpu.serverPct < 10 && cpu.generatorPct.every((g) => g < 10)) break;
+  }
+  return Math.round(performance.now() - started);
+}
+
+/** Samples a process's RSS every 250 ms. */
+class RssSampler {
+  max = 0;
+  samples: [number, number][] = [];
+  #timer: ReturnType<typeof setInterval>;
+  #start = performance.now();
+
+  constructor(pid: number) {
+    const sample = () => {
+      const rss = rssBytes(pid);
+      if (rss === null) return;
+      this.max = Math.max(this.max, rss);
+      this.samples.push([
+        Math.round(performance.now() - this.#start),
+        Math.round(rss / MB * 10) / 10,
+      ]);
+    };
+    sample();
+    this.#timer = setInterval(sample, 250);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}
+
+/** Latency figures in milliseconds. */
+interface Latency {
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  meanMs: number;
+  count: number;
+}
+
+function latency(h: Histogram): Latency {
+  const ms = (us: number) => Math.round(us / 10) / 100;
+  return {
+    p50Ms: ms(h.percentile(50)),
+    p90Ms: ms(h.percentile(90)),
+    p99Ms: ms(h.percentile(99)),
+    p999Ms: ms(h.percentile(99.9)),
+    maxMs: ms(h.max),
+    meanMs: ms(h.mean()),
+    count: h.count,
+  };
+}
+
+/** The replies of every generator to one run, added up. */
+interface Merged {
+  sent: number;
+  expected: number;
+  received: number;
+  expectedAlive: number;
+  receivedAlive: number;
+  echoes: number;
+  errors: number;
+  stale: number;
+  outOfOrder: number;
+  duplicates: number;
+  alive: number;
+  closes: Record<string, number>;
+  hist: Histogram;
+  windows: { sent: number; received: number; hist: Histogram }[];
+  receivedByWindow: number[];
+  maxLagMs: number;
+  sendMs: number;
+  drainMs: number;
+  generatorCpuSeconds: number[];
+}
+
+function merge(replies: RunReply[]): Merged {
+  const merged: Merged = {
+    sent: 0,
+    expected: 0,
+    received: 0,
+    expectedAlive: 0,
+    receivedAlive: 0,
+    echoes: 0,
+    errors: 0,
+    stale: 0,
+    outOfOrder: 0,
+    duplicates: 0,
+    alive: 0,
+    closes: {},
+    hist: new Histogram(),
+    windows: [],
+    receivedByWindow: [],
+    maxLagMs: 0,
+    sendMs: 0,
+    drainMs: 0,
+    generatorCpuSeconds: [],
+  };
+  for (const r of replies) {
+    merged.sent += r.sent;
+    merged.expected += r.expected;
+    merged.received += r.received;
+    merged.expectedAlive += r.expectedAlive;
+    merged.receivedAlive += r.receivedAlive;
+    merged.echoes += r.echoes;
+    merged.errors += r.errors;
+    merged.stale += r.stale;
+    merged.outOfOrder += r.outOfOrder;
+    merged.duplicates += r.duplicates;
+    merged.alive += r.alive;
+    for (const [code, n] of Object.entries(r.closes)) {
+      merged.closes[code] = (merged.closes[code] ?? 0) + n;
+    }
+    merged.hist.merge(r.hist);
+    r.windows.forEach((w: WindowReport, i: number) => {
+      merged.windows[i] ??= { sent: 0, received: 0, hist: new Histogram() };
+      merged.windows[i]!.sent += w.sent;
+      merged.windows[i]!.received += w.received;
+      merged.windows[i]!.hist.merge(w.hist);
+    });
+    r.receivedByWindow.forEach((n, i) => {
+      merged.receivedByWindow[i] = (merged.receivedByWindow[i] ?? 0) + n;
+    });
+    merged.maxLagMs = Math.max(merged.maxLagMs, r.maxLagMs);
+    merged.sendMs = Math.max(merged.sendMs, r.sendMs);
+    merged.drainMs = Math.max(merged.drainMs, r.drainMs);
+    merged.generatorCpuSeconds.push(Math.round(r.cpuSeconds * 100) / 100);
+  }
+  return merged;
+}
+
+/** Deliveries per second between `fromMs` and `toMs` after the start, by receipt time. */
+function deliveryRate(
+  receivedByWindow: number[],
+  windowMs: number,
+  fromMs: number,
+  toMs: number,
+): number {
+  const first = Math.ceil(fromMs / windowMs);
+  const last = Math.floor(toMs / windowMs);
+  let sum = 0;
+  for (let i = first; i < last; i++) sum += receivedByWindow[i] ?? 0;
+  const seconds = (last - first) * windowMs / 1000;
+  return seconds > 0 ? Math.round(sum / seconds) : 0;
+}
+
+// ---------------------------------------------------------------------------
+// Servers
+
+type ServerKind = "chat" | "chat-sqlite" | "baseline";
+
+interface ServerSetup {
+  kind: ServerKind;
+  /** Extra flags for the chat server. */
+  extra?: string[];
+}
+
+async function startServer(
+  options: BenchOptions,
+  setup: ServerSetup,
+  tmp: string,
+): Promise<ServerProcess> {
+  if (setup.kind === "baseline") {
+    return await ServerProcess.start("baseline", ROOT, [
+      "run",
+      "--allow-net",
+      `${ROOT}bench/baseline_server.ts`,
+      "--port",
+      "0",
+    ]);
+  }
+  const database = setup.kind === "chat-sqlite"
+    ? `${tmp}/bench-${crypto.randomUUID()}.db`
+    : ":memory:";
+  const prof = options.cpuProfDir
+    ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`]
+    : [];
+  return await ServerProcess.start(setup.kind, options.serverDir, [
+    "run",
+    "--allow-net",
+    "--allow-env",
+    "--allow-read",
+    "--allow-write",
+    ...prof,
+    `${options.serverDir}main.ts`,
+    "--port",
+    "0",
+    "--database",
+    database,
+    "--rate-limit",
+    "0",
+    "--max-connections",
+    "20000",
+    "--shutdown-grace",
+    "5",
+    ...(setup.extra ?? []),
+  ]);
+}
+
+/** Runs `fn` with a fresh server and fresh generators, then stops them all. */
+async function session<T>(
+  options: BenchOptions,
+  setup: ServerSetup,
+  generatorCount: number,
+  tmp: string,
+  fn: (server: ServerProcess, generators: Generator[]) => Promise<T>,
+): Promise<T> {
+  const server = await startServer(options, setup, tmp);
+  const generators = Array.from(
+    { length: generatorCount },
+    (_, i) => new Generator(i),
+  );
+  try {
+    return await fn(server, generators);
+  } finally {
+    await Promise.all(generators.map((g) => g.stop()));
+    const status = await server.stop();
+    if (!status.success && status.signal !== "SIGTERM") {
+      log(`  ${server.name} exited with ${JSON.stringify(status)}`);
+    }
+  }
+}
+
+/** Connects each generator's clients; fails when any did not connect. */
+async function connectAll(
+  server: ServerProcess,
+  generators: Generator[],
+  specs: ClientSpec[][],
+  concurrency = 64,
+): Promise<{ connected: number; failed: number; seconds: number }> {
+  const started = performance.now();
+  const replies = await Promise.all(
+    generators.map((g, i) =>
+      g.call<ConnectReply>({
+        cmd: "connect",
+        url: `ws://127.0.0.1:${server.port}/ws`,
+        clients: specs[i] ?? [],
+        localAddresses: sourceAddresses(i),
+        concurrency,
+        timeoutMs: 60_000,
+      })
+    ),
+  );
+  const connected = replies.reduce((s, r) => s + r.connected, 0);
+  const failed = replies.reduce((s, r) => s + r.failed, 0);
+  if (failed > 0) {
+    const first = replies.find((r) => r.firstError)?.firstError;
+    throw new Error(
+      `${server.name}: ${failed} clients failed to connect (${first})`,
+    );
+  }
+  return {
+    connected,
+    failed,
+    seconds: Math.round((performance.now() - started) / 100) / 10,
+  };
+}
+
+/** Clients in rooms of `roomSize`, each room wholly in one generator. */
+function roomClients(
+  clients: number,
+  roomSize: number,
+  generators: number,
+  prefix: string,
+): ClientSpec[][] {
+  const specs: ClientSpec[][] = Array.from({ length: generators }, () => []);
+  const rooms = Math.ceil(clients / roomSize);
+  for (let r = 0; r < rooms; r++) {
+    const g = r % generators;
+    for (let i = r * roomSize; i < Math.min(clients, (r + 1) * roomSize); i++) {
+      specs[g]!.push({ name: `${prefix}${i}`, room: `room${r}` });
+    }
+  }
+  return specs;
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+/** One measured rate. */
+export interface StepResult {
+  /** Messages per second, all generators together. */
+  rate: number;
+  /** Deliveries per second asked for: rate times recipients. */
+  offeredDeliveriesPerSec: number;
+  sent: number;
+  /** Messages per second actually sent. */
+  sentPerSec: number;
+  expected: number;
+  received: number;
+  deliveredPct: number;
+  /** Deliveries per second, by receipt time, over the measured seconds. */
+  deliveriesPerSec: number;
+  latency: Latency;
+  serverCpuPct: number;
+  serverRssMaxMb: number;
+  generatorCpuPct: number[];
+  machineBusyPct: number;
+  /** Interrupt time (loopback networking), in percent of one core. */
+  irqCpuPct: number;
+  /** CPU used by other processes of the machine, in percent of one core. */
+  otherCpuPct: number;
+  /** Longest the send schedule ran behind, in milliseconds. */
+  generatorLagMs: number;
+  errors: number;
+  closes: Record<string, number>;
+  outOfOrder: number;
+  duplicates: number;
+  /** Frames of an earlier rate that arrived during this one. */
+  stale: number;
+  /** Milliseconds the server took to go idle after this rate. */
+  settleMs: number;
+  /** Per half second, by send time: messages sent, deliveries, p99 ms. */
+  series: [number, number, number][];
+  pass: boolean;
+  /** Why it did not pass; also whether the generators kept up. */
+  notes: string[];
+}
+
+let step = 0;
+
+async function measureRate(
+  options: BenchOptions,
+  server: ServerProcess,
+  generators: Generator[],
+  shares: number[],
+  mode: "group" | "private",
+  rate: number,
+  recipients: number,
+): Promise<StepResult> {
+  step++;
+  const warmupMs = options.warmupSeconds * 1000;
+  const measureMs = options.stepSeconds * 1000;
+  const windowMs = 500;
+  const startAt = Date.now() + 300;
+  const rss = new RssSampler(server.pid);
+  const replies = Promise.all(generators.map((g, i) =>
+    g.call<RunReply>({
+      cmd: "run",
+      mode,
+      step,
+      startAt,
+      phases: [{ rate: rate * shares[i]!, ms: warmupMs + measureMs }],
+      warmupMs,
+      windowMs,
+      drainMs: 5000,
+      quietMs: 1500,
+      checkOrder: true,
+      contentChars: options.contentChars,
+    })
+  ));
+  await sleep(startAt - Date.now() + warmupMs);
+  const a = snapshot(server, generators);
+  await sleep(measureMs);
+  const b = snapshot(server, generators);
+  const merged = merge(await replies);
+  rss.stop();
+  const cpu = cpuBetween(a, b);
+  const lat = latency(merged.hist);
+  const deliveredPct = merged.expected > 0
+    ? Math.round(merged.received / merged.expected * 10000) / 100
+    : 0;
+  const notes: string[] = [];
+  if (merged.received < merged.expected) {
+    notes.push(`${merged.expected - merged.received} not delivered`);
+  }
+  if (lat.p99Ms > options.p99LimitMs) {
+    notes.push(`p99 over ${options.p99LimitMs} ms`);
+  }
+  const closed = Object.values(merged.closes).reduce((s, n) => s + n, 0);
+  if (closed > 0) notes.push(`${closed} clients closed`);
+  if (merged.errors > 0) notes.push(`${merged.errors} Error frames`);
+  if (merged.outOfOrder + merged.duplicates > 0) {
+    notes.push(`${merged.outOfOrder} out of order, ${merged.duplicates} dup`);
+  }
+  const sentPerSec = Math.round(merged.sent / (merged.sendMs / 1000));
+  const behind = sentPerSec < rate * 0.97 || merged.maxLagMs > 100;
+  if (behind) notes.push("generators fell behind the schedule");
+  if (cpu.generatorPct.some((p) => p >= 90)) {
+    notes.push("a generator >= 90% CPU");
+  }
+  return {
+    rate: Math.round(rate),
+    offeredDeliveriesPerSec: Math.round(rate * recipients),
+    sent: merged.sent,
+    sentPerSec,
+    expected: merged.expected,
+    received: merged.received,
+    deliveredPct,
+    deliveriesPerSec: deliveryRate(
+      merged.receivedByWindow,
+      windowMs,
+      warmupMs,
+      warmupMs + measureMs,
+    ),
+    latency: lat,
+    serverCpuPct: cpu.serverPct,
+    serverRssMaxMb: Math.round(rss.max / MB * 10) / 10,
+    generatorCpuPct: cpu.generatorPct,
+    machineBusyPct: cpu.machineBusyPct,
+    irqCpuPct: cpu.irqPct,
+    otherCpuPct: cpu.otherPct,
+    generatorLagMs: merged.maxLagMs,
+    errors: merged.errors,
+    closes: merged.closes,
+    outOfOrder: merged.outOfOrder,
+    duplicates: merged.duplicates,
+    stale: merged.stale,
+    settleMs: 0,
+    series: merged.windows.map((w) => [
+      w.sent,
+      w.received,
+      Math.round(w.hist.percentile(99) / 100) / 10,
+    ]),
+    pass: merged.received >= merged.expected && closed === 0 &&
+      lat.p99Ms <= options.p99LimitMs && merged.errors === 0 &&
+      merged.outOfOrder + merged.duplicates === 0,
+    notes,
+  };
+}
+
+/** A rising ladder of rates on one server, and its ceiling. */
+export interface LadderResult {
+  server: ServerKind;
+  mode: "group" | "private";
+  clients: number;
+  recipientsPerMessage: number;
+  connectSeconds: number;
+  steps: StepResult[];
+  /** Highest rate (messages/s) with every message delivered and p99 within the limit. */
+  ceiling: number;
+  ceilingDeliveriesPerSec: number;
+  /** `false` when even the highest rate tried passed: the ceiling is a lower bound. */
+  ceilingReached: boolean;
+  /** The step at the ceiling. */
+  atCeiling: StepResult | null;
+}
+
+async function ladder(
+  options: BenchOptions,
+  setup: ServerSetup,
+  mode: "group" | "private",
+  tmp: string,
+): Promise<LadderResult> {
+  const g = Math.min(
+    options.generators,
+    Math.ceil(options.clients / options.roomSize),
+  );
+  const specs = roomClients(options.clients, options.roomSize, g, "u");
+  const total = specs.reduce((s, l) => s + l.length, 0);
+  const shares = specs.map((l) => l.length / total);
+  const recipients = mode === "group" ? Math.min(options.roomSize, total) : 1;
+  // Rates in messages per second: start low, grow by `factor` until a rate
+  // fails, then bisect between the last pass and the first failure.
+  const factor = options.quick ? 2 : 1.5;
+  const bisections = options.quick ? 1 : 3;
+  const scale = options.clients / 1000;
+  let rate = (mode === "group" ? 100 : 1000) * scale;
+  const maxRate = (mode === "group" ? 50_000 : 200_000) * scale;
+  return await session(options, setup, g, tmp, async (server, generators) => {
+    const connect = await connectAll(server, generators, specs);
+    log(
+      `  ${server.name} ${mode}: ${connect.connected} clients in ${connect.seconds} s`,
+    );
+    await sleep(1000);
+    const steps: StepResult[] = [];
+    let pass: StepResult | null = null;
+    let fail: StepResult | null = null;
+    const tryRate = async (r: number) => {
+      const result = await measureRate(
+        options,
+        server,
+        generators,
+        shares,
+        mode,
+        r,
+        recipients,
+      );
+      steps.push(result);
+      printStep(server.name, mode, result);
+      if (!server.alive()) throw new Error(`${server.name} died`);
+      result.settleMs = await settle(server, generators);
+      return result;
+    };
+    // A failure is measured once more before it counts (not in --quick):
+    // on a shared 2-core machine one slow second can fail a rate.
+    // When other processes took CPU during a failure (over 15% of a core),
+    // it is measured up to twice more.
+    const tryTwice = async (r: number) => {
+      let result = await tryRate(r);
+      if (result.pass || options.quick) return result;
+      for (let again = 0; again < 3 && !result.pass; again++) {
+        if (again > 0 && result.otherCpuPct <= 15) break;
+        log(
+          `      (again: confirming the failure${
+            result.otherCpuPct > 15 ? ", other processes were busy" : ""
+          })`,
+        );
+        result = await tryRate(r);
+      }
+      return result;
+    };
+    if (options.rates) {
+      // Fixed rates (for profiling): each once, no ladder.
+      for (const r of options.rates) {
+        const result = await tryRate(r * scale);
+        if (result.pass && result.rate > (pass?.rate ?? 0)) pass = result;
+        if (!result.pass && (!fail || result.rate < fail.rate)) fail = result;
+      }
+      rate = Infinity;
+    }
+    while (rate <= maxRate) {
+      const result = await tryTwice(rate);
+      if (result.pass) {
+        pass = result;
+        rate *= factor;
+      } else {
+        fail = result;
+        break;
+      }
+    }
+    // The first rate failed: go down until one passes.
+    for (let i = 0; !options.rates && !pass && fail && i < 3; i++) {
+      const result = await tryTwice(fail.rate / factor);
+      if (result.pass) pass = result;
+      else fail = result;
+    }
+    for (let i = 0; !options.rates && pass && fail && i < bisections; i++) {
+      const mid = Math.sqrt(pass.rate * fail.rate);
+      if (fail.rate - pass.rate < pass.rate * 0.05) break;
+      const result = await tryTwice(mid);
+      if (result.pass) pass = result;
+      else fail = result;
+    }
+    return {
+      server: setup.kind,
+      mode,
+      clients: connect.connected,
+      recipientsPerMessage: recipients,
+      connectSeconds: connect.seconds,
+      steps,
+      ceiling: pass?.rate ?? 0,
+      ceilingDeliveriesPerSec: pass ? pass.rate * recipients : 0,
+      ceilingReached: fail !== null,
+      atCeiling: pass,
+    };
+  });
+}
+
+/** Idle memory: RSS per open connection. */
+export interface IdleResult {
+  server: ServerKind;
+  connections: number;
+  connectSeconds: number;
+  rssBeforeMb: number;
+  rssAfterMb: number;
+  bytesPerConnection: number;
+}
+
+async function idle(
+  options: BenchOptions,
+  setup: ServerSetup,
+  tmp: string,
+): Promise<IdleResult> {
+  const g = Math.max(options.generators, Math.ceil(options.idleClients / 5000));
+  const specs = roomClients(options.idleClients, options.roomSize, g, "i");
+  return await session(options, setup, g, tmp, async (server, generators) => {
+    await sleep(1500);
+    const before = rssBytes(server.pid) ?? 0;
+    const connect = await connectAll(server, generators, specs, 100);
+    await sleep(3000);
+    const samples: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      samples.push(rssBytes(server.pid) ?? 0);
+      await sleep(400);
+    }
+    samples.sort((x, y) => x - y);
+    const after = samples[2]!;
+    const result: IdleResult = {
+      server: setup.kind,
+      connections: connect.connected,
+      connectSeconds: connect.seconds,
+      rssBeforeMb: Math.round(before / MB * 10) / 10,
+      rssAfterMb: Math.round(after / MB * 10) / 10,
+      bytesPerConnection: Math.round((after - before) / connect.connected),
+    };
+    log(
+      `  ${server.name} idle: ${result.connections} connections, RSS ${result.rssBeforeMb} -> ${result.rssAfterMb} MB, ${result.bytesPerConnection} B/connection`,
+    );
+    return result;
+  });
+}
+
+/** Overload: half the ceiling, twice it, half again. */
+export interface OverloadResult {
+  server: ServerKind;
+  ceiling: number;
+  phases: { name: string; rate: number; seconds: number }[];
+  serverStayedUp: boolean;
+  rssMaxMb: number;
+  rssSamples: [number, number][];
+  /** Deliveries per second during the overload phase, by receipt time. */
+  overloadDeliveriesPerSec: number;
+  ceilingDeliveriesPerSec: number;
+  /** overloadDeliveriesPerSec / ceilingDeliveriesPerSec. */
+  overloadShareOfCeiling: number;
+  /** Messages per second the generators managed during overload. */
+  overloadSentPerSec: number;
+  normalP99Ms: number;
+  /** p99 at or under this counts as recovered. */
+  recoveredThresholdMs: number;
+  /** Seconds after the load dropped until every later window was back under the threshold; `null` if never. */
+  recoverySeconds: number | null;
+  deliveredToAlivePct: number;
+  clientsClosed: Record<string, number>;
+  clientsAlive: number;
+  errors: number;
+  outOfOrder: number;
+  duplicates: number;
+  serverCpuPct: number;
+  generatorCpuPct: number[];
+  machineBusyPct: number;
+  windows: {
+    t: number;
+    sent: number;
+    received: number;
+    p99Ms: number;
+    deliveriesPerSec: number;
+  }[];
+}
+
+async function overload(
+  options: BenchOptions,
+  setup: ServerSetup,
+  ceiling: number,
+  tmp: string,
+): Promise<OverloadResult> {
+  const g = Math.min(
+    options.generators,
+    Math.ceil(options.clients / options.roomSize),
+  );
+  const specs = roomClients(options.clients, options.roomSize, g, "o");
+  const total = specs.reduce((s, l) => s + l.length, 0);
+  const shares = specs.map((l) => l.length / total);
+  const recipients = Math.min(options.roomSize, total);
+  const calm = options.quick ? 3 : 5;
+  const after = options.quick ? 6 : 10;
+  const phases = [
+    { name: "half", rate: ceiling / 2, seconds: calm },
+    { name: "double", rate: ceiling * 2, seconds: options.overloadSeconds },
+    { name: "half again", rate: ceiling / 2, seconds: after },
+  ];
+  const windowMs = 500;
+  return await session(options, setup, g, tmp, async (server, generators) => {
+    await connectAll(server, generators, specs);
+    await sleep(1000);
+    step++;
+    const startAt = Date.now() + 300;
+    const rss = new RssSampler(server.pid);
+    const replies = Promise.all(generators.map((gen, i) =>
+      gen.call<RunReply>({
+        cmd: "run",
+        mode: "group",
+        step,
+        startAt,
+        phases: phases.map((p): Phase => ({
+          rate: p.rate * shares[i]!,
+          ms: p.seconds * 1000,
+        })),
+        warmupMs: 0,
+        windowMs,
+        drainMs: 30_000,
+        quietMs: 3000,
+        checkOrder: true,
+        contentChars: options.contentChars,
+      })
+    ));
+    await sleep(startAt - Date.now() + calm * 1000);
+    const a = snapshot(server, generators);
+    await sleep(options.overloadSeconds * 1000);
+    const b = snapshot(server, generators);
+    const merged = merge(await replies);
+    rss.stop();
+    const stayedUp = server.alive();
+    const cpu = cpuBetween(a, b);
+    const overStart = calm * 1000;
+    const overEnd = overStart + options.overloadSeconds * 1000;
+    const overloadDeliveriesPerSec = deliveryRate(
+      merged.receivedByWindow,
+      windowMs,
+      overStart + 1000,
+      overEnd,
+    );
+    let overSent = 0;
+    for (let i = overStart / windowMs; i < overEnd / windowMs; i++) {
+      overSent += merged.windows[i]?.sent ?? 0;
+    }
+    const normal = new Histogram();
+    for (let i = 1000 / windowMs; i < overStart / windowMs; i++) {
+      const w = merged.windows[i];
+      if (w) normal.merge(w.hist);
+    }
+    const normalP99Ms = normal.percentile(99) / 1000;
+    const threshold = Math.max(2 * normalP99Ms, normalP99Ms + 5);
+    const windows = merged.windows.map((w, i) => ({
+      t: i * windowMs / 1000,
+      sent: w.sent,
+      received: w.received,
+      p99Ms: Math.round(w.hist.percentile(99) / 10) / 100,
+      deliveriesPerSec: (merged.receivedByWindow[i] ?? 0) * 1000 / windowMs,
+    }));
+    // Recovered: from this window on (by send time), every window is under
+    // the threshold with all its messages delivered to the open clients.
+    const dropIndex = overEnd / windowMs;
+    const lastIndex = dropIndex + (after * 1000) / windowMs;
+    let recoveredAt: number | null = null;
+    for (let i = lastIndex - 1; i >= dropIndex; i--) {
+      const w = windows[i];
+      if (!w || w.p99Ms > threshold || w.received === 0) break;
+      recoveredAt = i;
+    }
+    const closes = Object.values(merged.closes).reduce((s, n) => s + n, 0);
+    const result: OverloadResult = {
+      server: setup.kind,
+      ceiling,
+      phases,
+      serverStayedUp: stayedUp,
+      rssMaxMb: Math.round(rss.max / MB * 10) / 10,
+      rssSamples: rss.samples.filter((_, i) => i % 4 === 0),
+      overloadDeliveriesPerSec,
+      ceilingDeliveriesPerSec: ceiling * recipients,
+      overloadShareOfCeiling: Math.round(
+        overloadDeliveriesPerSec / (ceiling * recipients) * 1000,
+      ) / 1000,
+      overloadSentPerSec: Math.round(overSent / options.overloadSeconds),
+      normalP99Ms: Math.round(normalP99Ms * 100) / 100,
+      recoveredThresholdMs: Math.round(threshold * 100) / 100,
+      recoverySeconds: recoveredAt === null
+        ? null
+        : (recoveredAt - dropIndex) * windowMs / 1000,
+      deliveredToAlivePct: merged.expectedAlive > 0
+        ? Math.round(merged.receivedAlive / merged.expectedAlive * 10000) / 100
+        : 0,
+      clientsClosed: merged.closes,
+      clientsAlive: merged.alive,
+      errors: merged.errors,
+      outOfOrder: merged.outOfOrder,
+      duplicates: merged.duplicates,
+      serverCpuPct: cpu.serverPct,
+      generatorCpuPct: cpu.generatorPct,
+      machineBusyPct: cpu.machineBusyPct,
+      windows,
+    };
+    log(
+      `  ${server.name} overload at ${
+        ceiling * 2
+      } msg/s: up=${stayedUp} rssMax=${result.rssMaxMb} MB delivered ${overloadDeliveriesPerSec}/s (${
+        (result.overloadShareOfCeiling * 100).toFixed(0)
+      }% of ceiling), closed ${closes}, out-of-order ${merged.outOfOrder}, normal p99 ${result.normalP99Ms} ms, recovery ${result.recoverySeconds} s`,
+    );
+    return result;
+  });
+}
+
+/** Scale: many connections in one room, all receiving broadcasts. */
+export interface ScaleResult {
+  server: ServerKind;
+  connections: number;
+  users: number;
+  generators: number;
+  connectSeconds: number;
+  rssMb: number;
+  broadcasts: {
+    alive: number;
+    received: number;
+    p50Ms: number;
+    p99Ms: number;
+    maxMs: number;
+  }[];
+  allReceived: boolean;
+}
+
+async function scale(
+  options: BenchOptions,
+  setup: ServerSetup,
+  tmp: string,
+): Promise<ScaleResult> {
+  const n = options.scaleClients;
+  const g = Math.max(options.generators, Math.ceil(n / 5000));
+  const users = options.scaleUsers > 0 && options.scaleUsers < n
+    ? options.scaleUsers
+    : n;
+  const auth = setup.kind !== "baseline" && users < n;
+  const admin = "bench-admin-secret";
+  const full: ServerSetup = auth
+    ? { ...setup, extra: ["--auth", "--admin-token", admin] }
+    : setup;
+  return await session(options, full, g, tmp, async (server, generators) => {
+    const tokens: string[] = [];
+    if (auth) {
+      for (let u = 0; u < users; u++) {
+        const response = await fetch(
+          `http://127.0.0.1:${server.port}/api/tokens`,
+          {
+            method: "POST",
+            headers: { authorization: `Bearer ${admin}` },
+            body: JSON.stringify({ username: `s${u}`, ttl_seconds: 3600 }),
+          },
+        );
+        const body = await response.json();
+        if (response.status !== 201) {
+          throw new Error(`token: ${response.status} ${JSON.stringify(body)}`);
+        }
+        tokens.push(body.token);
+      }
+    }
+    // Client i belongs to user i % users: every user's first connection
+    // comes early, so `Enter` goes to the room once per user.
+    const specs: ClientSpec[][] = Array.from({ length: g }, () => []);
+    for (let i = 0; i < n; i++) {
+      const spec: ClientSpec = {
+        name: users < n ? `s${i % users}` : `s${i}`,
+        room: "all",
+      };
+      if (auth) spec.token = tokens[i % users]!;
+      specs[i % g]!.push(spec);
+    }
+    const connect = await connectAll(server, generators, specs, 100);
+    log(
+      `  ${server.name} scale: ${connect.connected} connections (${users} users) in ${connect.seconds} s`,
+    );
+    await sleep(2000);
+    const rss = rssBytes(server.pid) ?? 0;
+    const broadcasts: ScaleResult["broadcasts"] = [];
+    for (let b = 0; b < 5; b++) {
+      step++;
+      const startAt = Date.now() + 300;
+      const replies = await Promise.all(
+        generators.map((gen, i) =>
+          gen.call<RunReply>({
+            cmd: "broadcast",
+            step,
+            sender: i === 0 ? b : -1,
+            startAt,
+            timeoutMs: 30_000,
+            contentChars: options.contentChars,
+          })
+        ),
+      );
+      const merged = merge(replies);
+      const lat = latency(merged.hist);
+      broadcasts.push({
+        alive: merged.expectedAlive,
+        received: merged.receivedAlive,
+        p50Ms: lat.p50Ms,
+        p99Ms: lat.p99Ms,
+        maxMs: lat.maxMs,
+      });
+      log(
+        `    broadcast ${
+          b + 1
+        }: ${merged.receivedAlive}/${merged.expectedAlive} received, p50 ${lat.p50Ms} ms, p99 ${lat.p99Ms} ms, last ${lat.maxMs} ms`,
+      );
+      await sleep(1000);
+    }
+    return {
+      server: full.kind,
+      connections: connect.connected,
+      users,
+      generators: g,
+      connectSeconds: connect.seconds,
+      rssMb: Math.round(rss / MB * 10) / 10,
+      broadcasts,
+      allReceived: broadcasts.every((b) =>
+        b.received === b.alive && b.alive === n
+      ),
+    };
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+function log(line: string): void {
+  console.log(line);
+}
+
+const ms = (v: number) => v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2);
+
+function printStep(name: string, mode: string, s: StepResult): void {
+  log(
+    `    ${name.padEnd(11)} ${mode.padEnd(7)} ${
+      String(s.rate).padStart(7)
+    } msg/s  ${String(s.deliveriesPerSec).padStart(8)} del/s  ${
+      s.deliveredPct.toFixed(1).padStart(5)
+    }%  p50 ${ms(s.latency.p50Ms).padStart(6)}  p99 ${
+      ms(s.latency.p99Ms).padStart(6)
+    }  max ${ms(s.latency.maxMs).padStart(6)} ms  srv ${
+      String(s.serverCpuPct).padStart(5)
+    }% ${String(s.serverRssMaxMb).padStart(6)} MB  gen ${
+      s.generatorCpuPct.join("/")
+    }%  box ${s.machineBusyPct}% (irq ${s.irqCpuPct}, others ${s.otherCpuPct})  ${
+      s.pass ? "PASS" : "FAIL"
+    } ${s.notes.join("; ")}`,
+  );
+}
+
+/** Markdown table of the ladder steps. */
+export function ladderTable(ladders: LadderResult[]): string {
+  const rows = [
+    "| server | scenario | msg/s | deliveries/s | delivered | p50 ms | p99 ms | max ms | server CPU | server RSS MB | generator CPU | machine busy | other CPU | pass |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+  ];
+  for (const l of ladders) {
+    const steps = [...l.steps].sort((a, b) => a.rate - b.rate);
+    for (const s of steps) {
+      rows.push(
+        `| ${l.server} | ${
+          l.mode === "group" ? "fan-out" : "direct"
+        } | ${s.rate} | ${s.deliveriesPerSec} | ${
+          s.deliveredPct.toFixed(1)
+        }% | ${ms(s.latency.p50Ms)} | ${ms(s.latency.p99Ms)} | ${
+          ms(s.latency.maxMs)
+        } | ${s.serverCpuPct}% | ${s.serverRssMaxMb} | ${
+          s.generatorCpuPct.join(" / ")
+        }% | ${s.machineBusyPct}% | ${s.otherCpuPct}% | ${
+          s.pass ? "yes" : `no: ${s.notes.join("; ")}`
+        } |`,
+      );
+    }
+  }
+  return rows.join("\n");
+}
+
+/** Everything one run found. */
+export interface BenchResults {
+  startedAt: string;
+  finishedAt: string;
+  machine: ReturnType<typeof machineInfo> & {
+    loadAverageAtEnd: [number, number, number];
+  };
+  settings: BenchOptions;
+  /** Which chat server ran: its directory and a hash of its sources. */
+  serverSource: {
+    dir: string;
+    label: string;
+    sha256: string;
+    files: number;
+  };
+  ladders: LadderResult[];
+  idle: IdleResult[];
+  overload: OverloadResult[];
+  scale: ScaleResult[];
+  summary: Record<string, unknown>;
+  notes: string[];
+}
+
+function ratio(a: number | undefined, b: number | undefined): number | null {
+  if (a === undefined || b === undefined || b === 0) return null;
+  return Math.round(a / b * 100) / 100;
+}
+
+function summarize(results: BenchResults): void {
+  const find = (kind: ServerKind, mode: "group" | "private") =>
+    results.ladders.find((l) => l.server === kind && l.mode === mode);
+  const chatFan = find("chat", "group");
+  const baseFan = find("baseline", "group");
+  const sqlFan = find("chat-sqlite", "group");
+  const chatDm = find("chat", "private");
+  const baseDm = find("baseline", "private");
+  const idleChat = results.idle.find((r) => r.server === "chat");
+  const idleBase = results.idle.find((r) => r.server === "baseline");
+  const summary: Record<string, unknown> = {
+    fanoutCeiling: {
+      chat: chatFan?.ceiling,
+      baseline: baseFan?.ceiling,
+      unit: "messages/s into rooms of " + options().roomSize,
+      chatDeliveriesPerSec: chatFan?.ceilingDeliveriesPerSec,
+      baselineDeliveriesPerSec: baseFan?.ceilingDeliveriesPerSec,
+      ratio: ratio(chatFan?.ceiling, baseFan?.ceiling),
+      target: ">= 1.0",
+    },
+    directCeiling: {
+      chat: chatDm?.ceiling,
+      baseline: baseDm?.ceiling,
+      unit: "messages/s",
+      ratio: ratio(chatDm?.ceiling, baseDm?.ceiling),
+      target: ">= 1.0",
+    },
+    idleBytesPerConnection: {
+      chat: idleChat?.bytesPerConnection,
+      baseline: idleBase?.bytesPerConnection,
+      connections: idleChat?.connections ?? idleBase?.connections,
+      ratio: ratio(idleChat?.bytesPerConnection, idleBase?.bytesPerConnection),
+      target: "<= 1.3",
+    },
+    persistence: {
+      memoryCeiling: chatFan?.ceiling,
+      sqliteCeiling: sqlFan?.ceiling,
+      sqliteOverMemory: ratio(sqlFan?.ceiling, chatFan?.ceiling),
+    },
+  };
+  const over = results.overload.find((o) => o.server === "chat");
+  if (over) {
+    summary.overload = {
+      stayedUp: over.serverStayedUp,
+      rssMaxMb: over.rssMaxMb,
+      rssUnder1GiB: over.rssMaxMb < 1024,
+      shareOfCeilingDelivered: over.overloadShareOfCeiling,
+      atLeast80Pct: over.overloadShareOfCeiling >= 0.8,
+      inOrder: over.outOfOrder === 0 && over.duplicates === 0,
+      recoverySeconds: over.recoverySeconds,
+      recoveredWithin5s: over.recoverySeconds !== null &&
+        over.recoverySeconds <= 5,
+    };
+  }
+  const sc = results.scale.find((s) => s.server !== "baseline");
+  if (sc) {
+    summary.scale = {
+      connections: sc.connections,
+      allReceived: sc.allReceived,
+      worstLastDeliveryMs: Math.max(...sc.broadcasts.map((b) => b.maxMs)),
+      rssMb: sc.rssMb,
+    };
+  }
+  results.summary = summary;
+}
+
+let currentOptions: BenchOptions;
+function options(): BenchOptions {
+  return currentOptions;
+}
+
+function printSummary(results: BenchResults): void {
+  const m = results.machine;
+  log(
+    `\n${m.cpuModel}, ${m.cores} cores, ${
+      Math.round(m.memTotalBytes / 1024 ** 3)
+    } GiB, Linux ${m.kernel}, deno ${m.deno} (V8 ${m.v8}); load average ${
+      m.loadAverageAtStart.join(" ")
+    } at the start, ${
+      m.loadAverageAtEnd.join(" ")
+    } at the end; chat server ${results.serverSource.label} (sources sha256 ${
+      results.serverSource.sha256.slice(0, 12)
+    }).`,
+  );
+  log("\n## Steps\n");
+  log(ladderTable(results.ladders));
+  const s = results.summary as Record<string, Record<string, unknown>>;
+  log("\n## Against the baseline\n");
+  log("| figure | chat | baseline | ratio | target |");
+  log("| --- | ---: | ---: | ---: | --- |");
+  if (
+    s.fanoutCeiling?.chat !== undefined ||
+    s.fanoutCeiling?.baseline !== undefined
+  ) {
+    log(
+      `| fan-out ceiling, msg/s (deliveries/s) | ${
+        s.fanoutCeiling.chat ?? "-"
+      } (${s.fanoutCeiling.chatDeliveriesPerSec ?? "-"}) | ${
+        s.fanoutCeiling.baseline ?? "-"
+      } (${s.fanoutCeiling.baselineDeliveriesPerSec ?? "-"}) | ${
+        s.fanoutCeiling.ratio ?? "-"
+      } | >= 1.0 |`,
+    );
+  }
+  if (
+    s.directCeiling?.chat !== undefined ||
+    s.directCeiling?.baseline !== undefined
+  ) {
+    log(
+      `| direct-message ceiling, msg/s | ${s.directCeiling.chat ?? "-"} | ${
+        s.directCeiling.baseline ?? "-"
+      } | ${s.directCeiling.ratio ?? "-"} | >= 1.0 |`,
+    );
+  }
+  if (
+    s.idleBytesPerConnection?.chat !== undefined ||
+    s.idleBytesPerConnection?.baseline !== undefined
+  ) {
+    log(
+      `| idle RSS per connection, bytes (${s.idleBytesPerConnection.connections} connections) | ${
+        s.idleBytesPerConnection.chat ?? "-"
+      } | ${s.idleBytesPerConnection.baseline ?? "-"} | ${
+        s.idleBytesPerConnection.ratio ?? "-"
+      } | <= 1.3 |`,
+    );
+  }
+  if (s.persistence?.sqliteCeiling !== undefined) {
+    log(
+      `\nPersistence: fan-out ceiling ${
+        s.persistence.memoryCeiling ?? "-"
+      } msg/s with :memory:, ${s.persistence.sqliteCeiling} msg/s with a SQLite file (ratio ${
+        s.persistence.sqliteOverMemory ?? "-"
+      }).`,
+    );
+  }
+  for (const o of results.overload) {
+    log(
+      `\nOverload (${o.server}): ${o.ceiling * 2} msg/s for ${
+        o.phases[1]!.seconds
+      } s, then ${
+        o.ceiling / 2
+      }: up ${o.serverStayedUp}, RSS max ${o.rssMaxMb} MB, delivered ${o.overloadDeliveriesPerSec}/s = ${
+        (o.overloadShareOfCeiling * 100).toFixed(0)
+      }% of the ceiling's ${o.ceilingDeliveriesPerSec}/s, generators sent ${o.overloadSentPerSec} msg/s, closed ${
+        JSON.stringify(o.clientsClosed)
+      }, out of order ${o.outOfOrder}, normal p99 ${o.normalP99Ms} ms, back under ${o.recoveredThresholdMs} ms after ${
+        o.recoverySeconds ?? "never"
+      } s.`,
+    );
+  }
+  for (const sc of results.scale) {
+    log(
+      `\nScale (${sc.server}): ${sc.connections} connections (${sc.users} users) in one room over ${sc.generators} generators, RSS ${sc.rssMb} MB; ${
+        sc.broadcasts.map((b) =>
+          `${b.received}/${b.alive} in ${ms(b.maxMs)} ms`
+        )
+          .join(", ")
+      }.`,
+    );
+  }
+  if (results.notes.length > 0) {
+    log("\nNotes:\n- " + results.notes.join("\n- "));
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+/** `git describe` of a checkout, with `+changes` when it is dirty. */
+async function gitLabel(dir: string): Promise<string> {
+  try {
+    const git = (...args: string[]) =>
+      new Deno.Command("git", { args: ["-C", dir, ...args], stderr: "null" })
+        .output();
+    const head = await git("rev-parse", "--short", "HEAD");
+    if (!head.success) return "unknown";
+    const status = await git("status", "--porcelain", "--", "main.ts", "src");
+    const dirty = new TextDecoder().decode(status.stdout).trim() !== "";
+    return new TextDecoder().decode(head.stdout).trim() +
+      (dirty ? "+changes" : "");
+  } catch {
+    return "unknown";
+  }
+}
+
+/** SHA-256 over `main.ts`, `deno.json` and every file under `src/`, sorted by path. */
+async function sourceFingerprint(
+  dir: string,
+): Promise<{ dir: string; sha256: string; files: number }> {
+  const paths: string[] = ["main.ts", "deno.json"];
+  const walk = async (sub: string) => {
+    for await (const entry of Deno.readDir(`${dir}${sub}`)) {
+      const path = `${sub}/${entry.name}`;
+      if (entry.isDirectory) await walk(path);
+      else if (entry.isFile) paths.push(path);
+    }
+  };
+  await walk("src");
+  paths.sort();
+  const parts: Uint8Array[] = [];
+  const encoder = new TextEncoder();
+  for (const path of paths) {
+    parts.push(encoder.encode(`${path}\0`));
+    parts.push(await Deno.readFile(`${dir}${path}`));
+  }
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const all = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    all.set(part, offset);
+    offset += part.length;
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+  const sha256 = [...digest].map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  return { dir, sha256, files: paths.length };
+}
+
+async function main(): Promise<number> {
+  if (Deno.args[0] === "--report") {
+    // Prints the tables of a results file again.
+    const results = JSON.parse(
+      await Deno.readTextFile(Deno.args[1] ?? ""),
+    ) as BenchResults;
+    currentOptions = results.settings;
+    printSummary(results);
+    return 0;
+  }
+  let opts: BenchOptions;
+  try {
+    opts = parseOptions(Deno.args);
+  } catch (error) {
+    console.error(`error: ${(error as Error).message}`);
+    return 2;
+  }
+  currentOptions = opts;
+  const tmp = await Deno.makeTempDir({ prefix: "chat-bench-" });
+  const machine = machineInfo();
+  const started = new Date();
+  log(
+    `bench: ${machine.cpuModel}, ${machine.cores} cores, deno ${machine.deno}, load ${
+      machine.loadAverageAtStart.join(" ")
+    }; scenarios ${opts.scenarios.join(", ")}${opts.quick ? " (quick)" : ""}`,
+  );
+  const results: BenchResults = {
+    startedAt: started.toISOString(),
+    finishedAt: "",
+    machine: { ...machine, loadAverageAtEnd: [0, 0, 0] },
+    settings: opts,
+    serverSource: {
+      ...await sourceFingerprint(opts.serverDir),
+      label: opts.serverLabel ?? await gitLabel(opts.serverDir),
+    },
+    ladders: [],
+    idle: [],
+    overload: [],
+    scale: [],
+    summary: {},
+    notes: [],
+  };
+  const servers = opts.servers;
+  const run = async (what: string, fn: () => Promise<void>) => {
+    log(`\n# ${what}`);
+    try {
+      await fn();
+    } catch (error) {
+      const message = `${what} failed: ${(error as Error).message}`;
+      log(`  ${message}`);
+      results.notes.push(message);
+    }
+  };
+  try {
+    for (const scenario of opts.scenarios) {
+      switch (scenario) {
+        case "fanout":
+          for (const kind of servers) {
+            await run(`fan-out, ${kind}`, async () => {
+              results.ladders.push(await ladder(opts, { kind }, "group", tmp));
+            });
+          }
+          break;
+        case "dm":
+          for (const kind of servers) {
+            await run(`direct messages, ${kind}`, async () => {
+              results.ladders.push(
+                await ladder(opts, { kind }, "private", tmp),
+              );
+            });
+          }
+          break;
+        case "sqlite":
+          if (!servers.includes("chat")) break;
+          await run("fan-out, chat with a SQLite file", async () => {
+            results.ladders.push(
+              await ladder(opts, { kind: "chat-sqlite" }, "group", tmp),
+            );
+          });
+          break;
+        case "idle":
+          for (const kind of servers) {
+            await run(`idle memory, ${kind}`, async () => {
+              results.idle.push(await idle(opts, { kind }, tmp));
+            });
+          }
+          break;
+        case "overload":
+          for (const kind of servers) {
+            await run(`overload, ${kind}`, async () => {
+              const own = results.ladders.find((l) =>
+                l.server === kind && l.mode === "group"
+              )?.ceiling;
+              const ceiling = opts.ceiling ?? own;
+              if (!ceiling) {
+                throw new Error(
+                  "no fan-out ceiling: run fanout first or pass --ceiling",
+                );
+              }
+              results.overload.push(
+                await overload(opts, { kind }, ceiling, tmp),
+              );
+            });
+          }
+          break;
+        case "scale":
+          for (const kind of servers) {
+            await run(`scale, ${kind}`, async () => {
+              results.scale.push(await scale(opts, { kind }, tmp));
+            });
+          }
+          break;
+      }
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+  results.finishedAt = new Date().toISOString();
+  results.machine.loadAverageAtEnd = loadAverage();
+  summarize(results);
+  printSummary(results);
+  await Deno.mkdir(opts.out, { recursive: true });
+  const file = `${opts.out}/${
+    started.toISOString().replace(/[:.]/g, "-")
+  }.json`;
+  await Deno.writeTextFile(file, JSON.stringify(results, null, 2) + "\n");
+  log(`\nresults: ${file}`);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());
