@@ -13,18 +13,73 @@ export interface Gauges {
   users(): number;
 }
 
+/**
+ * A labelled counter kept as plain numbers on the hot path (a map update, no
+ * label hashing) and handed to Prometheus only when scraped.
+ */
+export class Tally {
+  #counts = new Map<string, number>();
+
+  /** Registers `name` with one label, `label`, in `registry`. */
+  constructor(registry: Registry, name: string, help: string, label: string) {
+    const counts = this.#counts;
+    new Counter({
+      name,
+      help,
+      labelNames: [label],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [value, count] of counts) {
+          this.inc({ [label]: value }, count);
+        }
+      },
+    });
+  }
+
+  /** Adds `by` (default 1) to the count of `value`. */
+  add(value: string, by = 1): void {
+    this.#counts.set(value, (this.#counts.get(value) ?? 0) + by);
+  }
+
+  /** The count of `value`, for tests and health. */
+  get(value: string): number {
+    return this.#counts.get(value) ?? 0;
+  }
+}
+
 /** The server's counters and gauges in one registry. */
 export class Metrics {
   /** The registry `/metrics` renders. */
   readonly registry: Registry = new Registry();
   /** Frames received, by `message_type` (`invalid`, `binary` for the rest). */
-  readonly framesIn: Counter<"type">;
+  readonly framesIn: Tally = new Tally(
+    this.registry,
+    "chat_frames_in_total",
+    "Frames received, by message type.",
+    "type",
+  );
   /** Frames sent, by `message_type`; a broadcast counts once per recipient. */
-  readonly framesOut: Counter<"type">;
+  readonly framesOut: Tally = new Tally(
+    this.registry,
+    "chat_frames_out_total",
+    "Frames sent, by message type.",
+    "type",
+  );
   /** `Error` frames sent, by code. */
-  readonly errors: Counter<"code">;
+  readonly errors: Tally = new Tally(
+    this.registry,
+    "chat_errors_total",
+    "Error frames sent, by code.",
+    "code",
+  );
   /** Connections closed, by close code. */
-  readonly closes: Counter<"code">;
+  readonly closes: Tally = new Tally(
+    this.registry,
+    "chat_closes_total",
+    "Connections closed, by close code.",
+    "code",
+  );
   /** Upgrades refused before the WebSocket opened, by HTTP status. */
   readonly refused: Counter<"status">;
   /** Storage transactions and the writes in them. */
@@ -37,30 +92,6 @@ export class Metrics {
   constructor() {
     const gauges = (): Gauges => this.#gauges;
     const registers = [this.registry];
-    this.framesIn = new Counter({
-      name: "chat_frames_in_total",
-      help: "Frames received, by message type.",
-      labelNames: ["type"],
-      registers,
-    });
-    this.framesOut = new Counter({
-      name: "chat_frames_out_total",
-      help: "Frames sent, by message type.",
-      labelNames: ["type"],
-      registers,
-    });
-    this.errors = new Counter({
-      name: "chat_errors_total",
-      help: "Error frames sent, by code.",
-      labelNames: ["code"],
-      registers,
-    });
-    this.closes = new Counter({
-      name: "chat_closes_total",
-      help: "Connections closed, by close code.",
-      labelNames: ["code"],
-      registers,
-    });
     this.refused = new Counter({
       name: "chat_upgrades_refused_total",
       help: "WebSocket upgrades refused, by HTTP status.",
@@ -110,9 +141,9 @@ export class Metrics {
 
   /** Counts one reducer `count` effect. */
   count(metric: Metric, label: string): void {
-    if (metric === "frames_in") this.framesIn.inc({ type: label });
-    else if (metric === "errors") this.errors.inc({ code: label });
-    else this.closes.inc({ code: label });
+    if (metric === "frames_in") this.framesIn.add(label);
+    else if (metric === "errors") this.errors.add(label);
+    else this.closes.add(label);
   }
 
   /** The Prometheus text exposition. */

@@ -125,6 +125,8 @@ export interface ChatState {
   /** Connections waiting for a token lookup, per token. */
   readonly tokenWaiters: Map<string, Set<ConnId>>;
   draining: boolean;
+  /** The runner reports an overload: chat messages are refused. */
+  overloaded: boolean;
   /** The time of the event being reduced. */
   now: number;
 }
@@ -197,6 +199,8 @@ export type Event =
     username: string;
     messages: StoredPrivateChat[];
   }
+  /** The runner's event loop fell behind (`true`) or caught up (`false`). */
+  | { type: "load"; now: number; overloaded: boolean }
   | { type: "shutdown"; now: number };
 
 /** A counter the runner keeps for `/metrics`. */
@@ -243,6 +247,7 @@ export function createState(
     tokens: new Map(),
     tokenWaiters: new Map(),
     draining: false,
+    overloaded: false,
     now: 0,
   };
 }
@@ -316,6 +321,9 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     case "offline_loaded":
       offlineLoaded(state, event, out);
+      break;
+    case "load":
+      state.overloaded = event.overloaded;
       break;
     case "shutdown":
       state.draining = true;
@@ -479,6 +487,23 @@ function handle(
     return;
   }
   out.push({ type: "count", metric: "frames_in", label: message.type });
+  if (
+    state.overloaded &&
+    (message.type === "GroupChat" || message.type === "PrivateChat")
+  ) {
+    // Shed load cheaply instead of queueing it; the server's fault, so it
+    // does not count toward the connection's error streak.
+    refuse(
+      state,
+      conn,
+      "rate_limited",
+      "the server is overloaded; message dropped, try again shortly",
+      message.ref,
+      out,
+      false,
+    );
+    return;
+  }
   switch (message.type) {
     case "Enter":
       enter(state, conn, message.body, message.ref, frame.now, out);
@@ -1207,6 +1232,7 @@ function refuse(
   message: string,
   ref: string | undefined,
   out: Effect[],
+  streak = true,
 ): void {
   send(
     out,
@@ -1215,6 +1241,7 @@ function refuse(
     ref === undefined ? { code, message } : { code, message, ref },
   );
   out.push({ type: "count", metric: "errors", label: code });
+  if (!streak) return;
   conn.errorStreak++;
   if (conn.errorStreak >= state.settings.maxConsecutiveErrors) {
     close(state, conn, "policy", state.now, out, "too many consecutive errors");

@@ -48,6 +48,18 @@ export interface Attachment {
 
 const encoder = new TextEncoder();
 
+/** How often the runner looks for slow consumers and measures its lag. */
+const SWEEP_MS = 100;
+
+/**
+ * Event-loop lag that means overload when it lasts {@linkcode LAGGING_SWEEPS}
+ * sweeps in a row (one garbage collection is no overload), and the lag that
+ * ends it.
+ */
+const OVERLOAD_LAG_MS = 50;
+const LAGGING_SWEEPS = 3;
+const RECOVERED_LAG_MS = 10;
+
 /** Size in bytes of a text frame; exact only when it could pass `limit`. */
 function frameSize(text: string, limit: number): number {
   // UTF-8 takes at most 3 bytes per UTF-16 unit, so short frames skip the count.
@@ -65,8 +77,12 @@ export class Runner {
   #now: () => number;
   #sockets = new Map<ConnId, WebSocket>();
   #open = new Set<WebSocket>();
-  /** Connections over `MAX_BUFFERED_BYTES` right after a send, to judge later. */
+  /** Connections over `MAX_BUFFERED_BYTES` at the last sweep. */
   #suspects = new Set<ConnId>();
+  #sweeper: ReturnType<typeof setInterval>;
+  #lastSweep = performance.now();
+  #laggingSweeps = 0;
+  #overloaded = false;
   #nextId = 1;
   #events: Event[] = [];
   #running = false;
@@ -88,6 +104,7 @@ export class Runner {
       () => this.dispatch({ type: "tick", now: this.#now() }),
       options.tickMs ?? 1000,
     );
+    this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
   }
 
   /** The reducer's state, for gauges and health. */
@@ -172,13 +189,13 @@ export class Runner {
     switch (effect.type) {
       case "send":
         this.#send(effect.conn, effect.data);
-        this.#metrics.framesOut.inc({ type: effect.kind });
+        this.#metrics.framesOut.add(effect.kind);
         break;
       case "broadcast":
         for (const conn of effect.conns) {
           if (conn !== effect.except) this.#send(conn, effect.data);
         }
-        this.#metrics.framesOut.inc({ type: effect.kind }, effect.count);
+        this.#metrics.framesOut.add(effect.kind, effect.count);
         break;
       case "close": {
         const socket = this.#sockets.get(effect.conn);
@@ -256,32 +273,60 @@ export class Runner {
 
   #send(conn: ConnId, data: string): void {
     const socket = this.#sockets.get(conn);
-    if (!socket || socket.readyState !== WebSocket.OPEN) return;
-    socket.send(data);
-    // Deno counts a send as buffered until its write completes on a later
-    // turn, so a burst handed over now looks like a backlog. Judge a socket
-    // over the limit once the runtime had a turn to write.
-    if (
-      socket.bufferedAmount > this.#maxBufferedBytes &&
-      !this.#suspects.has(conn)
-    ) {
-      this.#suspects.add(conn);
-      if (this.#suspects.size === 1) setTimeout(() => this.#judgeSuspects(), 0);
-    }
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(data);
   }
 
-  /** Closes the suspects still over the limit: slow consumers. */
-  #judgeSuspects(): void {
-    for (const conn of this.#suspects) {
-      const socket = this.#sockets.get(conn);
-      if (!socket || socket.bufferedAmount <= this.#maxBufferedBytes) continue;
-      // Nobody waits for a slow consumer: no more sends, and the reducer
-      // hears of it to free its state.
+  /**
+   * Tells the reducer when the event loop falls behind: a timer late by more
+   * than {@linkcode OVERLOAD_LAG_MS} means more work arrives than the server
+   * can do, and queueing it would only make every answer later.
+   */
+  #watchLag(): void {
+    const now = performance.now();
+    const lag = now - this.#lastSweep - SWEEP_MS;
+    this.#lastSweep = now;
+    this.#laggingSweeps = lag > OVERLOAD_LAG_MS ? this.#laggingSweeps + 1 : 0;
+    const overloaded = this.#overloaded
+      ? lag > RECOVERED_LAG_MS
+      : this.#laggingSweeps >= LAGGING_SWEEPS;
+    if (overloaded === this.#overloaded) return;
+    this.#overloaded = overloaded;
+    this.#log(
+      overloaded ? "warn" : "info",
+      overloaded ? "overloaded" : "load normal",
+      {
+        lag_ms: Math.round(lag),
+      },
+    );
+    this.#events.push({ type: "load", now: this.#now(), overloaded });
+  }
+
+  /** Whether the server sheds load; upgrades are refused meanwhile. */
+  get overloaded(): boolean {
+    return this.#overloaded;
+  }
+
+  /**
+   * Finds slow consumers off the hot path. Deno counts a send as buffered
+   * until its write completes on a later turn, so one look cannot tell a
+   * burst from a backlog: a socket over `MAX_BUFFERED_BYTES` at two sweeps in
+   * a row is a slow consumer. Nobody waits for it: it gets no more sends, is
+   * closed with 1008, and the reducer hears of it to free its state.
+   */
+  #sweep(): void {
+    this.#watchLag();
+    const over = new Set<ConnId>();
+    for (const [conn, socket] of this.#sockets) {
+      if (socket.bufferedAmount <= this.#maxBufferedBytes) continue;
+      if (!this.#suspects.has(conn)) {
+        over.add(conn);
+        continue;
+      }
       this.#sockets.delete(conn);
       socket.close(1008, "slow consumer");
       this.#events.push({ type: "overflow", conn, now: this.#now() });
     }
-    this.#suspects.clear();
+    this.#suspects = over;
     this.#drain();
   }
 
@@ -372,6 +417,7 @@ export class Runner {
    */
   async shutdown(graceMs: number): Promise<void> {
     clearInterval(this.#ticker);
+    clearInterval(this.#sweeper);
     await this.settle();
     this.dispatch({ type: "shutdown", now: this.#now() });
     if (this.#open.size > 0) {

@@ -100,6 +100,10 @@ export async function startServer(
       metrics.refused.inc({ status: "403" });
       return refuse(403, `origin ${origin} is not allowed`);
     }
+    if (chat.overloaded) {
+      metrics.refused.inc({ status: "503" });
+      return refuse(503, "server overloaded", { "retry-after": "1" });
+    }
     if (chat.openSockets >= config.maxConnections) {
       metrics.refused.inc({ status: "503" });
       return refuse(503, "too many connections", { "retry-after": "1" });
@@ -149,6 +153,7 @@ export async function startServer(
       case "/healthz":
         return json({
           status: draining ? "draining" : "ok",
+          overloaded: chat.overloaded,
           uptime_seconds: Math.round((performance.now() - started) / 1000),
           connections: chat.openSockets,
           rooms: chat.state.rooms.size,

@@ -134,12 +134,16 @@ export function selectHistory(
   return { messages, complete: isComplete(query, kept[0]?.seq) };
 }
 
+/** Messages a room may keep beyond `HISTORY_SIZE` before a trim. */
+const TRIM_SLACK = 256;
+
 /** A {@linkcode Storage} that keeps everything in memory and nothing after. */
 export class MemoryStorage implements Storage {
   #historySize: number;
   #rooms = new Map<string, StoredGroupChat[]>();
   #seqs = new Map<string, number>();
-  #private: { message: StoredPrivateChat; delivered: boolean }[] = [];
+  /** Undelivered `PrivateChat`s per target; delivered ones are not kept. */
+  #offline = new Map<string, StoredPrivateChat[]>();
   #tokens = new Map<string, TokenRow>();
 
   /** Keeps the last `historySize` messages of each room. */
@@ -159,7 +163,9 @@ export class MemoryStorage implements Storage {
         let kept = this.#rooms.get(room);
         if (!kept) this.#rooms.set(room, kept = []);
         kept.push(op.message);
-        if (kept.length > this.#historySize) {
+        // Trim in steps, not per message: queries read only the last
+        // historySize (see #kept).
+        if (kept.length > this.#historySize + TRIM_SLACK) {
           kept.splice(0, kept.length - this.#historySize);
         }
         this.#seqs.set(room, op.message.seq);
@@ -169,12 +175,19 @@ export class MemoryStorage implements Storage {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
-        this.#private.push({ message: op.message, delivered: op.delivered });
+        if (!op.delivered) {
+          const target = op.message.target_username;
+          const waiting = this.#offline.get(target);
+          if (waiting) waiting.push(op.message);
+          else this.#offline.set(target, [op.message]);
+        }
         results.push({ ok: true });
       } else {
         const ids = new Set(op.ids);
-        for (const row of this.#private) {
-          if (ids.has(row.message.id)) row.delivered = true;
+        for (const [target, waiting] of this.#offline) {
+          const left = waiting.filter((message) => !ids.has(message.id));
+          if (left.length === 0) this.#offline.delete(target);
+          else this.#offline.set(target, left);
         }
         results.push({ ok: true });
       }
@@ -190,15 +203,17 @@ export class MemoryStorage implements Storage {
   }
 
   history(room: string, query: HistoryQuery): Promise<HistoryPage> {
-    return Promise.resolve(selectHistory(this.#rooms.get(room) ?? [], query));
+    const kept = this.#rooms.get(room) ?? [];
+    return Promise.resolve(
+      selectHistory(
+        this.#historySize === 0 ? [] : kept.slice(-this.#historySize),
+        query,
+      ),
+    );
   }
 
   offline(username: string): Promise<StoredPrivateChat[]> {
-    return Promise.resolve(
-      this.#private.filter((row) =>
-        !row.delivered && row.message.target_username === username
-      ).map((row) => row.message),
-    );
+    return Promise.resolve([...this.#offline.get(username) ?? []]);
   }
 
   async createToken(

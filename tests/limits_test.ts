@@ -512,3 +512,53 @@ Deno.test("MAX_BUFFERED_BYTES: a burst over the limit to members that read is no
   }
   await waitForNoLeftovers(server);
 });
+
+/** Keeps this process's event loop (the server's too) busy for `ms`. */
+function block(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // busy on purpose: the server must see its timers run late
+  }
+}
+
+Deno.test("overload: a lagging event loop sheds chat with rate_limited and 503, then recovers", async () => {
+  await using server = await serve();
+  await using alice = await entered(server, "alice");
+  await using bob = await entered(server, "bob");
+  assert.equal((await alice.expect("Enter")).sender_username, "bob");
+  // The sweeps must find their timers late several times in a row.
+  const deadline = Date.now() + 5000;
+  while (!server.server.runner.overloaded && Date.now() < deadline) {
+    block(150);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  assert.ok(server.server.runner.overloaded, "overload was never detected");
+
+  alice.send(
+    envelope("GroupChat", { sender_username: "alice", content: "hi" }, "g1"),
+  );
+  const refused = await alice.expect("Error");
+  assert.equal(refused.code, "rate_limited");
+  assert.equal(refused.ref, "g1");
+  assert.match(refused.message, /overloaded/);
+  const health = await (await fetch(`${server.httpUrl}/healthz`)).json();
+  assert.equal(health.overloaded, true);
+  await using peer = await RawPeer.upgrade(server.server.port);
+  assert.equal(peer.status, 503);
+
+  await waitFor(
+    () => !server.server.runner.overloaded,
+    "the load to be normal again",
+  );
+  alice.send(
+    envelope("GroupChat", { sender_username: "alice", content: "back" }, "g2"),
+  );
+  assert.equal((await alice.expect("GroupChat")).content, "back");
+  assert.equal((await alice.expect("Ack")).ref, "g2");
+  assert.equal((await bob.expect("GroupChat")).content, "back");
+  assert.equal(
+    alice.socket.readyState,
+    WebSocket.OPEN,
+    "refusals closed nobody",
+  );
+});

@@ -2718,3 +2718,32 @@ Deno.test("the same events on two fresh states give deep-equal effects", () => {
   assert.ok(first.length > 20);
   assert.deepEqual(first, second);
 });
+
+Deno.test("overload: chat messages are refused with rate_limited, without counting toward the streak", () => {
+  const chat = new Chat({ settings: { maxConsecutiveErrors: 2 } });
+  for (const conn of CONNS) chat.open(conn);
+  chat.send(1, enter("alice"));
+  chat.send(2, enter("bob"));
+  chat.dispatch({ type: "load", now: chat.now, overloaded: true });
+  for (const id of ["g1", "g2", "g3"]) {
+    const seen = chat.send(1, say("alice", "hi", {}, withId(id)));
+    assertFrames(inbox(seen, 1), [error("rate_limited", id, /overloaded/)], id);
+    assert.deepEqual(inbox(seen, 2), [], "nothing reaches the room");
+  }
+  const dm = chat.send(1, whisper("alice", "bob", "psst", withId("p1")));
+  assertFrames(inbox(dm, 1), [error("rate_limited", "p1", /overloaded/)], "dm");
+  assert.deepEqual(closes(dm), [], "overload refusals close nobody");
+  // Joining and leaving still work while overloaded.
+  const joined = chat.send(3, enter("carol", {}, withId("e1")));
+  assertFrames(inbox(joined, 3), [
+    presence("general", ["alice", "bob", "carol"]),
+    ack("e1"),
+  ], "joiner");
+  chat.dispatch({ type: "load", now: chat.now, overloaded: false });
+  const after = chat.send(1, say("alice", "back", {}, withId("g4")));
+  assert.equal(
+    inbox(after, 2).length,
+    1,
+    "delivered again once the load is normal",
+  );
+});
