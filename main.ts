@@ -4,19 +4,15 @@
  *
  * @module
  */
-import { ConfigError, helpText, loadConfig } from "./src/config.ts";
+import {
+  changedSettings,
+  ConfigError,
+  helpText,
+  loadConfig,
+  readDotenv,
+} from "./src/config.ts";
 import { createLogger } from "./src/log.ts";
-import { changedSettings } from "./src/config.ts";
 import { startServer } from "./src/server.ts";
-
-function readDotenv(): string | undefined {
-  try {
-    return Deno.readTextFileSync(".env");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-}
 
 async function main(): Promise<number> {
   let loaded;

@@ -401,3 +401,13 @@ export function changedSettings(
   }
   return changed;
 }
+
+/** The text of `.env` in the working directory, or `undefined` when there is none. */
+export function readDotenv(): string | undefined {
+  try {
+    return Deno.readTextFileSync(".env");
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  }
+}

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { ConfigError, loadConfig } from "./config.ts";
+import { ConfigError, loadConfig, readDotenv } from "./config.ts";
 import { NAME_PATTERN } from "./protocol.ts";
 import { SqliteStorage } from "./sqlite_storage.ts";
 import type { TokenRow } from "./storage.ts";
@@ -74,15 +74,6 @@ interface Parsed {
   command: Command;
   /** Flags for {@linkcode loadConfig}: `--database` only. */
   configArgs: string[];
-}
-
-function readDotenv(): string | undefined {
-  try {
-    return Deno.readTextFileSync(".env");
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
 }
 
 /** Splits `args` into the command's words and its flags. */
