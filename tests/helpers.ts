@@ -8,6 +8,18 @@ import { type Config, loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { type ChatServer, startServer } from "../src/server.ts";
 
+/** A JSON object, as frames are built in tests. */
+export type Body = Record<string, unknown>;
+
+/** A client envelope; `id` only when given. */
+export function envelope(type: string, body: Body, id?: string): Body {
+  return {
+    message_type: type,
+    message_body: body,
+    ...(id === undefined ? {} : { id }),
+  };
+}
+
 /** The default settings with test-friendly overrides. */
 export function testConfig(overrides: Partial<Config> = {}): Config {
   const loaded = loadConfig({ args: [], env: {}, dotenv: undefined });

@@ -8,6 +8,8 @@
 import assert from "node:assert/strict";
 import type { Config } from "../src/config.ts";
 import {
+  type Body,
+  envelope,
   RawPeer,
   serve,
   TestClient,
@@ -15,16 +17,6 @@ import {
   waitFor,
   waitForNoLeftovers,
 } from "./helpers.ts";
-
-type Body = Record<string, unknown>;
-
-function envelope(type: string, body: Body, id?: string): Body {
-  return {
-    message_type: type,
-    message_body: body,
-    ...(id === undefined ? {} : { id }),
-  };
-}
 
 async function entered(
   server: TestServer,

@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { ERROR_CODES as ERROR_TABLE, type ErrorCode } from "../src/codes.ts";
 import { CLIENT_TYPES, SERVER_TYPES } from "../src/protocol.ts";
 import {
+  type Body,
+  envelope,
   type Frame,
   serve,
   TestClient,
@@ -18,17 +20,6 @@ import {
 
 // ---------------------------------------------------------------------------
 // Small helpers
-
-type Body = Record<string, unknown>;
-
-/** A client envelope; `id` only when given. */
-function envelope(type: string, body: Body, id?: string): Body {
-  return {
-    message_type: type,
-    message_body: body,
-    ...(id === undefined ? {} : { id }),
-  };
-}
 
 /** Takes the next frame, which must be an `Error` with `code` (and `ref`). */
 async function expectError(
