@@ -8,7 +8,6 @@
 import assert from "node:assert/strict";
 import type { Config } from "../src/config.ts";
 import {
-  type Body,
   envelope,
   RawPeer,
   serve,
