@@ -285,3 +285,16 @@ Deno.test("with ADMIN_TOKEN the token API exists: 401 without the bearer, 201 wi
   assert.equal(issued.status, 201, issued.text);
   assert.equal(JSON.parse(issued.text).username, "alice");
 });
+
+Deno.test("HOST: the server listens on that address only", async () => {
+  await using server = await serve({ host: "127.0.0.2" });
+  assert.equal(server.server.hostname, "127.0.0.2");
+  const port = server.server.port;
+  const answer = await fetch(`http://127.0.0.2:${port}/healthz`);
+  assert.equal(answer.status, 200);
+  await answer.body?.cancel();
+  await assert.rejects(
+    fetch(`http://127.0.0.1:${port}/healthz`),
+    "nothing listens on 127.0.0.1 at that port",
+  );
+});
