@@ -109,6 +109,8 @@ export interface Room {
 export interface CachedToken {
   grant: TokenGrant | null;
   checkedAt: number;
+  /** Revoked through the API: a lookup answered later must not undo it. */
+  revoked?: boolean;
 }
 
 /** The whole state of the chat rules. */
@@ -124,6 +126,8 @@ export interface ChatState {
   readonly tokens: Map<string, CachedToken>;
   /** Connections waiting for a token lookup, per token. */
   readonly tokenWaiters: Map<string, Set<ConnId>>;
+  /** Users whose offline messages are being read: one read at a time each. */
+  readonly offlineLoading: Set<string>;
   draining: boolean;
   /** The runner reports an overload: chat messages are refused. */
   overloaded: boolean;
@@ -246,6 +250,7 @@ export function createState(
     seqs: new Map(seqs),
     tokens: new Map(),
     tokenWaiters: new Map(),
+    offlineLoading: new Set(),
     draining: false,
     overloaded: false,
     now: 0,
@@ -317,7 +322,11 @@ export function reduce(state: ChatState, event: Event): Transition {
       tokenChecked(state, event, out);
       break;
     case "token_revoked":
-      state.tokens.set(event.token, { grant: null, checkedAt: event.now });
+      state.tokens.set(event.token, {
+        grant: null,
+        checkedAt: event.now,
+        revoked: true,
+      });
       break;
     case "offline_loaded":
       offlineLoaded(state, event, out);
@@ -603,7 +612,8 @@ function tokenChecked(
   event: Extract<Event, { type: "token_checked" }>,
   out: Effect[],
 ): void {
-  if (event.grant !== undefined) {
+  // A lookup that started before a revocation answers after it: keep the revocation.
+  if (event.grant !== undefined && !state.tokens.get(event.token)?.revoked) {
     state.tokens.set(event.token, { grant: event.grant, checkedAt: event.now });
   }
   const waiters = state.tokenWaiters.get(event.token);
@@ -638,7 +648,9 @@ function bind(
   let conns = state.users.get(username);
   if (!conns) {
     state.users.set(username, conns = new Set());
-    if (state.settings.authEnabled) {
+    // A user back before the last read answered gets that read's messages.
+    if (state.settings.authEnabled && !state.offlineLoading.has(username)) {
+      state.offlineLoading.add(username);
       out.push({ type: "load_offline", username });
     }
   }
@@ -1061,6 +1073,7 @@ function offlineLoaded(
   event: Extract<Event, { type: "offline_loaded" }>,
   out: Effect[],
 ): void {
+  state.offlineLoading.delete(event.username);
   const conns = state.users.get(event.username);
   if (!conns || event.messages.length === 0) return;
   for (const message of event.messages) {

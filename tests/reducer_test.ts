@@ -2612,6 +2612,53 @@ Deno.test("auth: undelivered PrivateChats arrive when the user connects", () => 
   }]);
 });
 
+Deno.test("auth: a user back before the offline read answered gets its messages once", () => {
+  const stored: StoredPrivateChat = {
+    id: "p0",
+    sender_username: "bob",
+    target_username: "alice",
+    content: "later",
+    timestamp: T0 - 1000,
+  };
+  const chat = new Chat({ auto: false, settings: AUTH, grants: AUTH_GRANTS });
+  assert.equal(effectsOf(chat.open(1, TOKEN_ALICE), "load_offline").length, 1);
+  chat.close(1);
+  const again = chat.open(2, TOKEN_ALICE);
+  assert.deepEqual(
+    effectsOf(again, "load_offline"),
+    [],
+    "no second read while the first is out",
+  );
+  const seen = chat.dispatch({
+    type: "offline_loaded",
+    now: T0,
+    username: "alice",
+    messages: [stored],
+  });
+  assertFrames(inbox(seen, 2), [["PrivateChat", { ...stored }]], "alice");
+  chat.close(2);
+  assert.equal(
+    effectsOf(chat.open(3, TOKEN_ALICE), "load_offline").length,
+    1,
+    "a later connection reads again",
+  );
+});
+
+Deno.test("auth: a lookup answered after a revocation does not undo it", () => {
+  const chat = new Chat({ auto: false, settings: AUTH });
+  chat.open(1);
+  chat.send(1, enter("alice", {}, { token: TOKEN_ALICE }));
+  chat.take("check_token");
+  chat.dispatch({ type: "token_revoked", now: T0, token: TOKEN_ALICE });
+  const seen = chat.dispatch({
+    type: "token_checked",
+    now: T0,
+    token: TOKEN_ALICE,
+    grant: GRANT_ALICE,
+  });
+  assertFrames(inbox(seen, 1), [error("invalid_token")], "alice");
+});
+
 // ---------------------------------------------------------------------------
 // Shutdown
 
