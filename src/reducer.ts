@@ -977,9 +977,15 @@ function persisted(
       // Stored for an offline target: a connection of the target that bound
       // meanwhile gets it from its offline load (read after this write), in
       // order with the older ones; sending it here too would duplicate it.
-      const recipients = new Set<ConnId>(
-        op.delivered ? state.users.get(message.target_username) : undefined,
-      );
+      const targets = state.users.get(message.target_username);
+      const recipients = new Set<ConnId>(op.delivered ? targets : undefined);
+      if (op.delivered && !targets && state.settings.authEnabled) {
+        // The target left between send and commit: it gets it next time.
+        out.push({
+          type: "persist",
+          request: { conn: null, op: { kind: "undelivered", message } },
+        });
+      }
       for (const id of state.users.get(message.sender_username) ?? []) {
         recipients.add(id);
       }

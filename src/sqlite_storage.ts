@@ -70,6 +70,7 @@ export class SqliteStorage implements Storage {
   #knows: StatementSync;
   #insertPrivate: StatementSync;
   #deliver: StatementSync;
+  #undeliver: StatementSync;
   #seqs: StatementSync;
   #oldest: StatementSync;
   #since: StatementSync;
@@ -122,6 +123,9 @@ export class SqliteStorage implements Storage {
       VALUES (?, ?, ?, ?, ?, ?)`);
     this.#deliver = sql(
       "UPDATE private_messages SET delivered = 1 WHERE id = ?",
+    );
+    this.#undeliver = sql(
+      "UPDATE private_messages SET delivered = 0 WHERE id = ?",
     );
     this.#seqs = sql("SELECT room, seq FROM room_seqs");
     this.#oldest = sql("SELECT MIN(seq) AS seq FROM messages WHERE room = ?");
@@ -230,6 +234,8 @@ export class SqliteStorage implements Storage {
         m.timestamp,
         op.delivered ? 1 : 0,
       );
+    } else if (op.kind === "undelivered") {
+      this.#undeliver.run(op.message.id);
     } else {
       for (const id of op.ids) this.#deliver.run(id);
     }

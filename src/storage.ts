@@ -17,7 +17,9 @@ export type WriteOp =
     /** Whether the target had a live connection when it was sent. */
     delivered: boolean;
   }
-  | { kind: "delivered"; ids: readonly string[] };
+  | { kind: "delivered"; ids: readonly string[] }
+  /** Its target left before it was sent: keep it for the next connection. */
+  | { kind: "undelivered"; message: StoredPrivateChat };
 
 /** The result of one {@linkcode WriteOp}, in the order of the batch. */
 export type WriteResult =
@@ -175,12 +177,10 @@ export class MemoryStorage implements Storage {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
-        if (!op.delivered) {
-          const target = op.message.target_username;
-          const waiting = this.#offline.get(target);
-          if (waiting) waiting.push(op.message);
-          else this.#offline.set(target, [op.message]);
-        }
+        if (!op.delivered) this.#keep(op.message);
+        results.push({ ok: true });
+      } else if (op.kind === "undelivered") {
+        this.#keep(op.message);
         results.push({ ok: true });
       } else {
         const ids = new Set(op.ids);
@@ -193,6 +193,12 @@ export class MemoryStorage implements Storage {
       }
     }
     return results;
+  }
+
+  #keep(message: StoredPrivateChat): void {
+    const waiting = this.#offline.get(message.target_username);
+    if (waiting) waiting.push(message);
+    else this.#offline.set(message.target_username, [message]);
   }
 
   #knows(username: string): Promise<boolean> {

@@ -2486,6 +2486,29 @@ scenarios("auth", [
   },
 ]);
 
+Deno.test("auth: a PrivateChat whose target left before the commit waits for the target's next connection", () => {
+  const chat = new Chat({ auto: false, settings: AUTH, grants: AUTH_GRANTS });
+  chat.open(1, TOKEN_ALICE);
+  chat.open(2, TOKEN_BOB);
+  chat.take("load_offline");
+  chat.take("load_offline");
+  chat.send(1, whisper("alice", "bob", "bye", withId("p1")));
+  chat.close(2);
+  const seen = chat.persisted();
+  const persist = effectsOf(seen, "persist").map((effect) => effect.request.op);
+  assert.equal(persist.length, 1);
+  assert.equal(persist[0]?.kind, "undelivered");
+  assert.equal(
+    persist[0]?.kind === "undelivered" && persist[0].message.content,
+    "bye",
+  );
+  assert.deepEqual(
+    inbox(seen, 1).map(([type]) => type),
+    ["PrivateChat", "Ack"],
+    "the sender still gets its copy and its Ack",
+  );
+});
+
 Deno.test("auth: a PrivateChat to a user the store does not know is user_not_found", () => {
   const chat = new Chat({ auto: false, settings: AUTH, grants: AUTH_GRANTS });
   chat.open(1, TOKEN_ALICE);

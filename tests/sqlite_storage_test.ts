@@ -3,7 +3,12 @@ import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import type { StoredGroupChat, StoredPrivateChat } from "../src/protocol.ts";
 import { openSqliteStorage, SqliteStorage } from "../src/sqlite_storage.ts";
-import { hashToken, type HistoryQuery, selectHistory } from "../src/storage.ts";
+import {
+  hashToken,
+  type HistoryQuery,
+  MemoryStorage,
+  selectHistory,
+} from "../src/storage.ts";
 
 async function withDir(
   fn: (dir: string) => void | Promise<void>,
@@ -458,4 +463,30 @@ Deno.test("a batch with a failing op keeps nothing and fails every op", async ()
       await storage.close();
     }
   });
+});
+
+Deno.test("a PrivateChat written as delivered and then undelivered waits offline, in both storages", async () => {
+  const message: StoredPrivateChat = {
+    id: "p-late",
+    sender_username: "bob",
+    target_username: "alice",
+    content: "you left",
+    timestamp: 1_000,
+  };
+  const storages = [
+    openSqliteStorage(":memory:", 10),
+    new MemoryStorage(10),
+  ];
+  for (const storage of storages) {
+    try {
+      await storage.write([{ kind: "private", message, delivered: true }]);
+      assert.deepEqual(await storage.offline("alice"), [], "delivered");
+      await storage.write([{ kind: "undelivered", message }]);
+      assert.deepEqual(await storage.offline("alice"), [message]);
+      await storage.write([{ kind: "delivered", ids: [message.id] }]);
+      assert.deepEqual(await storage.offline("alice"), [], "once");
+    } finally {
+      await storage.close();
+    }
+  }
 });
