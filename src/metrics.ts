@@ -100,7 +100,8 @@ export class Metrics {
     });
     this.batches = new Counter({
       name: "chat_storage_batches_total",
-      help: "Storage transactions committed.",
+      help:
+        "Database transactions committed (SQLite; :memory: writes at once).",
       registers,
     });
     this.writes = new Counter({

@@ -208,6 +208,17 @@ export class Runner {
         break;
       }
       case "persist":
+        if (this.#storage.writeNow) {
+          const [result = { ok: false, reason: "failed" } as const] = this
+            .#storage.writeNow([effect.request.op]);
+          this.#events.push({
+            type: "persisted",
+            now: this.#now(),
+            request: effect.request,
+            result,
+          });
+          break;
+        }
         this.#batch.push(effect.request);
         if (!this.#flushScheduled) {
           this.#flushScheduled = true;

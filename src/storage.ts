@@ -64,6 +64,12 @@ export interface Storage {
   roomSeqs(): Promise<Map<string, number>>;
   /** Commits a batch in one transaction; one result per op, in order. */
   write(ops: readonly WriteOp[]): Promise<WriteResult[]>;
+  /**
+   * The same, done before it returns, for a storage with nothing to wait
+   * for (memory): the runner then skips batching, a turn of the event loop
+   * sooner for every message.
+   */
+  writeNow?(ops: readonly WriteOp[]): WriteResult[];
   /** Reads a room's history. */
   history(room: string, query: HistoryQuery): Promise<HistoryPage>;
   /** Undelivered `PrivateChat`s to `username`, oldest first. */
@@ -157,7 +163,11 @@ export class MemoryStorage implements Storage {
     return Promise.resolve(new Map(this.#seqs));
   }
 
-  async write(ops: readonly WriteOp[]): Promise<WriteResult[]> {
+  write(ops: readonly WriteOp[]): Promise<WriteResult[]> {
+    return Promise.resolve(this.writeNow(ops));
+  }
+
+  writeNow(ops: readonly WriteOp[]): WriteResult[] {
     const results: WriteResult[] = [];
     for (const op of ops) {
       if (op.kind === "group") {
@@ -173,7 +183,7 @@ export class MemoryStorage implements Storage {
         this.#seqs.set(room, op.message.seq);
         results.push({ ok: true });
       } else if (op.kind === "private") {
-        if (!op.delivered && !(await this.#knows(op.message.target_username))) {
+        if (!op.delivered && !this.#knows(op.message.target_username)) {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
@@ -201,11 +211,11 @@ export class MemoryStorage implements Storage {
     else this.#offline.set(message.target_username, [message]);
   }
 
-  #knows(username: string): Promise<boolean> {
+  #knows(username: string): boolean {
     for (const row of this.#tokens.values()) {
-      if (row.username === username) return Promise.resolve(true);
+      if (row.username === username) return true;
     }
-    return Promise.resolve(false);
+    return false;
   }
 
   history(room: string, query: HistoryQuery): Promise<HistoryPage> {

@@ -12,6 +12,7 @@ import { type ChatSettings, createState } from "../src/reducer.ts";
 import { Runner } from "../src/runner.ts";
 import {
   MemoryStorage,
+  type Storage,
   type WriteOp,
   type WriteResult,
 } from "../src/storage.ts";
@@ -310,22 +311,43 @@ class FakeSocket {
   }
 }
 
-/** A storage whose writes wait until the test releases them. */
-class GatedStorage extends MemoryStorage {
+/**
+ * A storage whose writes wait until the test releases them: a memory
+ * storage behind a gate, without `writeNow`, so the runner batches.
+ */
+class GatedStorage implements Storage {
   batches: WriteOp[][] = [];
   #gate = Promise.withResolvers<void>();
+  #inner: MemoryStorage;
   fail = false;
+
+  constructor(historySize: number) {
+    this.#inner = new MemoryStorage(historySize);
+  }
 
   release(): void {
     this.#gate.resolve();
   }
 
-  override async write(ops: readonly WriteOp[]): Promise<WriteResult[]> {
+  async write(ops: readonly WriteOp[]): Promise<WriteResult[]> {
     this.batches.push([...ops]);
     await this.#gate.promise;
     if (this.fail) throw new Error("disk full");
-    return await super.write(ops);
+    return await this.#inner.write(ops);
   }
+
+  roomSeqs: Storage["roomSeqs"] = () => this.#inner.roomSeqs();
+  history: Storage["history"] = (room, query) =>
+    this.#inner.history(room, query);
+  offline: Storage["offline"] = (username) => this.#inner.offline(username);
+  createToken: Storage["createToken"] = (token, grant, now) =>
+    this.#inner.createToken(token, grant, now);
+  checkToken: Storage["checkToken"] = (token, now) =>
+    this.#inner.checkToken(token, now);
+  revokeToken: Storage["revokeToken"] = (token) =>
+    this.#inner.revokeToken(token);
+  listTokens: Storage["listTokens"] = () => this.#inner.listTokens();
+  close: Storage["close"] = () => this.#inner.close();
 }
 
 /** A runner on `storage` with `count` open fake connections in `lobby`. */
