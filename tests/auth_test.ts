@@ -15,31 +15,17 @@ import {
   frame,
   issueToken,
   revokeToken,
+  serveOnTempDb,
   take,
   type TempDb,
-  tempDb,
   until,
 } from "./db_helpers.ts";
 
 /** A server with authentication on, on a fresh database file. */
-async function authServer(
+function authServer(
   overrides: Partial<Config> = {},
 ): Promise<TestServer & { db: TempDb }> {
-  const db = await tempDb();
-  const server = await serve({
-    databasePath: db.path,
-    adminToken: ADMIN,
-    authEnabled: true,
-    ...overrides,
-  });
-  return {
-    ...server,
-    db,
-    [Symbol.asyncDispose]: async () => {
-      await server[Symbol.asyncDispose]();
-      await db[Symbol.asyncDispose]();
-    },
-  };
+  return serveOnTempDb({ adminToken: ADMIN, authEnabled: true, ...overrides });
 }
 
 function sleep(ms: number): Promise<void> {

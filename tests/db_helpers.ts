@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type Frame, TestClient } from "./helpers.ts";
+import type { Config } from "../src/config.ts";
+import { type Frame, serve, TestClient, type TestServer } from "./helpers.ts";
 
 /** The admin secret the tests' servers are started with. */
 export const ADMIN = "admin-secret-for-tests";
@@ -26,6 +27,22 @@ export async function tempDb(): Promise<TempDb> {
     dir,
     path: join(dir, "chat.db"),
     [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+/** A server on a fresh database file; disposing it removes the file too. */
+export async function serveOnTempDb(
+  overrides: Partial<Config> = {},
+): Promise<TestServer & { db: TempDb }> {
+  const db = await tempDb();
+  const server = await serve({ databasePath: db.path, ...overrides });
+  return {
+    ...server,
+    db,
+    [Symbol.asyncDispose]: async () => {
+      await server[Symbol.asyncDispose]();
+      await db[Symbol.asyncDispose]();
+    },
   };
 }
 

@@ -5,33 +5,20 @@
  */
 import assert from "node:assert/strict";
 import type { Config } from "../src/config.ts";
-import { type Frame, serve, TestClient, type TestServer } from "./helpers.ts";
+import { type Frame, TestClient, type TestServer } from "./helpers.ts";
 import {
   chatMany,
   enterWith,
   frame,
+  serveOnTempDb,
   type TempDb,
-  tempDb,
 } from "./db_helpers.ts";
 
 /** A server on a fresh database file, or on `:memory:`. */
-async function historyServer(
+function historyServer(
   overrides: Partial<Config> = {},
 ): Promise<TestServer & { db: TempDb }> {
-  const db = await tempDb();
-  const server = await serve({
-    databasePath: db.path,
-    rateLimitPerSecond: 0,
-    ...overrides,
-  });
-  return {
-    ...server,
-    db,
-    [Symbol.asyncDispose]: async () => {
-      await server[Symbol.asyncDispose]();
-      await db[Symbol.asyncDispose]();
-    },
-  };
+  return serveOnTempDb({ rateLimitPerSecond: 0, ...overrides });
 }
 
 const STORAGES = [

@@ -46,6 +46,7 @@ import {
   type LeaveNotice,
   parseServerFrame,
   type PresenceBody,
+  type ServerFrame,
   type StoredGroupChat,
   type StoredPrivateChat,
   type WelcomeBody,
@@ -102,21 +103,14 @@ export type HistoryReason =
  * and room, and a `history` event holds only messages not emitted before.
  */
 export type ChatEvent =
-  | { type: "welcome"; body: WelcomeBody }
-  | { type: "presence"; body: PresenceBody }
-  | { type: "enter"; body: EnterNotice }
-  | { type: "leave"; body: LeaveNotice }
-  | { type: "group_chat"; body: StoredGroupChat }
-  | { type: "private_chat"; body: StoredPrivateChat }
+  | Exclude<ServerFrame, { type: "history" | "error" }>
   | { type: "history"; body: HistoryBody; reason: HistoryReason }
-  | { type: "ack"; body: AckBody }
   | {
     type: "error";
     body: ErrorBody;
     /** Whether a request's promise was rejected with it too. */
     handled: boolean;
   }
-  | { type: "unknown"; text: string }
   | {
     type: "state";
     state: ConnectionState;
