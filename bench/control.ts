@@ -16,13 +16,15 @@ export interface ClientSpec {
   room: string;
   /** A token to present at upgrade (`?token=`), when authentication is on. */
   token?: string;
+  /** The server to connect to, when not the command's `url` (a cluster node). */
+  url?: string;
 }
 
 /** Opens the clients; each sends `Enter` and waits for `Presence`. */
 export interface ConnectCommand {
   cmd: "connect";
   id: number;
-  /** `ws://host:port/ws` */
+  /** `ws://host:port/ws`, for the clients that name no `url` of their own. */
   url: string;
   clients: ClientSpec[];
   /** Source addresses to spread the clients over (`127.0.0.x`); may be empty. */

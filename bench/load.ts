@@ -262,7 +262,7 @@ async function connect(command: ConnectCommand): Promise<ConnectReply> {
         : undefined;
       const error = await connectOne(
         index,
-        command.url,
+        clients[index]!.spec.url ?? command.url,
         http,
         command.timeoutMs,
       );

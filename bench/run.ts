@@ -10,11 +10,14 @@
  * deno task bench                              # everything (about 15 minutes)
  * deno task bench --scenario fanout --quick    # one scenario, short steps
  * deno task bench --scenario fanout,dm --clients 200 --quick
+ * deno task bench --scenario cluster --quick --clients 100 --cluster-clients 2000
  * deno task bench --help
  * ```
  *
  * Scenarios: `fanout`, `dm`, `sqlite` (the fan-out ladder again with a
- * SQLite file), `idle`, `overload`, `scale`. See `docs/performance.md`.
+ * SQLite file), `idle`, `overload`, `scale`, `cluster` (the fan-out ladder on
+ * one and on two nodes sharing a local redis-server, then 30 000 clients
+ * across two nodes). See `docs/performance.md`.
  *
  * @module
  */
@@ -27,6 +30,7 @@ import type {
   RunReply,
   WindowReport,
 } from "./control.ts";
+import { type LocalRedis, startLocalRedis } from "../src/local_redis.ts";
 import { Histogram } from "./histogram.ts";
 import {
   cpuSeconds,
@@ -48,6 +52,7 @@ export const SCENARIOS = [
   "idle",
   "overload",
   "scale",
+  "cluster",
 ] as const;
 
 /** A scenario's name. */
@@ -67,6 +72,8 @@ export interface BenchOptions {
   scaleClients: number;
   /** Users that the scale clients belong to (several connections each); `0`: one user per client. */
   scaleUsers: number;
+  /** Connections of the cluster scenario's one room, spread over its two nodes. */
+  clusterClients: number;
   /** Seconds measured per rate (after a warm-up). */
   stepSeconds: number;
   warmupSeconds: number;
@@ -100,6 +107,7 @@ const HELP = `deno task bench [options]
   --idle-clients N     connections of the idle memory scenario (default 10000)
   --scale-clients N    connections of the scale scenario (default 15000)
   --scale-users N      users they belong to, several connections each (default 150; 0 = one each)
+  --cluster-clients N  connections in one room over two cluster nodes (default 30000; quick 4000)
   --step-seconds S     seconds measured per rate (default 8; quick 2)
   --overload-seconds S seconds at twice the ceiling (default 20; quick 8)
   --rates LIST         measure these rates (msg/s per 1000 clients) instead of the ladder
@@ -125,6 +133,7 @@ export function parseOptions(args: string[]): BenchOptions {
     idleClients: quick ? 2000 : 10000,
     scaleClients: quick ? 3000 : 15000,
     scaleUsers: 150,
+    clusterClients: quick ? 4000 : 30000,
     stepSeconds: quick ? 2 : 8,
     warmupSeconds: quick ? 0.5 : 1,
     p99LimitMs: 50,
@@ -185,6 +194,9 @@ export function parseOptions(args: string[]): BenchOptions {
         break;
       case "--scale-users":
         options.scaleUsers = Math.floor(number());
+        break;
+      case "--cluster-clients":
+        options.clusterClients = Math.floor(number());
         break;
       case "--step-seconds":
         options.stepSeconds = number();
@@ -413,15 +425,21 @@ function sourceAddresses(index: number): string[] {
 /** CPU and time at one instant. */
 interface Snapshot {
   at: number;
-  server: number;
+  /** CPU seconds of each server process (one, or each node of a cluster). */
+  nodes: number[];
+  /** CPU seconds of the redis-server, `0` without one. */
+  redis: number;
   generators: number[];
   machine: ReturnType<typeof machineTicks>;
 }
 
-function snapshot(server: ServerProcess, generators: Generator[]): Snapshot {
+function snapshot(deployment: Deployment, generators: Generator[]): Snapshot {
   return {
     at: performance.now(),
-    server: cpuSeconds(server.pid) ?? 0,
+    nodes: deployment.nodes.map((node) => cpuSeconds(node.pid) ?? 0),
+    redis: deployment.redisPid === null
+      ? 0
+      : cpuSeconds(deployment.redisPid) ?? 0,
     generators: generators.map((g) => cpuSeconds(g.pid) ?? 0),
     machine: machineTicks(),
   };
@@ -431,7 +449,9 @@ function snapshot(server: ServerProcess, generators: Generator[]): Snapshot {
 function cpuBetween(a: Snapshot, b: Snapshot) {
   const seconds = (b.at - a.at) / 1000;
   const pct = (x: number) => Math.round(x / seconds * 1000) / 10;
-  const serverPct = pct(b.server - a.server);
+  const nodePct = b.nodes.map((n, i) => pct(n - (a.nodes[i] ?? 0)));
+  const serverPct = Math.round(nodePct.reduce((x, y) => x + y, 0) * 10) / 10;
+  const redisPct = pct(b.redis - a.redis);
   const generatorPct = b.generators.map((g, i) =>
     pct(g - (a.generators[i] ?? 0))
   );
@@ -445,11 +465,19 @@ function cpuBetween(a: Snapshot, b: Snapshot) {
   const otherPct = Math.max(
     0,
     Math.round(
-      (machineBusyPct * cores - irqPct - serverPct -
+      (machineBusyPct * cores - irqPct - serverPct - redisPct -
         generatorPct.reduce((x, y) => x + y, 0)) * 10,
     ) / 10,
   );
-  return { serverPct, generatorPct, machineBusyPct, irqPct, otherPct };
+  return {
+    serverPct,
+    nodePct,
+    redisPct,
+    generatorPct,
+    machineBusyPct,
+    irqPct,
+    otherPct,
+  };
 }
 
 /**
@@ -458,31 +486,46 @@ function cpuBetween(a: Snapshot, b: Snapshot) {
  * spill into the next one. Gives up after `maxMs`; returns the wait.
  */
 async function settle(
-  server: ServerProcess,
+  deployment: Deployment,
   generators: Generator[],
   maxMs = 30_000,
 ): Promise<number> {
   const started = performance.now();
   while (performance.now() - started < maxMs) {
-    const a = snapshot(server, generators);
+    const a = snapshot(deployment, generators);
     await sleep(500);
-    const cpu = cpuBetween(a, snapshot(server, generators));
-    if (cpu.serverPct < 10 && cpu.generatorPct.every((g) => g < 10)) break;
+    const cpu = cpuBetween(a, snapshot(deployment, generators));
+    if (
+      cpu.nodePct.every((n) => n < 10) && cpu.redisPct < 10 &&
+      cpu.generatorPct.every((g) => g < 10)
+    ) break;
   }
   return Math.round(performance.now() - started);
 }
 
-/** Samples a process's RSS every 250 ms. */
+/** Samples the RSS of processes every 250 ms: their sum, and each one's. */
 class RssSampler {
+  /** Highest sum. */
   max = 0;
+  /** Highest of each process, in the order given. */
+  maxEach: number[];
   samples: [number, number][] = [];
   #timer: ReturnType<typeof setInterval>;
   #start = performance.now();
 
-  constructor(pid: number) {
+  constructor(pids: number[]) {
+    this.maxEach = pids.map(() => 0);
     const sample = () => {
-      const rss = rssBytes(pid);
-      if (rss === null) return;
+      let rss = 0;
+      let seen = false;
+      pids.forEach((pid, i) => {
+        const one = rssBytes(pid);
+        if (one === null) return;
+        seen = true;
+        rss += one;
+        this.maxEach[i] = Math.max(this.maxEach[i] ?? 0, one);
+      });
+      if (!seen) return;
       this.max = Math.max(this.max, rss);
       this.samples.push([
         Math.round(performance.now() - this.#start),
@@ -618,18 +661,70 @@ function deliveryRate(
 // ---------------------------------------------------------------------------
 // Servers
 
-type ServerKind = "chat" | "chat-sqlite" | "baseline";
+type ServerKind = "chat" | "chat-sqlite" | "baseline" | "chat-redis";
 
 interface ServerSetup {
   kind: ServerKind;
   /** Extra flags for the chat server. */
   extra?: string[];
+  /** `chat-redis`: nodes sharing one local redis-server (default 1). */
+  nodes?: number;
+}
+
+/** The servers of one session: one process, or cluster nodes and their Redis. */
+interface Deployment {
+  /** What the output calls it: the kind, and `×N` for a cluster. */
+  name: string;
+  nodes: ServerProcess[];
+  /** The redis-server the nodes share, when they do. */
+  redis: LocalRedis | null;
+  redisPid: number | null;
+}
+
+/** What the output calls a setup. */
+function setupName(setup: { kind: ServerKind; nodes?: number }): string {
+  return setup.kind === "chat-redis"
+    ? `${setup.kind} ×${setup.nodes ?? 1}`
+    : setup.kind;
+}
+
+/** `ws://` URL of every node of `deployment`, in order. */
+function nodeUrls(deployment: Deployment): string[] {
+  return deployment.nodes.map((node) => `ws://127.0.0.1:${node.port}/ws`);
+}
+
+/**
+ * The pid of the redis-server at `url`, from its own `INFO server`: the
+ * harness reads its CPU from `/proc/<pid>/stat` as it does the servers'.
+ */
+async function redisPid(url: string): Promise<number | null> {
+  const { hostname, port } = new URL(url);
+  const conn = await Deno.connect({ hostname, port: Number(port) || 6379 });
+  try {
+    await conn.write(new TextEncoder().encode("INFO server\r\n"));
+    const decoder = new TextDecoder();
+    let text = "";
+    const buffer = new Uint8Array(16384);
+    const deadline = Date.now() + 5000;
+    // The reply is one bulk string; its `process_id:` line is all we need.
+    let pid: string | undefined;
+    while (pid === undefined && Date.now() < deadline) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      text += decoder.decode(buffer.subarray(0, n), { stream: true });
+      pid = text.match(/process_id:(\d+)\r\n/)?.[1];
+    }
+    return pid === undefined ? null : Number(pid);
+  } finally {
+    conn.close();
+  }
 }
 
 async function startServer(
   options: BenchOptions,
   setup: ServerSetup,
   tmp: string,
+  name = setup.kind as string,
 ): Promise<ServerProcess> {
   if (setup.kind === "baseline") {
     return await ServerProcess.start("baseline", ROOT, [
@@ -646,7 +741,7 @@ async function startServer(
   const prof = options.cpuProfDir
     ? ["--cpu-prof", `--cpu-prof-dir=${options.cpuProfDir}`]
     : [];
-  return await ServerProcess.start(setup.kind, options.serverDir, [
+  return await ServerProcess.start(name, options.serverDir, [
     "run",
     "--allow-net",
     "--allow-env",
@@ -668,33 +763,78 @@ async function startServer(
   ]);
 }
 
+/**
+ * Starts the server of `setup`: one process, or for `chat-redis` a fresh
+ * local redis-server and its nodes (each with `--redis`).
+ */
+async function startDeployment(
+  options: BenchOptions,
+  setup: ServerSetup,
+  tmp: string,
+): Promise<Deployment> {
+  const name = setupName(setup);
+  if (setup.kind !== "chat-redis") {
+    const server = await startServer(options, setup, tmp);
+    return { name, nodes: [server], redis: null, redisPid: null };
+  }
+  const redis = await startLocalRedis({
+    dir: await Deno.makeTempDir({ dir: tmp, prefix: "redis-" }),
+  });
+  const nodes: ServerProcess[] = [];
+  try {
+    const pid = await redisPid(redis.url);
+    const count = setup.nodes ?? 1;
+    for (let i = 0; i < count; i++) {
+      nodes.push(
+        await startServer(
+          options,
+          { ...setup, extra: [...setup.extra ?? [], "--redis", redis.url] },
+          tmp,
+          count > 1 ? `${name}/${i}` : name,
+        ),
+      );
+    }
+    return { name, nodes, redis, redisPid: pid };
+  } catch (error) {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await redis.stop();
+    throw error;
+  }
+}
+
 /** Runs `fn` with a fresh server and fresh generators, then stops them all. */
 async function session<T>(
   options: BenchOptions,
   setup: ServerSetup,
   generatorCount: number,
   tmp: string,
-  fn: (server: ServerProcess, generators: Generator[]) => Promise<T>,
+  fn: (deployment: Deployment, generators: Generator[]) => Promise<T>,
 ): Promise<T> {
-  const server = await startServer(options, setup, tmp);
+  const deployment = await startDeployment(options, setup, tmp);
   const generators = Array.from(
     { length: generatorCount },
     (_, i) => new Generator(i),
   );
   try {
-    return await fn(server, generators);
+    return await fn(deployment, generators);
   } finally {
     await Promise.all(generators.map((g) => g.stop()));
-    const status = await server.stop();
-    if (!status.success && status.signal !== "SIGTERM") {
-      log(`  ${server.name} exited with ${JSON.stringify(status)}`);
-    }
+    await Promise.all(deployment.nodes.map(async (server) => {
+      const status = await server.stop();
+      if (!status.success && status.signal !== "SIGTERM") {
+        log(`  ${server.name} exited with ${JSON.stringify(status)}`);
+      }
+    }));
+    await deployment.redis?.stop();
   }
 }
 
-/** Connects each generator's clients; fails when any did not connect. */
+/**
+ * Connects each generator's clients, to the first node unless a client
+ * names its own; fails when any did not connect.
+ */
 async function connectAll(
-  server: ServerProcess,
+  deployment: Deployment,
   generators: Generator[],
   specs: ClientSpec[][],
   concurrency = 64,
@@ -704,7 +844,7 @@ async function connectAll(
     generators.map((g, i) =>
       g.call<ConnectReply>({
         cmd: "connect",
-        url: `ws://127.0.0.1:${server.port}/ws`,
+        url: nodeUrls(deployment)[0]!,
         clients: specs[i] ?? [],
         localAddresses: sourceAddresses(i),
         concurrency,
@@ -717,7 +857,7 @@ async function connectAll(
   if (failed > 0) {
     const first = replies.find((r) => r.firstError)?.firstError;
     throw new Error(
-      `${server.name}: ${failed} clients failed to connect (${first})`,
+      `${deployment.name}: ${failed} clients failed to connect (${first})`,
     );
   }
   return {
@@ -727,19 +867,26 @@ async function connectAll(
   };
 }
 
-/** Clients in rooms of `roomSize`, each room wholly in one generator. */
+/**
+ * Clients in rooms of `roomSize`, each room wholly in one generator (its
+ * members read one clock). With several `urls` (cluster nodes), a room's
+ * members take them in turn, so that every room has members on every node.
+ */
 function roomClients(
   clients: number,
   roomSize: number,
   generators: number,
   prefix: string,
+  urls: string[] = [],
 ): ClientSpec[][] {
   const specs: ClientSpec[][] = Array.from({ length: generators }, () => []);
   const rooms = Math.ceil(clients / roomSize);
   for (let r = 0; r < rooms; r++) {
     const g = r % generators;
     for (let i = r * roomSize; i < Math.min(clients, (r + 1) * roomSize); i++) {
-      specs[g]!.push({ name: `${prefix}${i}`, room: `room${r}` });
+      const spec: ClientSpec = { name: `${prefix}${i}`, room: `room${r}` };
+      if (urls.length > 1) spec.url = urls[(i - r * roomSize) % urls.length];
+      specs[g]!.push(spec);
     }
   }
   return specs;
@@ -763,8 +910,15 @@ export interface StepResult {
   /** Deliveries per second, by receipt time, over the measured seconds. */
   deliveriesPerSec: number;
   latency: Latency;
+  /** All server processes together (every node of a cluster). */
   serverCpuPct: number;
   serverRssMaxMb: number;
+  /** A cluster's nodes, each (`chat-redis` only). */
+  nodeCpuPct?: number[];
+  nodeRssMaxMb?: number[];
+  /** The redis-server the nodes share (`chat-redis` only). */
+  redisCpuPct?: number;
+  redisRssMaxMb?: number;
   generatorCpuPct: number[];
   machineBusyPct: number;
   /** Interrupt time (loopback networking), in percent of one core. */
@@ -792,7 +946,7 @@ let step = 0;
 
 async function measureRate(
   options: BenchOptions,
-  server: ServerProcess,
+  deployment: Deployment,
   generators: Generator[],
   shares: number[],
   mode: "group" | "private",
@@ -804,7 +958,10 @@ async function measureRate(
   const measureMs = options.stepSeconds * 1000;
   const windowMs = 500;
   const startAt = Date.now() + 300;
-  const rss = new RssSampler(server.pid);
+  const rss = new RssSampler(deployment.nodes.map((node) => node.pid));
+  const redisRss = deployment.redisPid === null
+    ? null
+    : new RssSampler([deployment.redisPid]);
   const replies = Promise.all(generators.map((g, i) =>
     g.call<RunReply>({
       cmd: "run",
@@ -821,11 +978,12 @@ async function measureRate(
     })
   ));
   await sleep(startAt - Date.now() + warmupMs);
-  const a = snapshot(server, generators);
+  const a = snapshot(deployment, generators);
   await sleep(measureMs);
-  const b = snapshot(server, generators);
+  const b = snapshot(deployment, generators);
   const merged = merge(await replies);
   rss.stop();
+  redisRss?.stop();
   const cpu = cpuBetween(a, b);
   const lat = latency(merged.hist);
   const deliveredPct = merged.expected > 0
@@ -867,6 +1025,14 @@ async function measureRate(
     latency: lat,
     serverCpuPct: cpu.serverPct,
     serverRssMaxMb: Math.round(rss.max / MB * 10) / 10,
+    ...(redisRss
+      ? {
+        nodeCpuPct: cpu.nodePct,
+        nodeRssMaxMb: rss.maxEach.map((b) => Math.round(b / MB * 10) / 10),
+        redisCpuPct: cpu.redisPct,
+        redisRssMaxMb: Math.round(redisRss.max / MB * 10) / 10,
+      }
+      : {}),
     generatorCpuPct: cpu.generatorPct,
     machineBusyPct: cpu.machineBusyPct,
     irqCpuPct: cpu.irqPct,
@@ -893,6 +1059,8 @@ async function measureRate(
 /** A rising ladder of rates on one server, and its ceiling. */
 export interface LadderResult {
   server: ServerKind;
+  /** `chat-redis`: nodes sharing the redis-server, clients spread over them. */
+  nodes?: number;
   mode: "group" | "private";
   clients: number;
   recipientsPerMessage: number;
@@ -917,9 +1085,9 @@ async function ladder(
     options.generators,
     Math.ceil(options.clients / options.roomSize),
   );
-  const specs = roomClients(options.clients, options.roomSize, g, "u");
-  const total = specs.reduce((s, l) => s + l.length, 0);
-  const shares = specs.map((l) => l.length / total);
+  const counts = roomClients(options.clients, options.roomSize, g, "u");
+  const total = counts.reduce((s, l) => s + l.length, 0);
+  const shares = counts.map((l) => l.length / total);
   const recipients = mode === "group" ? Math.min(options.roomSize, total) : 1;
   // Rates in messages per second: start low, grow by `factor` until a rate
   // fails, then bisect between the last pass and the first failure.
@@ -928,10 +1096,17 @@ async function ladder(
   const scale = options.clients / 1000;
   let rate = (mode === "group" ? 100 : 1000) * scale;
   const maxRate = (mode === "group" ? 50_000 : 200_000) * scale;
-  return await session(options, setup, g, tmp, async (server, generators) => {
-    const connect = await connectAll(server, generators, specs);
+  return await session(options, setup, g, tmp, async (servers, generators) => {
+    const specs = roomClients(
+      options.clients,
+      options.roomSize,
+      g,
+      "u",
+      nodeUrls(servers),
+    );
+    const connect = await connectAll(servers, generators, specs);
     log(
-      `  ${server.name} ${mode}: ${connect.connected} clients in ${connect.seconds} s`,
+      `  ${servers.name} ${mode}: ${connect.connected} clients in ${connect.seconds} s`,
     );
     await sleep(1000);
     const steps: StepResult[] = [];
@@ -940,7 +1115,7 @@ async function ladder(
     const tryRate = async (r: number) => {
       const result = await measureRate(
         options,
-        server,
+        servers,
         generators,
         shares,
         mode,
@@ -948,9 +1123,11 @@ async function ladder(
         recipients,
       );
       steps.push(result);
-      printStep(server.name, mode, result);
-      if (!server.alive()) throw new Error(`${server.name} died`);
-      result.settleMs = await settle(server, generators);
+      printStep(servers.name, mode, result);
+      for (const node of servers.nodes) {
+        if (!node.alive()) throw new Error(`${node.name} died`);
+      }
+      result.settleMs = await settle(servers, generators);
       return result;
     };
     // A failure is measured once more before it counts (not in --quick):
@@ -1005,6 +1182,7 @@ async function ladder(
     }
     return {
       server: setup.kind,
+      ...(setup.kind === "chat-redis" ? { nodes: setup.nodes ?? 1 } : {}),
       mode,
       clients: connect.connected,
       recipientsPerMessage: recipients,
@@ -1035,10 +1213,11 @@ async function idle(
 ): Promise<IdleResult> {
   const g = Math.max(options.generators, Math.ceil(options.idleClients / 5000));
   const specs = roomClients(options.idleClients, options.roomSize, g, "i");
-  return await session(options, setup, g, tmp, async (server, generators) => {
+  return await session(options, setup, g, tmp, async (servers, generators) => {
+    const server = servers.nodes[0]!;
     await sleep(1500);
     const before = rssBytes(server.pid) ?? 0;
-    const connect = await connectAll(server, generators, specs, 100);
+    const connect = await connectAll(servers, generators, specs, 100);
     await sleep(3000);
     const samples: number[] = [];
     for (let i = 0; i < 5; i++) {
@@ -1122,12 +1301,13 @@ async function overload(
     { name: "half again", rate: ceiling / 2, seconds: after },
   ];
   const windowMs = 500;
-  return await session(options, setup, g, tmp, async (server, generators) => {
-    await connectAll(server, generators, specs);
+  return await session(options, setup, g, tmp, async (servers, generators) => {
+    const server = servers.nodes[0]!;
+    await connectAll(servers, generators, specs);
     await sleep(1000);
     step++;
     const startAt = Date.now() + 300;
-    const rss = new RssSampler(server.pid);
+    const rss = new RssSampler([server.pid]);
     const replies = Promise.all(generators.map((gen, i) =>
       gen.call<RunReply>({
         cmd: "run",
@@ -1147,9 +1327,9 @@ async function overload(
       })
     ));
     await sleep(startAt - Date.now() + calm * 1000);
-    const a = snapshot(server, generators);
+    const a = snapshot(servers, generators);
     await sleep(options.overloadSeconds * 1000);
-    const b = snapshot(server, generators);
+    const b = snapshot(servers, generators);
     const merged = merge(await replies);
     rss.stop();
     const stayedUp = server.alive();
@@ -1236,27 +1416,50 @@ async function overload(
 /** Scale: many connections in one room, all receiving broadcasts. */
 export interface ScaleResult {
   server: ServerKind;
+  /** `chat-redis`: nodes the connections are spread over, evenly. */
+  nodes?: number;
   connections: number;
+  /** Connections per node, in node order (`chat-redis` only). */
+  connectionsPerNode?: number[];
   users: number;
   generators: number;
+  /** Source addresses the generators' clients come from, all together. */
+  sourceAddresses: number;
   connectSeconds: number;
+  /** Every server process together, with everyone in the room. */
   rssMb: number;
+  /** Each node (`chat-redis` only). */
+  nodeRssMb?: number[];
+  /** Server CPU while the clients connected and entered, percent of one core per node. */
+  connectCpuPct?: { nodes: number[]; redis: number };
+  redisRssMb?: number;
   broadcasts: {
+    /** Node of the sender (`chat-redis` only). */
+    senderNode?: number;
     alive: number;
     received: number;
     p50Ms: number;
     p99Ms: number;
     maxMs: number;
+    /** CPU milliseconds each node spent from the send to the last receipt (`chat-redis` only). */
+    nodeCpuMs?: number[];
+    redisCpuMs?: number;
   }[];
   allReceived: boolean;
 }
 
+/**
+ * `n` clients in one room, then broadcasts from one of them. For a cluster,
+ * client `i` of a generator goes to node `i % nodes`, so every generator has
+ * clients on every node and the broadcasts' senders take the nodes in turn.
+ */
 async function scale(
   options: BenchOptions,
   setup: ServerSetup,
   tmp: string,
+  n = options.scaleClients,
+  broadcastCount = 5,
 ): Promise<ScaleResult> {
-  const n = options.scaleClients;
   const g = Math.max(options.generators, Math.ceil(n / 5000));
   const users = options.scaleUsers > 0 && options.scaleUsers < n
     ? options.scaleUsers
@@ -1266,46 +1469,68 @@ async function scale(
   const full: ServerSetup = auth
     ? { ...setup, extra: ["--auth", "--admin-token", admin] }
     : setup;
-  return await session(options, full, g, tmp, async (server, generators) => {
-    const tokens: string[] = [];
+  const cluster = setup.kind === "chat-redis";
+  return await session(options, full, g, tmp, async (servers, generators) => {
+    const urls = nodeUrls(servers);
+    const nodes = servers.nodes.length;
+    // tokens[node][user]. Each node issues its own clients' tokens: a token
+    // is good on every node once the cluster shares them, and on its own
+    // node before.
+    const tokens: string[][] = [];
     if (auth) {
-      for (let u = 0; u < users; u++) {
-        const response = await fetch(
-          `http://127.0.0.1:${server.port}/api/tokens`,
-          {
-            method: "POST",
-            headers: { authorization: `Bearer ${admin}` },
-            body: JSON.stringify({ username: `s${u}`, ttl_seconds: 3600 }),
-          },
-        );
-        const body = await response.json();
-        if (response.status !== 201) {
-          throw new Error(`token: ${response.status} ${JSON.stringify(body)}`);
+      for (const node of servers.nodes) {
+        const own: string[] = [];
+        for (let u = 0; u < users; u++) {
+          const response = await fetch(
+            `http://127.0.0.1:${node.port}/api/tokens`,
+            {
+              method: "POST",
+              headers: { authorization: `Bearer ${admin}` },
+              body: JSON.stringify({ username: `s${u}`, ttl_seconds: 3600 }),
+            },
+          );
+          const body = await response.json();
+          if (response.status !== 201) {
+            throw new Error(
+              `token: ${response.status} ${JSON.stringify(body)}`,
+            );
+          }
+          own.push(body.token);
         }
-        tokens.push(body.token);
+        tokens.push(own);
       }
     }
     // Client i belongs to user i % users: every user's first connection
     // comes early, so `Enter` goes to the room once per user.
     const specs: ClientSpec[][] = Array.from({ length: g }, () => []);
+    const perNode = urls.map(() => 0);
     for (let i = 0; i < n; i++) {
+      const node = Math.floor(i / g) % nodes;
       const spec: ClientSpec = {
         name: users < n ? `s${i % users}` : `s${i}`,
         room: "all",
       };
-      if (auth) spec.token = tokens[i % users]!;
+      if (auth) spec.token = tokens[node]![i % users]!;
+      if (nodes > 1) spec.url = urls[node];
+      perNode[node]!++;
       specs[i % g]!.push(spec);
     }
-    const connect = await connectAll(server, generators, specs, 100);
+    const before = snapshot(servers, generators);
+    const connect = await connectAll(servers, generators, specs, 100);
+    const connectCpu = cpuBetween(before, snapshot(servers, generators));
     log(
-      `  ${server.name} scale: ${connect.connected} connections (${users} users) in ${connect.seconds} s`,
+      `  ${servers.name} scale: ${connect.connected} connections (${users} users${
+        nodes > 1 ? `; ${perNode.join(" + ")} on the nodes` : ""
+      }) in ${connect.seconds} s`,
     );
     await sleep(2000);
-    const rss = rssBytes(server.pid) ?? 0;
+    const rssEach = servers.nodes.map((node) => rssBytes(node.pid) ?? 0);
+    const rss = rssEach.reduce((x, y) => x + y, 0);
     const broadcasts: ScaleResult["broadcasts"] = [];
-    for (let b = 0; b < 5; b++) {
+    for (let b = 0; b < broadcastCount; b++) {
       step++;
       const startAt = Date.now() + 300;
+      const a = snapshot(servers, generators);
       const replies = await Promise.all(
         generators.map((gen, i) =>
           gen.call<RunReply>({
@@ -1313,34 +1538,60 @@ async function scale(
             step,
             sender: i === 0 ? b : -1,
             startAt,
-            timeoutMs: 30_000,
+            timeoutMs: cluster && options.quick ? 10_000 : 30_000,
             contentChars: options.contentChars,
           })
         ),
       );
+      const z = snapshot(servers, generators);
       const merged = merge(replies);
       const lat = latency(merged.hist);
+      const senderNode = b % nodes;
       broadcasts.push({
+        ...(cluster ? { senderNode } : {}),
         alive: merged.expectedAlive,
         received: merged.receivedAlive,
         p50Ms: lat.p50Ms,
         p99Ms: lat.p99Ms,
         maxMs: lat.maxMs,
+        ...(cluster
+          ? {
+            nodeCpuMs: z.nodes.map((c, i) =>
+              Math.round((c - (a.nodes[i] ?? 0)) * 1000)
+            ),
+            redisCpuMs: Math.round((z.redis - a.redis) * 1000),
+          }
+          : {}),
       });
       log(
-        `    broadcast ${
-          b + 1
+        `    broadcast ${b + 1}${
+          cluster ? ` from node ${senderNode}` : ""
         }: ${merged.receivedAlive}/${merged.expectedAlive} received, p50 ${lat.p50Ms} ms, p99 ${lat.p99Ms} ms, last ${lat.maxMs} ms`,
       );
       await sleep(1000);
     }
+    const mb = (bytes: number) => Math.round(bytes / MB * 10) / 10;
     return {
       server: full.kind,
+      ...(cluster ? { nodes, connectionsPerNode: perNode } : {}),
       connections: connect.connected,
       users,
       generators: g,
+      sourceAddresses: g * sourceAddresses(0).length,
       connectSeconds: connect.seconds,
-      rssMb: Math.round(rss / MB * 10) / 10,
+      rssMb: mb(rss),
+      ...(cluster
+        ? {
+          nodeRssMb: rssEach.map(mb),
+          connectCpuPct: {
+            nodes: connectCpu.nodePct,
+            redis: connectCpu.redisPct,
+          },
+          redisRssMb: mb(
+            servers.redisPid === null ? 0 : rssBytes(servers.redisPid) ?? 0,
+          ),
+        }
+        : {}),
       broadcasts,
       allReceived: broadcasts.every((b) =>
         b.received === b.alive && b.alive === n
@@ -1368,7 +1619,13 @@ function printStep(name: string, mode: string, s: StepResult): void {
       ms(s.latency.p99Ms).padStart(6)
     }  max ${ms(s.latency.maxMs).padStart(6)} ms  srv ${
       String(s.serverCpuPct).padStart(5)
-    }% ${String(s.serverRssMaxMb).padStart(6)} MB  gen ${
+    }% ${String(s.serverRssMaxMb).padStart(6)} MB${
+      s.nodeCpuPct
+        ? ` (nodes ${s.nodeCpuPct.join(" + ")}%, ${
+          s.nodeRssMaxMb?.join(" + ")
+        } MB; redis ${s.redisCpuPct}%)`
+        : ""
+    }  gen ${
       s.generatorCpuPct.join("/")
     }%  box ${s.machineBusyPct}% (irq ${s.irqCpuPct}, others ${s.otherCpuPct})  ${
       s.pass ? "PASS" : "FAIL"
@@ -1403,6 +1660,41 @@ export function ladderTable(ladders: LadderResult[]): string {
   return rows.join("\n");
 }
 
+/** Markdown table of the cluster ladders: every node's CPU and RSS, and Redis's. */
+export function clusterTable(ladders: LadderResult[]): string {
+  const rows = [
+    "| nodes | msg/s | deliveries/s | delivered | p50 ms | p99 ms | max ms | node CPU | node RSS MB | redis CPU | redis RSS MB | generator CPU | machine busy | other CPU | pass |",
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+  ];
+  for (const l of ladders) {
+    const steps = [...l.steps].sort((a, b) => a.rate - b.rate);
+    for (const s of steps) {
+      rows.push(
+        `| ${l.nodes ?? 1} | ${s.rate} | ${s.deliveriesPerSec} | ${
+          s.deliveredPct.toFixed(1)
+        }% | ${ms(s.latency.p50Ms)} | ${ms(s.latency.p99Ms)} | ${
+          ms(s.latency.maxMs)
+        } | ${(s.nodeCpuPct ?? [s.serverCpuPct]).join(" / ")}% | ${
+          (s.nodeRssMaxMb ?? [s.serverRssMaxMb]).join(" / ")
+        } | ${s.redisCpuPct ?? "-"}% | ${s.redisRssMaxMb ?? "-"} | ${
+          s.generatorCpuPct.join(" / ")
+        }% | ${s.machineBusyPct}% | ${s.otherCpuPct}% | ${
+          s.pass ? "yes" : `no: ${s.notes.join("; ")}`
+        } |`,
+      );
+    }
+  }
+  return rows.join("\n");
+}
+
+/** What the `cluster` scenario found. */
+export interface ClusterResult {
+  /** The fan-out ladder on one node, then on two, each with a fresh redis-server. */
+  ladders: LadderResult[];
+  /** Many clients in one room across two nodes. */
+  scale: ScaleResult | null;
+}
+
 /** Everything one run found. */
 export interface BenchResults {
   startedAt: string;
@@ -1422,6 +1714,8 @@ export interface BenchResults {
   idle: IdleResult[];
   overload: OverloadResult[];
   scale: ScaleResult[];
+  /** Absent in results written before the scenario existed. */
+  cluster?: ClusterResult;
   summary: Record<string, unknown>;
   notes: string[];
 }
@@ -1494,6 +1788,38 @@ function summarize(results: BenchResults): void {
       rssMb: sc.rssMb,
     };
   }
+  const cluster = results.cluster;
+  if (cluster && (cluster.ladders.length > 0 || cluster.scale)) {
+    const one = cluster.ladders.find((l) => (l.nodes ?? 1) === 1);
+    const two = cluster.ladders.find((l) => l.nodes === 2);
+    const cs = cluster.scale;
+    summary.cluster = {
+      fanoutCeiling: {
+        oneNode: one?.ceiling,
+        twoNodes: two?.ceiling,
+        unit: "messages/s into rooms of " + options().roomSize +
+          ", members spread over the nodes",
+        oneNodeDeliveriesPerSec: one?.ceilingDeliveriesPerSec,
+        twoNodesDeliveriesPerSec: two?.ceilingDeliveriesPerSec,
+        twoOverOne: ratio(two?.ceiling, one?.ceiling),
+        standaloneChat: chatFan?.ceiling,
+        oneNodeOverStandalone: ratio(one?.ceiling, chatFan?.ceiling),
+      },
+      ...(cs
+        ? {
+          scale: {
+            connections: cs.connections,
+            connectionsPerNode: cs.connectionsPerNode,
+            received: cs.broadcasts.map((b) => b.received),
+            allReceived: cs.allReceived,
+            worstLastDeliveryMs: Math.max(...cs.broadcasts.map((b) => b.maxMs)),
+            nodeRssMb: cs.nodeRssMb,
+            redisRssMb: cs.redisRssMb,
+          },
+        }
+        : {}),
+    };
+  }
   results.summary = summary;
 }
 
@@ -1515,12 +1841,16 @@ function printSummary(results: BenchResults): void {
       results.serverSource.sha256.slice(0, 12)
     }).`,
   );
-  log("\n## Steps\n");
-  log(ladderTable(results.ladders));
+  if (results.ladders.length > 0) {
+    log("\n## Steps\n");
+    log(ladderTable(results.ladders));
+  }
   const s = results.summary as Record<string, Record<string, unknown>>;
-  log("\n## Against the baseline\n");
-  log("| figure | chat | baseline | ratio | target |");
-  log("| --- | ---: | ---: | ---: | --- |");
+  if (results.ladders.length > 0 || results.idle.length > 0) {
+    log("\n## Against the baseline\n");
+    log("| figure | chat | baseline | ratio | target |");
+    log("| --- | ---: | ---: | ---: | --- |");
+  }
   if (
     s.fanoutCeiling?.chat !== undefined ||
     s.fanoutCeiling?.baseline !== undefined
@@ -1590,6 +1920,48 @@ function printSummary(results: BenchResults): void {
           .join(", ")
       }.`,
     );
+  }
+  const cluster = results.cluster;
+  if (cluster && cluster.ladders.length > 0) {
+    const c = (s.cluster?.fanoutCeiling ?? {}) as Record<string, unknown>;
+    log("\n## Cluster (nodes sharing one local redis-server)\n");
+    log(clusterTable(cluster.ladders));
+    log(
+      `\nCluster fan-out ceiling: ${c.oneNode ?? "-"} msg/s (${
+        c.oneNodeDeliveriesPerSec ?? "-"
+      } deliveries/s) on one node, ${c.twoNodes ?? "-"} msg/s (${
+        c.twoNodesDeliveriesPerSec ?? "-"
+      } deliveries/s) on two (ratio ${c.twoOverOne ?? "-"}); standalone chat ${
+        c.standaloneChat ?? "-"
+      } msg/s.`,
+    );
+  }
+  const cs = cluster?.scale;
+  if (cs) {
+    log(
+      `\nCluster scale: ${cs.connections} connections (${
+        cs.connectionsPerNode?.join(" + ") ?? "-"
+      } on ${
+        cs.nodes ?? 1
+      } nodes, ${cs.users} users) in one room over ${cs.generators} generators and ${cs.sourceAddresses} source addresses, connected in ${cs.connectSeconds} s (node CPU ${
+        cs.connectCpuPct?.nodes.join(" / ") ?? "-"
+      }%, redis ${cs.connectCpuPct?.redis ?? "-"}%); RSS ${
+        cs.nodeRssMb?.join(" / ") ?? cs.rssMb
+      } MB, redis ${cs.redisRssMb ?? "-"} MB.`,
+    );
+    log(
+      "\n| broadcast | sender node | received | p50 ms | p99 ms | last ms | node CPU ms | redis CPU ms |",
+    );
+    log("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    cs.broadcasts.forEach((b, i) => {
+      log(
+        `| ${i + 1} | ${b.senderNode ?? "-"} | ${b.received}/${b.alive} | ${
+          ms(b.p50Ms)
+        } | ${ms(b.p99Ms)} | ${ms(b.maxMs)} | ${
+          b.nodeCpuMs?.join(" / ") ?? "-"
+        } | ${b.redisCpuMs ?? "-"} |`,
+      );
+    });
   }
   if (results.notes.length > 0) {
     log("\nNotes:\n- " + results.notes.join("\n- "));
@@ -1687,6 +2059,7 @@ async function main(): Promise<number> {
     idle: [],
     overload: [],
     scale: [],
+    cluster: { ladders: [], scale: null },
     summary: {},
     notes: [],
   };
@@ -1760,6 +2133,30 @@ async function main(): Promise<number> {
             });
           }
           break;
+        case "cluster": {
+          if (!servers.includes("chat")) break;
+          const cluster = results.cluster!;
+          for (const nodes of [1, 2]) {
+            await run(`fan-out, chat on ${nodes} cluster node(s)`, async () => {
+              cluster.ladders.push(
+                await ladder(opts, { kind: "chat-redis", nodes }, "group", tmp),
+              );
+            });
+          }
+          await run(
+            `scale, ${opts.clusterClients} clients on 2 cluster nodes`,
+            async () => {
+              cluster.scale = await scale(
+                opts,
+                { kind: "chat-redis", nodes: 2 },
+                tmp,
+                opts.clusterClients,
+                opts.quick ? 2 : 5,
+              );
+            },
+          );
+          break;
+        }
       }
     }
   } finally {

@@ -135,6 +135,19 @@ export class Metrics {
     });
   }
 
+  /** Adds `chat_cluster_up`: whether this node reaches Redis and is in sync. */
+  observeCluster(up: () => boolean): void {
+    new Gauge({
+      name: "chat_cluster_up",
+      help:
+        "1 while this cluster node reaches Redis and is in sync, 0 while it is degraded.",
+      registers: [this.registry],
+      collect() {
+        this.set(up() ? 1 : 0);
+      },
+    });
+  }
+
   /** Sets what the gauges read at scrape time. */
   observe(gauges: Gauges): void {
     this.#gauges = gauges;

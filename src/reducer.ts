@@ -61,7 +61,16 @@ export interface ChatSettings {
   readonly rateLimitPerSecond: number;
   readonly rateLimitBurst: number;
   readonly maxConsecutiveErrors: number;
+  /**
+   * One node of a cluster (`REDIS_URL`): `seq`, presence and username
+   * ownership are decided by the cluster (effects `join`, `part`, `claim`,
+   * `release`) and other nodes' messages arrive as `bus` events.
+   */
+  readonly cluster?: boolean;
 }
+
+/** How long a cluster room waits for a missing `seq` before reading it back from history. */
+export const GAP_WAIT_MS = 250;
 
 /** A frame that passed the arrival checks and waits for its turn. */
 type QueuedFrame = Extract<Event, { type: "frame" }>;
@@ -92,7 +101,13 @@ interface Held {
   kind: ServerType;
 }
 
-/** A room with at least one member. */
+/** A cluster message that waits for the `seq`s before it, with the `Ack` it owes. */
+interface Pending {
+  message: StoredGroupChat;
+  ack?: { conn: ConnId; ref: string | undefined };
+}
+
+/** A room with at least one member (in a cluster: or a member joining). */
 export interface Room {
   readonly name: string;
   /** Connections in the room, the fan-out list. */
@@ -103,6 +118,16 @@ export interface Room {
   deliveredSeq: number;
   /** Members waiting for their `History`: what the room sent them meanwhile. */
   readonly held: Map<ConnId, Held[]>;
+  /** Cluster: whether `deliveredSeq` is known yet (the first `joined` tells). */
+  known: boolean;
+  /** Cluster: messages that arrived ahead of a missing `seq`, by `seq`. */
+  readonly pending: Map<number, Pending>;
+  /** Cluster: since when a `seq` is missing; `null` when none is. */
+  gapSince: number | null;
+  /** Cluster: a `fill_gap` read is out. */
+  filling: boolean;
+  /** Cluster: `join`s in flight per username. */
+  readonly joining: Map<string, number>;
 }
 
 /** A token lookup, remembered for {@linkcode TOKEN_RECHECK_MS}. */
@@ -128,6 +153,8 @@ export interface ChatState {
   readonly tokenWaiters: Map<string, Set<ConnId>>;
   /** Users whose offline messages are being read: one read at a time each. */
   readonly offlineLoading: Set<string>;
+  /** Cluster: usernames a first `Enter` is claiming from the cluster. */
+  readonly claiming: Set<string>;
   draining: boolean;
   /** The runner reports an overload: chat messages are refused. */
   overloaded: boolean;
@@ -141,6 +168,49 @@ export interface PersistRequest {
   readonly ref?: string | undefined;
   readonly op: WriteOp;
 }
+
+/** A cluster `join`: enters a user's connection into a room on every node. */
+export interface JoinRequest {
+  readonly conn: ConnId;
+  readonly room: string;
+  readonly username: string;
+  /**
+   * `exclusive`: the first `Enter` of a connection binds a username no other
+   * connection may hold (authentication off); `none`: already bound.
+   */
+  readonly claim: "exclusive" | "none";
+  readonly ref?: string | undefined;
+  readonly since?: number | undefined;
+  readonly history?: number | undefined;
+  readonly timestamp: number;
+}
+
+/** The cluster's answer to a {@linkcode JoinRequest}. */
+export type JoinResult =
+  | { kind: "taken" }
+  | {
+    kind: "joined";
+    /** The room's last `seq` when the node joined it. */
+    seq: number;
+    /** The user was in the room on no node before. */
+    isNew: boolean;
+    /** Usernames in the room on every node, this one included. */
+    members: string[];
+  };
+
+/** What other nodes send this node through the cluster bus. */
+export type BusMessage =
+  | { kind: "group"; message: StoredGroupChat }
+  | { kind: "private"; message: StoredPrivateChat }
+  | { kind: "enter"; room: string; username: string; timestamp: number }
+  | {
+    kind: "leave";
+    room: string;
+    username: string;
+    timestamp: number;
+    reason: "left" | "disconnected";
+  }
+  | { kind: "revoked"; token: string };
 
 /** A history read the reducer asks for. */
 export interface HistoryRequest {
@@ -205,6 +275,35 @@ export type Event =
   }
   /** The runner's event loop fell behind (`true`) or caught up (`false`). */
   | { type: "load"; now: number; overloaded: boolean }
+  /** Cluster: the answer to a `join`; `null` when Redis could not be reached. */
+  | {
+    type: "joined";
+    now: number;
+    request: JoinRequest;
+    result: JoinResult | null;
+  }
+  /** Cluster: the answer to a `part`; `gone` is `null` when Redis could not be reached. */
+  | {
+    type: "parted";
+    now: number;
+    room: string;
+    username: string;
+    reason: "left" | "disconnected";
+    timestamp: number;
+    /** The user is now in the room on no node. */
+    gone: boolean | null;
+  }
+  /** Cluster: a message from another node. */
+  | { type: "bus"; now: number; message: BusMessage }
+  /** Cluster: the answer to a `fill_gap` read; `null` when it failed. */
+  | {
+    type: "gap_filled";
+    now: number;
+    room: string;
+    messages: StoredGroupChat[] | null;
+  }
+  /** Cluster: the node is connected and in sync with the cluster again. */
+  | { type: "bus_synced"; now: number }
   | { type: "shutdown"; now: number };
 
 /** A counter the runner keeps for `/metrics`. */
@@ -234,7 +333,25 @@ export type Effect =
     msg: string;
     fields?: Record<string, unknown>;
   }
-  | { type: "count"; metric: Metric; label: string };
+  | { type: "count"; metric: Metric; label: string }
+  /** Cluster: enter a connection's user into a room on every node. */
+  | { type: "join"; request: JoinRequest }
+  /** Cluster: this node no longer holds `username` in `room`. */
+  | {
+    type: "part";
+    room: string;
+    username: string;
+    reason: "left" | "disconnected";
+    timestamp: number;
+    /** This node has no member left in the room. */
+    empty: boolean;
+  }
+  /** Cluster: this node holds a connection of `username` (authentication on). */
+  | { type: "claim"; username: string }
+  /** Cluster: this node holds no connection of `username` any more. */
+  | { type: "release"; username: string }
+  /** Cluster: read a room's messages with `after < seq < before` back from history. */
+  | { type: "fill_gap"; room: string; after: number; before: number | null };
 
 /** Creates the empty state; `seqs` is each room's last `seq` from storage. */
 export function createState(
@@ -251,6 +368,7 @@ export function createState(
     tokens: new Map(),
     tokenWaiters: new Map(),
     offlineLoading: new Set(),
+    claiming: new Set(),
     draining: false,
     overloaded: false,
     now: 0,
@@ -310,7 +428,7 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     }
     case "tick":
-      tick(state, event.now);
+      tick(state, event.now, out);
       break;
     case "persisted":
       persisted(state, event, out);
@@ -333,6 +451,24 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     case "load":
       state.overloaded = event.overloaded;
+      break;
+    case "joined":
+      joined(state, event, out);
+      break;
+    case "parted":
+      parted(state, event, out);
+      break;
+    case "bus":
+      fromBus(state, event.message, event.now, out);
+      break;
+    case "gap_filled":
+      gapFilled(state, event, out);
+      break;
+    case "bus_synced":
+      // Whatever the bus lost while it was away is in history.
+      for (const room of state.rooms.values()) {
+        if (room.known) fillGap(room, null, out);
+      }
       break;
     case "shutdown":
       state.draining = true;
@@ -643,11 +779,15 @@ function bind(
   conn: Connection,
   username: string,
   out: Effect[],
+  claimed = false,
 ): void {
   conn.username = username;
   let conns = state.users.get(username);
   if (!conns) {
     state.users.set(username, conns = new Set());
+    if (state.settings.cluster && !claimed) {
+      out.push({ type: "claim", username });
+    }
     // A user back before the last read answered gets that read's messages.
     if (state.settings.authEnabled && !state.offlineLoading.has(username)) {
       state.offlineLoading.add(username);
@@ -740,7 +880,10 @@ function enter(
 ): void {
   const name = body.room ?? state.settings.defaultRoom;
   if (conn.username === null) {
-    if (state.users.has(body.sender_username)) {
+    if (
+      state.users.has(body.sender_username) ||
+      state.claiming.has(body.sender_username)
+    ) {
       refuse(
         state,
         conn,
@@ -765,20 +908,13 @@ function enter(
     return;
   }
   accept(conn);
+  if (state.settings.cluster) {
+    joinCluster(state, conn, name, body, ref, now, out);
+    return;
+  }
   if (conn.username === null) bind(state, conn, body.sender_username, out);
   const username = conn.username as string;
-  let room = state.rooms.get(name);
-  if (!room) {
-    const seq = state.seqs.get(name) ?? 0;
-    room = {
-      name,
-      members: new Set(),
-      users: new Map(),
-      deliveredSeq: seq,
-      held: new Map(),
-    };
-    state.rooms.set(name, room);
-  }
+  const room = openRoom(state, name, true);
   if (!already) {
     conn.rooms.add(name);
     pin(state, room, out);
@@ -799,6 +935,38 @@ function enter(
     room: name,
     members: [...room.users.keys()].sort(),
   });
+  entered(conn, room, body, ref, out);
+}
+
+/** Finds a room, or opens it with the last `seq` the node knows (`known`) or none yet. */
+function openRoom(state: ChatState, name: string, known: boolean): Room {
+  let room = state.rooms.get(name);
+  if (!room) {
+    room = {
+      name,
+      members: new Set(),
+      users: new Map(),
+      deliveredSeq: known ? state.seqs.get(name) ?? 0 : 0,
+      held: new Map(),
+      known,
+      pending: new Map(),
+      gapSince: null,
+      filling: false,
+      joining: new Map(),
+    };
+    state.rooms.set(name, room);
+  }
+  return room;
+}
+
+/** The end of an `Enter`: its `Ack`, or the history it asked for first. */
+function entered(
+  conn: Connection,
+  room: Room,
+  body: { since?: number | undefined; history?: number | undefined },
+  ref: string | undefined,
+  out: Effect[],
+): void {
   if (body.since === undefined && body.history === undefined) {
     ack(out, conn, ref, {});
     return;
@@ -811,8 +979,317 @@ function enter(
   conn.busy = true;
   out.push({
     type: "load_history",
-    request: { conn: conn.id, room: name, ref, query },
+    request: { conn: conn.id, room: room.name, ref, query },
   });
+}
+
+/**
+ * Cluster `Enter`: the cluster decides the username, presence and the
+ * room's `seq`, so the connection waits for `joined`. The room is opened
+ * at once to catch the room's messages that other nodes send meanwhile.
+ */
+function joinCluster(
+  state: ChatState,
+  conn: Connection,
+  name: string,
+  body: EnterBody,
+  ref: string | undefined,
+  now: number,
+  out: Effect[],
+): void {
+  const username = body.sender_username;
+  const claim = conn.username === null ? "exclusive" : "none";
+  if (claim === "exclusive") state.claiming.add(username);
+  const room = openRoom(state, name, false);
+  room.joining.set(username, (room.joining.get(username) ?? 0) + 1);
+  conn.busy = true;
+  out.push({
+    type: "join",
+    request: {
+      conn: conn.id,
+      room: name,
+      username,
+      claim,
+      ref,
+      since: body.since,
+      history: body.history,
+      timestamp: now,
+    },
+  });
+}
+
+function joined(
+  state: ChatState,
+  event: Extract<Event, { type: "joined" }>,
+  out: Effect[],
+): void {
+  const { request, result } = event;
+  const { username } = request;
+  if (request.claim === "exclusive") state.claiming.delete(username);
+  const room = openRoom(state, request.room, false);
+  const joining = (room.joining.get(username) ?? 1) - 1;
+  if (joining > 0) room.joining.set(username, joining);
+  else room.joining.delete(username);
+  const conn = state.connections.get(request.conn);
+  // The first join tells the room's seq; what arrived meanwhile goes out
+  // once the joining connection is a member.
+  const learned = result?.kind === "joined" && !room.known;
+  if (learned) {
+    room.known = true;
+    room.deliveredSeq = result.seq;
+  }
+  if (!conn || result?.kind !== "joined") {
+    if (result?.kind === "joined" && !room.users.has(username) && !joining) {
+      // Closed while joining: take back what the cluster was told.
+      out.push({
+        type: "part",
+        room: room.name,
+        username,
+        reason: "disconnected",
+        timestamp: event.now,
+        empty: room.members.size === 0 && room.joining.size === 0,
+      });
+      if (request.claim === "exclusive" && !state.users.has(username)) {
+        out.push({ type: "release", username });
+      }
+    }
+    if (learned) release(state, room, event.now, out);
+    forgetIfEmpty(state, room);
+    if (!conn) return;
+    if (result === null) {
+      refuse(
+        state,
+        conn,
+        "unavailable",
+        "the cluster cannot be reached; send Enter again",
+        request.ref,
+        out,
+      );
+    } else {
+      refuse(
+        state,
+        conn,
+        "username_taken",
+        `message_body.sender_username: '${username}' is taken`,
+        request.ref,
+        out,
+      );
+    }
+    if (state.connections.has(conn.id)) resume(state, conn, event.now, out);
+    return;
+  }
+  if (conn.username === null) bind(state, conn, username, out, true);
+  if (!conn.rooms.has(room.name)) {
+    conn.rooms.add(room.name);
+    pin(state, room, out);
+    room.members.add(conn.id);
+    room.users.set(username, (room.users.get(username) ?? 0) + 1);
+    if (result.isNew) {
+      toRoom(
+        room,
+        "Enter",
+        {
+          room: room.name,
+          sender_username: username,
+          timestamp: request.timestamp,
+        },
+        out,
+        conn.id,
+      );
+    }
+  }
+  send(out, conn.id, "Presence", {
+    room: room.name,
+    members: [...new Set([...result.members, username])].sort(),
+  });
+  conn.busy = false;
+  entered(conn, room, request, request.ref, out);
+  if (learned) release(state, room, event.now, out);
+  if (!conn.busy && state.connections.has(conn.id)) {
+    resume(state, conn, event.now, out);
+  }
+}
+
+function parted(
+  state: ChatState,
+  event: Extract<Event, { type: "parted" }>,
+  out: Effect[],
+): void {
+  const room = state.rooms.get(event.room);
+  if (!room || state.draining) return;
+  // Not sure (Redis away): this node's members saw the user go, so say so.
+  const gone = event.gone ?? !room.users.has(event.username);
+  if (!gone || room.users.has(event.username)) return;
+  toRoom(room, "Leave", {
+    room: room.name,
+    sender_username: event.username,
+    timestamp: event.timestamp,
+    reason: event.reason,
+  }, out);
+}
+
+function fromBus(
+  state: ChatState,
+  message: BusMessage,
+  now: number,
+  out: Effect[],
+): void {
+  switch (message.kind) {
+    case "group": {
+      const room = state.rooms.get(message.message.room);
+      if (room) arriveInOrder(state, room, { message: message.message }, out);
+      break;
+    }
+    case "private": {
+      const { message: chat } = message;
+      const recipients = new Set<ConnId>(state.users.get(chat.target_username));
+      for (const id of state.users.get(chat.sender_username) ?? []) {
+        recipients.add(id);
+      }
+      if (recipients.size > 0) {
+        out.push({
+          type: "broadcast",
+          conns: recipients,
+          count: recipients.size,
+          data: encode("PrivateChat", chat),
+          kind: "PrivateChat",
+        });
+      }
+      break;
+    }
+    case "enter":
+    case "leave": {
+      const room = state.rooms.get(message.room);
+      if (!room || state.draining) return;
+      const body = message.kind === "enter"
+        ? {
+          room: room.name,
+          sender_username: message.username,
+          timestamp: message.timestamp,
+        }
+        : {
+          room: room.name,
+          sender_username: message.username,
+          timestamp: message.timestamp,
+          reason: message.reason,
+        };
+      toRoom(room, message.kind === "enter" ? "Enter" : "Leave", body, out);
+      break;
+    }
+    case "revoked":
+      state.tokens.set(message.token, {
+        grant: null,
+        checkedAt: now,
+        revoked: true,
+      });
+      break;
+  }
+}
+
+/**
+ * Cluster: a room message from this node's write or from another node, in
+ * any order; members get them in `seq` order, without gaps or duplicates.
+ */
+function arriveInOrder(
+  state: ChatState,
+  room: Room,
+  pending: Pending,
+  out: Effect[],
+): void {
+  const { seq } = pending.message;
+  if (room.known && seq <= room.deliveredSeq) {
+    // Already delivered (a gap fill raced the bus): only the Ack is owed.
+    if (pending.ack) finishAck(state, pending, out);
+    return;
+  }
+  room.pending.set(seq, pending);
+  release(state, room, state.now, out);
+}
+
+/** Delivers the pending messages that are next in `seq` order. */
+function release(
+  state: ChatState,
+  room: Room,
+  now: number,
+  out: Effect[],
+): void {
+  if (!room.known) return;
+  const acked: Pending[] = [];
+  for (const [seq, pending] of room.pending) {
+    if (seq <= room.deliveredSeq) {
+      room.pending.delete(seq);
+      if (pending.ack) acked.push(pending);
+    }
+  }
+  for (
+    let next = room.pending.get(room.deliveredSeq + 1);
+    next;
+    next = room.pending.get(room.deliveredSeq + 1)
+  ) {
+    room.pending.delete(room.deliveredSeq + 1);
+    room.deliveredSeq++;
+    toRoom(room, "GroupChat", next.message, out, undefined, room.deliveredSeq);
+    if (next.ack) acked.push(next);
+  }
+  room.gapSince = room.pending.size === 0 ? null : room.gapSince ?? now;
+  // After the loop: a resumed connection may leave the room.
+  for (const pending of acked) finishAck(state, pending, out);
+}
+
+/** Sends a cluster message's `Ack` and lets its sender go on. */
+function finishAck(state: ChatState, pending: Pending, out: Effect[]): void {
+  const conn = pending.ack && state.connections.get(pending.ack.conn);
+  if (!conn || !pending.ack) return;
+  const { message } = pending;
+  ack(out, conn, pending.ack.ref, {
+    id: message.id,
+    seq: message.seq,
+    timestamp: message.timestamp,
+  });
+  resume(state, conn, state.now, out);
+}
+
+/** Asks for a room's messages after `deliveredSeq`, up to the first pending one. */
+function fillGap(room: Room, before: number | null, out: Effect[]): void {
+  room.filling = true;
+  out.push({
+    type: "fill_gap",
+    room: room.name,
+    after: room.deliveredSeq,
+    before,
+  });
+}
+
+function gapFilled(
+  state: ChatState,
+  event: Extract<Event, { type: "gap_filled" }>,
+  out: Effect[],
+): void {
+  const room = state.rooms.get(event.room);
+  if (!room) return;
+  room.filling = false;
+  if (event.messages === null) {
+    if (room.pending.size > 0) room.gapSince = event.now;
+    return;
+  }
+  for (const message of event.messages) {
+    if (message.seq > room.deliveredSeq && !room.pending.has(message.seq)) {
+      room.pending.set(message.seq, { message });
+    }
+  }
+  release(state, room, event.now, out);
+  if (room.pending.size > 0 && !room.pending.has(room.deliveredSeq + 1)) {
+    // History no longer holds the missing seqs (trimmed): go on without them.
+    room.deliveredSeq = Math.min(...room.pending.keys()) - 1;
+    release(state, room, event.now, out);
+  }
+}
+
+/** Forgets a cluster room that has no members and nobody joining. */
+function forgetIfEmpty(state: ChatState, room: Room): void {
+  if (room.members.size === 0 && room.joining.size === 0) {
+    state.rooms.delete(room.name);
+  }
 }
 
 function leave(
@@ -843,8 +1320,12 @@ function groupChat(
   const room = targetRoom(state, conn, body.room, ref, out);
   if (!room) return;
   accept(conn);
-  const seq = (state.seqs.get(room.name) ?? 0) + 1;
-  state.seqs.set(room.name, seq);
+  // In a cluster, Redis gives the seq when it stores the message.
+  let seq = 0;
+  if (!state.settings.cluster) {
+    seq = (state.seqs.get(room.name) ?? 0) + 1;
+    state.seqs.set(room.name, seq);
+  }
   const message: StoredGroupChat = {
     id: frame.id,
     seq,
@@ -870,7 +1351,8 @@ function privateChat(
 ): void {
   if (!checkSender(state, conn, body.sender_username, ref, out)) return;
   const online = state.users.has(body.target_username);
-  if (!online && !state.settings.authEnabled) {
+  // In a cluster, the target may be on another node: the write tells.
+  if (!online && !state.settings.authEnabled && !state.settings.cluster) {
     refuse(
       state,
       conn,
@@ -948,6 +1430,18 @@ function persisted(
   const op = request.op;
   if (op.kind === "group") {
     const message = op.message;
+    if (result.ok && result.seq !== undefined) {
+      // Cluster: delivered in seq order with other nodes' messages, and
+      // acknowledged then; the connection waits until that.
+      const room = state.rooms.get(message.room);
+      const pending: Pending = {
+        message: { ...message, seq: result.seq },
+        ...(conn ? { ack: { conn: conn.id, ref: request.ref } } : {}),
+      };
+      if (room) arriveInOrder(state, room, pending, out);
+      else if (conn) finishAck(state, pending, out);
+      return;
+    }
     if (result.ok) {
       const room = state.rooms.get(message.room);
       if (room) {
@@ -979,7 +1473,10 @@ function persisted(
       // order with the older ones; sending it here too would duplicate it.
       const targets = state.users.get(message.target_username);
       const recipients = new Set<ConnId>(op.delivered ? targets : undefined);
-      if (op.delivered && !targets && state.settings.authEnabled) {
+      if (
+        op.delivered && !targets && state.settings.authEnabled &&
+        !result.remote
+      ) {
         // The target left between send and commit: it gets it next time.
         out.push({
           type: "persist",
@@ -1005,7 +1502,16 @@ function persisted(
         });
       }
     } else if (conn) {
-      if (result.reason === "unknown_user") {
+      if (result.reason === "not_connected") {
+        refuse(
+          state,
+          conn,
+          "user_not_found",
+          `message_body.target_username: '${message.target_username}' is not connected`,
+          request.ref,
+          out,
+        );
+      } else if (result.reason === "unknown_user") {
         refuse(
           state,
           conn,
@@ -1100,9 +1606,18 @@ function offlineLoaded(
   });
 }
 
-function tick(state: ChatState, now: number): void {
+function tick(state: ChatState, now: number, out: Effect[]): void {
   for (const [token, cached] of state.tokens) {
     if (now - cached.checkedAt > TOKEN_RECHECK_MS) state.tokens.delete(token);
+  }
+  if (!state.settings.cluster) return;
+  for (const room of state.rooms.values()) {
+    if (
+      room.gapSince !== null && !room.filling &&
+      now - room.gapSince >= GAP_WAIT_MS
+    ) {
+      fillGap(room, Math.min(...room.pending.keys()), out);
+    }
   }
 }
 
@@ -1167,7 +1682,18 @@ function exitRoom(
   room.held.delete(conn.id);
   const count = (room.users.get(username) ?? 1) - 1;
   if (count > 0) room.users.set(username, count);
-  else {
+  else if (state.settings.cluster) {
+    // The cluster tells whether the user is still in the room elsewhere.
+    room.users.delete(username);
+    out.push({
+      type: "part",
+      room: room.name,
+      username,
+      reason,
+      timestamp: now,
+      empty: room.members.size === 0 && room.joining.size === 0,
+    });
+  } else {
     room.users.delete(username);
     if (!state.draining) {
       toRoom(room, "Leave", {
@@ -1178,7 +1704,9 @@ function exitRoom(
       }, out);
     }
   }
-  if (room.members.size === 0) state.rooms.delete(room.name);
+  if (room.members.size === 0 && room.joining.size === 0) {
+    state.rooms.delete(room.name);
+  }
 }
 
 /** Forgets a connection: its rooms see `Leave`, its username is free. */
@@ -1195,7 +1723,12 @@ function drop(
   if (conn.username !== null) {
     const conns = state.users.get(conn.username);
     conns?.delete(conn.id);
-    if (conns?.size === 0) state.users.delete(conn.username);
+    if (conns?.size === 0) {
+      state.users.delete(conn.username);
+      if (state.settings.cluster) {
+        out.push({ type: "release", username: conn.username });
+      }
+    }
   }
   conn.queue.length = 0;
   state.connections.delete(conn.id);
@@ -1265,4 +1798,27 @@ function refuse(
   if (conn.errorStreak >= state.settings.maxConsecutiveErrors) {
     close(state, conn, "policy", state.now, out, "too many consecutive errors");
   }
+}
+
+/** What this node holds, for the cluster to check its records against after a reconnect. */
+export interface Contributions {
+  /** Usernames with a connection on this node. */
+  users: string[];
+  /** `[room, username]` for every user in a room on this node. */
+  presence: [string, string][];
+  /** The last `seq` delivered in each room with members here. */
+  seqs: [string, number][];
+}
+
+/** Lists what this node holds in the cluster (see {@linkcode Contributions}). */
+export function contributions(state: ChatState): Contributions {
+  const presence: [string, string][] = [];
+  const seqs: [string, number][] = [];
+  for (const room of state.rooms.values()) {
+    for (const username of room.users.keys()) {
+      presence.push([room.name, username]);
+    }
+    if (room.known) seqs.push([room.name, room.deliveredSeq]);
+  }
+  return { users: [...state.users.keys()], presence, seqs };
 }

@@ -17,6 +17,13 @@ import {
   reduce,
 } from "./reducer.ts";
 import type { Storage, TokenGrant } from "./storage.ts";
+import type { RedisBus } from "./cluster_bus.ts";
+
+/** What the runner asks of the cluster bus (`src/cluster_bus.ts`). */
+export type ClusterPort = Pick<
+  RedisBus,
+  "join" | "part" | "claim" | "release" | "fillGap" | "revoked"
+>;
 
 /** What the runner needs besides the state. */
 export interface RunnerOptions {
@@ -29,6 +36,8 @@ export interface RunnerOptions {
   tickMs?: number;
   /** The clock; events get their time from it. */
   now?: () => number;
+  /** The cluster bus, when this node is one of a cluster. */
+  bus?: ClusterPort;
 }
 
 /** A token as the token API answers it. */
@@ -71,6 +80,7 @@ function frameSize(text: string, limit: number): number {
 export class Runner {
   #state: ChatState;
   #storage: Storage;
+  #bus: ClusterPort | undefined;
   #metrics: Metrics;
   #log: Logger;
   #maxBufferedBytes: number;
@@ -96,6 +106,7 @@ export class Runner {
   constructor(state: ChatState, options: RunnerOptions) {
     this.#state = state;
     this.#storage = options.storage;
+    this.#bus = options.bus;
     this.#metrics = options.metrics;
     this.#log = options.log;
     this.#maxBufferedBytes = options.maxBufferedBytes;
@@ -279,6 +290,78 @@ export class Runner {
       case "count":
         this.#metrics.count(effect.metric, effect.label);
         break;
+      default:
+        this.#applyCluster(effect);
+    }
+  }
+
+  /** The cluster's effects: each answer comes back as an event. */
+  #applyCluster(
+    effect: Extract<
+      Effect,
+      { type: "join" | "part" | "claim" | "release" | "fill_gap" }
+    >,
+  ): void {
+    const bus = this.#bus;
+    if (!bus) {
+      this.#log("error", "cluster effect without a bus", { type: effect.type });
+      return;
+    }
+    switch (effect.type) {
+      case "join": {
+        const { request } = effect;
+        bus.join(request).then(
+          (result) => result,
+          (error) => this.#failed("cluster join", error),
+        ).then((result) =>
+          this.dispatch({ type: "joined", now: this.#now(), request, result })
+        );
+        break;
+      }
+      case "part": {
+        const { room, username, reason, timestamp, empty } = effect;
+        bus.part(room, username, reason, timestamp, empty).then(
+          (gone) => gone,
+          (error) => this.#failed("cluster part", error),
+        ).then((gone) =>
+          this.dispatch({
+            type: "parted",
+            now: this.#now(),
+            room,
+            username,
+            reason,
+            timestamp,
+            gone,
+          })
+        );
+        break;
+      }
+      case "claim":
+        // A failure is mended by the resync after Redis returns.
+        bus.claim(effect.username).catch((error) =>
+          this.#failed("cluster claim", error)
+        );
+        break;
+      case "release":
+        bus.release(effect.username).catch((error) =>
+          this.#failed("cluster release", error)
+        );
+        break;
+      case "fill_gap": {
+        const { room, after, before } = effect;
+        bus.fillGap(room, after, before).then(
+          (messages) => messages,
+          (error) => this.#failed("cluster history read", error),
+        ).then((messages) =>
+          this.dispatch({
+            type: "gap_filled",
+            now: this.#now(),
+            room,
+            messages,
+          })
+        );
+        break;
+      }
     }
   }
 
@@ -406,6 +489,9 @@ export class Runner {
         now: this.#now(),
         token: normalized,
       });
+      await this.#bus?.revoked(normalized).catch((error) =>
+        this.#failed("cluster revocation", error)
+      );
     }
     return revoked;
   }

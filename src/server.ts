@@ -5,10 +5,13 @@
  *
  * @module
  */
+import { RedisBus } from "./cluster_bus.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
-import { type ChatSettings, createState } from "./reducer.ts";
+import { type ChatSettings, contributions, createState } from "./reducer.ts";
+import { connectRedis, type RedisConnection } from "./redis_connection.ts";
+import { RedisStorage } from "./redis_storage.ts";
 import { Runner } from "./runner.ts";
 import { openSqliteStorage } from "./sqlite_storage.ts";
 import { MemoryStorage, type Storage } from "./storage.ts";
@@ -25,6 +28,8 @@ export interface ChatServer {
   readonly port: number;
   /** The runner, for tests and health. */
   readonly runner: Runner;
+  /** The cluster bus when `REDIS_URL` is set. */
+  readonly bus: RedisBus | undefined;
   /** Drains and stops; resolves when every socket is closed or the grace passed. */
   shutdown(): Promise<void>;
 }
@@ -60,7 +65,19 @@ export async function startServer(
   config: Config,
   log: Logger,
 ): Promise<ChatServer> {
-  const storage = openStorage(config);
+  const nodeId = crypto.randomUUID();
+  let redis: RedisConnection | undefined;
+  let storage: Storage;
+  if (config.redisUrl === undefined) storage = openStorage(config);
+  else {
+    // A cluster keeps history and tokens in Redis, not in DATABASE_PATH.
+    redis = connectRedis(config.redisUrl, { name: "commands", log });
+    storage = new RedisStorage(redis, {
+      nodeId,
+      historySize: config.historySize,
+      authEnabled: config.authEnabled,
+    });
+  }
   const settings: ChatSettings = {
     serverName: SERVER_NAME,
     authEnabled: config.authEnabled,
@@ -71,20 +88,31 @@ export async function startServer(
     rateLimitPerSecond: config.rateLimitPerSecond,
     rateLimitBurst: config.rateLimitBurst,
     maxConsecutiveErrors: config.maxConsecutiveErrors,
+    cluster: redis !== undefined,
   };
   const state = createState(settings, await storage.roomSeqs());
   const metrics = new Metrics();
-  const chat = new Runner(state, {
+  const bus = redis && new RedisBus(redis, {
+    message: (message) =>
+      chat.dispatch({ type: "bus", now: Date.now(), message }),
+    synced: () => chat.dispatch({ type: "bus_synced", now: Date.now() }),
+    snapshot: () => contributions(chat.state),
+  }, { nodeId, log });
+  const chat: Runner = new Runner(state, {
     storage,
     metrics,
     log,
     maxBufferedBytes: config.maxBufferedBytes,
+    // A cluster room missing a seq is read back within a tick or two.
+    ...(bus ? { bus, tickMs: 100 } : {}),
   });
+  await bus?.start();
   metrics.observe({
     connections: () => chat.openSockets,
     rooms: () => chat.state.rooms.size,
     users: () => chat.state.users.size,
   });
+  if (bus) metrics.observeCluster(() => bus.up);
   const started = performance.now();
   const anyOrigin = config.allowedOrigins.includes("*");
   const origins = new Set(config.allowedOrigins);
@@ -111,7 +139,14 @@ export async function startServer(
     const token = url.searchParams.get("token")?.toLowerCase();
     let grant;
     if (config.authEnabled && token) {
-      grant = await chat.checkToken(token);
+      try {
+        grant = await chat.checkToken(token);
+      } catch {
+        metrics.refused.inc({ status: "503" });
+        return refuse(503, "the token cannot be checked now", {
+          "retry-after": "1",
+        });
+      }
       if (!grant) {
         metrics.refused.inc({ status: "401" });
         return refuse(401, "token unknown, revoked or expired");
@@ -152,7 +187,10 @@ export async function startServer(
     switch (path) {
       case "/healthz":
         return json({
-          status: draining ? "draining" : "ok",
+          status: draining ? "draining" : bus && !bus.up ? "degraded" : "ok",
+          ...(bus
+            ? { cluster: { node: nodeId, redis: bus.up ? "up" : "down" } }
+            : {}),
           overloaded: chat.overloaded,
           uptime_seconds: Math.round((performance.now() - started) / 1000),
           connections: chat.openSockets,
@@ -184,7 +222,8 @@ export async function startServer(
   log("info", "listening", {
     url: `http://${addr.hostname}:${addr.port}/`,
     websocket: `ws://${addr.hostname}:${addr.port}/ws`,
-    storage: config.databasePath,
+    storage: redis ? "redis" : config.databasePath,
+    ...(bus ? { node: nodeId } : {}),
   });
 
   let stopping: Promise<void> | undefined;
@@ -192,13 +231,17 @@ export async function startServer(
     hostname: addr.hostname,
     port: addr.port,
     runner: chat,
+    bus,
     shutdown() {
       stopping ??= (async () => {
         draining = true;
         log("info", "draining", { connections: chat.openSockets });
         await chat.shutdown(config.shutdownGraceSeconds * 1000);
+        // Other nodes see this node's users leave now, not at its expiry.
+        await bus?.stop();
         await http.shutdown();
         await storage.close();
+        await redis?.close();
         log("info", "stopped");
       })();
       return stopping;

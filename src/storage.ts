@@ -23,7 +23,15 @@ export type WriteOp =
 
 /** The result of one {@linkcode WriteOp}, in the order of the batch. */
 export type WriteResult =
-  | { ok: true }
+  | {
+    ok: true;
+    /** The `seq` a cluster's storage gave a `group` op (its own `seq` is then 0). */
+    seq?: number;
+    /** A cluster's `private` op whose target has connections on other nodes. */
+    remote?: boolean;
+  }
+  /** A cluster's `private` op to a user with no connection on any node, auth off. */
+  | { ok: false; reason: "not_connected" }
   /** An offline `PrivateChat` to a user who holds no token: not stored. */
   | { ok: false; reason: "unknown_user" }
   | { ok: false; reason: "failed" };

@@ -125,16 +125,32 @@ export async function handleTokenApi(
         }`;
       return answer(400, { error: reason });
     }
-    const issued = await options.tokens.createToken(
-      parsed.data.username,
-      parsed.data.ttl_seconds ?? options.ttlSeconds,
-    );
-    return answer(201, issued);
+    try {
+      const issued = await options.tokens.createToken(
+        parsed.data.username,
+        parsed.data.ttl_seconds ?? options.ttlSeconds,
+      );
+      return answer(201, issued);
+    } catch {
+      return unavailable();
+    }
   }
   if (request.method !== "DELETE") {
     return answer(405, { error: "method not allowed" }, { allow: "DELETE" });
   }
   if (!UUID.test(token)) return answer(400, { error: "token: must be a UUID" });
-  const revoked = await options.tokens.revokeToken(token);
+  let revoked: boolean;
+  try {
+    revoked = await options.tokens.revokeToken(token);
+  } catch {
+    return unavailable();
+  }
   return revoked ? answer(204) : answer(404, { error: "token not found" });
+}
+
+/** The token store cannot be reached (Redis away in a cluster): try again. */
+function unavailable(): Response {
+  return answer(503, { error: "token store unavailable; try again" }, {
+    "retry-after": "1",
+  });
 }

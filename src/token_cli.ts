@@ -11,7 +11,9 @@
  *
  * The database is found as the server finds it: `--database`, then
  * `DATABASE_PATH` from the environment, then from `.env`, then
- * `data/chat.db`. A token created here works on a running server at once; a
+ * `data/chat.db`. With `REDIS_URL` (or `--redis`) set, a cluster's tokens
+ * live in Redis and the command works on them there. A token created here
+ * works on a running server at once; a
  * token revoked here stops working on connections that already use it within
  * `TOKEN_RECHECK_MS` (5 seconds), and at once for new ones.
  *
@@ -22,12 +24,15 @@
  */
 import { ConfigError, loadConfig, readDotenv } from "./config.ts";
 import { NAME_PATTERN } from "./protocol.ts";
+import { createLogger } from "./log.ts";
+import { connectRedis, type RedisConnection } from "./redis_connection.ts";
+import { RedisStorage } from "./redis_storage.ts";
 import { SqliteStorage } from "./sqlite_storage.ts";
-import type { TokenRow } from "./storage.ts";
+import type { Storage, TokenRow } from "./storage.ts";
 
 /** The usage line, printed with every usage error. */
 export const USAGE =
-  "usage: deno task token [--database <path>] (create <username> [--ttl <seconds>] | list | revoke <token>)";
+  "usage: deno task token [--database <path> | --redis <url>] (create <username> [--ttl <seconds>] | list | revoke <token>)";
 
 /** The longest `--ttl`, as the token API allows: ten years. */
 const MAX_TTL_SECONDS = 10 * 365 * 86400;
@@ -44,6 +49,7 @@ Commands:
 
 Options:
   --database <path>  SQLite file of the server (DATABASE_PATH, default data/chat.db)
+  --redis <url>      a cluster's Redis (REDIS_URL): its tokens live there
   -h, --help         this text`;
 
 /** Where the command reads its settings and writes its output. */
@@ -72,7 +78,7 @@ type Command =
 
 interface Parsed {
   command: Command;
-  /** Flags for {@linkcode loadConfig}: `--database` only. */
+  /** Flags for {@linkcode loadConfig}: `--database` and `--redis` only. */
   configArgs: string[];
 }
 
@@ -92,15 +98,16 @@ function parseArgs(args: readonly string[]): Parsed {
     }
     const eq = arg.indexOf("=");
     const flag = eq === -1 ? arg : arg.slice(0, eq);
-    if (flag !== "--database" && flag !== "--ttl") {
+    if (flag !== "--database" && flag !== "--redis" && flag !== "--ttl") {
       throw new UsageError(`unknown option ${flag}`);
     }
     let value: string | undefined;
     if (eq !== -1) value = arg.slice(eq + 1);
     else value = args[++i];
     if (value === undefined) throw new UsageError(`${flag} needs a value`);
-    if (flag === "--database") configArgs.push("--database", value);
-    else ttl = value;
+    if (flag === "--database" || flag === "--redis") {
+      configArgs.push(flag, value);
+    } else ttl = value;
   }
   const [name, ...rest] = words;
   const expect = (count: number, what: string) => {
@@ -215,6 +222,7 @@ export async function main(
   const now = io.now ?? Date.now;
   let parsed: Parsed;
   let databasePath: string;
+  let redisUrl: string | undefined;
   let defaultTtl: number;
   try {
     parsed = parseArgs(args);
@@ -229,8 +237,9 @@ export async function main(
     });
     if (loaded.kind !== "config") throw new Error("unreachable");
     databasePath = loaded.config.databasePath;
+    redisUrl = loaded.config.redisUrl;
     defaultTtl = loaded.config.tokenTtlSeconds;
-    if (databasePath === ":memory:") {
+    if (databasePath === ":memory:" && redisUrl === undefined) {
       throw new UsageError(
         "DATABASE_PATH is ':memory:': a server keeps its tokens to itself then; name a database file",
       );
@@ -245,18 +254,37 @@ export async function main(
   }
 
   const { command } = parsed;
-  if (command.kind !== "create" && !exists(databasePath)) {
-    // Reading or revoking must not create an empty database by mistake.
-    err(`error: no database at ${databasePath} (see --database)`);
-    return 1;
-  }
-  let storage: SqliteStorage;
-  try {
-    // The command reads and writes no messages: the history size is moot.
-    storage = new SqliteStorage(databasePath, 0);
-  } catch (error) {
-    err(`error: cannot open ${databasePath}: ${String(error)}`);
-    return 1;
+  let storage: Storage;
+  let redis: RedisConnection | undefined;
+  const where = redisUrl === undefined ? databasePath : "Redis";
+  if (redisUrl !== undefined) {
+    redis = connectRedis(redisUrl, {
+      name: "token-cli",
+      log: createLogger("error", err),
+    });
+    if (!await until(() => redis?.up ?? false, REDIS_WAIT_MS)) {
+      await redis.close();
+      err(`error: cannot reach Redis at ${hideSecret(redisUrl)}`);
+      return 1;
+    }
+    storage = new RedisStorage(redis, {
+      nodeId: "token-cli",
+      historySize: 0,
+      authEnabled: true,
+    });
+  } else {
+    if (command.kind !== "create" && !exists(databasePath)) {
+      // Reading or revoking must not create an empty database by mistake.
+      err(`error: no database at ${databasePath} (see --database)`);
+      return 1;
+    }
+    try {
+      // The command reads and writes no messages: the history size is moot.
+      storage = new SqliteStorage(databasePath, 0);
+    } catch (error) {
+      err(`error: cannot open ${databasePath}: ${String(error)}`);
+      return 1;
+    }
   }
   try {
     switch (command.kind) {
@@ -277,7 +305,7 @@ export async function main(
       }
       case "list": {
         const rows = await storage.listTokens();
-        if (rows.length === 0) out(`no tokens in ${databasePath}`);
+        if (rows.length === 0) out(`no tokens in ${where}`);
         else for (const line of table(rows, now())) out(line);
         return 0;
       }
@@ -290,12 +318,33 @@ export async function main(
         return 1;
       }
     }
+    // `help` returned before the storage was opened.
+    return 2;
   } catch (error) {
     err(`error: ${String(error)}`);
     return 1;
   } finally {
     await storage.close();
+    await redis?.close();
   }
+}
+
+/** How long the command waits for Redis to answer. */
+const REDIS_WAIT_MS = 3000;
+
+/** Polls `done` every 20 ms for up to `ms`; whether it came true. */
+async function until(done: () => boolean, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return true;
+}
+
+/** A Redis URL without its password, for messages. */
+function hideSecret(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, "//(credentials)@");
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -17,6 +17,7 @@ import {
   tempDb,
 } from "./db_helpers.ts";
 import { RawPeer } from "./helpers.ts";
+import { startLocalRedis } from "../src/local_redis.ts";
 import { main, USAGE } from "../src/token_cli.ts";
 
 const UUID_V4 =
@@ -382,4 +383,41 @@ Deno.test("token command works on the file of a running server", async () => {
   }));
   assert.equal((await bob.expect("GroupChat")).seq, 1);
   assert.equal((await bob.expect("Ack")).ref, "g1");
+});
+
+Deno.test("token command with --redis works on a cluster's tokens, seen by every node", async () => {
+  await using redis = await startLocalRedis();
+  const overrides = {
+    redisUrl: redis.url,
+    authEnabled: true,
+    adminToken: ADMIN,
+  };
+  await using a = await serve(overrides);
+  await using b = await serve(overrides);
+  const out: string[] = [];
+  const io = {
+    env: {},
+    dotenv: undefined,
+    out: (line: string) => out.push(line),
+    err: (line: string) => out.push(line),
+  };
+  assert.equal(await main(["--redis", redis.url, "create", "alice"], io), 0);
+  const token = createdToken(out.join("\n"));
+  // Both nodes know it at once.
+  assert.equal(await upgradeStatus(a.server.port, token), 101);
+  assert.equal(await upgradeStatus(b.server.port, token), 101);
+  out.length = 0;
+  assert.equal(
+    await main(["list"], { ...io, env: { REDIS_URL: redis.url } }),
+    0,
+  );
+  assert.match(out.join("\n"), /alice\s+active/);
+  assert.equal(await main(["--redis", redis.url, "revoke", token], io), 0);
+  assert.equal(await upgradeStatus(a.server.port, token), 401);
+  assert.equal(await upgradeStatus(b.server.port, token), 401);
+  // A Redis that cannot be reached is an error, not a hang.
+  await redis.kill();
+  out.length = 0;
+  assert.equal(await main(["--redis", redis.url, "list"], io), 1);
+  assert.match(out.join("\n"), /cannot reach Redis/);
 });
