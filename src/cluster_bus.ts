@@ -120,12 +120,13 @@ redis.call('SREM', 'chat:nodeusers:' .. ARGV[1], ARGV[2])
 return 1
 `);
 
-/** ARGV: node, ttl. Renews the node's heartbeat and forgets dead nodes. */
+/** ARGV: node, ttl, reap (`1`). Renews the node's heartbeat and forgets dead nodes. */
 const HEARTBEAT = new RedisScript(`${LIB}
 local node = ARGV[1]
 redis.call('SET', 'chat:alive:' .. node, '1', 'PX', ARGV[2])
 redis.call('SADD', 'chat:nodes', node)
 local reaped = 0
+if ARGV[3] ~= '1' then return 0 end
 for _, n in ipairs(redis.call('SMEMBERS', 'chat:nodes')) do
   if n ~= node and redis.call('EXISTS', 'chat:alive:' .. n) == 0 then
     forget_node(n)
@@ -269,6 +270,8 @@ export class RedisBus {
   #stopped = false;
   /** Counts the subscriber's losses: a sync that spans one does not count. */
   #outages = 0;
+  /** When this node last synced: it reaps no other node for a TTL after. */
+  #syncedAt = -Infinity;
 
   /**
    * Uses `commands` for scripts and a duplicate of it for the node's channel.
@@ -344,9 +347,14 @@ export class RedisBus {
     if (!this.#synced) this.#sync();
     if (!this.#commands.up) return;
     try {
+      // After an outage every heartbeat has expired: give the other nodes
+      // a TTL to come back before taking them for dead.
+      const reap = this.#synced &&
+        performance.now() - this.#syncedAt >= this.#nodeTtlMs;
       const reaped = await HEARTBEAT.run(this.#commands.client, [
         this.#nodeId,
         this.#nodeTtlMs,
+        reap ? "1" : "0",
       ]);
       if (Number(reaped) > 0) {
         this.#log("warn", "reaped dead nodes", { nodes: Number(reaped) });
@@ -370,6 +378,7 @@ export class RedisBus {
       ]);
       if (outages !== this.#outages) return;
       this.#synced = true;
+      this.#syncedAt = performance.now();
       this.#log("info", "cluster synced", { node: this.#nodeId });
       this.#listener.synced();
     } catch (error) {

@@ -1039,8 +1039,9 @@ function joined(
     room.deliveredSeq = result.seq;
   }
   if (!conn || result?.kind !== "joined") {
-    if (result?.kind === "joined" && !room.users.has(username) && !joining) {
-      // Closed while joining: take back what the cluster was told.
+    // Closed while joining, or refused: take back what the cluster may have
+    // recorded (a resync meanwhile records joins in flight too).
+    if (result !== null && !room.users.has(username) && !joining) {
       out.push({
         type: "part",
         room: room.name,
@@ -1810,15 +1811,18 @@ export interface Contributions {
   seqs: [string, number][];
 }
 
-/** Lists what this node holds in the cluster (see {@linkcode Contributions}). */
+/**
+ * Lists what this node holds in the cluster (see {@linkcode Contributions}),
+ * joins in flight included: their records may already be in Redis.
+ */
 export function contributions(state: ChatState): Contributions {
   const presence: [string, string][] = [];
   const seqs: [string, number][] = [];
   for (const room of state.rooms.values()) {
-    for (const username of room.users.keys()) {
-      presence.push([room.name, username]);
-    }
+    const usernames = new Set([...room.users.keys(), ...room.joining.keys()]);
+    for (const username of usernames) presence.push([room.name, username]);
     if (room.known) seqs.push([room.name, room.deliveredSeq]);
   }
-  return { users: [...state.users.keys()], presence, seqs };
+  const users = new Set([...state.users.keys(), ...state.claiming]);
+  return { users: [...users], presence, seqs };
 }

@@ -666,3 +666,26 @@ Deno.test("contributions: what the node holds, for the resync", () => {
     seqs: [["r", 2], ["s", 9]],
   });
 });
+
+Deno.test("contributions: joins in flight are listed, their records may be in Redis", () => {
+  const node = new Node();
+  node.open(1);
+  node.send(1, "Enter", { sender_username: "alice", room: "r" });
+  assert.deepEqual(contributions(node.state), {
+    users: ["alice"],
+    presence: [["r", "alice"]],
+    seqs: [],
+  });
+});
+
+Deno.test("cluster Enter taken: what a resync may have recorded is taken back", () => {
+  const node = new Node();
+  node.open(1);
+  node.send(1, "Enter", { sender_username: "alice", room: "r" });
+  const answered = node.joined({ kind: "taken" });
+  assert.deepEqual(
+    of(answered, "part").map((p) => [p.room, p.username, p.empty]),
+    [["r", "alice", true]],
+  );
+  assert.deepEqual(of(answered, "release").map((r) => r.username), ["alice"]);
+});
