@@ -364,7 +364,7 @@ export class RedisBus {
       // a TTL to come back before taking them for dead.
       const reap = this.#synced &&
         performance.now() - this.#syncedAt >= this.#nodeTtlMs;
-      const reaped = await HEARTBEAT.run(this.#commands.client, [
+      const reaped = await HEARTBEAT.run(this.#commands, [
         this.#nodeId,
         this.#nodeTtlMs,
         reap ? "1" : "0",
@@ -384,7 +384,7 @@ export class RedisBus {
     this.#syncing = true;
     const outages = this.#outages;
     try {
-      await RESYNC.run(this.#commands.client, [
+      await RESYNC.run(this.#commands, [
         this.#nodeId,
         this.#nodeTtlMs,
         JSON.stringify(this.#listener.snapshot()),
@@ -403,7 +403,7 @@ export class RedisBus {
 
   /** Enters a user's connection into a room; rejects when Redis cannot be reached. */
   async join(request: JoinRequest): Promise<JoinResult> {
-    const reply = await JOIN.run(this.#commands.client, [
+    const reply = await JOIN.run(this.#commands, [
       this.#nodeId,
       request.room,
       request.username,
@@ -427,7 +427,7 @@ export class RedisBus {
     timestamp: number,
     empty: boolean,
   ): Promise<boolean> {
-    const gone = await PART.run(this.#commands.client, [
+    const gone = await PART.run(this.#commands, [
       this.#nodeId,
       room,
       username,
@@ -440,12 +440,12 @@ export class RedisBus {
 
   /** Records that this node holds a connection of `username`. */
   async claim(username: string): Promise<void> {
-    await CLAIM.run(this.#commands.client, [this.#nodeId, username]);
+    await CLAIM.run(this.#commands, [this.#nodeId, username]);
   }
 
   /** Records that this node holds no connection of `username`. */
   async release(username: string): Promise<void> {
-    await RELEASE.run(this.#commands.client, [this.#nodeId, username]);
+    await RELEASE.run(this.#commands, [this.#nodeId, username]);
   }
 
   /** A room's stored messages with `after < seq < before` (no bound when `null`). */
@@ -454,19 +454,19 @@ export class RedisBus {
     after: number,
     before: number | null,
   ): Promise<StoredGroupChat[]> {
-    const members = await this.#commands.client.sendCommand([
+    const members = await this.#commands.command<string[]>([
       "ZRANGE",
       KEYS.hist(room),
       `(${after}`,
       before === null ? "+inf" : `(${before}`,
       "BYSCORE",
-    ]) as string[];
+    ]);
     return members.map((json) => JSON.parse(json) as StoredGroupChat);
   }
 
   /** Tells the other nodes that a token was revoked. */
   async revoked(token: string): Promise<void> {
-    await REVOKE.run(this.#commands.client, [this.#nodeId, token]);
+    await REVOKE.run(this.#commands, [this.#nodeId, token]);
   }
 
   /** Leaves the cluster: stops the heartbeat, forgets the node's records, unsubscribes. */
@@ -475,7 +475,7 @@ export class RedisBus {
     this.#stopped = true;
     clearInterval(this.#heartbeat);
     if (this.#commands.up) {
-      await FORGET.run(this.#commands.client, [this.#nodeId]).catch(
+      await FORGET.run(this.#commands, [this.#nodeId]).catch(
         (error) =>
           this.#log("warn", "cluster leave failed", { error: String(error) }),
       );

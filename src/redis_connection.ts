@@ -4,7 +4,11 @@
  *
  * A connection never gives up: while Redis is down, commands fail at once
  * (no offline queue) and the client reconnects by itself, with exponential
- * backoff. We support a standalone Redis only (no Cluster, no Sentinel): our
+ * backoff. A Redis that keeps the connection but answers nothing (frozen,
+ * or a network that drops packets without a reset) is caught too: a
+ * command through {@linkcode RedisConnection.command} that gets no reply
+ * within {@linkcode REPLY_TIMEOUT_MS} fails, and the connection counts as
+ * down until a `PING` is answered again. We support a standalone Redis only (no Cluster, no Sentinel): our
  * scripts touch keys they are not given as `KEYS`.
  *
  * @module
@@ -23,6 +27,10 @@ const RECONNECT_MAX_MS = 2000;
 const RECONNECT_JITTER = 0.2;
 /** How long {@linkcode RedisConnection.close} waits for pending replies. */
 const CLOSE_TIMEOUT_MS = 1000;
+/** A reply later than this means Redis is not answering. */
+export const REPLY_TIMEOUT_MS = 3000;
+/** How often a stalled connection asks Redis whether it answers again. */
+const PROBE_MS = 500;
 
 /** What {@linkcode connectRedis} needs besides the URL. */
 export interface RedisConnectionOptions {
@@ -45,8 +53,13 @@ export type RedisConnectionHooks = Pick<
 export interface RedisConnection {
   /** The client; its commands reject at once while {@linkcode up} is false. */
   readonly client: RedisClient;
-  /** Whether the connection is ready for commands. */
+  /** Whether the connection is ready for commands (and Redis answers). */
   readonly up: boolean;
+  /**
+   * Sends one command; rejects at once while not {@linkcode up}, and after
+   * {@linkcode REPLY_TIMEOUT_MS} without a reply (the command may still run).
+   */
+  command<T = unknown>(args: readonly string[]): Promise<T>;
   /**
    * A new connection to the same Redis with the same settings and the given
    * `name` (for a pub/sub subscriber); callbacks are not copied, pass them
@@ -80,6 +93,9 @@ class KeptConnection implements RedisConnection {
   /** Whether "redis down" was logged since the last "redis up". */
   #downLogged = false;
   #closed = false;
+  /** A command got no reply in time: down until a probe is answered. */
+  #stalled = false;
+  #probe: ReturnType<typeof setInterval> | undefined;
   /** A connection attempt runs: it ends with `ready` or `error`. */
   #connecting = true;
   /** The client waits before its next attempt; `reconnecting` ends that. */
@@ -143,7 +159,42 @@ class KeptConnection implements RedisConnection {
   }
 
   get up(): boolean {
-    return this.#up;
+    return this.#up && !this.#stalled;
+  }
+
+  command<T = unknown>(args: readonly string[]): Promise<T> {
+    if (!this.up) return Promise.reject(new Error("redis is not available"));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.#stall();
+        reject(new Error(`redis answered nothing in ${REPLY_TIMEOUT_MS} ms`));
+      }, REPLY_TIMEOUT_MS);
+    });
+    return Promise.race([this.client.sendCommand<T>([...args]), late])
+      .finally(() => clearTimeout(timer));
+  }
+
+  /** Redis keeps the connection but does not answer: count it as down. */
+  #stall(): void {
+    if (this.#stalled || this.#closed) return;
+    this.#stalled = true;
+    const { log, name } = this.#options;
+    log("warn", "redis not answering", { redis: name });
+    this.#options.onDown?.();
+    let probing = false;
+    this.#probe = setInterval(() => {
+      // One probe at a time: a frozen Redis must not collect them.
+      if (probing || !this.#up) return;
+      probing = true;
+      this.client.sendCommand(["PING"]).then(() => {
+        if (!this.#stalled || this.#closed) return;
+        this.#stalled = false;
+        clearInterval(this.#probe);
+        log("info", "redis up", { redis: name });
+        this.#options.onReady?.();
+      }, () => {}).finally(() => probing = false);
+    }, PROBE_MS);
   }
 
   duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
@@ -158,6 +209,7 @@ class KeptConnection implements RedisConnection {
     if (this.#closed) return;
     this.#closed = true;
     this.#up = false;
+    clearInterval(this.#probe);
     const client = this.client;
     // An attempt in flight would hand a fresh socket to a destroyed client:
     // let it end first (at once on a refused connection).
@@ -252,23 +304,23 @@ export class RedisScript {
    * pipelined in order. Before the SHA1 is known, sends `EVAL`.
    */
   async run(
-    client: RedisClient,
+    connection: Pick<RedisConnection, "command">,
     args: readonly (string | number)[],
   ): Promise<unknown> {
     const argv = args.map(String);
     const sha = this.#sha;
     if (sha === undefined) {
-      return await client.sendCommand(["EVAL", this.source, "0", ...argv]);
+      return await connection.command(["EVAL", this.source, "0", ...argv]);
     }
     try {
-      return await client.sendCommand(["EVALSHA", sha, "0", ...argv]);
+      return await connection.command(["EVALSHA", sha, "0", ...argv]);
     } catch (error) {
       if (
         !(error instanceof ErrorReply && error.message.startsWith("NOSCRIPT"))
       ) {
         throw error;
       }
-      return await client.sendCommand(["EVAL", this.source, "0", ...argv]);
+      return await connection.command(["EVAL", this.source, "0", ...argv]);
     }
   }
 }

@@ -31,11 +31,7 @@
  * @module
  */
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
-import {
-  type RedisClient,
-  type RedisConnection,
-  RedisScript,
-} from "./redis_connection.ts";
+import { type RedisConnection, RedisScript } from "./redis_connection.ts";
 import {
   hashToken,
   type HistoryPage,
@@ -270,10 +266,6 @@ export class RedisStorage implements Storage {
     this.#auth = options.authEnabled ? "1" : "0";
   }
 
-  get #client(): RedisClient {
-    return this.#connection.client;
-  }
-
   /** Nothing: in a cluster, Redis gives each `GroupChat` its `seq`. */
   roomSeqs(): Promise<Map<string, number>> {
     return Promise.resolve(new Map());
@@ -304,10 +296,9 @@ export class RedisStorage implements Storage {
     op: WriteOp,
     split: [string, string] | undefined,
   ): Promise<WriteResult> {
-    const client = this.#client;
     if (op.kind === "group") {
       const [before, after] = split!;
-      const seq = await GROUP.run(client, [
+      const seq = await GROUP.run(this.#connection, [
         this.#nodeId,
         op.message.room,
         before,
@@ -318,7 +309,7 @@ export class RedisStorage implements Storage {
     }
     if (op.kind === "private") {
       const m = op.message;
-      const answer = await PRIVATE.run(client, [
+      const answer = await PRIVATE.run(this.#connection, [
         this.#nodeId,
         m.sender_username,
         m.target_username,
@@ -336,7 +327,7 @@ export class RedisStorage implements Storage {
     }
     if (op.kind === "undelivered") {
       const m = op.message;
-      await client.sendCommand([
+      await this.#connection.command([
         "RPUSH",
         KEYS.offline(m.target_username),
         JSON.stringify(m),
@@ -349,7 +340,7 @@ export class RedisStorage implements Storage {
     });
     await Promise.all(
       found.map(({ username, json }) =>
-        client.sendCommand(["LREM", KEYS.offline(username), "0", json])
+        this.#connection.command(["LREM", KEYS.offline(username), "0", json])
       ),
     );
     for (const { id } of found) this.#seen.delete(id);
@@ -374,7 +365,7 @@ export class RedisStorage implements Storage {
         "-inf",
         Math.min(query.kind === "last" ? query.count : query.limit, visible),
       ];
-    const reply = await HISTORY.run(this.#client, [
+    const reply = await HISTORY.run(this.#connection, [
       room,
       visible,
       highest,
@@ -392,7 +383,7 @@ export class RedisStorage implements Storage {
 
   /** Undelivered `PrivateChat`s to `username`, oldest first. */
   async offline(username: string): Promise<StoredPrivateChat[]> {
-    const rows = await this.#client.sendCommand<string[]>([
+    const rows = await this.#connection.command<string[]>([
       "LRANGE",
       KEYS.offline(username),
       "0",
@@ -414,7 +405,7 @@ export class RedisStorage implements Storage {
     grant: TokenGrant,
     now: number,
   ): Promise<void> {
-    await CREATE_TOKEN.run(this.#client, [
+    await CREATE_TOKEN.run(this.#connection, [
       await hashToken(token),
       grant.username,
       grant.expiresAt,
@@ -424,7 +415,7 @@ export class RedisStorage implements Storage {
 
   /** Looks a token up: `null` when unknown, revoked or expired at `now`. */
   async checkToken(token: string, now: number): Promise<TokenGrant | null> {
-    const [username, expiresAt, revoked] = await this.#client.sendCommand<
+    const [username, expiresAt, revoked] = await this.#connection.command<
       (string | null)[]
     >([
       "HMGET",
@@ -442,13 +433,12 @@ export class RedisStorage implements Storage {
   /** Revokes a token; `false` when unknown or already revoked. */
   async revokeToken(token: string): Promise<boolean> {
     const hash = await hashToken(token);
-    return await REVOKE_TOKEN.run(this.#client, [hash]) === 1;
+    return await REVOKE_TOKEN.run(this.#connection, [hash]) === 1;
   }
 
   /** Every token, newest first. */
   async listTokens(): Promise<TokenRow[]> {
-    const client = this.#client;
-    const hashes = await client.sendCommand<string[]>([
+    const hashes = await this.#connection.command<string[]>([
       "ZRANGE",
       KEYS.tokens,
       "0",
@@ -457,7 +447,7 @@ export class RedisStorage implements Storage {
     ]);
     const rows = await Promise.all(
       hashes.map((hash) =>
-        client.sendCommand<(string | null)[]>([
+        this.#connection.command<(string | null)[]>([
           "HMGET",
           KEYS.token(hash),
           "username",
