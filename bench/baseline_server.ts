@@ -9,8 +9,16 @@
  * drives both servers with one code path. No validation, no ids, no
  * history, no limits.
  *
+ * With `--framed` (the benchmark's `baseline-framed`, a diagnostic) it sends,
+ * instead of the text it received, the frame the chat server would send,
+ * built once per message: a `GroupChat` with `id`, a per-room `seq`, `room`
+ * and `timestamp`, a `PrivateChat` with `id` and `timestamp`, in the field
+ * order of `StoredGroupChat` and `StoredPrivateChat` (`src/protocol.ts`).
+ * Still no validation, no storage, no `Ack`.
+ *
  * ```sh
  * deno run --allow-net bench/baseline_server.ts --port 0
+ * deno run --allow-net bench/baseline_server.ts --port 0 --framed
  * ```
  *
  * It logs one JSON line `{"msg":"listening","port":N}` on stderr.
@@ -24,14 +32,24 @@ interface Peer {
   rooms: Set<string>;
 }
 
+/** How the baseline runs. */
+export interface BaselineOptions {
+  /** Send the chat server's frames instead of the text received (default `false`). */
+  framed?: boolean;
+}
+
 /** Starts the baseline on `hostname:port`; resolves once it listens. */
 export function startBaseline(
   hostname: string,
   port: number,
+  options: BaselineOptions = {},
 ): Promise<{ port: number; server: Deno.HttpServer }> {
+  const framed = options.framed ?? false;
   const rooms = new Map<string, Set<WebSocket>>();
   const users = new Map<string, WebSocket>();
   const peers = new Map<WebSocket, Peer>();
+  /** `--framed`: the last `seq` of each room, as the chat server counts it. */
+  const seqs = new Map<string, number>();
 
   function leaveAll(socket: WebSocket): void {
     const peer = peers.get(socket);
@@ -76,17 +94,47 @@ export function startBaseline(
         break;
       }
       case "GroupChat": {
-        const room = rooms.get(String(body.room ?? "general"));
+        const name = String(body.room ?? "general");
+        const room = rooms.get(name);
         if (!room) return;
+        let data = text;
+        if (framed) {
+          const seq = (seqs.get(name) ?? 0) + 1;
+          seqs.set(name, seq);
+          data = JSON.stringify({
+            message_type: "GroupChat",
+            message_body: {
+              id: crypto.randomUUID(),
+              seq,
+              room: name,
+              sender_username: String(body.sender_username),
+              content: String(body.content),
+              timestamp: Date.now(),
+            },
+          });
+        }
         for (const member of room) {
-          if (member.readyState === WebSocket.OPEN) member.send(text);
+          if (member.readyState === WebSocket.OPEN) member.send(data);
         }
         break;
       }
       case "PrivateChat": {
-        const target = users.get(String(body.target_username));
-        if (target && target.readyState === WebSocket.OPEN) target.send(text);
-        if (target !== socket) socket.send(text);
+        const targetName = String(body.target_username);
+        const target = users.get(targetName);
+        const data = framed
+          ? JSON.stringify({
+            message_type: "PrivateChat",
+            message_body: {
+              id: crypto.randomUUID(),
+              sender_username: String(body.sender_username),
+              target_username: targetName,
+              content: String(body.content),
+              timestamp: Date.now(),
+            },
+          })
+          : text;
+        if (target && target.readyState === WebSocket.OPEN) target.send(data);
+        if (target !== socket) socket.send(data);
         break;
       }
     }
@@ -122,6 +170,7 @@ if (import.meta.main) {
   const { port } = await startBaseline(
     flag("host", "127.0.0.1"),
     Number(flag("port", "8090")),
+    { framed: Deno.args.includes("--framed") },
   );
   console.error(JSON.stringify({ msg: "listening", port }));
   // Nothing to flush: stop at once, open sockets and all.

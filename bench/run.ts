@@ -85,8 +85,8 @@ export interface BenchOptions {
   rates: number[] | null;
   /** Fan-out ceiling (messages/s) for `overload` when `fanout` does not run. */
   ceiling: number | null;
-  /** Servers to measure. */
-  servers: ("chat" | "baseline")[];
+  /** Servers to measure; `baseline-framed` runs in `fanout` and `dm` only. */
+  servers: ("chat" | "baseline" | "baseline-framed")[];
   /** Directory for the chat server's `--cpu-prof` output. */
   cpuProfDir: string | null;
   /** Directory holding the chat server's `main.ts` (a snapshot, say). */
@@ -112,7 +112,9 @@ const HELP = `deno task bench [options]
   --overload-seconds S seconds at twice the ceiling (default 20; quick 8)
   --rates LIST         measure these rates (msg/s per 1000 clients) instead of the ladder
   --ceiling N          fan-out ceiling in messages/s, for overload without fanout
-  --servers LIST       chat,baseline (default both)
+  --servers LIST       chat,baseline,baseline-framed (default chat,baseline);
+                       baseline-framed (a diagnostic: the baseline sending the
+                       chat server's frames) runs in fanout and dm only
   --cpu-prof DIR       run the chat server with --cpu-prof into DIR
   --server-dir DIR     run the chat server from DIR (default: this checkout)
   --server-label TEXT  name that server in the results (default: git HEAD of this checkout)
@@ -212,9 +214,8 @@ export function parseOptions(args: string[]): BenchOptions {
         break;
       case "--servers": {
         const names = value().split(",");
-        options.servers = (["chat", "baseline"] as const).filter((s) =>
-          names.includes(s)
-        );
+        options.servers = (["chat", "baseline", "baseline-framed"] as const)
+          .filter((s) => names.includes(s));
         break;
       }
       case "--cpu-prof":
@@ -661,7 +662,12 @@ function deliveryRate(
 // ---------------------------------------------------------------------------
 // Servers
 
-type ServerKind = "chat" | "chat-sqlite" | "baseline" | "chat-redis";
+type ServerKind =
+  | "chat"
+  | "chat-sqlite"
+  | "baseline"
+  | "baseline-framed"
+  | "chat-redis";
 
 interface ServerSetup {
   kind: ServerKind;
@@ -726,13 +732,14 @@ async function startServer(
   tmp: string,
   name = setup.kind as string,
 ): Promise<ServerProcess> {
-  if (setup.kind === "baseline") {
-    return await ServerProcess.start("baseline", ROOT, [
+  if (setup.kind === "baseline" || setup.kind === "baseline-framed") {
+    return await ServerProcess.start(setup.kind, ROOT, [
       "run",
       "--allow-net",
       `${ROOT}bench/baseline_server.ts`,
       "--port",
       "0",
+      ...(setup.kind === "baseline-framed" ? ["--framed"] : []),
     ]);
   }
   const database = setup.kind === "chat-sqlite"
@@ -1725,6 +1732,25 @@ function ratio(a: number | undefined, b: number | undefined): number | null {
   return Math.round(a / b * 100) / 100;
 }
 
+/**
+ * The diagnostic next to a ceiling's chat / baseline ratio, when
+ * `baseline-framed` ran: its ceiling and the ratio chat / baseline-framed.
+ */
+function framedDiagnostic(
+  chat: LadderResult | undefined,
+  framed: LadderResult | undefined,
+): Record<string, unknown> {
+  if (!framed) return {};
+  return {
+    baselineFramed: {
+      note: "diagnostic: the baseline sending the same frames as the chat server",
+      ceiling: framed.ceiling,
+      deliveriesPerSec: framed.ceilingDeliveriesPerSec,
+      ratio: ratio(chat?.ceiling, framed.ceiling),
+    },
+  };
+}
+
 function summarize(results: BenchResults): void {
   const find = (kind: ServerKind, mode: "group" | "private") =>
     results.ladders.find((l) => l.server === kind && l.mode === mode);
@@ -1733,6 +1759,8 @@ function summarize(results: BenchResults): void {
   const sqlFan = find("chat-sqlite", "group");
   const chatDm = find("chat", "private");
   const baseDm = find("baseline", "private");
+  const framedFan = find("baseline-framed", "group");
+  const framedDm = find("baseline-framed", "private");
   const idleChat = results.idle.find((r) => r.server === "chat");
   const idleBase = results.idle.find((r) => r.server === "baseline");
   const summary: Record<string, unknown> = {
@@ -1744,6 +1772,7 @@ function summarize(results: BenchResults): void {
       baselineDeliveriesPerSec: baseFan?.ceilingDeliveriesPerSec,
       ratio: ratio(chatFan?.ceiling, baseFan?.ceiling),
       target: ">= 1.0",
+      ...framedDiagnostic(chatFan, framedFan),
     },
     directCeiling: {
       chat: chatDm?.ceiling,
@@ -1751,6 +1780,7 @@ function summarize(results: BenchResults): void {
       unit: "messages/s",
       ratio: ratio(chatDm?.ceiling, baseDm?.ceiling),
       target: ">= 1.0",
+      ...framedDiagnostic(chatDm, framedDm),
     },
     idleBytesPerConnection: {
       chat: idleChat?.bytesPerConnection,
@@ -2064,6 +2094,8 @@ async function main(): Promise<number> {
     notes: [],
   };
   const servers = opts.servers;
+  // baseline-framed is a diagnostic of the two ceilings: fanout and dm only.
+  const unframed = servers.filter((kind) => kind !== "baseline-framed");
   const run = async (what: string, fn: () => Promise<void>) => {
     log(`\n# ${what}`);
     try {
@@ -2102,14 +2134,14 @@ async function main(): Promise<number> {
           });
           break;
         case "idle":
-          for (const kind of servers) {
+          for (const kind of unframed) {
             await run(`idle memory, ${kind}`, async () => {
               results.idle.push(await idle(opts, { kind }, tmp));
             });
           }
           break;
         case "overload":
-          for (const kind of servers) {
+          for (const kind of unframed) {
             await run(`overload, ${kind}`, async () => {
               const own = results.ladders.find((l) =>
                 l.server === kind && l.mode === "group"
@@ -2127,7 +2159,7 @@ async function main(): Promise<number> {
           }
           break;
         case "scale":
-          for (const kind of servers) {
+          for (const kind of unframed) {
             await run(`scale, ${kind}`, async () => {
               results.scale.push(await scale(opts, { kind }, tmp));
             });

@@ -283,8 +283,13 @@ export class RedisBus {
   #stopped = false;
   /** Counts the subscriber's losses: a sync that spans one does not count. */
   #outages = 0;
-  /** When this node last synced: it reaps no other node for a TTL after. */
-  #syncedAt = -Infinity;
+  /**
+   * Since when heartbeats have succeeded without a break while in sync. A
+   * node reaps others only after a TTL of that: after an outage (or a Redis
+   * that stopped answering) every heartbeat has expired, and the others
+   * need a TTL to come back.
+   */
+  #healthySince: number | null = null;
 
   /**
    * Uses `commands` for scripts and a duplicate of it for the node's channel.
@@ -306,6 +311,7 @@ export class RedisBus {
       onDown: () => {
         this.#subscribed = false;
         this.#synced = false;
+        this.#healthySince = null;
         this.#outages++;
       },
     });
@@ -358,21 +364,23 @@ export class RedisBus {
   /** Renews the heartbeat, reaps dead nodes, and syncs when needed. */
   async #beat(): Promise<void> {
     if (!this.#synced) this.#sync();
+    if (!this.#commands.up || !this.#synced) this.#healthySince = null;
     if (!this.#commands.up) return;
+    const now = performance.now();
+    const reap = this.#healthySince !== null &&
+      now - this.#healthySince >= this.#nodeTtlMs;
     try {
-      // After an outage every heartbeat has expired: give the other nodes
-      // a TTL to come back before taking them for dead.
-      const reap = this.#synced &&
-        performance.now() - this.#syncedAt >= this.#nodeTtlMs;
       const reaped = await HEARTBEAT.run(this.#commands, [
         this.#nodeId,
         this.#nodeTtlMs,
         reap ? "1" : "0",
       ]);
+      if (this.#synced) this.#healthySince ??= now;
       if (Number(reaped) > 0) {
         this.#log("warn", "reaped dead nodes", { nodes: Number(reaped) });
       }
     } catch (error) {
+      this.#healthySince = null;
       this.#log("debug", "heartbeat failed", { error: String(error) });
     }
   }
@@ -391,7 +399,6 @@ export class RedisBus {
       ]);
       if (outages !== this.#outages) return;
       this.#synced = true;
-      this.#syncedAt = performance.now();
       this.#log("info", "cluster synced", { node: this.#nodeId });
       this.#listener.synced();
     } catch (error) {
