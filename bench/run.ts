@@ -1743,7 +1743,8 @@ function framedDiagnostic(
   if (!framed) return {};
   return {
     baselineFramed: {
-      note: "diagnostic: the baseline sending the same frames as the chat server",
+      note:
+        "diagnostic: the baseline sending the same frames as the chat server",
       ceiling: framed.ceiling,
       deliveriesPerSec: framed.ceilingDeliveriesPerSec,
       ratio: ratio(chat?.ceiling, framed.ceiling),
@@ -1881,6 +1882,26 @@ function printSummary(results: BenchResults): void {
     log("| figure | chat | baseline | ratio | target |");
     log("| --- | ---: | ---: | ---: | --- |");
   }
+  // When baseline-framed ran: chat against it, a diagnostic with no target.
+  const framedRow = (
+    figure: string,
+    ceiling: Record<string, unknown> | undefined,
+    withDeliveries: boolean,
+  ) => {
+    const framed = ceiling?.baselineFramed as
+      | Record<string, unknown>
+      | undefined;
+    if (!ceiling || !framed) return;
+    const cell = (messages: unknown, deliveries: unknown) =>
+      `${messages ?? "-"}${withDeliveries ? ` (${deliveries ?? "-"})` : ""}`;
+    log(
+      `| ${figure} against baseline-framed (diagnostic: same frames as the chat server) | ${
+        cell(ceiling.chat, ceiling.chatDeliveriesPerSec)
+      } | ${cell(framed.ceiling, framed.deliveriesPerSec)} | ${
+        framed.ratio ?? "-"
+      } | - |`,
+    );
+  };
   if (
     s.fanoutCeiling?.chat !== undefined ||
     s.fanoutCeiling?.baseline !== undefined
@@ -1895,6 +1916,7 @@ function printSummary(results: BenchResults): void {
       } | >= 1.0 |`,
     );
   }
+  framedRow("fan-out ceiling, msg/s (deliveries/s)", s.fanoutCeiling, true);
   if (
     s.directCeiling?.chat !== undefined ||
     s.directCeiling?.baseline !== undefined
@@ -1905,6 +1927,7 @@ function printSummary(results: BenchResults): void {
       } | ${s.directCeiling.ratio ?? "-"} | >= 1.0 |`,
     );
   }
+  framedRow("direct-message ceiling, msg/s", s.directCeiling, false);
   if (
     s.idleBytesPerConnection?.chat !== undefined ||
     s.idleBytesPerConnection?.baseline !== undefined

@@ -837,3 +837,20 @@ Deno.test("cluster: a Redis that answers nothing (frozen) gets unavailable, not 
     if (!resumed) Deno.kill(pid, "SIGCONT");
   }
 });
+
+Deno.test("cluster: chat_cluster_up is 1 in sync, 0 while Redis is away", async () => {
+  await using cluster = await startCluster(1);
+  const [node] = cluster.nodes;
+  assert.ok(node);
+  const gauge = async () => {
+    const text = await (await fetch(`${node.httpUrl}/metrics`)).text();
+    return /^chat_cluster_up (\d+)$/m.exec(text)?.[1];
+  };
+  assert.equal(await gauge(), "1");
+  await cluster.redis.kill();
+  await waitForHealth(node.httpUrl, "degraded", 10_000);
+  assert.equal(await gauge(), "0");
+  await cluster.redis.restart();
+  await waitForHealth(node.httpUrl, "ok", 10_000);
+  assert.equal(await gauge(), "1");
+});
