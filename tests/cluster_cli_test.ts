@@ -6,7 +6,6 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { SETTINGS } from "../src/config.ts";
 import {
   clusterHelp,
   DEFAULT_NODES,
@@ -15,6 +14,7 @@ import {
   withoutPassword,
 } from "../src/cluster_cli.ts";
 import { startLocalRedis } from "../src/local_redis.ts";
+import { childEnv } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLI = new URL("../src/cluster_cli.ts", import.meta.url).pathname;
@@ -22,19 +22,6 @@ const CLI = new URL("../src/cluster_cli.ts", import.meta.url).pathname;
 const PROCESS_MS = 30_000;
 /** `--shutdown-grace` of the nodes in these tests. */
 const GRACE_SECONDS = 1;
-
-const SETTING_VARIABLES: ReadonlySet<string> = new Set(
-  Object.values(SETTINGS).map((spec) => spec.env),
-);
-
-/** The test's environment without any setting, plus `extra`. */
-function childEnv(extra: Record<string, string> = {}): Record<string, string> {
-  const env: Record<string, string> = { NO_COLOR: "1" };
-  for (const [name, value] of Object.entries(Deno.env.toObject())) {
-    if (!SETTING_VARIABLES.has(name)) env[name] = value;
-  }
-  return { ...env, ...extra };
-}
 
 /** `deno task cluster …` as a child process, its output kept as lines. */
 class Cluster implements AsyncDisposable {

@@ -10,10 +10,10 @@
  */
 import { fileURLToPath } from "node:url";
 import type { Config } from "../src/config.ts";
-import { SETTINGS } from "../src/config.ts";
 import { type LocalRedis, startLocalRedis } from "../src/local_redis.ts";
 import {
   type Body,
+  childEnv,
   envelope,
   type Frame,
   serve,
@@ -185,8 +185,7 @@ export async function spawnNode(
   redisUrl: string,
   args: string[] = [],
 ): Promise<NodeProcess> {
-  const env = Deno.env.toObject();
-  for (const spec of Object.values(SETTINGS)) delete env[spec.env];
+  const env = childEnv();
   const process = new Deno.Command(Deno.execPath(), {
     args: [
       "run",

@@ -4,9 +4,28 @@
  *
  * @module
  */
-import { type Config, loadConfig } from "../src/config.ts";
+import { type Config, loadConfig, SETTINGS } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { type ChatServer, startServer } from "../src/server.ts";
+
+/** The names of the environment variables of the server's settings. */
+const SETTING_VARIABLES: ReadonlySet<string> = new Set(
+  Object.values(SETTINGS).map((spec) => spec.env),
+);
+
+/**
+ * This process's environment without any of the server's settings, with
+ * `NO_COLOR` and `extra`: what a spawned server or command starts from.
+ */
+export function childEnv(
+  extra: Record<string, string> = {},
+): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  for (const [name, value] of Object.entries(Deno.env.toObject())) {
+    if (!SETTING_VARIABLES.has(name)) env[name] = value;
+  }
+  return { ...env, ...extra };
+}
 
 /** A JSON object, as frames are built in tests. */
 export type Body = Record<string, unknown>;

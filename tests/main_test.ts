@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { SETTINGS } from "../src/config.ts";
-import { RawPeer, TestClient } from "./helpers.ts";
+import { childEnv, RawPeer, TestClient } from "./helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -18,19 +18,6 @@ const PERMISSIONS = [
 ];
 /** Longest a process may take to start, answer or stop in these tests. */
 const PROCESS_MS = 20_000;
-
-const SETTING_VARIABLES: ReadonlySet<string> = new Set(
-  Object.values(SETTINGS).map((spec) => spec.env),
-);
-
-/** The test's environment without any setting, plus `extra`. */
-function childEnv(extra: Record<string, string> = {}): Record<string, string> {
-  const env: Record<string, string> = { NO_COLOR: "1" };
-  for (const [name, value] of Object.entries(Deno.env.toObject())) {
-    if (!SETTING_VARIABLES.has(name)) env[name] = value;
-  }
-  return { ...env, ...extra };
-}
 
 interface RunOptions {
   /** Flags after `main.ts`. */

@@ -6,7 +6,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { SETTINGS } from "../src/config.ts";
 import { Metrics } from "../src/metrics.ts";
 import { type ChatSettings, createState } from "../src/reducer.ts";
 import { Runner } from "../src/runner.ts";
@@ -16,7 +15,7 @@ import {
   type WriteOp,
   type WriteResult,
 } from "../src/storage.ts";
-import { RawPeer, serve, TestClient } from "./helpers.ts";
+import { childEnv, RawPeer, serve, TestClient } from "./helpers.ts";
 import {
   ADMIN,
   chatMany,
@@ -148,9 +147,7 @@ interface Child extends AsyncDisposable {
  * log.
  */
 async function spawnServer(cwd: string): Promise<Child> {
-  // This process's environment without any of the server's settings.
-  const env = Deno.env.toObject();
-  for (const spec of Object.values(SETTINGS)) delete env[spec.env];
+  const env = childEnv();
   const process = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--config", CONFIG, MAIN],
     cwd,
