@@ -205,6 +205,18 @@ end
 return 1
 `);
 
+/**
+ * Tells every node but `from` that a token was revoked; for the token
+ * command, which is no node (`from` is then its own name).
+ */
+export async function publishRevocation(
+  connection: RedisConnection,
+  from: string,
+  token: string,
+): Promise<void> {
+  await REVOKE.run(connection, [from, token]);
+}
+
 /** What the bus tells the runner. */
 export interface BusListener {
   /** A message from another node. */
@@ -473,7 +485,7 @@ export class RedisBus {
 
   /** Tells the other nodes that a token was revoked. */
   async revoked(token: string): Promise<void> {
-    await REVOKE.run(this.#commands, [this.#nodeId, token]);
+    await publishRevocation(this.#commands, this.#nodeId, token);
   }
 
   /** Leaves the cluster: stops the heartbeat, forgets the node's records, unsubscribes. */

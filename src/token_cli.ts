@@ -12,7 +12,8 @@
  * The database is found as the server finds it: `--database`, then
  * `DATABASE_PATH` from the environment, then from `.env`, then
  * `data/chat.db`. With `REDIS_URL` (or `--redis`) set, a cluster's tokens
- * live in Redis and the command works on them there. A token created here
+ * live in Redis and the command works on them there; a token revoked there
+ * stops working on every node at once. A token created here
  * works on a running server at once; a
  * token revoked here stops working on connections that already use it within
  * `TOKEN_RECHECK_MS` (5 seconds), and at once for new ones.
@@ -24,6 +25,7 @@
  */
 import { ConfigError, loadConfig, readDotenv } from "./config.ts";
 import { NAME_PATTERN } from "./protocol.ts";
+import { publishRevocation } from "./cluster_bus.ts";
 import { createLogger } from "./log.ts";
 import { connectRedis, type RedisConnection } from "./redis_connection.ts";
 import { RedisStorage } from "./redis_storage.ts";
@@ -46,6 +48,7 @@ Commands:
   list                                 every token, newest first (tokens are stored hashed: the
                                        HASH column is the start of the token's SHA-256)
   revoke <token>                       revoke a token; connections using it stop within 5 seconds
+                                       (at once with --redis: the nodes are told)
 
 Options:
   --database <path>  SQLite file of the server (DATABASE_PATH, default data/chat.db)
@@ -311,6 +314,10 @@ export async function main(
       }
       case "revoke": {
         if (await storage.revokeToken(command.token)) {
+          // A cluster's nodes hear of it at once, not after their cache.
+          if (redis) {
+            await publishRevocation(redis, "token-cli", command.token);
+          }
           out(`revoked ${command.token}`);
           return 0;
         }
