@@ -9,6 +9,7 @@ import { setImmediate } from "node:timers";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import {
+  type BusMessage,
   type ChatState,
   type ConnId,
   type Effect,
@@ -174,6 +175,16 @@ export class Runner {
     };
     // An error is followed by close; nothing to do but not to throw.
     socket.onerror = () => {};
+  }
+
+  /** A message from another node of the cluster. */
+  hear(message: BusMessage): void {
+    this.dispatch({ type: "bus", now: this.#now(), message });
+  }
+
+  /** The cluster bus is connected and in sync again (after a reconnect). */
+  synced(): void {
+    this.dispatch({ type: "bus_synced", now: this.#now() });
   }
 
   /** Feeds one event to the reducer; events raised meanwhile wait their turn. */

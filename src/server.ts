@@ -93,9 +93,8 @@ export async function startServer(
   const state = createState(settings, await storage.roomSeqs());
   const metrics = new Metrics();
   const bus = redis && new RedisBus(redis, {
-    message: (message) =>
-      chat.dispatch({ type: "bus", now: Date.now(), message }),
-    synced: () => chat.dispatch({ type: "bus_synced", now: Date.now() }),
+    message: (message) => chat.hear(message),
+    synced: () => chat.synced(),
     snapshot: () => contributions(chat.state),
   }, { nodeId, log });
   const chat: Runner = new Runner(state, {
