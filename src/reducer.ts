@@ -1054,7 +1054,7 @@ function joined(
         out.push({ type: "release", username });
       }
     }
-    if (learned) release(state, room, event.now, out);
+    if (learned) release(state, room, event.now, out, true);
     forgetIfEmpty(state, room);
     if (!conn) return;
     if (result === null) {
@@ -1105,7 +1105,7 @@ function joined(
   });
   conn.busy = false;
   entered(conn, room, request, request.ref, out);
-  if (learned) release(state, room, event.now, out);
+  if (learned) release(state, room, event.now, out, true);
   if (!conn.busy && state.connections.has(conn.id)) {
     resume(state, conn, event.now, out);
   }
@@ -1213,10 +1213,12 @@ function release(
   room: Room,
   now: number,
   out: Effect[],
+  /** The room just learned its seq: drop what arrived from before it. */
+  stale = false,
 ): void {
   if (!room.known) return;
   const acked: Pending[] = [];
-  for (const [seq, pending] of room.pending) {
+  for (const [seq, pending] of stale ? room.pending : []) {
     if (seq <= room.deliveredSeq) {
       room.pending.delete(seq);
       if (pending.ack) acked.push(pending);
@@ -1281,9 +1283,16 @@ function gapFilled(
   release(state, room, event.now, out);
   if (room.pending.size > 0 && !room.pending.has(room.deliveredSeq + 1)) {
     // History no longer holds the missing seqs (trimmed): go on without them.
-    room.deliveredSeq = Math.min(...room.pending.keys()) - 1;
+    room.deliveredSeq = firstPending(room) - 1;
     release(state, room, event.now, out);
   }
+}
+
+/** The lowest `seq` waiting in a room (a loop: the map may be large). */
+function firstPending(room: Room): number {
+  let first = Infinity;
+  for (const seq of room.pending.keys()) if (seq < first) first = seq;
+  return first;
 }
 
 /** Forgets a cluster room that has no members and nobody joining. */
@@ -1617,7 +1626,7 @@ function tick(state: ChatState, now: number, out: Effect[]): void {
       room.gapSince !== null && !room.filling &&
       now - room.gapSince >= GAP_WAIT_MS
     ) {
-      fillGap(room, Math.min(...room.pending.keys()), out);
+      fillGap(room, firstPending(room), out);
     }
   }
 }
