@@ -31,7 +31,7 @@ import type {
   JoinResult,
 } from "./reducer.ts";
 import { type RedisConnection, RedisScript } from "./redis_connection.ts";
-import { KEYS } from "./redis_storage.ts";
+import { KEYS, PAYLOAD } from "./redis_storage.ts";
 
 /** How often a node renews its heartbeat and reaps dead nodes. */
 export const HEARTBEAT_MS = 1_000;
@@ -39,7 +39,7 @@ export const HEARTBEAT_MS = 1_000;
 /** How long a node's heartbeat lives: a node silent this long is dead. */
 export const NODE_TTL_MS = 5_000;
 
-/** Key prefixes and names of `KEYS`, as Lua string literals. */
+/** Key prefixes and names of `KEYS`, and payload letters, as Lua string literals. */
 const K = {
   alive: JSON.stringify(KEYS.alive("")),
   channel: JSON.stringify(KEYS.channel("")),
@@ -50,6 +50,9 @@ const K = {
   roomNodes: JSON.stringify(KEYS.roomNodes("")),
   seq: JSON.stringify(KEYS.seq("")),
   userNodes: JSON.stringify(KEYS.userNodes("")),
+  enter: JSON.stringify(PAYLOAD.enter),
+  leave: JSON.stringify(PAYLOAD.leave),
+  revoked: JSON.stringify(PAYLOAD.revoked),
 };
 
 /** Lua shared by the scripts below: joining, leaving, forgetting a node. */
@@ -67,14 +70,14 @@ local function join(node, room, user, ts)
   redis.call('SADD', ${K.roomNodes} .. room, node)
   if redis.call('SADD', ${K.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
   if redis.call('HINCRBY', ${K.presence} .. room, user, 1) ~= 1 then return 0 end
-  publish_except(room, node, 'e' .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
+  publish_except(room, node, ${K.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
   return 1
 end
 local function part(node, room, user, reason, ts)
   if redis.call('SREM', ${K.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
   if redis.call('HINCRBY', ${K.presence} .. room, user, -1) > 0 then return 0 end
   redis.call('HDEL', ${K.presence} .. room, user)
-  publish_except(room, node, 'l' .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
+  publish_except(room, node, ${K.leave} .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
   return 1
 end
 local function split(entry)
@@ -200,7 +203,7 @@ return 1
 /** ARGV: node, token. Tells every other node a token is revoked. */
 const REVOKE = new RedisScript(`
 for _, n in ipairs(redis.call('SMEMBERS', ${K.nodes})) do
-  if n ~= ARGV[1] then redis.call('PUBLISH', ${K.channel} .. n, 'r' .. ARGV[2]) end
+  if n ~= ARGV[1] then redis.call('PUBLISH', ${K.channel} .. n, ${K.revoked} .. ARGV[2]) end
 end
 return 1
 `);
@@ -241,33 +244,26 @@ export function parseBusPayload(payload: string): BusMessage | null {
   const rest = payload.slice(1);
   try {
     switch (kind) {
-      case "g":
+      case PAYLOAD.group:
         return { kind: "group", message: JSON.parse(rest) as StoredGroupChat };
-      case "p":
+      case PAYLOAD.private:
         return {
           kind: "private",
           message: JSON.parse(rest) as StoredPrivateChat,
         };
-      case "e": {
+      case PAYLOAD.enter:
+      case PAYLOAD.leave: {
         const body = JSON.parse(rest);
-        return {
-          kind: "enter",
+        const who = {
           room: String(body.room),
           username: String(body.sender_username),
           timestamp: Number(body.timestamp),
         };
+        if (kind === PAYLOAD.enter) return { kind: "enter", ...who };
+        const reason = body.reason === "left" ? "left" : "disconnected";
+        return { kind: "leave", ...who, reason };
       }
-      case "l": {
-        const body = JSON.parse(rest);
-        return {
-          kind: "leave",
-          room: String(body.room),
-          username: String(body.sender_username),
-          timestamp: Number(body.timestamp),
-          reason: body.reason === "left" ? "left" : "disconnected",
-        };
-      }
-      case "r":
+      case PAYLOAD.revoked:
         return { kind: "revoked", token: rest };
     }
   } catch {

@@ -23,8 +23,9 @@
  * channel chat:node:{node}   one pub/sub channel per node
  * ```
  *
- * A payload on a node's channel is one letter and JSON: `g` and a
- * `StoredGroupChat`, `p` and a `StoredPrivateChat` (see {@linkcode PAYLOAD}).
+ * A payload on a node's channel is one letter and the rest (see
+ * {@linkcode PAYLOAD}): `g` and a `StoredGroupChat`, `p` and a
+ * `StoredPrivateChat` (written here); `e`, `l` and `r` (the cluster bus's).
  *
  * Standalone Redis only: the scripts build key names from their `ARGV`.
  *
@@ -77,12 +78,18 @@ export const KEYS = {
   channel: (node: string): string => `chat:node:${node}`,
 } as const;
 
-/** The first letter of a payload on a node's channel, then JSON. */
+/** The first letter of a payload on a node's channel. */
 export const PAYLOAD = {
-  /** A `StoredGroupChat` (with its `seq`). */
+  /** JSON of a `StoredGroupChat` (with its `seq`). */
   group: "g",
-  /** A `StoredPrivateChat`. */
+  /** JSON of a `StoredPrivateChat`. */
   private: "p",
+  /** JSON `{room, sender_username, timestamp}`: a user entered a room. */
+  enter: "e",
+  /** The same with `reason`: a user left a room. */
+  leave: "l",
+  /** A revoked token. */
+  revoked: "r",
 } as const;
 
 /** A room keeps at least this many messages, for gap fill between nodes. */

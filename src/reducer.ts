@@ -72,6 +72,13 @@ export interface ChatSettings {
 /** How long a cluster room waits for a missing `seq` before reading it back from history. */
 export const GAP_WAIT_MS = 250;
 
+/**
+ * Messages a cluster room keeps waiting behind a missing `seq`, at most:
+ * past that (history cannot be read, and the room goes on) it gives up the
+ * missing ones rather than grow.
+ */
+export const MAX_PENDING = 1000;
+
 /** A frame that passed the arrival checks and waits for its turn. */
 type QueuedFrame = Extract<Event, { type: "frame" }>;
 
@@ -915,21 +922,8 @@ function enter(
   if (conn.username === null) bind(state, conn, body.sender_username, out);
   const username = conn.username as string;
   const room = openRoom(state, name, true);
-  if (!already) {
-    conn.rooms.add(name);
-    pin(state, room, out);
-    room.members.add(conn.id);
-    const count = room.users.get(username) ?? 0;
-    room.users.set(username, count + 1);
-    if (count === 0) {
-      toRoom(
-        room,
-        "Enter",
-        { room: name, sender_username: username, timestamp: now },
-        out,
-        conn.id,
-      );
-    }
+  if (!already && addMember(state, conn, room, out) === 0) {
+    announce(room, username, now, null, out, conn.id);
   }
   send(out, conn.id, "Presence", {
     room: name,
@@ -1081,27 +1075,16 @@ function joined(
   }
   if (conn.username === null) bind(state, conn, username, out, true);
   if (!conn.rooms.has(room.name)) {
-    conn.rooms.add(room.name);
-    pin(state, room, out);
-    room.members.add(conn.id);
-    room.users.set(username, (room.users.get(username) ?? 0) + 1);
+    addMember(state, conn, room, out);
+    // The cluster, not this node's count, knows whether the user is new there.
     if (result.isNew) {
-      toRoom(
-        room,
-        "Enter",
-        {
-          room: room.name,
-          sender_username: username,
-          timestamp: request.timestamp,
-        },
-        out,
-        conn.id,
-      );
+      announce(room, username, request.timestamp, null, out, conn.id);
     }
   }
+  // The cluster's member list, this user included (the join recorded it).
   send(out, conn.id, "Presence", {
     room: room.name,
-    members: [...new Set([...result.members, username])].sort(),
+    members: [...result.members].sort(),
   });
   conn.busy = false;
   entered(conn, room, request, request.ref, out);
@@ -1117,16 +1100,14 @@ function parted(
   out: Effect[],
 ): void {
   const room = state.rooms.get(event.room);
-  if (!room || state.draining) return;
-  // Not sure (Redis away): this node's members saw the user go, so say so.
-  const gone = event.gone ?? !room.users.has(event.username);
-  if (!gone || room.users.has(event.username)) return;
-  toRoom(room, "Leave", {
-    room: room.name,
-    sender_username: event.username,
-    timestamp: event.timestamp,
-    reason: event.reason,
-  }, out);
+  // `gone: null` (Redis away): this node's members saw the user go, so say so.
+  if (
+    !room || state.draining || event.gone === false ||
+    room.users.has(event.username)
+  ) {
+    return;
+  }
+  announce(room, event.username, event.timestamp, event.reason, out);
 }
 
 function fromBus(
@@ -1162,19 +1143,8 @@ function fromBus(
     case "leave": {
       const room = state.rooms.get(message.room);
       if (!room || state.draining) return;
-      const body = message.kind === "enter"
-        ? {
-          room: room.name,
-          sender_username: message.username,
-          timestamp: message.timestamp,
-        }
-        : {
-          room: room.name,
-          sender_username: message.username,
-          timestamp: message.timestamp,
-          reason: message.reason,
-        };
-      toRoom(room, message.kind === "enter" ? "Enter" : "Leave", body, out);
+      const reason = message.kind === "enter" ? null : message.reason;
+      announce(room, message.username, message.timestamp, reason, out);
       break;
     }
     case "revoked":
@@ -1205,6 +1175,9 @@ function arriveInOrder(
   }
   room.pending.set(seq, pending);
   release(state, room, state.now, out);
+  if (room.known && room.pending.size > MAX_PENDING) {
+    skipGap(state, room, state.now, out);
+  }
 }
 
 /** Delivers the pending messages that are next in `seq` order. */
@@ -1281,11 +1254,19 @@ function gapFilled(
     }
   }
   release(state, room, event.now, out);
-  if (room.pending.size > 0 && !room.pending.has(room.deliveredSeq + 1)) {
-    // History no longer holds the missing seqs (trimmed): go on without them.
-    room.deliveredSeq = firstPending(room) - 1;
-    release(state, room, event.now, out);
-  }
+  // History no longer holds the missing seqs (trimmed): go on without them.
+  if (room.pending.size > 0) skipGap(state, room, event.now, out);
+}
+
+/** Gives up the missing `seq`s before the first pending one, and goes on. */
+function skipGap(
+  state: ChatState,
+  room: Room,
+  now: number,
+  out: Effect[],
+): void {
+  room.deliveredSeq = firstPending(room) - 1;
+  release(state, room, now, out);
 }
 
 /** The lowest `seq` waiting in a room (a loop: the map may be large). */
@@ -1662,6 +1643,39 @@ function toRoom(
 }
 
 /**
+ * Tells a room's members that `username` entered (`reason` null) or left;
+ * `except` is the connection that caused it.
+ */
+function announce(
+  room: Room,
+  username: string,
+  timestamp: number,
+  reason: "left" | "disconnected" | null,
+  out: Effect[],
+  except?: ConnId,
+): void {
+  const body = { room: room.name, sender_username: username, timestamp };
+  if (reason === null) toRoom(room, "Enter", body, out, except);
+  else toRoom(room, "Leave", { ...body, reason }, out, except);
+}
+
+/** Adds a connection to a room; its user's connections there before it. */
+function addMember(
+  state: ChatState,
+  conn: Connection,
+  room: Room,
+  out: Effect[],
+): number {
+  const username = conn.username as string;
+  conn.rooms.add(room.name);
+  pin(state, room, out);
+  room.members.add(conn.id);
+  const before = room.users.get(username) ?? 0;
+  room.users.set(username, before + 1);
+  return before;
+}
+
+/**
  * Called before `room.members` changes: a broadcast of this same event that
  * reads the live set (queued frames of a connection run in one event) gets
  * a copy of the set as it was when the broadcast was made.
@@ -1692,31 +1706,21 @@ function exitRoom(
   room.held.delete(conn.id);
   const count = (room.users.get(username) ?? 1) - 1;
   if (count > 0) room.users.set(username, count);
-  else if (state.settings.cluster) {
-    // The cluster tells whether the user is still in the room elsewhere.
+  else {
     room.users.delete(username);
-    out.push({
-      type: "part",
-      room: room.name,
-      username,
-      reason,
-      timestamp: now,
-      empty: room.members.size === 0 && room.joining.size === 0,
-    });
-  } else {
-    room.users.delete(username);
-    if (!state.draining) {
-      toRoom(room, "Leave", {
+    if (state.settings.cluster) {
+      // The cluster tells whether the user is still in the room elsewhere.
+      out.push({
+        type: "part",
         room: room.name,
-        sender_username: username,
-        timestamp: now,
+        username,
         reason,
-      }, out);
-    }
+        timestamp: now,
+        empty: room.members.size === 0 && room.joining.size === 0,
+      });
+    } else if (!state.draining) announce(room, username, now, reason, out);
   }
-  if (room.members.size === 0 && room.joining.size === 0) {
-    state.rooms.delete(room.name);
-  }
+  forgetIfEmpty(state, room);
 }
 
 /** Forgets a connection: its rooms see `Leave`, its username is free. */

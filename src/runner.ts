@@ -321,29 +321,28 @@ export class Runner {
     switch (effect.type) {
       case "join": {
         const { request } = effect;
-        bus.join(request).then(
-          (result) => result,
-          (error) => this.#failed("cluster join", error),
-        ).then((result) =>
-          this.dispatch({ type: "joined", now: this.#now(), request, result })
-        );
+        this.#answer(bus.join(request), "cluster join", (result, now) => ({
+          type: "joined",
+          now,
+          request,
+          result,
+        }));
         break;
       }
       case "part": {
         const { room, username, reason, timestamp, empty } = effect;
-        bus.part(room, username, reason, timestamp, empty).then(
-          (gone) => gone,
-          (error) => this.#failed("cluster part", error),
-        ).then((gone) =>
-          this.dispatch({
+        this.#answer(
+          bus.part(room, username, reason, timestamp, empty),
+          "cluster part",
+          (gone, now) => ({
             type: "parted",
-            now: this.#now(),
+            now,
             room,
             username,
             reason,
             timestamp,
             gone,
-          })
+          }),
         );
         break;
       }
@@ -360,20 +359,24 @@ export class Runner {
         break;
       case "fill_gap": {
         const { room, after, before } = effect;
-        bus.fillGap(room, after, before).then(
-          (messages) => messages,
-          (error) => this.#failed("cluster history read", error),
-        ).then((messages) =>
-          this.dispatch({
-            type: "gap_filled",
-            now: this.#now(),
-            room,
-            messages,
-          })
+        this.#answer(
+          bus.fillGap(room, after, before),
+          "cluster history read",
+          (messages, now) => ({ type: "gap_filled", now, room, messages }),
         );
         break;
       }
     }
+  }
+
+  /** Feeds the answer of a cluster call back as an event; `null` when it failed. */
+  #answer<T>(
+    call: Promise<T>,
+    what: string,
+    event: (result: T | null, now: number) => Event,
+  ): void {
+    call.then((result) => result, (error) => this.#failed(what, error))
+      .then((result) => this.dispatch(event(result, this.#now())));
   }
 
   #send(conn: ConnId, data: string): void {

@@ -10,11 +10,13 @@
  */
 import assert from "node:assert/strict";
 import { NODE_TTL_MS } from "../src/cluster_bus.ts";
+import { startLocalRedis } from "../src/local_redis.ts";
 import { REPLY_TIMEOUT_MS } from "../src/redis_connection.ts";
 import {
   envelope,
   type Frame,
   RawPeer,
+  serve,
   TestClient,
   type TestServer,
   WAIT_MS,
@@ -22,6 +24,7 @@ import {
 } from "./helpers.ts";
 import {
   ADMIN,
+  api,
   chatMany,
   connectWithToken,
   enterWith,
@@ -853,4 +856,69 @@ Deno.test("cluster: chat_cluster_up is 1 in sync, 0 while Redis is away", async 
   await cluster.redis.restart();
   await waitForHealth(node.httpUrl, "ok", 10_000);
   assert.equal(await gauge(), "1");
+});
+
+Deno.test("cluster: a node started while Redis is down serves degraded, then joins when Redis comes", async () => {
+  await using redis = await startLocalRedis();
+  await redis.kill();
+  // Starts at once: the node does not wait for Redis.
+  await using a = await serve({ redisUrl: redis.url });
+  const down = await health(a.httpUrl);
+  assert.equal(down.status, 200);
+  assert.equal(down.body.status, "degraded");
+  await using early = await TestClient.connect(a.wsUrl);
+  const refused = await answerTo(
+    early,
+    "Enter",
+    {
+      sender_username: "early",
+      room: "r",
+    },
+    "e-down",
+    5000,
+  );
+  assert.equal(refused.answer.message_body.code, "unavailable");
+
+  await redis.restart();
+  await waitForHealth(a.httpUrl, "ok", 10_000);
+  await using b = await serve({ redisUrl: redis.url });
+  await waitForHealth(b.httpUrl, "ok", 10_000);
+  await using alice = await TestClient.connect(a.wsUrl);
+  await using bob = await TestClient.connect(b.wsUrl);
+  await alice.enter("alice", "r");
+  // The node subscribed once Redis came: B's message reaches A.
+  assert.deepEqual(await bob.enter("bob", "r"), ["alice", "bob"]);
+  await collect(alice, { Enter: 1 });
+  const [sent] = await chatMany(bob, "bob", "r", 1, "late start");
+  assert.equal((await alice.expect("GroupChat")).id, sent?.id);
+});
+
+Deno.test("cluster, auth: tokens cannot be checked or issued while Redis is down: 503, not 500", async () => {
+  await using cluster = await startCluster(1, AUTH);
+  const [a] = cluster.nodes;
+  assert.ok(a);
+  const alice = await issueToken(a.httpUrl, "alice");
+  await cluster.redis.kill();
+  await waitForHealth(a.httpUrl, "degraded", 10_000);
+  // A token at upgrade cannot be checked: try again later.
+  await using peer = await RawPeer.upgrade(
+    a.server.port,
+    {},
+    `/ws?token=${alice.token}`,
+  );
+  assert.equal(peer.status, 503);
+  assert.match(peer.headers, /retry-after: 1/i);
+  // The token API says the same.
+  const issued = await api(a.httpUrl, "POST", "/api/tokens", {
+    username: "bob",
+  });
+  assert.equal(issued.status, 503, JSON.stringify(issued.body));
+  assert.equal(issued.headers.get("retry-after"), "1");
+  assert.equal(
+    (await api(a.httpUrl, "DELETE", `/api/tokens/${alice.token}`)).status,
+    503,
+  );
+  await cluster.redis.restart();
+  await waitForHealth(a.httpUrl, "ok", 10_000);
+  assert.equal(await revokeToken(a.httpUrl, alice.token), 204);
 });

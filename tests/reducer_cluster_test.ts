@@ -19,6 +19,7 @@ import {
   type Event,
   GAP_WAIT_MS,
   type JoinResult,
+  MAX_PENDING,
   reduce,
 } from "../src/reducer.ts";
 import type { WriteResult } from "../src/storage.ts";
@@ -688,4 +689,20 @@ Deno.test("cluster Enter taken: what a resync may have recorded is taken back", 
     [["r", "alice", true]],
   );
   assert.deepEqual(of(answered, "release").map((r) => r.username), ["alice"]);
+});
+
+Deno.test("cluster gap: at most MAX_PENDING messages wait; then the room goes on without the missing seq", () => {
+  const node = new Node();
+  node.open(1);
+  node.enter(1, "alice", "r", joinedAt(5, ["alice"]));
+  // seq 6 never comes (and history cannot be read): 7.. pile up.
+  for (let seq = 7; seq < 7 + MAX_PENDING; seq++) {
+    assert.deepEqual(node.bus({ kind: "group", message: chat(seq) }), []);
+  }
+  const over = node.bus({ kind: "group", message: chat(7 + MAX_PENDING) });
+  const seqs = framesTo(over, 1).map((f) => f.body.seq);
+  assert.equal(seqs.length, MAX_PENDING + 1);
+  assert.equal(seqs[0], 7);
+  assert.equal(seqs.at(-1), 7 + MAX_PENDING);
+  assert.equal(node.state.rooms.get("r")?.pending.size, 0);
 });
