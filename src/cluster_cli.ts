@@ -238,22 +238,38 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls `/healthz` of `node` until it answers, the node exits or `ms` pass. */
-async function waitReady(node: Node, ms: number): Promise<boolean> {
+/** How long a node that answers `degraded` gets to reach Redis and sync. */
+const SYNC_WAIT_MS = 5000;
+
+/**
+ * Polls `/healthz` of `node` until it answers `ok` (connected to Redis and in
+ * sync), the node exits or `ms` pass. A node that answers but stays
+ * `degraded` for {@linkcode SYNC_WAIT_MS} (Redis unreachable) is up all the
+ * same: it serves its own clients and joins the cluster when Redis comes.
+ */
+async function waitReady(
+  node: Node,
+  ms: number,
+): Promise<"ok" | "degraded" | null> {
   const deadline = Date.now() + ms;
+  let degradedSince: number | null = null;
   while (node.status === null && Date.now() < deadline) {
     try {
       const response = await fetch(`${node.url}healthz`, {
         signal: AbortSignal.timeout(1000),
       });
-      await response.body?.cancel();
-      if (response.ok) return true;
+      const body = await response.json() as { status?: string };
+      if (response.ok && body.status === "ok") return "ok";
+      if (response.ok) {
+        degradedSince ??= Date.now();
+        if (Date.now() - degradedSince >= SYNC_WAIT_MS) return "degraded";
+      }
     } catch {
       // not listening yet
     }
     await sleep(100);
   }
-  return false;
+  return degradedSince === null ? null : "degraded";
 }
 
 /** Runs the command; resolves with the exit status. */
@@ -393,9 +409,13 @@ export async function main(
     ]);
     if (ready === "signal") return 0;
     for (const node of nodes) {
-      if (ready[node.index]) {
+      const health = ready[node.index];
+      if (health) {
         console.log(
-          `node ${node.index}: ${node.url}  ws://${host}:${node.port}/ws`,
+          `node ${node.index}: ${node.url}  ws://${host}:${node.port}/ws` +
+            (health === "degraded"
+              ? "  (degraded: Redis not reached yet)"
+              : ""),
         );
       } else {
         failed = true;

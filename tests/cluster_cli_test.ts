@@ -355,6 +355,39 @@ Deno.test("cluster: --port P uses P and P+1, and a given REDIS_URL is left runni
   assert.equal(await listening(port + 1), false);
 });
 
+Deno.test("cluster: nodes up only once in sync; with Redis unreachable they start degraded", async () => {
+  // A port nothing listens on: Redis cannot be reached.
+  const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const redisPort = dead.addr.port;
+  dead.close();
+  await using cluster = new Cluster(
+    [
+      "--nodes",
+      "2",
+      "--port",
+      "0",
+      "--shutdown-grace",
+      String(GRACE_SECONDS),
+      "--log-level",
+      "error",
+    ],
+    { REDIS_URL: `redis://127.0.0.1:${redisPort}` },
+  );
+  await cluster.line(/^cluster: 2 nodes up/);
+  for (const index of [0, 1]) {
+    const match = await cluster.line(
+      new RegExp(
+        `^node ${index}: (http://127\\.0\\.0\\.1:\\d+/) .*\\(degraded: Redis not reached yet\\)$`,
+      ),
+    );
+    const { status, body } = await health(match[1]!);
+    assert.equal(status, 200);
+    assert.equal((body as { status: string }).status, "degraded");
+  }
+  const { status } = await cluster.stop("SIGTERM");
+  assert.equal(status.code, 0, cluster.stderr.join("\n"));
+});
+
 Deno.test("cluster: a node that dies is reported, and the exit status is 1", async () => {
   await using cluster = new Cluster([
     "--nodes",
