@@ -22,6 +22,8 @@ import {
   createDecoder,
   type Decoder,
   encode,
+  encodeGroupChat,
+  encodePrivateChat,
   type EnterBody,
   type GroupChatBody,
   type HistoryBody,
@@ -1133,7 +1135,7 @@ function fromBus(
           type: "broadcast",
           conns: recipients,
           count: recipients.size,
-          data: encode("PrivateChat", chat),
+          data: encodePrivateChat(chat),
           kind: "PrivateChat",
         });
       }
@@ -1204,7 +1206,14 @@ function release(
   ) {
     room.pending.delete(room.deliveredSeq + 1);
     room.deliveredSeq++;
-    toRoom(room, "GroupChat", next.message, out, undefined, room.deliveredSeq);
+    toRoom(
+      room,
+      "GroupChat",
+      encodeGroupChat(next.message),
+      out,
+      undefined,
+      room.deliveredSeq,
+    );
     if (next.ack) acked.push(next);
   }
   room.gapSince = room.pending.size === 0 ? null : room.gapSince ?? now;
@@ -1437,7 +1446,14 @@ function persisted(
       const room = state.rooms.get(message.room);
       if (room) {
         room.deliveredSeq = Math.max(room.deliveredSeq, message.seq);
-        toRoom(room, "GroupChat", message, out, undefined, message.seq);
+        toRoom(
+          room,
+          "GroupChat",
+          encodeGroupChat(message),
+          out,
+          undefined,
+          message.seq,
+        );
       }
       if (conn) {
         ack(out, conn, request.ref, {
@@ -1482,7 +1498,7 @@ function persisted(
           type: "broadcast",
           conns: recipients,
           count: recipients.size,
-          data: encode("PrivateChat", message),
+          data: encodePrivateChat(message),
           kind: "PrivateChat",
         });
       }
@@ -1584,7 +1600,7 @@ function offlineLoaded(
       type: "broadcast",
       conns,
       count: conns.size,
-      data: encode("PrivateChat", message),
+      data: encodePrivateChat(message),
       kind: "PrivateChat",
     });
   }
@@ -1616,12 +1632,11 @@ function tick(state: ChatState, now: number, out: Effect[]): void {
 function toRoom(
   room: Room,
   type: ServerType,
-  body: object,
+  data: string,
   out: Effect[],
   except?: ConnId,
   seq = 0,
 ): void {
-  const data = encode(type, body);
   let conns: Iterable<ConnId> = room.members;
   let count = room.members.size - (except === undefined ? 0 : 1);
   if (room.held.size > 0) {
@@ -1655,8 +1670,17 @@ function announce(
   except?: ConnId,
 ): void {
   const body = { room: room.name, sender_username: username, timestamp };
-  if (reason === null) toRoom(room, "Enter", body, out, except);
-  else toRoom(room, "Leave", { ...body, reason }, out, except);
+  if (reason === null) {
+    toRoom(room, "Enter", encode("Enter", body), out, except);
+  } else {
+    toRoom(
+      room,
+      "Leave",
+      encode("Leave", { ...body, reason }),
+      out,
+      except,
+    );
+  }
 }
 
 /** Adds a connection to a room; its user's connections there before it. */

@@ -380,8 +380,9 @@ export class Runner {
   }
 
   #send(conn: ConnId, data: string): void {
-    const socket = this.#sockets.get(conn);
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(data);
+    // A socket is in #sockets from its open event on, and `send` on a
+    // closing or closed one does nothing: no need to read `readyState`.
+    this.#sockets.get(conn)?.send(data);
   }
 
   /**
