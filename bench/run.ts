@@ -85,6 +85,11 @@ export interface BenchOptions {
   rates: number[] | null;
   /** Fan-out ceiling (messages/s) for `overload` when `fanout` does not run. */
   ceiling: number | null;
+  /**
+   * `fanout` and `dm` climb one server's ladder after the other's, instead of
+   * measuring each rate on every server in turn.
+   */
+  sequential: boolean;
   /** Servers to measure; `baseline-framed` runs in `fanout` and `dm` only. */
   servers: ("chat" | "baseline" | "baseline-framed")[];
   /** Directory for the chat server's `--cpu-prof` output. */
@@ -115,6 +120,9 @@ const HELP = `deno task bench [options]
   --servers LIST       chat,baseline,baseline-framed (default chat,baseline);
                        baseline-framed (a diagnostic: the baseline sending the
                        chat server's frames) runs in fanout and dm only
+  --sequential         fanout/dm: climb each server's ladder after the other's
+                       (default: every rate on every server in turn, so that
+                       a machine whose speed drifts moves them alike)
   --cpu-prof DIR       run the chat server with --cpu-prof into DIR
   --server-dir DIR     run the chat server from DIR (default: this checkout)
   --server-label TEXT  name that server in the results (default: git HEAD of this checkout)
@@ -143,6 +151,7 @@ export function parseOptions(args: string[]): BenchOptions {
     ceiling: null,
     rates: null,
     servers: ["chat", "baseline"],
+    sequential: false,
     cpuProfDir: null,
     serverDir: ROOT,
     serverLabel: null,
@@ -164,6 +173,9 @@ export function parseOptions(args: string[]): BenchOptions {
     };
     switch (arg) {
       case "--quick":
+        break;
+      case "--sequential":
+        options.sequential = true;
         break;
       case "--scenario":
       case "--scenarios": {
@@ -904,6 +916,8 @@ function roomClients(
 
 /** One measured rate. */
 export interface StepResult {
+  /** When the step started (ISO 8601): paired ladders interleave. */
+  startedAt?: string;
   /** Messages per second, all generators together. */
   rate: number;
   /** Deliveries per second asked for: rate times recipients. */
@@ -1016,6 +1030,7 @@ async function measureRate(
     notes.push("a generator >= 90% CPU");
   }
   return {
+    startedAt: new Date(startAt).toISOString(),
     rate: Math.round(rate),
     offeredDeliveriesPerSec: Math.round(rate * recipients),
     sent: merged.sent,
@@ -1082,12 +1097,151 @@ export interface LadderResult {
   atCeiling: StepResult | null;
 }
 
-async function ladder(
+/**
+ * One server's side of a ladder: its session, its steps so far, and its last
+ * passing and first failing rate. {@linkcode ladder} drives one alone;
+ * {@linkcode pairedLadders} drives several in turn.
+ */
+class Climber {
+  readonly steps: StepResult[] = [];
+  pass: StepResult | null = null;
+  fail: StepResult | null = null;
+  #options: BenchOptions;
+  #setup: ServerSetup;
+  #mode: "group" | "private";
+  #servers: Deployment;
+  #generators: Generator[];
+  #shares: number[];
+  #recipients: number;
+  #connect: { connected: number; seconds: number };
+
+  constructor(
+    options: BenchOptions,
+    setup: ServerSetup,
+    mode: "group" | "private",
+    servers: Deployment,
+    generators: Generator[],
+    shares: number[],
+    recipients: number,
+    connect: { connected: number; seconds: number },
+  ) {
+    this.#options = options;
+    this.#setup = setup;
+    this.#mode = mode;
+    this.#servers = servers;
+    this.#generators = generators;
+    this.#shares = shares;
+    this.#recipients = recipients;
+    this.#connect = connect;
+  }
+
+  /** Measures one rate and waits until everything is idle again. */
+  async tryRate(rate: number): Promise<StepResult> {
+    const result = await measureRate(
+      this.#options,
+      this.#servers,
+      this.#generators,
+      this.#shares,
+      this.#mode,
+      rate,
+      this.#recipients,
+    );
+    this.steps.push(result);
+    printStep(this.#servers.name, this.#mode, result);
+    for (const node of this.#servers.nodes) {
+      if (!node.alive()) throw new Error(`${node.name} died`);
+    }
+    result.settleMs = await settle(this.#servers, this.#generators);
+    return result;
+  }
+
+  /**
+   * A failure is measured once more before it counts (not in --quick): on a
+   * shared 2-core machine one slow second can fail a rate. When other
+   * processes took CPU during a failure (over 15% of a core), it is measured
+   * up to twice more. Records the outcome as this server's pass or fail.
+   */
+  async tryTwice(rate: number): Promise<StepResult> {
+    let result = await this.tryRate(rate);
+    for (
+      let again = 0;
+      !result.pass && !this.#options.quick && again < 3;
+      again++
+    ) {
+      if (again > 0 && result.otherCpuPct <= 15) break;
+      log(
+        `      (again: confirming the failure${
+          result.otherCpuPct > 15 ? ", other processes were busy" : ""
+        })`,
+      );
+      result = await this.tryRate(rate);
+    }
+    this.record(result);
+    return result;
+  }
+
+  /** Keeps the highest pass and the lowest failure. */
+  record(result: StepResult): void {
+    if (result.pass && result.rate > (this.pass?.rate ?? 0)) {
+      this.pass = result;
+    }
+    if (!result.pass && (!this.fail || result.rate < this.fail.rate)) {
+      this.fail = result;
+    }
+  }
+
+  /** The next rate that would narrow the ceiling, or `null` when done. */
+  nextBisection(): number | null {
+    if (!this.pass || !this.fail) return null;
+    if (this.fail.rate - this.pass.rate < this.pass.rate * 0.05) return null;
+    return Math.sqrt(this.pass.rate * this.fail.rate);
+  }
+
+  result(): LadderResult {
+    const setup = this.#setup;
+    return {
+      server: setup.kind,
+      ...(setup.kind === "chat-redis" ? { nodes: setup.nodes ?? 1 } : {}),
+      mode: this.#mode,
+      clients: this.#connect.connected,
+      recipientsPerMessage: this.#recipients,
+      connectSeconds: this.#connect.seconds,
+      steps: this.steps,
+      ceiling: this.pass?.rate ?? 0,
+      ceilingDeliveriesPerSec: this.pass
+        ? this.pass.rate * this.#recipients
+        : 0,
+      ceilingReached: this.fail !== null,
+      atCeiling: this.pass,
+    };
+  }
+}
+
+/** How a ladder's rates go: start, growth, limit and bisections. */
+function ladderPlan(options: BenchOptions, mode: "group" | "private") {
+  const scale = options.clients / 1000;
+  return {
+    // Start low, grow by `factor` until a rate fails, then bisect between
+    // the last pass and the first failure.
+    start: (mode === "group" ? 100 : 1000) * scale,
+    factor: options.quick ? 2 : 1.5,
+    bisections: options.quick ? 1 : 3,
+    max: (mode === "group" ? 50_000 : 200_000) * scale,
+    scale,
+  };
+}
+
+/**
+ * Opens a session on `setup`, connects the fan-out or direct-message
+ * clients, and hands `fn` a {@linkcode Climber} for it.
+ */
+async function withClimber<T>(
   options: BenchOptions,
   setup: ServerSetup,
   mode: "group" | "private",
   tmp: string,
-): Promise<LadderResult> {
+  fn: (climber: Climber) => Promise<T>,
+): Promise<T> {
   const g = Math.min(
     options.generators,
     Math.ceil(options.clients / options.roomSize),
@@ -1096,13 +1250,6 @@ async function ladder(
   const total = counts.reduce((s, l) => s + l.length, 0);
   const shares = counts.map((l) => l.length / total);
   const recipients = mode === "group" ? Math.min(options.roomSize, total) : 1;
-  // Rates in messages per second: start low, grow by `factor` until a rate
-  // fails, then bisect between the last pass and the first failure.
-  const factor = options.quick ? 2 : 1.5;
-  const bisections = options.quick ? 1 : 3;
-  const scale = options.clients / 1000;
-  let rate = (mode === "group" ? 100 : 1000) * scale;
-  const maxRate = (mode === "group" ? 50_000 : 200_000) * scale;
   return await session(options, setup, g, tmp, async (servers, generators) => {
     const specs = roomClients(
       options.clients,
@@ -1116,91 +1263,110 @@ async function ladder(
       `  ${servers.name} ${mode}: ${connect.connected} clients in ${connect.seconds} s`,
     );
     await sleep(1000);
-    const steps: StepResult[] = [];
-    let pass: StepResult | null = null;
-    let fail: StepResult | null = null;
-    const tryRate = async (r: number) => {
-      const result = await measureRate(
+    return await fn(
+      new Climber(
         options,
+        setup,
+        mode,
         servers,
         generators,
         shares,
-        mode,
-        r,
         recipients,
-      );
-      steps.push(result);
-      printStep(servers.name, mode, result);
-      for (const node of servers.nodes) {
-        if (!node.alive()) throw new Error(`${node.name} died`);
-      }
-      result.settleMs = await settle(servers, generators);
-      return result;
-    };
-    // A failure is measured once more before it counts (not in --quick):
-    // on a shared 2-core machine one slow second can fail a rate.
-    // When other processes took CPU during a failure (over 15% of a core),
-    // it is measured up to twice more.
-    const tryTwice = async (r: number) => {
-      let result = await tryRate(r);
-      if (result.pass || options.quick) return result;
-      for (let again = 0; again < 3 && !result.pass; again++) {
-        if (again > 0 && result.otherCpuPct <= 15) break;
-        log(
-          `      (again: confirming the failure${
-            result.otherCpuPct > 15 ? ", other processes were busy" : ""
-          })`,
-        );
-        result = await tryRate(r);
-      }
-      return result;
-    };
+        connect,
+      ),
+    );
+  });
+}
+
+/** A rising ladder of rates on one server, and its ceiling. */
+async function ladder(
+  options: BenchOptions,
+  setup: ServerSetup,
+  mode: "group" | "private",
+  tmp: string,
+): Promise<LadderResult> {
+  const plan = ladderPlan(options, mode);
+  return await withClimber(options, setup, mode, tmp, async (climber) => {
     if (options.rates) {
       // Fixed rates (for profiling): each once, no ladder.
       for (const r of options.rates) {
-        const result = await tryRate(r * scale);
-        if (result.pass && result.rate > (pass?.rate ?? 0)) pass = result;
-        if (!result.pass && (!fail || result.rate < fail.rate)) fail = result;
+        climber.record(await climber.tryRate(r * plan.scale));
       }
-      rate = Infinity;
+      return climber.result();
     }
-    while (rate <= maxRate) {
-      const result = await tryTwice(rate);
-      if (result.pass) {
-        pass = result;
-        rate *= factor;
-      } else {
-        fail = result;
-        break;
-      }
+    for (let rate = plan.start; rate <= plan.max; rate *= plan.factor) {
+      if (!(await climber.tryTwice(rate)).pass) break;
     }
     // The first rate failed: go down until one passes.
-    for (let i = 0; !options.rates && !pass && fail && i < 3; i++) {
-      const result = await tryTwice(fail.rate / factor);
-      if (result.pass) pass = result;
-      else fail = result;
+    for (let i = 0; !climber.pass && climber.fail && i < 3; i++) {
+      await climber.tryTwice(climber.fail.rate / plan.factor);
     }
-    for (let i = 0; !options.rates && pass && fail && i < bisections; i++) {
-      const mid = Math.sqrt(pass.rate * fail.rate);
-      if (fail.rate - pass.rate < pass.rate * 0.05) break;
-      const result = await tryTwice(mid);
-      if (result.pass) pass = result;
-      else fail = result;
+    for (let i = 0; i < plan.bisections; i++) {
+      const mid = climber.nextBisection();
+      if (mid === null) break;
+      await climber.tryTwice(mid);
     }
-    return {
-      server: setup.kind,
-      ...(setup.kind === "chat-redis" ? { nodes: setup.nodes ?? 1 } : {}),
-      mode,
-      clients: connect.connected,
-      recipientsPerMessage: recipients,
-      connectSeconds: connect.seconds,
-      steps,
-      ceiling: pass?.rate ?? 0,
-      ceilingDeliveriesPerSec: pass ? pass.rate * recipients : 0,
-      ceilingReached: fail !== null,
-      atCeiling: pass,
-    };
+    return climber.result();
   });
+}
+
+/**
+ * The ladders of several servers, climbed in turn: each rate is measured on
+ * every server still climbing before the next rate, and each bisection round
+ * takes one step per server. Every server keeps its own clients, connected
+ * for the whole run and idle while another server is measured, so that the
+ * servers are measured minutes apart at most, and a machine whose speed
+ * drifts (a shared VM's does, by up to 1.6× within minutes) moves them
+ * alike.
+ */
+async function pairedLadders(
+  options: BenchOptions,
+  setups: ServerSetup[],
+  mode: "group" | "private",
+  tmp: string,
+): Promise<LadderResult[]> {
+  const plan = ladderPlan(options, mode);
+  const climbers: Climber[] = [];
+  const climb = async (): Promise<LadderResult[]> => {
+    if (options.rates) {
+      for (const r of options.rates) {
+        for (const climber of climbers) {
+          climber.record(await climber.tryRate(r * plan.scale));
+        }
+      }
+      return climbers.map((c) => c.result());
+    }
+    for (let rate = plan.start; rate <= plan.max; rate *= plan.factor) {
+      const climbing = climbers.filter((c) => c.fail === null);
+      if (climbing.length === 0) break;
+      for (const climber of climbing) await climber.tryTwice(rate);
+    }
+    for (let i = 0; i < 3; i++) {
+      const down = climbers.filter((c) => !c.pass && c.fail);
+      if (down.length === 0) break;
+      for (const c of down) await c.tryTwice(c.fail!.rate / plan.factor);
+    }
+    for (let i = 0; i < plan.bisections; i++) {
+      let stepped = false;
+      for (const climber of climbers) {
+        const mid = climber.nextBisection();
+        if (mid === null) continue;
+        await climber.tryTwice(mid);
+        stepped = true;
+      }
+      if (!stepped) break;
+    }
+    return climbers.map((c) => c.result());
+  };
+  const open = async (index: number): Promise<LadderResult[]> => {
+    const setup = setups[index];
+    if (!setup) return await climb();
+    return await withClimber(options, setup, mode, tmp, async (climber) => {
+      climbers.push(climber);
+      return await open(index + 1);
+    });
+  };
+  return await open(0);
 }
 
 /** Idle memory: RSS per open connection. */
@@ -2133,21 +2299,32 @@ async function main(): Promise<number> {
     for (const scenario of opts.scenarios) {
       switch (scenario) {
         case "fanout":
-          for (const kind of servers) {
-            await run(`fan-out, ${kind}`, async () => {
-              results.ladders.push(await ladder(opts, { kind }, "group", tmp));
-            });
+        case "dm": {
+          const mode = scenario === "fanout" ? "group" : "private";
+          const title = scenario === "fanout" ? "fan-out" : "direct messages";
+          if (opts.sequential || servers.length === 1) {
+            for (const kind of servers) {
+              await run(`${title}, ${kind}`, async () => {
+                results.ladders.push(await ladder(opts, { kind }, mode, tmp));
+              });
+            }
+          } else {
+            await run(
+              `${title}, ${servers.join(" and ")} in turn`,
+              async () => {
+                results.ladders.push(
+                  ...await pairedLadders(
+                    opts,
+                    servers.map((kind) => ({ kind })),
+                    mode,
+                    tmp,
+                  ),
+                );
+              },
+            );
           }
           break;
-        case "dm":
-          for (const kind of servers) {
-            await run(`direct messages, ${kind}`, async () => {
-              results.ladders.push(
-                await ladder(opts, { kind }, "private", tmp),
-              );
-            });
-          }
-          break;
+        }
         case "sqlite":
           if (!servers.includes("chat")) break;
           await run("fan-out, chat with a SQLite file", async () => {
