@@ -169,6 +169,20 @@ async function listening(port: number): Promise<boolean> {
   }
 }
 
+/** `deno task cluster` flags for two nodes on free ports that stop quickly. */
+function twoNodesOnFreePorts(logLevel: string): string[] {
+  return [
+    "--nodes",
+    "2",
+    "--port",
+    "0",
+    "--shutdown-grace",
+    String(GRACE_SECONDS),
+    "--log-level",
+    logLevel,
+  ];
+}
+
 /** `/healthz` of the node at `url`: status and body. */
 async function health(url: string): Promise<{ status: number; body: unknown }> {
   const response = await fetch(`${url}healthz`);
@@ -360,19 +374,9 @@ Deno.test("cluster: nodes up only once in sync; with Redis unreachable they star
   const dead = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const redisPort = dead.addr.port;
   dead.close();
-  await using cluster = new Cluster(
-    [
-      "--nodes",
-      "2",
-      "--port",
-      "0",
-      "--shutdown-grace",
-      String(GRACE_SECONDS),
-      "--log-level",
-      "error",
-    ],
-    { REDIS_URL: `redis://127.0.0.1:${redisPort}` },
-  );
+  await using cluster = new Cluster(twoNodesOnFreePorts("error"), {
+    REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+  });
   await cluster.line(/^cluster: 2 nodes up/);
   for (const index of [0, 1]) {
     const match = await cluster.line(
@@ -389,16 +393,7 @@ Deno.test("cluster: nodes up only once in sync; with Redis unreachable they star
 });
 
 Deno.test("cluster: a node that dies is reported, and the exit status is 1", async () => {
-  await using cluster = new Cluster([
-    "--nodes",
-    "2",
-    "--port",
-    "0",
-    "--shutdown-grace",
-    String(GRACE_SECONDS),
-    "--log-level",
-    "warn",
-  ]);
+  await using cluster = new Cluster(twoNodesOnFreePorts("warn"));
   await cluster.line(/^cluster: 2 nodes up/);
   const port = Number(
     (await cluster.line(/^node 1: http:\/\/[\d.]+:(\d+)\//))[1],
