@@ -189,7 +189,7 @@ export async function main(
     redisServer: "?",
   };
 
-  const redis = await startLocalRedis();
+  const redis = await startLocalRedis({ appendfsync: "everysec" });
   const clients: Client[] = [];
   try {
     const admin = await openNodeRedis(redis.url);

@@ -798,6 +798,8 @@ async function startDeployment(
   }
   const redis = await startLocalRedis({
     dir: await Deno.makeTempDir({ dir: tmp, prefix: "redis-" }),
+    // As a production Redis would run (and as the cluster figures were taken).
+    appendfsync: "everysec",
   });
   const nodes: ServerProcess[] = [];
   try {

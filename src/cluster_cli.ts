@@ -352,7 +352,8 @@ export async function main(
         return 1;
       }
       try {
-        redis = await startLocalRedis();
+        // Redis's own default: a trial cluster need not fsync every reply.
+        redis = await startLocalRedis({ appendfsync: "everysec" });
       } catch (error) {
         console.error(
           `error: could not start a local redis-server: ${

@@ -23,6 +23,13 @@ export interface LocalRedisOptions {
   dir?: string;
   /** The executable, looked up on `PATH`: `redis-server` unless told. */
   binary?: string;
+  /**
+   * When the append-only file is flushed to disk: `always` (the default)
+   * before each reply, so that every acknowledged write survives a `kill -9`
+   * (tests count on it); `everysec` once a second, Redis's own default and
+   * faster, which may lose the last second or two of writes.
+   */
+  appendfsync?: "always" | "everysec";
 }
 
 /** A running (or killed) local `redis-server`; disposing it stops it. */
@@ -34,17 +41,25 @@ export class LocalRedis implements AsyncDisposable {
   /** `redis://127.0.0.1:<port>`. */
   readonly url: string;
   #binary: string;
+  #appendfsync: "always" | "everysec";
   #ownsDir: boolean;
   #child: Deno.ChildProcess | null = null;
   #stopped = false;
 
   /** Use {@linkcode startLocalRedis}, which also starts it. */
-  constructor(port: number, dir: string, ownsDir: boolean, binary: string) {
+  constructor(
+    port: number,
+    dir: string,
+    ownsDir: boolean,
+    binary: string,
+    appendfsync: "always" | "everysec" = "always",
+  ) {
     this.port = port;
     this.dir = dir;
     this.url = `redis://127.0.0.1:${port}`;
     this.#ownsDir = ownsDir;
     this.#binary = binary;
+    this.#appendfsync = appendfsync;
   }
 
   /** Whether the process runs (it may still be loading its data). */
@@ -73,7 +88,7 @@ export class LocalRedis implements AsyncDisposable {
       "--appendonly",
       "yes",
       "--appendfsync",
-      "everysec",
+      this.#appendfsync,
       "--protected-mode",
       "no",
       "--logfile",
@@ -263,6 +278,7 @@ export async function startLocalRedis(
     dir,
     ownsDir,
     options.binary ?? "redis-server",
+    options.appendfsync,
   );
   try {
     await redis.start();

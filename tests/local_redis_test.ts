@@ -64,6 +64,26 @@ Deno.test("local redis: kill and restart keep the append-only data", async () =>
   await redis.stop();
 });
 
+Deno.test("local redis: fsyncs before each reply unless told everysec", async () => {
+  const cases: {
+    appendfsync?: "always" | "everysec";
+    expected: string;
+  }[] = [
+    { expected: "always" },
+    { appendfsync: "everysec", expected: "everysec" },
+    { appendfsync: "always", expected: "always" },
+  ];
+  for (const { appendfsync, expected } of cases) {
+    await using redis = await startLocalRedis(
+      appendfsync ? { appendfsync } : {},
+    );
+    assert.equal(
+      await command(redis.port, "CONFIG", "GET", "appendfsync"),
+      `*2\r\n$11\r\nappendfsync\r\n$${expected.length}\r\n${expected}\r\n`,
+    );
+  }
+});
+
 Deno.test("local redis: stop after kill, and a given dir and port are kept", async () => {
   const dir = await Deno.makeTempDir({ prefix: "local_redis_test_" });
   try {
