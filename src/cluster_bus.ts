@@ -23,7 +23,11 @@
  * @module
  */
 import type { Logger } from "./log.ts";
-import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
+import {
+  parseStoredGroupChat,
+  parseStoredPrivateChat,
+  type StoredGroupChat,
+} from "./protocol.ts";
 import type {
   BusMessage,
   Contributions,
@@ -238,19 +242,23 @@ export interface BusOptions {
   nodeTtlMs?: number;
 }
 
-/** Parses a payload of a node channel; `null` when it is not one of ours. */
+/**
+ * Parses a payload of a node channel; `null` when it is not one of ours or a
+ * message lacks a field (a node of another version, say).
+ */
 export function parseBusPayload(payload: string): BusMessage | null {
   const kind = payload[0];
   const rest = payload.slice(1);
   try {
     switch (kind) {
-      case PAYLOAD.group:
-        return { kind: "group", message: JSON.parse(rest) as StoredGroupChat };
-      case PAYLOAD.private:
-        return {
-          kind: "private",
-          message: JSON.parse(rest) as StoredPrivateChat,
-        };
+      case PAYLOAD.group: {
+        const message = parseStoredGroupChat(JSON.parse(rest));
+        return message && { kind: "group", message };
+      }
+      case PAYLOAD.private: {
+        const message = parseStoredPrivateChat(JSON.parse(rest));
+        return message && { kind: "private", message };
+      }
       case PAYLOAD.enter:
       case PAYLOAD.leave: {
         const body = JSON.parse(rest);
@@ -476,7 +484,16 @@ export class RedisBus {
       before === null ? "+inf" : `(${before}`,
       "BYSCORE",
     ]);
-    return members.map((json) => JSON.parse(json) as StoredGroupChat);
+    // One entry another node wrote wrong is skipped, as if trimmed, rather
+    // than failing every read of the gap.
+    return members.flatMap((json) => {
+      try {
+        const message = parseStoredGroupChat(JSON.parse(json));
+        return message ? [message] : [];
+      } catch {
+        return [];
+      }
+    });
   }
 
   /** Tells the other nodes that a token was revoked. */

@@ -169,8 +169,11 @@ async function listening(port: number): Promise<boolean> {
   }
 }
 
-/** `deno task cluster` flags for two nodes on free ports that stop quickly. */
-function twoNodesOnFreePorts(logLevel: string): string[] {
+/**
+ * `deno task cluster` flags for two nodes on free ports that stop quickly,
+ * logging at `logLevel` (the default, `info`, when absent).
+ */
+function twoNodesOnFreePorts(logLevel?: string): string[] {
   return [
     "--nodes",
     "2",
@@ -178,8 +181,7 @@ function twoNodesOnFreePorts(logLevel: string): string[] {
     "0",
     "--shutdown-grace",
     String(GRACE_SECONDS),
-    "--log-level",
-    logLevel,
+    ...(logLevel ? ["--log-level", logLevel] : []),
   ];
 }
 
@@ -288,14 +290,7 @@ Deno.test("cluster: without REDIS_URL and without redis-server it says so and ex
 });
 
 Deno.test("cluster: --port 0 starts two nodes and a redis-server; SIGTERM stops them all", async () => {
-  await using cluster = new Cluster([
-    "--nodes",
-    "2",
-    "--port",
-    "0",
-    "--shutdown-grace",
-    String(GRACE_SECONDS),
-  ]);
+  await using cluster = new Cluster(twoNodesOnFreePorts());
   const redis = await cluster.line(
     /^redis: +redis:\/\/127\.0\.0\.1:(\d+) \(local redis-server, data in (\S+)\)$/,
   );
