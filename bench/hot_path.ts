@@ -12,11 +12,12 @@
  *
  * @module
  */
-import { createState } from "../src/reducer.ts";
-import { Runner } from "../src/runner.ts";
-import { MemoryStorage } from "../src/storage.ts";
-import { Metrics } from "../src/metrics.ts";
-import { createLogger } from "../src/log.ts";
+import type { Runner } from "../src/runner.ts";
+import {
+  benchUsername as name,
+  createBenchRunner,
+  enterEvent,
+} from "./chat_runner.ts";
 
 /** A socket as the runner uses it, counting sends. */
 class CountingSocket extends EventTarget {
@@ -40,48 +41,16 @@ const CLIENTS = 1000;
 const ROOM_SIZE = 100;
 
 function setup(): { runner: Runner; sockets: CountingSocket[] } {
-  const state = createState({
-    serverName: "bench",
-    authEnabled: false,
-    defaultRoom: "general",
-    maxMessageBytes: 65536,
-    maxContentChars: 4000,
-    maxRoomsPerConnection: 50,
-    rateLimitPerSecond: 0,
-    rateLimitBurst: 40,
-    maxConsecutiveErrors: 10,
-    cluster: false,
-  });
-  const runner = new Runner(state, {
-    storage: new MemoryStorage(1000),
-    metrics: new Metrics(),
-    log: createLogger("warn"),
-    maxBufferedBytes: 1 << 20,
-    tickMs: 1 << 30,
-  });
+  const runner = createBenchRunner();
   const sockets: CountingSocket[] = [];
   for (let i = 0; i < CLIENTS; i++) {
     const socket = new CountingSocket();
     runner.attach(socket as unknown as WebSocket);
     socket.onopen!();
-    socket.onmessage!(
-      new MessageEvent("message", {
-        data: JSON.stringify({
-          message_type: "Enter",
-          message_body: {
-            sender_username: name(i),
-            room: `room-${Math.floor(i / ROOM_SIZE)}`,
-          },
-        }),
-      }),
-    );
+    socket.onmessage!(enterEvent(i, ROOM_SIZE));
     sockets.push(socket);
   }
   return { runner, sockets };
-}
-
-function name(i: number): string {
-  return `u${String(i).padStart(5, "0")}`;
 }
 
 function measure(

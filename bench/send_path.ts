@@ -14,20 +14,16 @@
  * @module
  */
 import process from "node:process";
-import { createState } from "../src/reducer.ts";
-import { Runner } from "../src/runner.ts";
-import { MemoryStorage } from "../src/storage.ts";
-import { Metrics } from "../src/metrics.ts";
-import { createLogger } from "../src/log.ts";
+import {
+  benchUsername as name,
+  createBenchRunner,
+  enterEvent,
+} from "./chat_runner.ts";
 
 const CLIENTS = 1000;
 const ROOM_SIZE = 100;
 const MESSAGES = 3000;
 const ROUNDS = 4;
-
-function name(i: number): string {
-  return `u${String(i).padStart(5, "0")}`;
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -44,26 +40,7 @@ async function clients(port: number): Promise<void> {
 }
 
 async function measure(): Promise<void> {
-  const runner = new Runner(
-    createState({
-      serverName: "bench",
-      authEnabled: false,
-      defaultRoom: "general",
-      maxMessageBytes: 65536,
-      maxContentChars: 4000,
-      maxRoomsPerConnection: 50,
-      rateLimitPerSecond: 0,
-      rateLimitBurst: 40,
-      maxConsecutiveErrors: 10,
-      cluster: false,
-    }),
-    {
-      storage: new MemoryStorage(1000),
-      metrics: new Metrics(),
-      log: createLogger("warn"),
-      maxBufferedBytes: 1 << 20,
-    },
-  );
+  const runner = createBenchRunner();
   const sockets: WebSocket[] = [];
   /** The runner's own `onmessage` of each socket, fed directly. */
   const feed: ((event: MessageEvent) => void)[] = [];
@@ -82,17 +59,7 @@ async function measure(): Promise<void> {
       sockets.push(socket);
       const onmessage = socket.onmessage as (event: MessageEvent) => void;
       feed.push(onmessage);
-      onmessage(
-        new MessageEvent("message", {
-          data: JSON.stringify({
-            message_type: "Enter",
-            message_body: {
-              sender_username: name(i),
-              room: `room-${Math.floor(i / ROOM_SIZE)}`,
-            },
-          }),
-        }),
-      );
+      onmessage(enterEvent(i, ROOM_SIZE));
       if (sockets.length === CLIENTS) opened.resolve();
     };
     return response;
