@@ -35,7 +35,7 @@ import type {
   JoinResult,
 } from "./reducer.ts";
 import { type RedisConnection, RedisScript } from "./redis_connection.ts";
-import { KEYS, PAYLOAD } from "./redis_storage.ts";
+import { KEYS, LUA, PAYLOAD } from "./redis_storage.ts";
 
 /** How often a node renews its heartbeat and reaps dead nodes. */
 export const HEARTBEAT_MS = 1_000;
@@ -43,27 +43,11 @@ export const HEARTBEAT_MS = 1_000;
 /** How long a node's heartbeat lives: a node silent this long is dead. */
 export const NODE_TTL_MS = 5_000;
 
-/** Key prefixes and names of `KEYS`, and payload letters, as Lua string literals. */
-const K = {
-  alive: JSON.stringify(KEYS.alive("")),
-  channel: JSON.stringify(KEYS.channel("")),
-  nodePresence: JSON.stringify(KEYS.nodePresence("")),
-  nodes: JSON.stringify(KEYS.nodes),
-  nodeUsers: JSON.stringify(KEYS.nodeUsers("")),
-  presence: JSON.stringify(KEYS.presence("")),
-  roomNodes: JSON.stringify(KEYS.roomNodes("")),
-  seq: JSON.stringify(KEYS.seq("")),
-  userNodes: JSON.stringify(KEYS.userNodes("")),
-  enter: JSON.stringify(PAYLOAD.enter),
-  leave: JSON.stringify(PAYLOAD.leave),
-  revoked: JSON.stringify(PAYLOAD.revoked),
-};
-
 /** Lua shared by the scripts below: joining, leaving, forgetting a node. */
 const LIB = `
 local function publish_except(room, except, payload)
-  for _, n in ipairs(redis.call('SMEMBERS', ${K.roomNodes} .. room)) do
-    if n ~= except then redis.call('PUBLISH', ${K.channel} .. n, payload) end
+  for _, n in ipairs(redis.call('SMEMBERS', ${LUA.roomNodes} .. room)) do
+    if n ~= except then redis.call('PUBLISH', ${LUA.channel} .. n, payload) end
   end
 end
 local function now_ms()
@@ -71,17 +55,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function join(node, room, user, ts)
-  redis.call('SADD', ${K.roomNodes} .. room, node)
-  if redis.call('SADD', ${K.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
-  if redis.call('HINCRBY', ${K.presence} .. room, user, 1) ~= 1 then return 0 end
-  publish_except(room, node, ${K.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
+  redis.call('SADD', ${LUA.roomNodes} .. room, node)
+  if redis.call('SADD', ${LUA.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
+  if redis.call('HINCRBY', ${LUA.presence} .. room, user, 1) ~= 1 then return 0 end
+  publish_except(room, node, ${LUA.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
   return 1
 end
 local function part(node, room, user, reason, ts)
-  if redis.call('SREM', ${K.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
-  if redis.call('HINCRBY', ${K.presence} .. room, user, -1) > 0 then return 0 end
-  redis.call('HDEL', ${K.presence} .. room, user)
-  publish_except(room, node, ${K.leave} .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
+  if redis.call('SREM', ${LUA.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
+  if redis.call('HINCRBY', ${LUA.presence} .. room, user, -1) > 0 then return 0 end
+  redis.call('HDEL', ${LUA.presence} .. room, user)
+  publish_except(room, node, ${LUA.leave} .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
   return 1
 end
 local function split(entry)
@@ -90,16 +74,16 @@ local function split(entry)
 end
 local function forget_node(node)
   local ts = now_ms()
-  for _, entry in ipairs(redis.call('SMEMBERS', ${K.nodePresence} .. node)) do
+  for _, entry in ipairs(redis.call('SMEMBERS', ${LUA.nodePresence} .. node)) do
     local room, user = split(entry)
     part(node, room, user, 'disconnected', ts)
-    redis.call('SREM', ${K.roomNodes} .. room, node)
+    redis.call('SREM', ${LUA.roomNodes} .. room, node)
   end
-  for _, user in ipairs(redis.call('SMEMBERS', ${K.nodeUsers} .. node)) do
-    redis.call('SREM', ${K.userNodes} .. user, node)
+  for _, user in ipairs(redis.call('SMEMBERS', ${LUA.nodeUsers} .. node)) do
+    redis.call('SREM', ${LUA.userNodes} .. user, node)
   end
-  redis.call('DEL', ${K.nodePresence} .. node, ${K.nodeUsers} .. node, ${K.alive} .. node)
-  redis.call('SREM', ${K.nodes}, node)
+  redis.call('DEL', ${LUA.nodePresence} .. node, ${LUA.nodeUsers} .. node, ${LUA.alive} .. node)
+  redis.call('SREM', ${LUA.nodes}, node)
 end
 `;
 
@@ -107,48 +91,48 @@ end
 const JOIN = new RedisScript(`${LIB}
 local node, room, user, claim = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if claim == 'exclusive' then
-  for _, n in ipairs(redis.call('SMEMBERS', ${K.userNodes} .. user)) do
+  for _, n in ipairs(redis.call('SMEMBERS', ${LUA.userNodes} .. user)) do
     if n ~= node then return {'taken'} end
   end
-  redis.call('SADD', ${K.userNodes} .. user, node)
-  redis.call('SADD', ${K.nodeUsers} .. node, user)
+  redis.call('SADD', ${LUA.userNodes} .. user, node)
+  redis.call('SADD', ${LUA.nodeUsers} .. node, user)
 end
 local new = join(node, room, user, tonumber(ARGV[5]))
-local seq = tonumber(redis.call('GET', ${K.seq} .. room) or '0')
-return {'joined', seq, new, redis.call('HKEYS', ${K.presence} .. room)}
+local seq = tonumber(redis.call('GET', ${LUA.seq} .. room) or '0')
+return {'joined', seq, new, redis.call('HKEYS', ${LUA.presence} .. room)}
 `);
 
 /** ARGV: node, room, user, reason, timestamp, empty (`1`: no member left here). */
 const PART = new RedisScript(`${LIB}
 local node, room = ARGV[1], ARGV[2]
 local gone = part(node, room, ARGV[3], ARGV[4], tonumber(ARGV[5]))
-if ARGV[6] == '1' then redis.call('SREM', ${K.roomNodes} .. room, node) end
+if ARGV[6] == '1' then redis.call('SREM', ${LUA.roomNodes} .. room, node) end
 return gone
 `);
 
 /** ARGV: node, user. */
 const CLAIM = new RedisScript(`
-redis.call('SADD', ${K.userNodes} .. ARGV[2], ARGV[1])
-redis.call('SADD', ${K.nodeUsers} .. ARGV[1], ARGV[2])
+redis.call('SADD', ${LUA.userNodes} .. ARGV[2], ARGV[1])
+redis.call('SADD', ${LUA.nodeUsers} .. ARGV[1], ARGV[2])
 return 1
 `);
 
 /** ARGV: node, user. */
 const RELEASE = new RedisScript(`
-redis.call('SREM', ${K.userNodes} .. ARGV[2], ARGV[1])
-redis.call('SREM', ${K.nodeUsers} .. ARGV[1], ARGV[2])
+redis.call('SREM', ${LUA.userNodes} .. ARGV[2], ARGV[1])
+redis.call('SREM', ${LUA.nodeUsers} .. ARGV[1], ARGV[2])
 return 1
 `);
 
 /** ARGV: node, ttl, reap (`1`). Renews the node's heartbeat and forgets dead nodes. */
 const HEARTBEAT = new RedisScript(`${LIB}
 local node = ARGV[1]
-redis.call('SET', ${K.alive} .. node, '1', 'PX', ARGV[2])
-redis.call('SADD', ${K.nodes}, node)
+redis.call('SET', ${LUA.alive} .. node, '1', 'PX', ARGV[2])
+redis.call('SADD', ${LUA.nodes}, node)
 local reaped = 0
 if ARGV[3] ~= '1' then return 0 end
-for _, n in ipairs(redis.call('SMEMBERS', ${K.nodes})) do
-  if n ~= node and redis.call('EXISTS', ${K.alive} .. n) == 0 then
+for _, n in ipairs(redis.call('SMEMBERS', ${LUA.nodes})) do
+  if n ~= node and redis.call('EXISTS', ${LUA.alive} .. n) == 0 then
     forget_node(n)
     reaped = reaped + 1
   end
@@ -159,20 +143,20 @@ return reaped
 /** ARGV: node, ttl, JSON of Contributions. Sets the node's records to what it holds. */
 const RESYNC = new RedisScript(`${LIB}
 local node = ARGV[1]
-redis.call('SET', ${K.alive} .. node, '1', 'PX', ARGV[2])
-redis.call('SADD', ${K.nodes}, node)
+redis.call('SET', ${LUA.alive} .. node, '1', 'PX', ARGV[2])
+redis.call('SADD', ${LUA.nodes}, node)
 local want = cjson.decode(ARGV[3])
 local users = {}
 for _, u in ipairs(want.users) do users[u] = true end
-for _, u in ipairs(redis.call('SMEMBERS', ${K.nodeUsers} .. node)) do
+for _, u in ipairs(redis.call('SMEMBERS', ${LUA.nodeUsers} .. node)) do
   if not users[u] then
-    redis.call('SREM', ${K.userNodes} .. u, node)
-    redis.call('SREM', ${K.nodeUsers} .. node, u)
+    redis.call('SREM', ${LUA.userNodes} .. u, node)
+    redis.call('SREM', ${LUA.nodeUsers} .. node, u)
   end
 end
 for u in pairs(users) do
-  redis.call('SADD', ${K.userNodes} .. u, node)
-  redis.call('SADD', ${K.nodeUsers} .. node, u)
+  redis.call('SADD', ${LUA.userNodes} .. u, node)
+  redis.call('SADD', ${LUA.nodeUsers} .. node, u)
 end
 local ts = now_ms()
 local entries, rooms = {}, {}
@@ -180,20 +164,20 @@ for _, p in ipairs(want.presence) do
   entries[p[1] .. '\\n' .. p[2]] = p
   rooms[p[1]] = true
 end
-for _, entry in ipairs(redis.call('SMEMBERS', ${K.nodePresence} .. node)) do
+for _, entry in ipairs(redis.call('SMEMBERS', ${LUA.nodePresence} .. node)) do
   if not entries[entry] then
     local room, user = split(entry)
     part(node, room, user, 'disconnected', ts)
-    if not rooms[room] then redis.call('SREM', ${K.roomNodes} .. room, node) end
+    if not rooms[room] then redis.call('SREM', ${LUA.roomNodes} .. room, node) end
   end
 end
 for _, p in pairs(entries) do join(node, p[1], p[2], ts) end
 for _, pair in ipairs(want.seqs) do
-  local key = ${K.seq} .. pair[1]
+  local key = ${LUA.seq} .. pair[1]
   if tonumber(redis.call('GET', key) or '0') < pair[2] then
     redis.call('SET', key, string.format('%d', pair[2]))
   end
-  redis.call('SADD', ${K.roomNodes} .. pair[1], node)
+  redis.call('SADD', ${LUA.roomNodes} .. pair[1], node)
 end
 return 1
 `);
@@ -206,8 +190,8 @@ return 1
 
 /** ARGV: node, token. Tells every other node a token is revoked. */
 const REVOKE = new RedisScript(`
-for _, n in ipairs(redis.call('SMEMBERS', ${K.nodes})) do
-  if n ~= ARGV[1] then redis.call('PUBLISH', ${K.channel} .. n, ${K.revoked} .. ARGV[2]) end
+for _, n in ipairs(redis.call('SMEMBERS', ${LUA.nodes})) do
+  if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.revoked} .. ARGV[2]) end
 end
 return 1
 `);

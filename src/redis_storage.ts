@@ -96,14 +96,19 @@ export const PAYLOAD = {
 export const MIN_KEPT = 1000;
 
 /**
- * Key prefixes (`KEYS.seq("")`), key names and payload letters as Lua string
- * literals, for the scripts below.
+ * Every key prefix (`KEYS.seq("")`), key name and payload letter as a Lua
+ * string literal, for the scripts here and in `src/cluster_bus.ts`.
  */
-const LUA = {
+export const LUA = {
   seq: JSON.stringify(KEYS.seq("")),
   hist: JSON.stringify(KEYS.hist("")),
   roomNodes: JSON.stringify(KEYS.roomNodes("")),
+  presence: JSON.stringify(KEYS.presence("")),
+  nodePresence: JSON.stringify(KEYS.nodePresence("")),
   userNodes: JSON.stringify(KEYS.userNodes("")),
+  nodeUsers: JSON.stringify(KEYS.nodeUsers("")),
+  nodes: JSON.stringify(KEYS.nodes),
+  alive: JSON.stringify(KEYS.alive("")),
   offline: JSON.stringify(KEYS.offline("")),
   token: JSON.stringify(KEYS.token("")),
   tokens: JSON.stringify(KEYS.tokens),
@@ -111,7 +116,10 @@ const LUA = {
   channel: JSON.stringify(KEYS.channel("")),
   group: JSON.stringify(PAYLOAD.group),
   private: JSON.stringify(PAYLOAD.private),
-};
+  enter: JSON.stringify(PAYLOAD.enter),
+  leave: JSON.stringify(PAYLOAD.leave),
+  revoked: JSON.stringify(PAYLOAD.revoked),
+} as const;
 
 /**
  * ARGV: node, room, json before the seq, json after it, how many to keep.
