@@ -238,7 +238,12 @@ function splitAtSeq(message: StoredGroupChat): [string, string] {
   ];
 }
 
-const FAILED: WriteResult = { ok: false, reason: "failed" };
+/** A failed op's result, with the error for the operator. */
+function failed(cause: unknown): WriteResult {
+  const error = cause instanceof Error ? cause.message : String(cause);
+  return { ok: false, reason: "failed", error };
+}
+
 const OK: WriteResult = { ok: true };
 
 /** Options of {@linkcode RedisStorage}. */
@@ -302,7 +307,7 @@ export class RedisStorage implements Storage {
       return Promise.reject(error);
     }
     return Promise.all(
-      ops.map((op, i) => this.#issue(op, splits[i]).catch(() => FAILED)),
+      ops.map((op, i) => this.#issue(op, splits[i]).catch(failed)),
     );
   }
 
@@ -364,13 +369,16 @@ export class RedisStorage implements Storage {
 
   /**
    * Reads a room's history as `selectHistory` would over the room's newest
-   * `historySize` messages, in one script call.
+   * `historySize` messages, in one script call. A room's seqs have no gap
+   * here (the script that gives a seq stores the message, or fails before
+   * either), so what lies below the oldest visible message is what trimming
+   * took.
    */
   async history(room: string, query: HistoryQuery): Promise<HistoryPage> {
     const { first, last } = wantedRange(query);
     // Nothing visible, or nothing asked for: no need to ask Redis.
     if (this.#historySize === 0 || first > last) {
-      return { messages: [], complete: isComplete(query, undefined) };
+      return { messages: [], complete: isComplete(query, 0, query.upTo) };
     }
     const visible = this.#historySize;
     const [highest, lowest, limit] = query.kind === "since"
@@ -393,7 +401,10 @@ export class RedisStorage implements Storage {
       .map((json) => JSON.parse(json) as StoredGroupChat)
       .filter((message) => oldest !== undefined && message.seq >= oldest)
       .reverse();
-    return { messages, complete: isComplete(query, oldest) };
+    return {
+      messages,
+      complete: isComplete(query, messages.length, (oldest ?? 1) - 1),
+    };
   }
 
   /** Undelivered `PrivateChat`s to `username`, oldest first. */

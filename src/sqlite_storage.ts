@@ -42,11 +42,32 @@ const MIGRATIONS: readonly string[] = [
     revoked INTEGER NOT NULL DEFAULT 0
   );
   CREATE INDEX tokens_username ON tokens (username);`,
+  // The highest seq trimming removed from a room: History's `complete` is
+  // read from it, not from seq arithmetic, since a failed write leaves a
+  // gap. Before it, a room's trimmed seqs were those below its oldest kept.
+  `ALTER TABLE room_seqs ADD COLUMN trimmed INTEGER NOT NULL DEFAULT 0;
+  UPDATE room_seqs SET trimmed = coalesce(
+    (SELECT min(seq) FROM messages WHERE messages.room = room_seqs.room) - 1,
+    seq);`,
 ];
 
 const GROUP_COLUMNS = "id, seq, room, sender, content, timestamp";
 
+/**
+ * The same for reading: `content` as its UTF-8 bytes, since `node:sqlite`
+ * reads a text value only up to its first U+0000.
+ */
+const GROUP_READ = "id, seq, room, sender, CAST(content AS BLOB) AS content, " +
+  "timestamp";
+
 type Row = Record<string, unknown>;
+
+const decoder = new TextDecoder();
+
+/** A text column read as a blob (see {@linkcode GROUP_READ}), whole. */
+function text(value: unknown): string {
+  return value instanceof Uint8Array ? decoder.decode(value) : String(value);
+}
 
 function toGroupChat(row: Row): StoredGroupChat {
   return {
@@ -54,9 +75,18 @@ function toGroupChat(row: Row): StoredGroupChat {
     seq: Number(row.seq),
     room: String(row.room),
     sender_username: String(row.sender),
-    content: String(row.content),
+    content: text(row.content),
     timestamp: Number(row.timestamp),
   };
+}
+
+/** Options of {@linkcode SqliteStorage}. */
+export interface SqliteOptions {
+  /**
+   * The most pages the database may grow to (`PRAGMA max_page_count`):
+   * past it, writes fail with `SQLITE_FULL` as on a full disk.
+   */
+  maxPageCount?: number;
 }
 
 /** A {@linkcode Storage} kept in one SQLite file (or `:memory:`). */
@@ -66,13 +96,15 @@ export class SqliteStorage implements Storage {
   #closed = false;
   #insertGroup: StatementSync;
   #bumpSeq: StatementSync;
+  #cutoff: StatementSync;
   #trim: StatementSync;
+  #markTrimmed: StatementSync;
   #knows: StatementSync;
   #insertPrivate: StatementSync;
   #deliver: StatementSync;
   #undeliver: StatementSync;
   #seqs: StatementSync;
-  #oldest: StatementSync;
+  #trimmed: StatementSync;
   #since: StatementSync;
   #last: StatementSync;
   #before: StatementSync;
@@ -87,7 +119,7 @@ export class SqliteStorage implements Storage {
    * in-memory one for `:memory:`, keeping the last `historySize` messages of
    * each room.
    */
-  constructor(path: string, historySize: number) {
+  constructor(path: string, historySize: number, options: SqliteOptions = {}) {
     if (!Number.isSafeInteger(historySize) || historySize < 0) {
       throw new RangeError(
         `historySize must be an integer >= 0: ${historySize}`,
@@ -105,6 +137,9 @@ export class SqliteStorage implements Storage {
       db.exec(`PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;
         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;`);
       this.#migrate();
+      if (options.maxPageCount !== undefined) {
+        this.maxPageCount(options.maxPageCount);
+      }
     } catch (error) {
       db.close();
       throw error;
@@ -115,8 +150,14 @@ export class SqliteStorage implements Storage {
     );
     this.#bumpSeq = sql(`INSERT INTO room_seqs (room, seq) VALUES (?, ?)
       ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)`);
-    this.#trim = sql(`DELETE FROM messages WHERE room = ?1
-      AND seq <= (SELECT seq FROM room_seqs WHERE room = ?1) - ?2`);
+    // Trimming counts stored messages, not seqs: the newest historySize
+    // rows stay, whatever gaps failed writes left between their seqs.
+    this.#cutoff = sql(`SELECT seq FROM messages WHERE room = ?
+      ORDER BY seq DESC LIMIT 1 OFFSET ?`);
+    this.#trim = sql("DELETE FROM messages WHERE room = ? AND seq <= ?");
+    this.#markTrimmed = sql(
+      "UPDATE room_seqs SET trimmed = max(trimmed, ?2) WHERE room = ?1",
+    );
     this.#knows = sql("SELECT 1 FROM tokens WHERE username = ? LIMIT 1");
     this.#insertPrivate = sql(`INSERT INTO private_messages
       (id, sender, target, content, timestamp, delivered)
@@ -128,14 +169,15 @@ export class SqliteStorage implements Storage {
       "UPDATE private_messages SET delivered = 0 WHERE id = ?",
     );
     this.#seqs = sql("SELECT room, seq FROM room_seqs");
-    this.#oldest = sql("SELECT MIN(seq) AS seq FROM messages WHERE room = ?");
-    this.#since = sql(`SELECT ${GROUP_COLUMNS} FROM messages
+    this.#trimmed = sql("SELECT trimmed FROM room_seqs WHERE room = ?");
+    this.#since = sql(`SELECT ${GROUP_READ} FROM messages
       WHERE room = ? AND seq > ? AND seq <= ? ORDER BY seq`);
-    this.#last = sql(`SELECT ${GROUP_COLUMNS} FROM messages
+    this.#last = sql(`SELECT ${GROUP_READ} FROM messages
       WHERE room = ? AND seq <= ? ORDER BY seq DESC LIMIT ?`);
-    this.#before = sql(`SELECT ${GROUP_COLUMNS} FROM messages
+    this.#before = sql(`SELECT ${GROUP_READ} FROM messages
       WHERE room = ? AND seq < ? AND seq <= ? ORDER BY seq DESC LIMIT ?`);
-    this.#offline = sql(`SELECT id, sender, target, content, timestamp
+    this.#offline = sql(`SELECT id, sender, target,
+      CAST(content AS BLOB) AS content, timestamp
       FROM private_messages WHERE target = ? AND delivered = 0
       ORDER BY timestamp, rowid`);
     this.#createToken = sql(`INSERT INTO tokens
@@ -148,6 +190,20 @@ export class SqliteStorage implements Storage {
     );
     this.#tokens = sql(`SELECT hash, username, expires_at, created_at, revoked
       FROM tokens ORDER BY created_at DESC, rowid DESC`);
+  }
+
+  /**
+   * Sets `PRAGMA max_page_count` (see {@linkcode SqliteOptions}) and returns
+   * what SQLite made of it (never less than the pages in use).
+   */
+  maxPageCount(pages: number): number {
+    if (!Number.isSafeInteger(pages) || pages < 1) {
+      throw new RangeError(`pages must be an integer >= 1: ${pages}`);
+    }
+    return Number(
+      this.#db.prepare(`PRAGMA max_page_count = ${pages}`).get()
+        ?.max_page_count,
+    );
   }
 
   /** Applies the migrations above `PRAGMA user_version`, in one transaction. */
@@ -195,17 +251,34 @@ export class SqliteStorage implements Storage {
       try {
         this.#db.exec("BEGIN IMMEDIATE");
         const results = ops.map((op) => this.#apply(op, rooms));
-        for (const room of rooms) this.#trim.run(room, this.#historySize);
+        for (const room of rooms) this.#trimRoom(room);
         this.#db.exec("COMMIT");
         return results;
-      } catch {
+      } catch (cause) {
         // SQLite may have rolled back already (e.g. SQLITE_FULL).
         if (this.#db.isOpen && this.#db.isTransaction) {
-          this.#db.exec("ROLLBACK");
+          try {
+            this.#db.exec("ROLLBACK");
+          } catch {
+            // Nothing more to undo: the next BEGIN starts afresh.
+          }
         }
-        return ops.map((): WriteResult => ({ ok: false, reason: "failed" }));
+        const error = cause instanceof Error ? cause.message : String(cause);
+        return ops.map((): WriteResult => ({
+          ok: false,
+          reason: "failed",
+          error,
+        }));
       }
     });
+  }
+
+  /** Keeps the newest `historySize` stored messages of `room`. */
+  #trimRoom(room: string): void {
+    const cut = this.#cutoff.get(room, this.#historySize)?.seq;
+    if (cut == null) return;
+    this.#trim.run(room, cut);
+    this.#markTrimmed.run(room, cut);
   }
 
   #apply(op: WriteOp, rooms: Set<string>): WriteResult {
@@ -258,13 +331,10 @@ export class SqliteStorage implements Storage {
           : this.#before.all(room, query.before, query.upTo, query.limit)
             .reverse();
       }
-      const oldest = this.#oldest.get(room)?.seq;
+      const trimmed = Number(this.#trimmed.get(room)?.trimmed ?? 0);
       return {
         messages: rows.map(toGroupChat),
-        complete: isComplete(
-          query,
-          oldest == null ? undefined : Number(oldest),
-        ),
+        complete: isComplete(query, rows.length, trimmed),
       };
     });
   }
@@ -276,7 +346,7 @@ export class SqliteStorage implements Storage {
         id: String(row.id),
         sender_username: String(row.sender),
         target_username: String(row.target),
-        content: String(row.content),
+        content: text(row.content),
         timestamp: Number(row.timestamp),
       }))
     );

@@ -34,7 +34,8 @@ export type WriteResult =
   | { ok: false; reason: "not_connected" }
   /** An offline `PrivateChat` to a user who holds no token: not stored. */
   | { ok: false; reason: "unknown_user" }
-  | { ok: false; reason: "failed" };
+  /** Not stored; `error` says why, for the operator (never for clients). */
+  | { ok: false; reason: "failed"; error?: string };
 
 /** Which part of a room's history to read. */
 export type HistoryQuery =
@@ -120,21 +121,37 @@ export function wantedRange(
 
 /**
  * Whether a page is complete, by the rule of `docs/protocol.md`: it is not
- * when the kept history (oldest kept `seq`, `undefined` when none is kept)
- * does not reach back to the first message asked for.
+ * when a message the query asks for was trimmed away. `returned` is how many
+ * messages the page holds; `trimmed` is the highest `seq` the room's trimming
+ * ever removed (0 when it removed none). It does not count `seq`s: a `seq`
+ * whose write failed was never stored, so its gap is no loss; only messages
+ * that were stored and then trimmed make a page incomplete.
  */
 export function isComplete(
   query: HistoryQuery,
-  oldestKept: number | undefined,
+  returned: number,
+  trimmed: number,
 ): boolean {
-  const { first, last } = wantedRange(query);
-  return first > last || (oldestKept ?? Infinity) <= first;
+  if (trimmed <= 0) return true;
+  if (query.kind === "since") {
+    return trimmed <= query.since || query.since >= query.upTo;
+  }
+  // The newest kept messages come first: a page that is short of its
+  // limit went down past the oldest kept message, into what was trimmed.
+  const limit = query.kind === "last" ? query.count : query.limit;
+  const { last } = wantedRange(query);
+  return limit <= 0 || last < 1 || returned >= limit;
 }
 
-/** Picks a page out of a room's kept messages (ascending `seq`). */
+/**
+ * Picks a page out of a room's kept messages (ascending `seq`); `trimmed`
+ * as in {@linkcode isComplete}, by default what lies below the oldest kept
+ * message (right when the room has no gap).
+ */
 export function selectHistory(
   kept: readonly StoredGroupChat[],
   query: HistoryQuery,
+  trimmed: number = (kept[0]?.seq ?? 1) - 1,
 ): HistoryPage {
   const visible = kept.filter((message) => message.seq <= query.upTo);
   let messages: StoredGroupChat[];
@@ -147,7 +164,10 @@ export function selectHistory(
       : visible.filter((message) => message.seq < query.before);
     messages = count <= 0 ? [] : older.slice(-count);
   }
-  return { messages, complete: isComplete(query, kept[0]?.seq) };
+  return {
+    messages,
+    complete: isComplete(query, messages.length, trimmed),
+  };
 }
 
 /** Messages a room may keep beyond `HISTORY_SIZE` before a trim. */
@@ -158,6 +178,8 @@ export class MemoryStorage implements Storage {
   #historySize: number;
   #rooms = new Map<string, StoredGroupChat[]>();
   #seqs = new Map<string, number>();
+  /** The highest `seq` trimmed away in each room that lost any. */
+  #trimmed = new Map<string, number>();
   /** Undelivered `PrivateChat`s per target; delivered ones are not kept. */
   #offline = new Map<string, StoredPrivateChat[]>();
   #tokens = new Map<string, TokenRow>();
@@ -184,9 +206,10 @@ export class MemoryStorage implements Storage {
         if (!kept) this.#rooms.set(room, kept = []);
         kept.push(op.message);
         // Trim in steps, not per message: queries read only the last
-        // historySize (see #kept).
+        // historySize (see history). Kept messages are counted, not seqs.
         if (kept.length > this.#historySize + TRIM_SLACK) {
-          kept.splice(0, kept.length - this.#historySize);
+          const cut = kept.splice(0, kept.length - this.#historySize);
+          this.#trimmed.set(room, cut.at(-1)!.seq);
         }
         this.#seqs.set(room, op.message.seq);
         results.push({ ok: true });
@@ -228,10 +251,13 @@ export class MemoryStorage implements Storage {
 
   history(room: string, query: HistoryQuery): Promise<HistoryPage> {
     const kept = this.#rooms.get(room) ?? [];
+    // What lies below the newest historySize is as good as trimmed.
+    const hidden = kept.at(-this.#historySize - 1)?.seq ?? 0;
     return Promise.resolve(
       selectHistory(
         this.#historySize === 0 ? [] : kept.slice(-this.#historySize),
         query,
+        Math.max(this.#trimmed.get(room) ?? 0, hidden),
       ),
     );
   }

@@ -80,7 +80,7 @@ Deno.test("a new file is migrated and everything survives a restart", async () =
     await storage.close();
 
     const raw = new DatabaseSync(path);
-    assert.equal(raw.prepare("PRAGMA user_version").get()?.user_version, 1);
+    assert.equal(raw.prepare("PRAGMA user_version").get()?.user_version, 2);
     assert.equal(raw.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
     raw.close();
 
@@ -166,7 +166,7 @@ Deno.test("historySize 0 keeps no message but keeps the room's seq", async () =>
     const query: HistoryQuery = { kind: "last", count: 5, upTo: 3 };
     assert.deepEqual(
       await storage.history("a", query),
-      selectHistory([], query),
+      selectHistory([], query, 3),
     );
     assert.deepEqual(await storage.history("a", query), {
       messages: [],
@@ -189,6 +189,8 @@ Deno.test("history agrees with selectHistory on the kept messages", async () => 
       { room: "full", written: range(1, 10), historySize: 100 },
       { room: "trimmed", written: range(1, 10), historySize: 4 },
       { room: "gaps", written: [1, 2, 4, 7, 9], historySize: 100 },
+      { room: "gapstrimmed", written: [1, 2, 4, 7, 9, 11, 12], historySize: 3 },
+      { room: "gapsfirst", written: [3, 5, 6], historySize: 5 },
       { room: "one", written: [1], historySize: 1 },
     ];
   const queries: HistoryQuery[] = [];
@@ -211,13 +213,14 @@ Deno.test("history agrees with selectHistory on the kept messages", async () => 
       const storage = openSqliteStorage(join(dir, `${room}.db`), historySize);
       try {
         await storage.write(groups(room, written));
-        const last = written.at(-1) ?? 0;
-        const kept = written.filter((seq) => seq > last - historySize)
+        // The newest historySize stored messages, whatever their seqs.
+        const kept = (historySize === 0 ? [] : written.slice(-historySize))
           .map((seq) => group(room, seq));
+        const trimmed = written.at(-historySize - 1) ?? 0;
         for (const query of queries) {
           assert.deepEqual(
             await storage.history(room, query),
-            selectHistory(kept, query),
+            selectHistory(kept, query, trimmed),
             `${room} ${JSON.stringify(query)}`,
           );
           compared++;
@@ -447,7 +450,7 @@ Deno.test("a batch with a failing op keeps nothing and fails every op", async ()
           { kind: "delivered", ids: ["p1"] },
           { kind: "group", message: duplicate },
         ]),
-        Array(6).fill(FAILED),
+        Array(6).fill({ ...FAILED, error: "UNIQUE constraint failed: messages.id" }),
       );
       assert.deepEqual(await storage.roomSeqs(), new Map([["a", 1]]));
       assert.deepEqual(
@@ -489,4 +492,81 @@ Deno.test("a PrivateChat written as delivered and then undelivered waits offline
       await storage.close();
     }
   }
+});
+
+/** Writes of `n` messages, one batch each, with content that needs new pages. */
+async function writeEach(
+  storage: SqliteStorage,
+  room: string,
+  seqs: readonly number[],
+) {
+  const results = [];
+  for (const seq of seqs) {
+    const [result] = await storage.write([{
+      kind: "group",
+      message: { ...group(room, seq), content: "x".repeat(4000) },
+    }]);
+    results.push(result!);
+  }
+  return results;
+}
+
+Deno.test("a full database fails writes with the cause, keeps every stored message, and recovers", async () => {
+  await withDir(async (dir) => {
+    const storage = new SqliteStorage(join(dir, "chat.db"), 10);
+    try {
+      assert.deepEqual(
+        await storage.write(groups("r", range(1, 5))),
+        Array(5).fill(OK),
+      );
+      // No page more than the file has now: SQLITE_FULL, as on a full disk.
+      storage.maxPageCount(1);
+      const failed = await writeEach(storage, "r", range(6, 205));
+      for (const result of failed) {
+        assert.deepEqual(result, {
+          ...FAILED,
+          error: "database or disk is full",
+        });
+      }
+      storage.maxPageCount(1_000_000);
+      // The fault is gone: the next write commits, with a gap in seq.
+      assert.deepEqual(await storage.write(groups("r", [206])), [OK]);
+      for (
+        const query of [
+          { kind: "since", since: 0, upTo: 206 },
+          { kind: "last", count: 10, upTo: 206 },
+          { kind: "before", before: 207, limit: 50, upTo: 206 },
+        ] satisfies HistoryQuery[]
+      ) {
+        assert.deepEqual(await storage.history("r", query), {
+          messages: [...range(1, 5), 206].map((seq) => group("r", seq)),
+          complete: true,
+        }, JSON.stringify(query));
+      }
+      assert.deepEqual(await storage.roomSeqs(), new Map([["r", 206]]));
+      // Trimming still keeps exactly the newest 10 stored messages.
+      await storage.write(groups("r", range(207, 211)));
+      const page = await storage.history("r", {
+        kind: "since",
+        since: 0,
+        upTo: 211,
+      });
+      assert.deepEqual(page.messages.map((m) => m.seq), [
+        2,
+        3,
+        4,
+        5,
+        206,
+        ...range(207, 211),
+      ]);
+      assert.equal(page.complete, false);
+      assert.equal(
+        (await storage.history("r", { kind: "since", since: 1, upTo: 211 }))
+          .complete,
+        true,
+      );
+    } finally {
+      await storage.close();
+    }
+  });
 });
