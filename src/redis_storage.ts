@@ -376,9 +376,15 @@ export class RedisStorage implements Storage {
    */
   async history(room: string, query: HistoryQuery): Promise<HistoryPage> {
     const { first, last } = wantedRange(query);
-    // Nothing visible, or nothing asked for: no need to ask Redis.
-    if (this.#historySize === 0 || first > last) {
-      return { messages: [], complete: isComplete(query, 0, query.upTo) };
+    // Nothing asked for: no need to ask Redis.
+    if (first > last) return { messages: [], complete: true };
+    if (this.#historySize === 0) {
+      // Nothing visible: every message up to the room's seq is as trimmed.
+      const seq = await this.#connection.command<string | null>([
+        "GET",
+        KEYS.seq(room),
+      ]);
+      return { messages: [], complete: isComplete(query, 0, Number(seq)) };
     }
     const visible = this.#historySize;
     const [highest, lowest, limit] = query.kind === "since"

@@ -62,6 +62,9 @@ const GROUP_READ = "id, seq, room, sender, CAST(content AS BLOB) AS content, " +
 
 type Row = Record<string, unknown>;
 
+/** How often a read-only database is opened again to see if it still is. */
+const REOPEN_MS = 1000;
+
 const decoder = new TextDecoder();
 
 /** A text column read as a blob (see {@linkcode GROUP_READ}), whole. */
@@ -91,28 +94,36 @@ export interface SqliteOptions {
 
 /** A {@linkcode Storage} kept in one SQLite file (or `:memory:`). */
 export class SqliteStorage implements Storage {
-  #db: DatabaseSync;
+  #db!: DatabaseSync;
+  #path: string;
   #historySize: number;
+  #maxPageCount: number | undefined;
   #closed = false;
-  #insertGroup: StatementSync;
-  #bumpSeq: StatementSync;
-  #cutoff: StatementSync;
-  #trim: StatementSync;
-  #markTrimmed: StatementSync;
-  #knows: StatementSync;
-  #insertPrivate: StatementSync;
-  #deliver: StatementSync;
-  #undeliver: StatementSync;
-  #seqs: StatementSync;
-  #trimmed: StatementSync;
-  #since: StatementSync;
-  #last: StatementSync;
-  #before: StatementSync;
-  #offline: StatementSync;
-  #createToken: StatementSync;
-  #findToken: StatementSync;
-  #revoke: StatementSync;
-  #tokens: StatementSync;
+  /**
+   * Set when a write found the file read-only: SQLite then opened it
+   * read-only and stays so, so the next write opens it again (at most once
+   * per {@linkcode REOPEN_MS}) and works as soon as the file is writable.
+   */
+  #reopenAt: number | undefined;
+  #insertGroup!: StatementSync;
+  #bumpSeq!: StatementSync;
+  #cutoff!: StatementSync;
+  #trim!: StatementSync;
+  #markTrimmed!: StatementSync;
+  #knows!: StatementSync;
+  #insertPrivate!: StatementSync;
+  #deliver!: StatementSync;
+  #undeliver!: StatementSync;
+  #seqs!: StatementSync;
+  #trimmed!: StatementSync;
+  #since!: StatementSync;
+  #last!: StatementSync;
+  #before!: StatementSync;
+  #offline!: StatementSync;
+  #createToken!: StatementSync;
+  #findToken!: StatementSync;
+  #revoke!: StatementSync;
+  #tokens!: StatementSync;
 
   /**
    * Opens (creating and migrating as needed) the database at `path`, or an
@@ -126,8 +137,15 @@ export class SqliteStorage implements Storage {
       );
     }
     if (path !== ":memory:") Deno.mkdirSync(dirname(path), { recursive: true });
+    this.#path = path;
     this.#historySize = historySize;
-    const db = this.#db = new DatabaseSync(path);
+    this.#maxPageCount = options.maxPageCount;
+    this.#open();
+  }
+
+  /** Opens the database, migrates it and prepares the statements. */
+  #open(): void {
+    const db = this.#db = new DatabaseSync(this.#path);
     try {
       // busy_timeout first, so that the server and the operator CLI wait on
       // each other's locks, even for the journal mode and the migration.
@@ -137,8 +155,8 @@ export class SqliteStorage implements Storage {
       db.exec(`PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;
         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;`);
       this.#migrate();
-      if (options.maxPageCount !== undefined) {
-        this.maxPageCount(options.maxPageCount);
+      if (this.#maxPageCount !== undefined) {
+        this.maxPageCount(this.#maxPageCount);
       }
     } catch (error) {
       db.close();
@@ -200,6 +218,7 @@ export class SqliteStorage implements Storage {
     if (!Number.isSafeInteger(pages) || pages < 1) {
       throw new RangeError(`pages must be an integer >= 1: ${pages}`);
     }
+    this.#maxPageCount = pages;
     return Number(
       this.#db.prepare(`PRAGMA max_page_count = ${pages}`).get()
         ?.max_page_count,
@@ -249,6 +268,7 @@ export class SqliteStorage implements Storage {
       // Rooms written to by the batch, trimmed once each at its end.
       const rooms = new Set<string>();
       try {
+        this.#reopenIfDue();
         this.#db.exec("BEGIN IMMEDIATE");
         const results = ops.map((op) => this.#apply(op, rooms));
         for (const room of rooms) this.#trimRoom(room);
@@ -264,6 +284,9 @@ export class SqliteStorage implements Storage {
           }
         }
         const error = cause instanceof Error ? cause.message : String(cause);
+        if (/readonly/i.test(error) && this.#path !== ":memory:") {
+          this.#reopenAt ??= Date.now() + REOPEN_MS;
+        }
         return ops.map((): WriteResult => ({
           ok: false,
           reason: "failed",
@@ -271,6 +294,22 @@ export class SqliteStorage implements Storage {
         }));
       }
     });
+  }
+
+  /** Opens the database again if it was read-only a while ago. */
+  #reopenIfDue(): void {
+    if (this.#reopenAt === undefined || Date.now() < this.#reopenAt) return;
+    const old = this.#db;
+    try {
+      this.#open();
+    } catch (error) {
+      // Still unusable: go on with the old handle, and try again later.
+      this.#db = old;
+      this.#reopenAt = Date.now() + REOPEN_MS;
+      throw error;
+    }
+    this.#reopenAt = undefined;
+    old.close();
   }
 
   /** Keeps the newest `historySize` stored messages of `room`. */

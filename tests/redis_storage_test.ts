@@ -571,6 +571,60 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
     );
 
     await t.step(
+      "out of memory (maxmemory, noeviction): writes fail with the cause, take no seq, lose nothing, and work again",
+      async () => {
+        await fresh();
+        await using a = await node(redis, "n1", { historySize: 10 });
+        await a.storage.createToken("tok-bob", {
+          username: "bob",
+          expiresAt: 10_000,
+        }, 1);
+        assert.deepEqual(
+          seqs(await a.storage.write(groupOps("lobby", 1, 5))),
+          range(1, 5),
+        );
+        const config = (name: string, value: string) =>
+          admin.client.sendCommand(["CONFIG", "SET", name, value]);
+        await config("maxmemory-policy", "noeviction");
+        await config("maxmemory", "1");
+        try {
+          for (let i = 0; i < 50; i++) {
+            const results = await a.storage.write([
+              ...groupOps("lobby", 6, 6),
+              {
+                kind: "private",
+                message: chat(`p${i}`, "alice", "bob"),
+                delivered: false,
+              },
+            ]);
+            for (const result of results) {
+              assert.ok(!result.ok && result.reason === "failed");
+              assert.match(result.error ?? "", /^OOM /);
+            }
+          }
+        } finally {
+          await config("maxmemory", "0");
+        }
+        // No seq was taken by the failed writes, and nothing was trimmed.
+        assert.deepEqual(seqs(await a.storage.write(groupOps("lobby", 6, 6))), [
+          6,
+        ]);
+        assert.deepEqual(
+          await a.storage.history("lobby", {
+            kind: "since",
+            since: 0,
+            upTo: 6,
+          }),
+          {
+            messages: range(1, 6).map((n) => group("lobby", n, n)),
+            complete: true,
+          },
+        );
+        assert.deepEqual(await a.storage.offline("bob"), []);
+      },
+    );
+
+    await t.step(
       "while Redis is down, writes fail at once, then work again",
       async () => {
         await fresh();
@@ -596,7 +650,7 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
             },
             { kind: "undelivered", message: chat("p2", "alice", "bob") },
           ]),
-          [FAILED, FAILED, FAILED],
+          Array(3).fill({ ...FAILED, error: "redis is not available" }),
         );
         await assert.rejects(
           a.storage.history("lobby", { kind: "last", count: 5, upTo: 2 }),

@@ -450,7 +450,10 @@ Deno.test("a batch with a failing op keeps nothing and fails every op", async ()
           { kind: "delivered", ids: ["p1"] },
           { kind: "group", message: duplicate },
         ]),
-        Array(6).fill({ ...FAILED, error: "UNIQUE constraint failed: messages.id" }),
+        Array(6).fill({
+          ...FAILED,
+          error: "UNIQUE constraint failed: messages.id",
+        }),
       );
       assert.deepEqual(await storage.roomSeqs(), new Map([["a", 1]]));
       assert.deepEqual(
@@ -565,6 +568,250 @@ Deno.test("a full database fails writes with the cause, keeps every stored messa
           .complete,
         true,
       );
+    } finally {
+      await storage.close();
+    }
+  });
+});
+
+/** Runs `chattr` on `paths`; throws with its stderr when it fails. */
+async function chattr(flag: "+i" | "-i", ...paths: string[]): Promise<void> {
+  const { success, stderr } = await new Deno.Command("chattr", {
+    args: [flag, ...paths],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((error) => ({
+    success: false,
+    stderr: new TextEncoder().encode(String(error)),
+  }));
+  if (!success) throw new Error(new TextDecoder().decode(stderr).trim());
+}
+
+/**
+ * Why files cannot be made immutable here (`chattr +i` needs root and a file
+ * system with the flag, such as ext4), or `undefined` when they can.
+ */
+async function noImmutableFiles(): Promise<string | undefined> {
+  const dir = await Deno.makeTempDir({ prefix: "chattr_probe_" });
+  const file = join(dir, "probe");
+  await Deno.writeTextFile(file, "probe");
+  try {
+    await chattr("+i", file);
+    await chattr("-i", file);
+    return undefined;
+  } catch (error) {
+    return `chattr +i is not possible here: ${(error as Error).message}`;
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+const IMMUTABLE_UNAVAILABLE = await noImmutableFiles();
+if (IMMUTABLE_UNAVAILABLE) {
+  console.warn(
+    `ignoring the I/O error and read-only tests: ${IMMUTABLE_UNAVAILABLE}`,
+  );
+}
+
+Deno.test({
+  name:
+    "an I/O error (the files made immutable while open) fails writes with the cause, and they work again after",
+  ignore: IMMUTABLE_UNAVAILABLE !== undefined,
+  async fn() {
+    await withDir(async (dir) => {
+      const path = join(dir, "chat.db");
+      const storage = new SqliteStorage(path, 10);
+      const files = [path, `${path}-wal`];
+      try {
+        assert.deepEqual(await storage.write(groups("r", [1, 2])), [OK, OK]);
+        await chattr("+i", ...files);
+        try {
+          for (const seq of [3, 4, 5]) {
+            assert.deepEqual(await storage.write(groups("r", [seq])), [{
+              ...FAILED,
+              error: "disk I/O error",
+            }]);
+          }
+          // Reads go on meanwhile.
+          assert.deepEqual(
+            (await storage.history("r", { kind: "since", since: 0, upTo: 5 }))
+              .messages.map((m) => m.seq),
+            [1, 2],
+          );
+        } finally {
+          await chattr("-i", ...files);
+        }
+        assert.deepEqual(await storage.write(groups("r", [6])), [OK]);
+        assert.deepEqual(
+          await storage.history("r", { kind: "since", since: 0, upTo: 6 }),
+          { messages: [1, 2, 6].map((seq) => group("r", seq)), complete: true },
+        );
+      } finally {
+        await storage.close();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "a read-only database file fails writes with the cause, and once writable it is opened again by itself",
+  ignore: IMMUTABLE_UNAVAILABLE !== undefined,
+  async fn() {
+    await withDir(async (dir) => {
+      const path = join(dir, "chat.db");
+      let storage = new SqliteStorage(path, 10);
+      assert.deepEqual(await storage.write(groups("r", [1])), [OK]);
+      await storage.close();
+      // Immutable: even root cannot open it for writing, so SQLite opens it
+      // read-only, as for a file without write permission.
+      await chattr("+i", path);
+      let immutable = true;
+      try {
+        storage = new SqliteStorage(path, 10);
+        try {
+          for (const seq of [2, 3]) {
+            assert.deepEqual(await storage.write(groups("r", [seq])), [{
+              ...FAILED,
+              error: "attempt to write a readonly database",
+            }]);
+          }
+          assert.deepEqual(
+            (await storage.history("r", { kind: "since", since: 0, upTo: 3 }))
+              .messages.map((m) => m.seq),
+            [1],
+          );
+          await chattr("-i", path);
+          immutable = false;
+          // At most one new open a second: within about a second it writes.
+          const deadline = Date.now() + 3000;
+          let result;
+          do {
+            [result] = await storage.write(groups("r", [4]));
+            if (!result!.ok) {
+              await new Promise((resolve) => setTimeout(resolve, 50));
+            }
+          } while (!result!.ok && Date.now() < deadline);
+          assert.deepEqual(result, OK);
+          assert.deepEqual(
+            (await storage.history("r", { kind: "since", since: 0, upTo: 4 }))
+              .messages.map((m) => m.seq),
+            [1, 4],
+          );
+        } finally {
+          await storage.close();
+        }
+      } finally {
+        if (immutable) await chattr("-i", path);
+      }
+    });
+  },
+});
+
+Deno.test("gaps in seq (failed writes) neither trim kept messages nor make pages incomplete, in both storages", async () => {
+  interface GapCase {
+    name: string;
+    historySize: number;
+    /** Seqs stored, in order; the ones missing failed. */
+    written: number[];
+    query: HistoryQuery;
+    seqs: number[];
+    complete: boolean;
+  }
+  const many = range(1, 300).map((n) => n * 10);
+  const cases: GapCase[] = [
+    {
+      name: "a long gap keeps the older messages",
+      historySize: 10,
+      written: [...range(1, 5), 1151],
+      query: { kind: "since", since: 0, upTo: 1151 },
+      seqs: [...range(1, 5), 1151],
+      complete: true,
+    },
+    {
+      name: "the first seqs failed: nothing was trimmed",
+      historySize: 10,
+      written: [3, 4],
+      query: { kind: "last", count: 10, upTo: 4 },
+      seqs: [3, 4],
+      complete: true,
+    },
+    {
+      name: "before the oldest, nothing trimmed",
+      historySize: 10,
+      written: [5, 9],
+      query: { kind: "before", before: 9, limit: 5, upTo: 9 },
+      seqs: [5],
+      complete: true,
+    },
+    {
+      name: "trimmed by count across gaps",
+      historySize: 3,
+      written: many,
+      query: { kind: "last", count: 5, upTo: 3000 },
+      seqs: [2980, 2990, 3000],
+      complete: false,
+    },
+    {
+      name: "since the last trimmed seq is complete",
+      historySize: 3,
+      written: many,
+      query: { kind: "since", since: 2970, upTo: 3000 },
+      seqs: [2980, 2990, 3000],
+      complete: true,
+    },
+    {
+      name: "since a trimmed seq is not",
+      historySize: 3,
+      written: many,
+      query: { kind: "since", since: 2969, upTo: 3000 },
+      seqs: [2980, 2990, 3000],
+      complete: false,
+    },
+  ];
+  for (const kind of ["sqlite", "memory"] as const) {
+    for (const c of cases) {
+      const storage = kind === "sqlite"
+        ? new SqliteStorage(":memory:", c.historySize)
+        : new MemoryStorage(c.historySize);
+      try {
+        for (const seq of c.written) {
+          assert.deepEqual(await storage.write(groups("r", [seq])), [OK]);
+        }
+        const page = await storage.history("r", c.query);
+        assert.deepEqual(
+          [page.messages.map((m) => m.seq), page.complete],
+          [c.seqs, c.complete],
+          `${kind}: ${c.name}`,
+        );
+      } finally {
+        await storage.close();
+      }
+    }
+  }
+});
+
+Deno.test("a version 1 database is migrated: what lay below a room's oldest message counts as trimmed", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat.db");
+    let storage = new SqliteStorage(path, 3);
+    await storage.write(groups("a", range(1, 10)));
+    await storage.write(groups("b", [1]));
+    await storage.close();
+    // Back to the first schema: no trimmed column.
+    const raw = new DatabaseSync(path);
+    raw.exec(`ALTER TABLE room_seqs DROP COLUMN trimmed;
+      DELETE FROM messages WHERE room = 'b'; PRAGMA user_version = 1`);
+    raw.close();
+    storage = new SqliteStorage(path, 3);
+    try {
+      const page = (room: string, since: number) =>
+        storage.history(room, { kind: "since", since, upTo: 10 });
+      assert.deepEqual((await page("a", 6)).complete, false);
+      assert.deepEqual((await page("a", 7)).complete, true);
+      // A room with nothing kept lost everything up to its seq.
+      assert.deepEqual(await page("b", 0), { messages: [], complete: false });
+      assert.deepEqual((await page("b", 1)).complete, true);
     } finally {
       await storage.close();
     }
