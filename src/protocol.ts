@@ -130,6 +130,19 @@ function codePointLength(text: string): number {
   return count;
 }
 
+/**
+ * Whether `text` holds a lone surrogate: one half of a UTF-16 pair without
+ * the other. JSON can carry one (`"\ud800"`) but UTF-8, and so the database,
+ * cannot: it would come back as U+FFFD, so such content is refused at send.
+ */
+export function hasLoneSurrogate(text: string): boolean {
+  return !text.isWellFormed();
+}
+
+/** The `invalid_message` text for content with a lone surrogate. */
+export const LONE_SURROGATE =
+  "must not contain a lone surrogate (\ud800 to \udfff without its pair)";
+
 const name = z.string().regex(
   NAME_PATTERN,
   "must be 1 to 32 letters, digits, '_', '-' or '.'",
@@ -139,6 +152,11 @@ const ref = z.string().min(1, "must be 1 to 64 characters").max(
   64,
   "must be 1 to 64 characters",
 );
+
+/** `content` that storage gives back exactly as sent. */
+function storable(content: z.ZodType<string>): z.ZodType<string> {
+  return content.refine((text) => !hasLoneSurrogate(text), LONE_SURROGATE);
+}
 
 function bodySchemas(limits: ProtocolLimits) {
   const max = limits.maxContentChars;
@@ -158,13 +176,13 @@ function bodySchemas(limits: ProtocolLimits) {
     Leave: z.object({ sender_username: name, room: name.optional() }),
     GroupChat: z.object({
       sender_username: name,
-      content,
+      content: storable(content),
       room: name.optional(),
     }),
     PrivateChat: z.object({
       sender_username: name,
       target_username: name,
-      content,
+      content: storable(content),
     }),
     History: z.object({
       room: name,

@@ -65,7 +65,8 @@ type Row = Record<string, unknown>;
 /** How often a read-only database is opened again to see if it still is. */
 const REOPEN_MS = 1000;
 
-const decoder = new TextDecoder();
+// ignoreBOM: a leading U+FEFF is content, not a byte order mark to drop.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 /** A text column read as a blob (see {@linkcode GROUP_READ}), whole. */
 function text(value: unknown): string {
