@@ -82,9 +82,9 @@ export class Metrics {
   );
   /** Upgrades refused before the WebSocket opened, by HTTP status. */
   readonly refused: Counter<"status">;
-  /** Storage transactions and the writes in them. */
-  readonly batches: Counter;
-  readonly writes: Counter;
+  /** Storage transactions and the writes in them, by `result`. */
+  readonly batches: Counter<"result">;
+  readonly writes: Counter<"result">;
 
   #gauges: Gauges = { connections: () => 0, rooms: () => 0, users: () => 0 };
 
@@ -101,14 +101,21 @@ export class Metrics {
     this.batches = new Counter({
       name: "chat_storage_batches_total",
       help:
-        "Database transactions committed (SQLite; :memory: writes at once).",
+        "Storage batches (SQLite: transactions), by result: committed or failed (any write in it failed).",
+      labelNames: ["result"],
       registers,
     });
     this.writes = new Counter({
       name: "chat_storage_writes_total",
-      help: "Writes committed in storage transactions.",
+      help: "Writes in storage batches, by result: committed or failed.",
+      labelNames: ["result"],
       registers,
     });
+    // Both results show from the start, at 0.
+    for (const result of ["committed", "failed"]) {
+      this.batches.inc({ result }, 0);
+      this.writes.inc({ result }, 0);
+    }
     new Gauge({
       name: "chat_connections",
       help: "Open WebSocket connections.",
@@ -131,6 +138,31 @@ export class Metrics {
       registers,
       collect() {
         this.set(gauges().users());
+      },
+    });
+  }
+
+  /** Counts one storage batch and its writes. */
+  countBatch(
+    committed: boolean,
+    writesCommitted: number,
+    failed: number,
+  ): void {
+    this.batches.inc({ result: committed ? "committed" : "failed" });
+    if (writesCommitted > 0) {
+      this.writes.inc({ result: "committed" }, writesCommitted);
+    }
+    if (failed > 0) this.writes.inc({ result: "failed" }, failed);
+  }
+
+  /** Adds `chat_storage_up`: 0 while storage writes fail. */
+  observeStorage(up: () => boolean): void {
+    new Gauge({
+      name: "chat_storage_up",
+      help: "1 while storage writes work, 0 while they fail.",
+      registers: [this.registry],
+      collect() {
+        this.set(up() ? 1 : 0);
       },
     });
   }

@@ -1822,7 +1822,8 @@ function refuse(
   message: string,
   ref: string | undefined,
   out: Effect[],
-  streak = true,
+  // `unavailable` is the server's fault (storage, cluster): not a streak.
+  streak = code !== "unavailable",
 ): void {
   send(
     out,

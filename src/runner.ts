@@ -17,7 +17,7 @@ import {
   type PersistRequest,
   reduce,
 } from "./reducer.ts";
-import type { Storage, TokenGrant } from "./storage.ts";
+import type { Storage, TokenGrant, WriteResult } from "./storage.ts";
 import type { RedisBus } from "./cluster_bus.ts";
 
 /** What the runner asks of the cluster bus (`src/cluster_bus.ts`). */
@@ -70,11 +70,36 @@ const OVERLOAD_LAG_MS = 50;
 const LAGGING_SWEEPS = 3;
 const RECOVERED_LAG_MS = 10;
 
+/**
+ * While storage writes fail, at most one log line per this many
+ * milliseconds between the line that says so and the one that says they
+ * work again.
+ */
+export const STORAGE_REPORT_MS = 10_000;
+
+/** Storage writes failing: since when, why, and how many so far. */
+export interface StorageFault {
+  /** Milliseconds since the epoch of the first failed batch. */
+  since: number;
+  /** The last failure's cause. */
+  error: string;
+  /** Failed batches (transactions) and writes since `since`. */
+  failedBatches: number;
+  failedWrites: number;
+}
+
 /** Size in bytes of a text frame; exact only when it could pass `limit`. */
 function frameSize(text: string, limit: number): number {
   // UTF-8 takes at most 3 bytes per UTF-16 unit, so short frames skip the count.
   if (text.length * 3 <= limit) return text.length;
   return encoder.encode(text).length;
+}
+
+/** Whether a write failed in storage (not a refusal such as `unknown_user`). */
+function isFailure(
+  result: WriteResult,
+): result is Extract<WriteResult, { reason: "failed" }> {
+  return !result.ok && result.reason === "failed";
 }
 
 /** Runs the reducer against the world. */
@@ -102,6 +127,9 @@ export class Runner {
   #io: Promise<void> = Promise.resolve();
   #ticker: ReturnType<typeof setInterval>;
   #allClosed: (() => void) | null = null;
+  #storageFault: StorageFault | undefined;
+  /** When the last storage fault line was logged, and the counts then. */
+  #faultReported = { at: 0, batches: 0, writes: 0 };
 
   /** Starts the tick timer; {@linkcode Runner.shutdown} stops it. */
   constructor(state: ChatState, options: RunnerOptions) {
@@ -122,6 +150,11 @@ export class Runner {
   /** The reducer's state, for gauges and health. */
   get state(): ChatState {
     return this.#state;
+  }
+
+  /** Storage writes failing now, or `undefined` while they work. */
+  get storageFault(): StorageFault | undefined {
+    return this.#storageFault && { ...this.#storageFault };
   }
 
   /** Open sockets, closing ones included: what `MAX_CONNECTIONS` counts. */
@@ -233,6 +266,9 @@ export class Runner {
         if (this.#storage.writeNow) {
           const [result = { ok: false, reason: "failed" } as const] = this
             .#storage.writeNow([effect.request.op]);
+          if (this.#storageFault || isFailure(result)) {
+            this.#storageOutcome([result]);
+          }
           this.#events.push({
             type: "persisted",
             now: this.#now(),
@@ -461,12 +497,11 @@ export class Runner {
       const results = await this.#storage.write(
         batch.map((request) => request.op),
       )
-        .catch((error) => {
-          this.#failed("storage write", error);
-          return batch.map(() => ({ ok: false, reason: "failed" }) as const);
+        .catch((cause): WriteResult[] => {
+          const error = cause instanceof Error ? cause.message : String(cause);
+          return batch.map(() => ({ ok: false, reason: "failed", error }));
         });
-      this.#metrics.batches.inc();
-      this.#metrics.writes.inc(batch.length);
+      this.#storageOutcome(results);
       const now = this.#now();
       batch.forEach((request, index) => {
         const result = results[index] ??
@@ -475,6 +510,62 @@ export class Runner {
       });
       this.#drain();
     });
+  }
+
+  /**
+   * Counts a batch's outcome, and tells the operator when storage starts
+   * failing, how often it goes on failing (one line per
+   * {@linkcode STORAGE_REPORT_MS} at most), and when it works again.
+   */
+  #storageOutcome(results: readonly WriteResult[]): void {
+    const failures = results.filter(isFailure);
+    const failed = failures.length;
+    this.#metrics.countBatch(failed === 0, results.length - failed, failed);
+    const fault = this.#storageFault;
+    const now = this.#now();
+    if (failed === 0) {
+      if (!fault) return;
+      this.#storageFault = undefined;
+      this.#log("error", "storage writes work again", {
+        failing_ms: now - fault.since,
+        failed_batches: fault.failedBatches,
+        failed_writes: fault.failedWrites,
+        last_error: fault.error,
+      });
+      return;
+    }
+    const error = failures.find((result) => result.error)?.error ??
+      "unknown";
+    if (!fault) {
+      this.#storageFault = {
+        since: now,
+        error,
+        failedBatches: 1,
+        failedWrites: failed,
+      };
+      this.#faultReported = { at: now, batches: 1, writes: failed };
+      this.#log("error", "storage writes failing", {
+        error,
+        failed_writes: failed,
+      });
+      return;
+    }
+    fault.error = error;
+    fault.failedBatches++;
+    fault.failedWrites += failed;
+    const reported = this.#faultReported;
+    if (now - reported.at < STORAGE_REPORT_MS) return;
+    this.#log("error", "storage writes still failing", {
+      error,
+      failing_ms: now - fault.since,
+      failed_batches: fault.failedBatches - reported.batches,
+      failed_writes: fault.failedWrites - reported.writes,
+    });
+    this.#faultReported = {
+      at: now,
+      batches: fault.failedBatches,
+      writes: fault.failedWrites,
+    };
   }
 
   /** Looks a token up, for the transport's `?token=` check at upgrade. */

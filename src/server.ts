@@ -60,16 +60,28 @@ function refuse(
   return json({ error: reason }, status, headers);
 }
 
+/** What {@linkcode startServer} may be given besides the config. */
+export interface StartOptions {
+  /**
+   * A storage already open, used instead of the one `DATABASE_PATH` names
+   * (without `REDIS_URL`); the server closes it when it stops. Tests use it
+   * to reach the server's database, e.g. to give it a page limit.
+   */
+  storage?: Storage;
+}
+
 /** Starts serving `config`; logs the real address once it listens. */
 export async function startServer(
   config: Config,
   log: Logger,
+  options: StartOptions = {},
 ): Promise<ChatServer> {
   const nodeId = crypto.randomUUID();
   let redis: RedisConnection | undefined;
   let storage: Storage;
-  if (config.redisUrl === undefined) storage = openStorage(config);
-  else {
+  if (config.redisUrl === undefined) {
+    storage = options.storage ?? openStorage(config);
+  } else {
     // A cluster keeps history and tokens in Redis, not in DATABASE_PATH.
     redis = connectRedis(config.redisUrl, { name: "commands", log });
     storage = new RedisStorage(redis, {
@@ -112,6 +124,7 @@ export async function startServer(
     users: () => chat.state.users.size,
   });
   if (bus) metrics.observeCluster(() => bus.up);
+  metrics.observeStorage(() => chat.storageFault === undefined);
   const started = performance.now();
   const anyOrigin = config.allowedOrigins.includes("*");
   const origins = new Set(config.allowedOrigins);
@@ -184,9 +197,35 @@ export async function startServer(
       return await upgrade(request, url);
     }
     switch (path) {
-      case "/healthz":
+      case "/healthz": {
+        const fault = chat.storageFault;
+        // Why the server is degraded: it serves, but not everything works.
+        const reasons = [
+          ...(bus && !bus.up ? ["redis cannot be reached"] : []),
+          ...(fault
+            ? [
+              `storage writes failing since ${
+                new Date(fault.since).toISOString()
+              }: ${fault.error}`,
+            ]
+            : []),
+        ];
         return json({
-          status: draining ? "draining" : bus && !bus.up ? "degraded" : "ok",
+          status: draining
+            ? "draining"
+            : reasons.length > 0
+            ? "degraded"
+            : "ok",
+          ...(reasons.length > 0 ? { reason: reasons.join("; ") } : {}),
+          storage: fault
+            ? {
+              status: "failing",
+              since: new Date(fault.since).toISOString(),
+              error: fault.error,
+              failed_batches: fault.failedBatches,
+              failed_writes: fault.failedWrites,
+            }
+            : { status: "ok" },
           ...(bus
             ? { cluster: { node: nodeId, redis: bus.up ? "up" : "down" } }
             : {}),
@@ -196,6 +235,7 @@ export async function startServer(
           rooms: chat.state.rooms.size,
           users: chat.state.users.size,
         }, draining ? 503 : 200);
+      }
       case "/metrics":
         return new Response(await metrics.render(), {
           headers: { "content-type": metrics.registry.contentType },

@@ -6,7 +6,11 @@
  */
 import { type Config, loadConfig, SETTINGS } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
-import { type ChatServer, startServer } from "../src/server.ts";
+import {
+  type ChatServer,
+  type StartOptions,
+  startServer,
+} from "../src/server.ts";
 
 /** The names of the environment variables of the server's settings. */
 const SETTING_VARIABLES: ReadonlySet<string> = new Set(
@@ -67,6 +71,7 @@ export interface TestServer extends AsyncDisposable {
 /** Starts a server on a free port; dispose it to shut it down. */
 export async function serve(
   overrides: Partial<Config> = {},
+  options: StartOptions = {},
 ): Promise<TestServer> {
   const config = testConfig(overrides);
   const logs: Record<string, unknown>[] = [];
@@ -74,7 +79,7 @@ export async function serve(
     config.logLevel,
     (line) => logs.push(JSON.parse(line)),
   );
-  const server = await startServer(config, log);
+  const server = await startServer(config, log, options);
   return {
     server,
     wsUrl: `ws://127.0.0.1:${server.port}/ws`,
