@@ -106,9 +106,12 @@ export class SqliteStorage implements Storage {
    * per {@linkcode REOPEN_MS}) and works as soon as the file is writable.
    */
   #reopenAt: number | undefined;
+  /** Stored messages per room as of the last commit, once counted. */
+  #rowCounts = new Map<string, number>();
   #insertGroup!: StatementSync;
   #bumpSeq!: StatementSync;
-  #cutoff!: StatementSync;
+  #countRows!: StatementSync;
+  #nthOldest!: StatementSync;
   #trim!: StatementSync;
   #markTrimmed!: StatementSync;
   #knows!: StatementSync;
@@ -171,8 +174,11 @@ export class SqliteStorage implements Storage {
       ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)`);
     // Trimming counts stored messages, not seqs: the newest historySize
     // rows stay, whatever gaps failed writes left between their seqs.
-    this.#cutoff = sql(`SELECT seq FROM messages WHERE room = ?
-      ORDER BY seq DESC LIMIT 1 OFFSET ?`);
+    this.#countRows = sql(
+      "SELECT count(*) AS count FROM messages WHERE room = ?",
+    );
+    this.#nthOldest = sql(`SELECT seq FROM messages WHERE room = ?
+      ORDER BY seq LIMIT 1 OFFSET ?`);
     this.#trim = sql("DELETE FROM messages WHERE room = ? AND seq <= ?");
     this.#markTrimmed = sql(
       "UPDATE room_seqs SET trimmed = max(trimmed, ?2) WHERE room = ?1",
@@ -267,13 +273,16 @@ export class SqliteStorage implements Storage {
     return Promise.try(() => {
       if (ops.length === 0) return [];
       // Rooms written to by the batch, trimmed once each at its end.
-      const rooms = new Set<string>();
+      const rooms = new Map<string, number>();
       try {
         this.#reopenIfDue();
         this.#db.exec("BEGIN IMMEDIATE");
         const results = ops.map((op) => this.#apply(op, rooms));
-        for (const room of rooms) this.#trimRoom(room);
+        const counts = [...rooms].map(([room, added]) =>
+          [room, this.#trimRoom(room, added)] as const
+        );
         this.#db.exec("COMMIT");
+        for (const [room, count] of counts) this.#rowCounts.set(room, count);
         return results;
       } catch (cause) {
         // SQLite may have rolled back already (e.g. SQLITE_FULL).
@@ -313,15 +322,27 @@ export class SqliteStorage implements Storage {
     old.close();
   }
 
-  /** Keeps the newest `historySize` stored messages of `room`. */
-  #trimRoom(room: string): void {
-    const cut = this.#cutoff.get(room, this.#historySize)?.seq;
-    if (cut == null) return;
+  /**
+   * Keeps the newest `historySize` stored messages of `room`, to which this
+   * transaction added `added`; returns how many it keeps. The count of a
+   * room is read once, then followed (only this process writes messages),
+   * so the cut costs what it deletes, not `historySize`.
+   */
+  #trimRoom(room: string, added: number): number {
+    const known = this.#rowCounts.get(room);
+    const count = known === undefined
+      ? Number(this.#countRows.get(room)?.count ?? 0)
+      : known + added;
+    const excess = count - this.#historySize;
+    if (excess <= 0) return count;
+    const cut = this.#nthOldest.get(room, excess - 1)?.seq;
+    if (cut == null) return count;
     this.#trim.run(room, cut);
     this.#markTrimmed.run(room, cut);
+    return this.#historySize;
   }
 
-  #apply(op: WriteOp, rooms: Set<string>): WriteResult {
+  #apply(op: WriteOp, rooms: Map<string, number>): WriteResult {
     if (op.kind === "group") {
       const m = op.message;
       this.#insertGroup.run(
@@ -333,7 +354,7 @@ export class SqliteStorage implements Storage {
         m.timestamp,
       );
       this.#bumpSeq.run(m.room, m.seq);
-      rooms.add(m.room);
+      rooms.set(m.room, (rooms.get(m.room) ?? 0) + 1);
     } else if (op.kind === "private") {
       const m = op.message;
       if (!op.delivered && !this.#knows.get(m.target_username)) {

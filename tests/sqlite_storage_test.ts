@@ -817,3 +817,35 @@ Deno.test("a version 1 database is migrated: what lay below a room's oldest mess
     }
   });
 });
+
+Deno.test("trimming keeps the newest HISTORY_SIZE rows across restarts with another HISTORY_SIZE", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat.db");
+    const kept = async (historySize: number, write: number[]) => {
+      const storage = new SqliteStorage(path, historySize);
+      try {
+        for (const seq of write) await storage.write(groups("r", [seq]));
+        return (await storage.history("r", {
+          kind: "since",
+          since: 0,
+          upTo: ALL,
+        })).messages.map((m) => m.seq);
+      } finally {
+        await storage.close();
+      }
+    };
+    assert.deepEqual(await kept(10, range(1, 20)), range(11, 20));
+    assert.deepEqual(await kept(5, [30]), [17, 18, 19, 20, 30]);
+    assert.deepEqual(await kept(8, [40, 41]), [17, 18, 19, 20, 30, 40, 41]);
+    assert.deepEqual(await kept(8, [50, 51, 52]), [
+      19,
+      20,
+      30,
+      40,
+      41,
+      50,
+      51,
+      52,
+    ]);
+  });
+});
