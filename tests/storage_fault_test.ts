@@ -99,13 +99,13 @@ async function sendThrough(
   return { acked, refused };
 }
 
-/** The seqs and `complete` of the last 100 messages of `r`, read by a new client. */
+/** The seqs and `complete` of `r`'s history (`Enter` with `body`), read by a new client. */
 async function historyOf(
   server: TestServer,
+  body: Record<string, unknown> = { history: 100 },
 ): Promise<{ seqs: number[]; complete: boolean }> {
   await using reader = await TestClient.connect(server.wsUrl);
-  const presence = enterWith(reader, "reader", { room: "r", history: 100 });
-  await presence;
+  await enterWith(reader, "reader", { room: "r", ...body });
   const history = await reader.expect("History");
   return {
     // deno-lint-ignore no-explicit-any
@@ -186,6 +186,10 @@ Deno.test("a full database (max_page_count) through a running server: unavailabl
   assert.equal((await bob.expect("GroupChat")).seq, 351);
   assert.deepEqual(await historyOf(server), {
     seqs: [...range(1, 50), 351],
+    complete: true,
+  });
+  assert.deepEqual(await historyOf(server, { since: 50 }), {
+    seqs: [351],
     complete: true,
   });
   const recovered = lines(server, "storage writes work again");
