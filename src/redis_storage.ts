@@ -20,6 +20,7 @@
  * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
  * chat:tokens                ZSET    token hash, score created_at
  * chat:tokenusers            SET     usernames that ever held a token
+ * chat:probe:{node}          STRING  a node's storage probe, expires at once
  * channel chat:node:{node}   one pub/sub channel per node
  * ```
  *
@@ -74,6 +75,8 @@ export const KEYS = {
   tokens: "chat:tokens",
   /** SET: usernames that ever held a token. */
   tokenUsers: "chat:tokenusers",
+  /** STRING: a node's storage probe while writes fail, with a short expiry. */
+  probe: (node: string): string => `chat:probe:${node}`,
   /** Pub/sub channel of a node. */
   channel: (node: string): string => `chat:node:${node}`,
 } as const;
@@ -365,6 +368,20 @@ export class RedisStorage implements Storage {
     );
     for (const { id } of found) this.#seen.delete(id);
     return OK;
+  }
+
+  /**
+   * A write that needs memory (`SET` with a 1 s expiry): it fails as the
+   * storage's writes would while Redis is down or out of memory.
+   */
+  async probe(): Promise<void> {
+    await this.#connection.command([
+      "SET",
+      KEYS.probe(this.#nodeId),
+      "1",
+      "PX",
+      "1000",
+    ]);
   }
 
   /**

@@ -77,6 +77,9 @@ const RECOVERED_LAG_MS = 10;
  */
 export const STORAGE_REPORT_MS = 10_000;
 
+/** How long storage must have been idle while failing before a probe write. */
+export const STORAGE_PROBE_MS = 1000;
+
 /** Storage writes failing: since when, why, and how many so far. */
 export interface StorageFault {
   /** Milliseconds since the epoch of the first failed batch. */
@@ -130,6 +133,9 @@ export class Runner {
   #storageFault: StorageFault | undefined;
   /** When the last storage fault line was logged, and the counts then. */
   #faultReported = { at: 0, batches: 0, writes: 0 };
+  /** When storage was last written to or probed, on the runner's clock. */
+  #lastStorageTry = 0;
+  #probing = false;
 
   /** Starts the tick timer; {@linkcode Runner.shutdown} stops it. */
   constructor(state: ChatState, options: RunnerOptions) {
@@ -140,10 +146,10 @@ export class Runner {
     this.#log = options.log;
     this.#maxBufferedBytes = options.maxBufferedBytes;
     this.#now = options.now ?? Date.now;
-    this.#ticker = setInterval(
-      () => this.dispatch({ type: "tick", now: this.#now() }),
-      options.tickMs ?? 1000,
-    );
+    this.#ticker = setInterval(() => {
+      this.dispatch({ type: "tick", now: this.#now() });
+      this.#probeStorage();
+    }, options.tickMs ?? 1000);
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
   }
 
@@ -518,20 +524,14 @@ export class Runner {
    * {@linkcode STORAGE_REPORT_MS} at most), and when it works again.
    */
   #storageOutcome(results: readonly WriteResult[]): void {
+    this.#lastStorageTry = this.#now();
     const failures = results.filter(isFailure);
     const failed = failures.length;
     this.#metrics.countBatch(failed === 0, results.length - failed, failed);
     const fault = this.#storageFault;
     const now = this.#now();
     if (failed === 0) {
-      if (!fault) return;
-      this.#storageFault = undefined;
-      this.#log("error", "storage writes work again", {
-        failing_ms: now - fault.since,
-        failed_batches: fault.failedBatches,
-        failed_writes: fault.failedWrites,
-        last_error: fault.error,
-      });
+      this.#recovered();
       return;
     }
     const error = failures.find((result) => result.error)?.error ??
@@ -566,6 +566,46 @@ export class Runner {
       batches: fault.failedBatches,
       writes: fault.failedWrites,
     };
+  }
+
+  /**
+   * While storage fails and nothing has been written for a second, tries a
+   * probe write (see `Storage.probe`), so that the fault's end shows in the
+   * log and `/healthz` without waiting for a client's message.
+   */
+  #probeStorage(): void {
+    const probe = this.#storage.probe?.bind(this.#storage);
+    if (!probe || !this.#storageFault || this.#probing) return;
+    if (this.#now() - this.#lastStorageTry < STORAGE_PROBE_MS) return;
+    this.#probing = true;
+    this.#enqueue(async () => {
+      try {
+        await probe();
+        this.#lastStorageTry = this.#now();
+        this.#recovered();
+      } catch (cause) {
+        this.#lastStorageTry = this.#now();
+        const fault = this.#storageFault;
+        if (fault) {
+          fault.error = cause instanceof Error ? cause.message : String(cause);
+        }
+      } finally {
+        this.#probing = false;
+      }
+    });
+  }
+
+  /** Ends a storage fault: one log line, and `/healthz` is `ok` again. */
+  #recovered(): void {
+    const fault = this.#storageFault;
+    if (!fault) return;
+    this.#storageFault = undefined;
+    this.#log("error", "storage writes work again", {
+      failing_ms: this.#now() - fault.since,
+      failed_batches: fault.failedBatches,
+      failed_writes: fault.failedWrites,
+      last_error: fault.error,
+    });
   }
 
   /** Looks a token up, for the transport's `?token=` check at upgrade. */

@@ -62,6 +62,9 @@ const GROUP_READ = "id, seq, room, sender, CAST(content AS BLOB) AS content, " +
 
 type Row = Record<string, unknown>;
 
+/** What {@linkcode SqliteStorage.probe} writes: about a long message. */
+const PROBE_CONTENT = "probe ".repeat(700);
+
 /** How often a read-only database is opened again to see if it still is. */
 const REOPEN_MS = 1000;
 
@@ -285,18 +288,7 @@ export class SqliteStorage implements Storage {
         for (const [room, count] of counts) this.#rowCounts.set(room, count);
         return results;
       } catch (cause) {
-        // SQLite may have rolled back already (e.g. SQLITE_FULL).
-        if (this.#db.isOpen && this.#db.isTransaction) {
-          try {
-            this.#db.exec("ROLLBACK");
-          } catch {
-            // Nothing more to undo: the next BEGIN starts afresh.
-          }
-        }
-        const error = cause instanceof Error ? cause.message : String(cause);
-        if (/readonly/i.test(error) && this.#path !== ":memory:") {
-          this.#reopenAt ??= Date.now() + REOPEN_MS;
-        }
+        const error = this.#abort(cause);
         return ops.map((): WriteResult => ({
           ok: false,
           reason: "failed",
@@ -304,6 +296,50 @@ export class SqliteStorage implements Storage {
         }));
       }
     });
+  }
+
+  /**
+   * Inserts and deletes a message-sized row of a room no name can have, in
+   * a transaction that commits: it fails as a write of messages would (no
+   * room to grow, an I/O error, a read-only file), and leaves nothing.
+   */
+  probe(): Promise<void> {
+    return Promise.try(() => {
+      try {
+        this.#reopenIfDue();
+        this.#db.exec("BEGIN IMMEDIATE");
+        this.#insertGroup.run(
+          `probe-${crypto.randomUUID()}`,
+          0,
+          "",
+          "",
+          PROBE_CONTENT,
+          0,
+        );
+        this.#trim.run("", 0);
+        this.#db.exec("COMMIT");
+      } catch (cause) {
+        this.#abort(cause);
+        throw cause;
+      }
+    });
+  }
+
+  /** Ends a failed transaction; returns the cause's message. */
+  #abort(cause: unknown): string {
+    // SQLite may have rolled back already (e.g. SQLITE_FULL).
+    if (this.#db.isOpen && this.#db.isTransaction) {
+      try {
+        this.#db.exec("ROLLBACK");
+      } catch {
+        // Nothing more to undo: the next BEGIN starts afresh.
+      }
+    }
+    const error = cause instanceof Error ? cause.message : String(cause);
+    if (/readonly/i.test(error) && this.#path !== ":memory:") {
+      this.#reopenAt ??= Date.now() + REOPEN_MS;
+    }
+    return error;
   }
 
   /** Opens the database again if it was read-only a while ago. */

@@ -79,6 +79,12 @@ export interface Storage {
    * sooner for every message.
    */
   writeNow?(ops: readonly WriteOp[]): WriteResult[];
+  /**
+   * A write that stores nothing lasting but needs what a message needs
+   * (room to grow, a writable file, memory): rejects while writes would
+   * fail. The runner calls it while a fault lasts and nobody writes.
+   */
+  probe?(): Promise<void>;
   /** Reads a room's history. */
   history(room: string, query: HistoryQuery): Promise<HistoryPage>;
   /** Undelivered `PrivateChat`s to `username`, oldest first. */

@@ -602,9 +602,11 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
               assert.match(result.error ?? "", /^OOM /);
             }
           }
+          await assert.rejects(a.storage.probe(), /^Error: OOM /);
         } finally {
           await config("maxmemory", "0");
         }
+        await a.storage.probe();
         // No seq was taken by the failed writes, and nothing was trimmed.
         assert.deepEqual(seqs(await a.storage.write(groupOps("lobby", 6, 6))), [
           6,

@@ -531,8 +531,16 @@ Deno.test("a full database fails writes with the cause, keeps every stored messa
           error: "database or disk is full",
         });
       }
+      await assert.rejects(storage.probe(), /database or disk is full/);
       storage.maxPageCount(1_000_000);
-      // The fault is gone: the next write commits, with a gap in seq.
+      // The probe finds the fault gone, and leaves nothing behind.
+      await storage.probe();
+      assert.deepEqual(await storage.roomSeqs(), new Map([["r", 5]]));
+      assert.deepEqual(
+        await storage.history("", { kind: "since", since: -1, upTo: ALL }),
+        { messages: [], complete: true },
+      );
+      // The next write commits, with a gap in seq.
       assert.deepEqual(await storage.write(groups("r", [206])), [OK]);
       for (
         const query of [

@@ -15,7 +15,7 @@ import { type ChatSettings, createState } from "../src/reducer.ts";
 import { Runner, STORAGE_REPORT_MS } from "../src/runner.ts";
 import { SqliteStorage } from "../src/sqlite_storage.ts";
 import { chatMany, enterWith, frame, tempDb } from "./db_helpers.ts";
-import { serve, TestClient, type TestServer } from "./helpers.ts";
+import { serve, TestClient, type TestServer, waitFor } from "./helpers.ts";
 
 /** `/healthz`, parsed. */
 async function health(
@@ -179,8 +179,14 @@ Deno.test("a full database (max_page_count) through a running server: unavailabl
   assert.equal(failing[WRITES_FAILED], 300);
   assert.equal(failing["chat_storage_up"], 0);
 
-  // The fault clears: the next message is stored, with a gap in seq.
+  // The fault clears: a probe write finds it out within about a second,
+  // with nobody sending; then the next message is stored, with a gap in seq.
   storage.maxPageCount(1_000_000);
+  await waitFor(
+    () => lines(server, "storage writes work again").length === 1,
+    "the recovery is logged",
+  );
+  assert.deepEqual((await health(server)).body.status, "ok");
   const after = await sendThrough(alice, 1, "back");
   assert.deepEqual(after, { acked: [351], refused: 0 });
   assert.equal((await bob.expect("GroupChat")).seq, 351);
