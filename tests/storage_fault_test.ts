@@ -1,7 +1,8 @@
 /**
  * Storage faults through a running server: a database that cannot grow
  * (`max_page_count`, a real `SQLITE_FULL`) and a full file system (a 2 MB
- * tmpfs, where mounting is allowed). Every message is answered, `Ack` or
+ * tmpfs, where mounting is allowed), and a cluster node whose Redis is out of
+ * memory (`maxmemory` with `noeviction`). Every message is answered, `Ack` or
  * `unavailable` with its `ref`; nothing acknowledged is lost; the operator
  * sees it in the log, `/healthz` and `/metrics`; and the server recovers by
  * itself. Also the runner's rate limit on the log lines, on a fake clock.
@@ -14,6 +15,7 @@ import { Metrics } from "../src/metrics.ts";
 import { type ChatSettings, createState } from "../src/reducer.ts";
 import { Runner, STORAGE_REPORT_MS } from "../src/runner.ts";
 import { SqliteStorage } from "../src/sqlite_storage.ts";
+import { redisCommand, startCluster } from "./cluster_helpers.ts";
 import { chatMany, enterWith, frame, tempDb } from "./db_helpers.ts";
 import { serve, TestClient, type TestServer, waitFor } from "./helpers.ts";
 
@@ -418,4 +420,54 @@ Deno.test("runner: while storage fails, one log line per STORAGE_REPORT_MS with 
     await runner.shutdown(0);
     await storage.close();
   }
+});
+
+Deno.test("a cluster node whose Redis is out of memory: unavailable with ref, degraded with the cause, nothing lost, and it recovers by itself", async () => {
+  await using cluster = await startCluster(1, { rateLimitPerSecond: 0 });
+  const node = cluster.nodes[0]!;
+  const port = Number(new URL(cluster.redis.url).port);
+  await using alice = await TestClient.connect(node.wsUrl);
+  await enterWith(alice, "alice", { room: "r" });
+  assert.deepEqual(
+    (await chatMany(alice, "alice", "r", 5)).map((m) => m.seq),
+    range(1, 5),
+  );
+  assert.equal(
+    await redisCommand(port, "CONFIG", "SET", "maxmemory-policy", "noeviction"),
+    "+OK",
+  );
+  assert.equal(
+    await redisCommand(port, "CONFIG", "SET", "maxmemory", "1"),
+    "+OK",
+  );
+  try {
+    assert.deepEqual(await sendThrough(alice, 40, "oom"), {
+      acked: [],
+      refused: 40,
+    });
+    const degraded = await health(node);
+    assert.equal(degraded.status, 200);
+    assert.equal(degraded.body.status, "degraded");
+    assert.match(String(degraded.body.reason), /storage writes failing .*OOM/);
+    assert.match(
+      String(lines(node, "storage writes failing")[0]?.error),
+      /^OOM /,
+    );
+  } finally {
+    await redisCommand(port, "CONFIG", "SET", "maxmemory", "0");
+  }
+  await waitFor(
+    () => lines(node, "storage writes work again").length === 1,
+    "the recovery is logged",
+  );
+  assert.equal((await health(node)).body.status, "ok");
+  // Redis took no seq for the refused messages: no gap here.
+  assert.deepEqual(await sendThrough(alice, 1, "back"), {
+    acked: [6],
+    refused: 0,
+  });
+  assert.deepEqual(await historyOf(node), {
+    seqs: range(1, 6),
+    complete: true,
+  });
 });
