@@ -6,6 +6,7 @@
  */
 import { parseEnv } from "node:util";
 import { z } from "zod";
+import { NAME_PATTERN } from "./names.ts";
 
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
@@ -28,7 +29,7 @@ function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
 
 const nonEmpty = z.string().min(1, "takes a non-empty value");
 const roomName = z.string().regex(
-  /^[\p{L}\p{N}_.-]{1,32}$/u,
+  NAME_PATTERN,
   "takes 1 to 32 letters, digits, '_', '-' or '.'",
 );
 const redisUrl = z.string().regex(

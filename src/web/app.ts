@@ -16,6 +16,7 @@ import {
   isValidName,
   type StoredGroupChat,
   type StoredPrivateChat,
+  usernameProblem,
 } from "../client/chat_client.ts";
 import { describeError } from "../client/error_text.ts";
 import { byId, h } from "./dom.ts";
@@ -526,8 +527,12 @@ class ChatApp {
         el.signinToken,
       );
     }
-    if (!auth && !isValidName(name)) {
-      return this.#signinError(NAME_RULE, el.signinName);
+    const problem = auth ? null : usernameProblem(name);
+    if (problem !== null) {
+      return this.#signinError(
+        isValidName(name) ? `Your name ${problem}.` : NAME_RULE,
+        el.signinName,
+      );
     }
     if (!isValidName(room)) {
       return this.#signinError(
