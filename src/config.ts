@@ -94,6 +94,15 @@ export const SETTINGS = {
     help: "require a valid token on every message",
     schema: boolean,
   },
+  tokenAtUpgrade: {
+    env: "TOKEN_AT_UPGRADE",
+    flag: "token-at-upgrade",
+    negation: "no-token-at-upgrade",
+    fallback: "false",
+    help:
+      "auth on: an upgrade without a valid ?token= gets 401, so no unauthenticated socket ever opens",
+    schema: boolean,
+  },
   adminToken: {
     env: "ADMIN_TOKEN",
     flag: "admin-token",
@@ -254,6 +263,7 @@ export interface Config {
   port: number;
   maxConnections: number;
   authEnabled: boolean;
+  tokenAtUpgrade: boolean;
   adminToken: string | undefined;
   tokenTtlSeconds: number;
   defaultRoom: string;

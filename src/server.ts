@@ -1,7 +1,9 @@
 /**
- * The transport: the `Deno.serve` handler. It routes HTTP, refuses an
- * upgrade early (draining, origin, `MAX_CONNECTIONS`, a bad `?token=`),
- * upgrades, and hands each socket to the runner. It decides no chat rule.
+ * The transport: the `Deno.serve` handler. It routes HTTP, sets the
+ * security headers of every answer, refuses an upgrade early (draining,
+ * origin, `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_IP`, the caps on
+ * unauthenticated sockets, a bad or missing `?token=`), upgrades, and hands
+ * each socket to the runner. It decides no chat rule.
  *
  * @module
  */
@@ -16,7 +18,7 @@ import { Runner } from "./runner.ts";
 import { openSqliteStorage } from "./sqlite_storage.ts";
 import { MemoryStorage, type Storage } from "./storage.ts";
 import { handleTokenApi } from "./token_api.ts";
-import { WEB_PAGE } from "./web_page.ts";
+import { WEB_PAGE, WEB_PAGE_CSP } from "./web_page.ts";
 
 /** The server's name and version, sent in `Welcome`. */
 export const SERVER_NAME = "deno-chat/0.1.0";
@@ -41,6 +43,32 @@ export function openStorage(config: Config): Storage {
     : openSqliteStorage(config.databasePath, config.historySize);
 }
 
+/**
+ * Unauthenticated sockets (no token yet with auth on, no `Enter` yet with
+ * auth off) one client address may hold: each can make the runtime hold a
+ * whole frame of up to 64 MiB before its size is known (denoland/deno#15809).
+ */
+export const MAX_UNAUTHENTICATED_PER_IP = 8;
+
+/** Unauthenticated sockets the whole server holds; see {@linkcode MAX_UNAUTHENTICATED_PER_IP}. */
+export const MAX_UNAUTHENTICATED = 64;
+
+/** `/healthz` says `near_limit` from this share of a connection limit. */
+const NEAR_LIMIT = 0.9;
+
+/** At most one "origin refused" log line per this long (the rest are counted). */
+const REFUSAL_LOG_MS = 10_000;
+
+/** Headers of every answer: no framing, no sniffing, no referrer. */
+const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  "x-frame-options": "DENY",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+};
+
+/** The CSP of every answer but the page: nothing may load, nothing may frame it. */
+const API_CSP = "default-src 'none'; frame-ancestors 'none'";
+
 function json(
   body: unknown,
   status = 200,
@@ -48,8 +76,74 @@ function json(
 ): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json", ...headers },
+    headers: {
+      "content-type": "application/json",
+      "cache-control": "no-store",
+      ...headers,
+    },
   });
+}
+
+/** Adds the security headers to an answer (a 101 upgrade is left as it is). */
+function secure(response: Response): Response {
+  if (response.status === 101) return response;
+  const headers = response.headers;
+  for (const [name, value] of Object.entries(SECURITY_HEADERS)) {
+    headers.set(name, value);
+  }
+  if (!headers.has("content-security-policy")) {
+    headers.set("content-security-policy", API_CSP);
+  }
+  return response;
+}
+
+/** `::ffff:1.2.3.4` is `1.2.3.4`. */
+function plainAddress(address: string): string {
+  return address.toLowerCase().startsWith("::ffff:") && address.includes(".")
+    ? address.slice(7)
+    : address;
+}
+
+/**
+ * The client's address: the peer's, or, when the peer is a trusted proxy,
+ * the last address of `X-Forwarded-For` that is not a trusted proxy itself
+ * (what the nearest proxy saw; earlier entries are the client's to forge).
+ */
+export function clientAddress(
+  peer: string,
+  forwardedFor: string | null,
+  trusted: ReadonlySet<string>,
+): string {
+  const address = plainAddress(peer);
+  if (!trusted.has(address) || forwardedFor === null) return address;
+  const hops = forwardedFor.split(",").map((hop) => plainAddress(hop.trim()))
+    .filter(Boolean);
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = hops[i] as string;
+    if (!trusted.has(hop)) return hop;
+  }
+  return hops[0] ?? address;
+}
+
+/**
+ * Whether a browser page of `origin` may open the socket: `*` allows all;
+ * `self` is the server's own origin, the one whose host is the request's
+ * `Host` (under whatever name or address the server was reached); otherwise
+ * the exact origins listed. No `Origin` at all (not a browser) is allowed.
+ */
+export function originAllowed(
+  origin: string | null,
+  host: string | null,
+  allowed: readonly string[],
+): boolean {
+  if (origin === null || allowed.includes("*")) return true;
+  if (allowed.includes(origin)) return true;
+  if (!allowed.includes("self") || host === null) return false;
+  try {
+    return new URL(origin).host === new URL(`http://${host}`).host;
+  } catch {
+    return false;
+  }
 }
 
 function refuse(
@@ -88,6 +182,7 @@ export async function startServer(
     rateLimitPerSecond: config.rateLimitPerSecond,
     rateLimitBurst: config.rateLimitBurst,
     maxConsecutiveErrors: config.maxConsecutiveErrors,
+    authTimeoutMs: config.authTimeoutSeconds * 1000,
     cluster: redis !== undefined,
   };
   const state = createState(settings, await storage.roomSeqs());
@@ -113,18 +208,75 @@ export async function startServer(
   });
   if (bus) metrics.observeCluster(() => bus.up);
   const started = performance.now();
-  const anyOrigin = config.allowedOrigins.includes("*");
-  const origins = new Set(config.allowedOrigins);
+  const trusted = new Set((config.trustedProxies ?? []).map(plainAddress));
+  /** Open sockets per client address, and which connection each is. */
+  const perAddress = new Map<string, Map<WebSocket, number | null>>();
+  let refusedOrigins = 0;
+  let lastRefusalLog = -Infinity;
   let draining = false;
 
-  async function upgrade(request: Request, url: URL): Promise<Response> {
+  /** Logs a refused origin, at most once per {@linkcode REFUSAL_LOG_MS}. */
+  function logRefusedOrigin(origin: string, address: string): void {
+    refusedOrigins++;
+    const now = performance.now();
+    if (now - lastRefusalLog < REFUSAL_LOG_MS) return;
+    lastRefusalLog = now;
+    log("warn", "upgrade refused: origin not allowed", {
+      origin: origin.slice(0, 200),
+      address,
+      refused: refusedOrigins,
+      allowed: config.allowedOrigins,
+    });
+    refusedOrigins = 0;
+  }
+
+  /** Sockets of `address` with no username yet (opening ones included). */
+  function unauthenticatedFrom(address: string): number {
+    let count = 0;
+    for (const id of perAddress.get(address)?.values() ?? []) {
+      const conn = id === null ? undefined : chat.state.connections.get(id);
+      if (conn?.username == null) count++;
+    }
+    return count;
+  }
+
+  function unauthenticated(): number {
+    let opening = 0;
+    for (const sockets of perAddress.values()) {
+      for (const id of sockets.values()) {
+        if (id === null || !chat.state.connections.has(id)) opening++;
+      }
+    }
+    return chat.state.unbound.size + opening;
+  }
+
+  function track(socket: WebSocket, address: string, id: number): void {
+    let sockets = perAddress.get(address);
+    if (!sockets) perAddress.set(address, sockets = new Map());
+    sockets.set(socket, id);
+    socket.addEventListener("close", () => {
+      sockets.delete(socket);
+      if (sockets.size === 0 && perAddress.get(address) === sockets) {
+        perAddress.delete(address);
+      }
+    });
+  }
+
+  async function upgrade(
+    request: Request,
+    url: URL,
+    address: string,
+  ): Promise<Response> {
     if (draining) {
       metrics.refused.inc({ status: "503" });
       return refuse(503, "server shutting down", { "retry-after": "5" });
     }
     const origin = request.headers.get("origin");
-    if (origin !== null && !anyOrigin && !origins.has(origin)) {
+    if (
+      !originAllowed(origin, request.headers.get("host"), config.allowedOrigins)
+    ) {
       metrics.refused.inc({ status: "403" });
+      logRefusedOrigin(origin as string, address);
       return refuse(403, `origin ${origin} is not allowed`);
     }
     if (chat.overloaded) {
@@ -135,7 +287,43 @@ export async function startServer(
       metrics.refused.inc({ status: "503" });
       return refuse(503, "too many connections", { "retry-after": "1" });
     }
+    const fromAddress = perAddress.get(address)?.size ?? 0;
+    if (
+      config.maxConnectionsPerIp > 0 &&
+      fromAddress >= config.maxConnectionsPerIp
+    ) {
+      metrics.refused.inc({ status: "429" });
+      return refuse(
+        429,
+        `too many connections from ${address} (at most ${config.maxConnectionsPerIp})`,
+        { "retry-after": "10" },
+      );
+    }
     const token = url.searchParams.get("token")?.toLowerCase();
+    if (config.authEnabled && config.tokenAtUpgrade && !token) {
+      metrics.refused.inc({ status: "401" });
+      return refuse(401, "a token is required at upgrade: /ws?token=<token>");
+    }
+    if (!token || !config.authEnabled) {
+      // Each of these may make the runtime hold a whole frame of up to
+      // 64 MiB before its size is known: few per address, few in all.
+      if (unauthenticatedFrom(address) >= MAX_UNAUTHENTICATED_PER_IP) {
+        metrics.refused.inc({ status: "429" });
+        return refuse(
+          429,
+          `too many connections from ${address} that have not signed in yet (at most ${MAX_UNAUTHENTICATED_PER_IP})`,
+          { "retry-after": String(config.authTimeoutSeconds) },
+        );
+      }
+      if (unauthenticated() >= MAX_UNAUTHENTICATED) {
+        metrics.refused.inc({ status: "503" });
+        return refuse(
+          503,
+          `too many connections that have not signed in yet (at most ${MAX_UNAUTHENTICATED})`,
+          { "retry-after": String(config.authTimeoutSeconds) },
+        );
+      }
+    }
     let grant;
     if (config.authEnabled && token) {
       try {
@@ -154,13 +342,51 @@ export async function startServer(
     const { socket, response } = Deno.upgradeWebSocket(request, {
       idleTimeout: config.idleTimeoutSeconds,
     });
-    chat.attach(socket, token && grant ? { token, grant } : {});
+    track(
+      socket,
+      address,
+      chat.attach(socket, token && grant ? { token, grant } : {}),
+    );
     return response;
   }
 
-  async function handler(request: Request): Promise<Response> {
+  /** What the web page asks after a failed open: may it connect at all? */
+  function upgradeCheck(request: Request, url: URL): Response {
+    // A same-origin GET carries no Origin: the page names its own.
+    const origin = request.headers.get("origin") ??
+      url.searchParams.get("origin");
+    return json({
+      origin,
+      origin_allowed: originAllowed(
+        origin,
+        request.headers.get("host"),
+        config.allowedOrigins,
+      ),
+      token_at_upgrade: config.authEnabled && config.tokenAtUpgrade,
+    });
+  }
+
+  async function handler(
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Promise<Response> {
+    const address = clientAddress(
+      info.remoteAddr.hostname,
+      request.headers.get("x-forwarded-for"),
+      trusted,
+    );
+    return secure(await route(request, address));
+  }
+
+  async function route(request: Request, address: string): Promise<Response> {
     const url = new URL(request.url);
     const path = url.pathname;
+    if (path === "/api/upgrade-check") {
+      if (request.method !== "GET" && request.method !== "HEAD") {
+        return refuse(405, "method not allowed", { allow: "GET, HEAD" });
+      }
+      return upgradeCheck(request, url);
+    }
     if (path.startsWith("/api/tokens")) {
       return await handleTokenApi(request, path, {
         adminToken: config.adminToken,
@@ -181,12 +407,32 @@ export async function startServer(
       (path === "/" || path === "/ws") &&
       request.headers.get("upgrade")?.toLowerCase() === "websocket"
     ) {
-      return await upgrade(request, url);
+      return await upgrade(request, url, address);
     }
     switch (path) {
-      case "/healthz":
+      case "/healthz": {
+        const open = chat.openSockets;
+        const waiting = unauthenticated();
+        const full = open >= config.maxConnections;
+        // Near a limit: new users are (or soon will be) refused.
+        const near = open >= config.maxConnections * NEAR_LIMIT ||
+          waiting >= MAX_UNAUTHENTICATED * NEAR_LIMIT;
         return json({
-          status: draining ? "draining" : bus && !bus.up ? "degraded" : "ok",
+          status: draining
+            ? "draining"
+            : bus && !bus.up
+            ? "degraded"
+            : full
+            ? "full"
+            : "ok",
+          near_limit: near,
+          limits: {
+            max_connections: config.maxConnections,
+            max_connections_per_ip: config.maxConnectionsPerIp,
+            max_unauthenticated: MAX_UNAUTHENTICATED,
+            max_unauthenticated_per_ip: MAX_UNAUTHENTICATED_PER_IP,
+          },
+          unauthenticated: waiting,
           ...(bus
             ? { cluster: { node: nodeId, redis: bus.up ? "up" : "down" } }
             : {}),
@@ -196,13 +442,20 @@ export async function startServer(
           rooms: chat.state.rooms.size,
           users: chat.state.users.size,
         }, draining ? 503 : 200);
+      }
       case "/metrics":
         return new Response(await metrics.render(), {
-          headers: { "content-type": metrics.registry.contentType },
+          headers: {
+            "content-type": metrics.registry.contentType,
+            "cache-control": "no-store",
+          },
         });
       case "/":
         return new Response(WEB_PAGE, {
-          headers: { "content-type": "text/html; charset=utf-8" },
+          headers: {
+            "content-type": "text/html; charset=utf-8",
+            "content-security-policy": WEB_PAGE_CSP,
+          },
         });
       default:
         return refuse(426, "this endpoint takes a WebSocket upgrade", {
@@ -218,6 +471,20 @@ export async function startServer(
     onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
   }, handler);
   const addr = await listening.promise;
+  if (config.allowedOrigins.includes("*")) {
+    log(
+      "warn",
+      "ALLOWED_ORIGINS=* lets any web site's pages open sockets here with their visitors' browsers",
+      {},
+    );
+  }
+  if (config.authEnabled && config.adminToken === undefined) {
+    log(
+      "warn",
+      "AUTH_ENABLED=true without ADMIN_TOKEN: /api/tokens is off (404); tokens can only be issued with deno task token",
+      {},
+    );
+  }
   log("info", "listening", {
     url: `http://${addr.hostname}:${addr.port}/`,
     websocket: `ws://${addr.hostname}:${addr.port}/ws`,

@@ -87,6 +87,17 @@ const ROWS: readonly Row[] = [
     invalid: ["yes", "no", "on", "2", "TRUE", ""],
   },
   {
+    key: "tokenAtUpgrade",
+    env: "TOKEN_AT_UPGRADE",
+    flag: "token-at-upgrade",
+    negation: "no-token-at-upgrade",
+    fallbackText: "false",
+    fallback: false,
+    sample: "true",
+    parsed: true,
+    invalid: ["yes", "2", ""],
+  },
+  {
     key: "adminToken",
     env: "ADMIN_TOKEN",
     flag: "admin-token",
