@@ -47,10 +47,14 @@ function answer(
   body?: unknown,
   headers: HeadersInit = {},
 ): Response {
-  if (body === undefined) return new Response(null, { status, headers });
+  // A token is a secret: no cache may keep an answer.
+  const common = { "cache-control": "no-store", ...headers };
+  if (body === undefined) {
+    return new Response(null, { status, headers: common });
+  }
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json", ...headers },
+    headers: { "content-type": "application/json", ...common },
   });
 }
 
