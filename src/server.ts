@@ -48,7 +48,7 @@ export function openStorage(config: Config): Storage {
  * auth off) one client address may hold: each can make the runtime hold a
  * whole frame of up to 64 MiB before its size is known (denoland/deno#15809).
  */
-export const MAX_UNAUTHENTICATED_PER_IP = 8;
+export const MAX_UNAUTHENTICATED_PER_IP = 4;
 
 /** Unauthenticated sockets the whole server holds; see {@linkcode MAX_UNAUTHENTICATED_PER_IP}. */
 export const MAX_UNAUTHENTICATED = 64;
