@@ -905,8 +905,10 @@ function enter(
   const name = body.room ?? state.settings.defaultRoom;
   if (conn.username === null) {
     // One name however it is cased or written (NFKC): `Alice` is `alice`.
-    const holder = state.names.get(foldName(body.sender_username));
-    if (holder !== undefined || state.claiming.has(body.sender_username)) {
+    const folded = foldName(body.sender_username);
+    const holder = state.names.get(folded) ??
+      [...state.claiming].find((name) => foldName(name) === folded);
+    if (holder !== undefined) {
       refuse(
         state,
         conn,

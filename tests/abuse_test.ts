@@ -16,8 +16,10 @@ import {
   serve,
   TestClient,
   type TestServer,
+  WAIT_MS,
   waitFor,
 } from "./helpers.ts";
+import { answerTo, startCluster } from "./cluster_helpers.ts";
 import { main as tokenCli } from "../src/token_cli.ts";
 import { MAX_UNAUTHENTICATED_PER_IP } from "../src/server.ts";
 
@@ -610,4 +612,41 @@ Deno.test("startup: AUTH_ENABLED without ADMIN_TOKEN warns that only deno task t
   assert.ok(
     server.logs.some((line) => /deno task token/.test(String(line.msg))),
   );
+});
+
+// Cluster -------------------------------------------------------------------
+
+Deno.test("names, cluster: a name held on node A is taken on node B in every case and width, and free once it closes", async () => {
+  await using cluster = await startCluster(2);
+  const [a, b] = cluster.nodes as [TestServer, TestServer];
+  await using bob = await TestClient.connect(a.wsUrl);
+  await bob.enter("Bob", "r");
+  await using other = await TestClient.connect(b.wsUrl);
+  for (const [i, name] of ["bob", "BOB", "ｂｏｂ"].entries()) {
+    const { answer } = await answerTo(
+      other,
+      "Enter",
+      {
+        sender_username: name,
+        room: "r",
+      },
+      `e${i}`,
+      WAIT_MS,
+    );
+    assert.equal(answer.message_body.code, "username_taken", name);
+  }
+  await bob.close();
+  await waitFor(async () => {
+    const { answer } = await answerTo(
+      other,
+      "Enter",
+      {
+        sender_username: "bob",
+        room: "r",
+      },
+      `again-${crypto.randomUUID()}`,
+      WAIT_MS,
+    );
+    return answer.message_type === "Ack";
+  }, "bob free on node B");
 });
