@@ -209,8 +209,15 @@ export async function startServer(
   if (bus) metrics.observeCluster(() => bus.up);
   const started = performance.now();
   const trusted = new Set((config.trustedProxies ?? []).map(plainAddress));
-  /** Open sockets per client address, and which connection each is. */
-  const perAddress = new Map<string, Map<WebSocket, number | null>>();
+  /** Open sockets per client address. */
+  const perAddress = new Map<string, number>();
+  /**
+   * Per address, the connections not yet seen signed in. One that signs in
+   * is dropped at the next count, so each count costs O(what it drops).
+   */
+  const waiting = new Map<string, Set<number>>();
+  /** Sockets upgraded but not open yet (not in the reducer's `unbound`). */
+  const opening = new Set<WebSocket>();
   let refusedOrigins = 0;
   let lastRefusalLog = -Infinity;
   let draining = false;
@@ -232,33 +239,42 @@ export async function startServer(
 
   /** Sockets of `address` with no username yet (opening ones included). */
   function unauthenticatedFrom(address: string): number {
-    let count = 0;
-    for (const id of perAddress.get(address)?.values() ?? []) {
-      const conn = id === null ? undefined : chat.state.connections.get(id);
-      if (conn?.username == null) count++;
+    const ids = waiting.get(address);
+    if (!ids) return 0;
+    for (const id of ids) {
+      const conn = chat.state.connections.get(id);
+      if (conn !== undefined && conn.username !== null) ids.delete(id);
     }
-    return count;
+    return ids.size;
   }
 
+  /** Sockets with no username yet, in all. */
   function unauthenticated(): number {
-    let opening = 0;
-    for (const sockets of perAddress.values()) {
-      for (const id of sockets.values()) {
-        if (id === null || !chat.state.connections.has(id)) opening++;
-      }
-    }
-    return chat.state.unbound.size + opening;
+    return chat.state.unbound.size + opening.size;
   }
 
-  function track(socket: WebSocket, address: string, id: number): void {
-    let sockets = perAddress.get(address);
-    if (!sockets) perAddress.set(address, sockets = new Map());
-    sockets.set(socket, id);
+  function track(
+    socket: WebSocket,
+    address: string,
+    id: number,
+    signedIn: boolean,
+  ): void {
+    perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
+    if (!signedIn) {
+      let ids = waiting.get(address);
+      if (!ids) waiting.set(address, ids = new Set());
+      ids.add(id);
+      opening.add(socket);
+    }
+    socket.addEventListener("open", () => opening.delete(socket));
     socket.addEventListener("close", () => {
-      sockets.delete(socket);
-      if (sockets.size === 0 && perAddress.get(address) === sockets) {
-        perAddress.delete(address);
-      }
+      opening.delete(socket);
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left > 0) perAddress.set(address, left);
+      else perAddress.delete(address);
+      const pending = waiting.get(address);
+      pending?.delete(id);
+      if (pending?.size === 0) waiting.delete(address);
     });
   }
 
@@ -287,7 +303,7 @@ export async function startServer(
       metrics.refused.inc({ status: "503" });
       return refuse(503, "too many connections", { "retry-after": "1" });
     }
-    const fromAddress = perAddress.get(address)?.size ?? 0;
+    const fromAddress = perAddress.get(address) ?? 0;
     if (
       config.maxConnectionsPerIp > 0 &&
       fromAddress >= config.maxConnectionsPerIp
@@ -342,10 +358,12 @@ export async function startServer(
     const { socket, response } = Deno.upgradeWebSocket(request, {
       idleTimeout: config.idleTimeoutSeconds,
     });
+    const signedIn = Boolean(token && grant);
     track(
       socket,
       address,
       chat.attach(socket, token && grant ? { token, grant } : {}),
+      signedIn,
     );
     return response;
   }
