@@ -21,6 +21,7 @@ import {
 } from "./helpers.ts";
 import { answerTo, startCluster } from "./cluster_helpers.ts";
 import { main as tokenCli } from "../src/token_cli.ts";
+import { createState, reduce } from "../src/reducer.ts";
 import { MAX_UNAUTHENTICATED_PER_IP } from "../src/server.ts";
 
 /** Sends an upgrade request by hand with exactly `headers`; returns the status and head. */
@@ -650,3 +651,75 @@ Deno.test("names, cluster: a name held on node A is taken on node B in every cas
     return answer.message_type === "Ack";
   }, "bob free on node B");
 });
+
+// The deadline in the reducer -----------------------------------------------
+
+type DeadlineCase = {
+  name: string;
+  authEnabled: boolean;
+  /** What the connection sends at 100 ms, if anything. */
+  frame?: string;
+  /** Tick times (ms) and whether a 1008 close comes at that tick. */
+  ticks: readonly [number, boolean][];
+};
+
+const DEADLINES: readonly DeadlineCase[] = [
+  {
+    name: "auth off, no Enter: closed at the first tick at or after 1000 ms",
+    authEnabled: false,
+    ticks: [[999, false], [1000, true], [2000, false]],
+  },
+  {
+    name: "auth off, Enter at 100 ms: never closed",
+    authEnabled: false,
+    frame: JSON.stringify(envelope("Enter", { sender_username: "ann" })),
+    ticks: [[1000, false], [5000, false]],
+  },
+  {
+    name: "auth off, a refused Enter does not count: closed",
+    authEnabled: false,
+    frame: JSON.stringify(envelope("Enter", { sender_username: "\u0430dmin" })),
+    ticks: [[1500, true]],
+  },
+  {
+    name: "auth on, no token: closed",
+    authEnabled: true,
+    frame: JSON.stringify(envelope("Enter", { sender_username: "ann" })),
+    ticks: [[999, false], [1200, true]],
+  },
+];
+
+for (const { name, authEnabled, frame, ticks } of DEADLINES) {
+  Deno.test(`deadline (reducer): ${name}`, () => {
+    let state = createState({
+      serverName: "t",
+      authEnabled,
+      defaultRoom: "general",
+      maxMessageBytes: 65536,
+      maxContentChars: 4000,
+      maxRoomsPerConnection: 50,
+      rateLimitPerSecond: 0,
+      rateLimitBurst: 40,
+      maxConsecutiveErrors: 10,
+      authTimeoutMs: 1000,
+    });
+    [state] = reduce(state, { type: "open", conn: 1, now: 0, publicId: "p" });
+    if (frame) {
+      [state] = reduce(state, {
+        type: "frame",
+        conn: 1,
+        now: 100,
+        text: frame,
+        size: frame.length,
+        id: "m1",
+      });
+    }
+    for (const [now, closes] of ticks) {
+      const [next, effects] = reduce(state, { type: "tick", now });
+      state = next;
+      const close = effects.find((effect) => effect.type === "close");
+      assert.equal(close !== undefined, closes, `tick at ${now}`);
+      if (close?.type === "close") assert.equal(close.code, 1008);
+    }
+  });
+}
