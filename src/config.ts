@@ -208,6 +208,22 @@ export const SETTINGS = {
       "open WebSockets from one client address; the next upgrade gets 429; 0 is no limit",
     schema: integer(0),
   },
+  maxUnauthenticatedPerIp: {
+    env: "MAX_UNAUTHENTICATED_PER_IP",
+    flag: "max-unauthenticated-per-ip",
+    fallback: "4",
+    help:
+      "sockets from one address that have not signed in yet; the next upgrade gets 429; 0 is no limit",
+    schema: integer(0),
+  },
+  maxUnauthenticated: {
+    env: "MAX_UNAUTHENTICATED",
+    flag: "max-unauthenticated",
+    fallback: "64",
+    help:
+      "sockets in all that have not signed in yet; the next upgrade gets 503; 0 is no limit",
+    schema: integer(0),
+  },
   trustedProxies: {
     env: "TRUSTED_PROXIES",
     flag: "trusted-proxies",
@@ -278,6 +294,8 @@ export interface Config {
   allowedOrigins: string[];
   authTimeoutSeconds: number;
   maxConnectionsPerIp: number;
+  maxUnauthenticatedPerIp: number;
+  maxUnauthenticated: number;
   /** Absent: no proxy is trusted. */
   trustedProxies: string[] | undefined;
   historySize: number;

@@ -43,16 +43,6 @@ export function openStorage(config: Config): Storage {
     : openSqliteStorage(config.databasePath, config.historySize);
 }
 
-/**
- * Unauthenticated sockets (no token yet with auth on, no `Enter` yet with
- * auth off) one client address may hold: each can make the runtime hold a
- * whole frame of up to 64 MiB before its size is known (denoland/deno#15809).
- */
-export const MAX_UNAUTHENTICATED_PER_IP = 4;
-
-/** Unauthenticated sockets the whole server holds; see {@linkcode MAX_UNAUTHENTICATED_PER_IP}. */
-export const MAX_UNAUTHENTICATED = 64;
-
 /** `/healthz` says `near_limit` from this share of a connection limit. */
 const NEAR_LIMIT = 0.9;
 
@@ -322,20 +312,23 @@ export async function startServer(
     }
     if (!token || !config.authEnabled) {
       // Each of these may make the runtime hold a whole frame of up to
-      // 64 MiB before its size is known: few per address, few in all.
-      if (unauthenticatedFrom(address) >= MAX_UNAUTHENTICATED_PER_IP) {
+      // 64 MiB before its size is known (denoland/deno#15809): few per
+      // address, few in all.
+      const perIp = config.maxUnauthenticatedPerIp;
+      if (perIp > 0 && unauthenticatedFrom(address) >= perIp) {
         metrics.refused.inc({ status: "429" });
         return refuse(
           429,
-          `too many connections from ${address} that have not signed in yet (at most ${MAX_UNAUTHENTICATED_PER_IP})`,
+          `too many connections from ${address} that have not signed in yet (at most ${perIp})`,
           { "retry-after": String(config.authTimeoutSeconds) },
         );
       }
-      if (unauthenticated() >= MAX_UNAUTHENTICATED) {
+      const total = config.maxUnauthenticated;
+      if (total > 0 && unauthenticated() >= total) {
         metrics.refused.inc({ status: "503" });
         return refuse(
           503,
-          `too many connections that have not signed in yet (at most ${MAX_UNAUTHENTICATED})`,
+          `too many connections that have not signed in yet (at most ${total})`,
           { "retry-after": String(config.authTimeoutSeconds) },
         );
       }
@@ -434,7 +427,8 @@ export async function startServer(
         const full = open >= config.maxConnections;
         // Near a limit: new users are (or soon will be) refused.
         const near = open >= config.maxConnections * NEAR_LIMIT ||
-          waiting >= MAX_UNAUTHENTICATED * NEAR_LIMIT;
+          (config.maxUnauthenticated > 0 &&
+            waiting >= config.maxUnauthenticated * NEAR_LIMIT);
         return json({
           status: draining
             ? "draining"
@@ -447,8 +441,8 @@ export async function startServer(
           limits: {
             max_connections: config.maxConnections,
             max_connections_per_ip: config.maxConnectionsPerIp,
-            max_unauthenticated: MAX_UNAUTHENTICATED,
-            max_unauthenticated_per_ip: MAX_UNAUTHENTICATED_PER_IP,
+            max_unauthenticated: config.maxUnauthenticated,
+            max_unauthenticated_per_ip: config.maxUnauthenticatedPerIp,
           },
           unauthenticated: waiting,
           ...(bus

@@ -22,7 +22,6 @@ import {
 import { answerTo, startCluster } from "./cluster_helpers.ts";
 import { main as tokenCli } from "../src/token_cli.ts";
 import { createState, reduce } from "../src/reducer.ts";
-import { MAX_UNAUTHENTICATED_PER_IP } from "../src/server.ts";
 
 /** Sends an upgrade request by hand with exactly `headers`; returns the status and head. */
 async function rawUpgrade(
@@ -326,11 +325,12 @@ Deno.test("per address: X-Forwarded-For from a peer not in TRUSTED_PROXIES is ig
 Deno.test("per address: only a few sockets that have not signed in yet; one that signs in frees a place", async () => {
   await using server = await serve({
     maxConnectionsPerIp: 0,
+    maxUnauthenticatedPerIp: 4,
     trustedProxies: ["127.0.0.1"],
   });
   const peers: RawPeer[] = [];
   try {
-    for (let i = 0; i < MAX_UNAUTHENTICATED_PER_IP; i++) {
+    for (let i = 0; i < 4; i++) {
       const peer = await fromAddress(server, "203.0.113.8");
       peers.push(peer);
       assert.equal(peer.status, 101);
@@ -354,6 +354,29 @@ Deno.test("per address: only a few sockets that have not signed in yet; one that
     );
     await using next = await fromAddress(server, "203.0.113.8");
     assert.equal(next.status, 101);
+  } finally {
+    for (const peer of peers) await peer[Symbol.asyncDispose]();
+  }
+});
+
+Deno.test("in all: MAX_UNAUTHENTICATED refuses the next socket that has not signed in with 503, from any address", async () => {
+  await using server = await serve({
+    maxUnauthenticated: 3,
+    trustedProxies: ["127.0.0.1"],
+  });
+  const peers: RawPeer[] = [];
+  try {
+    for (const address of ["192.0.2.1", "192.0.2.2", "192.0.2.3"]) {
+      const peer = await fromAddress(server, address);
+      peers.push(peer);
+      assert.equal(peer.status, 101);
+    }
+    await using over = await fromAddress(server, "192.0.2.4");
+    assert.equal(over.status, 503);
+    assert.match(over.headers, /retry-after: 10/i);
+    const health = await (await fetch(`${server.httpUrl}/healthz`)).json();
+    assert.equal(health.near_limit, true);
+    assert.equal(health.unauthenticated, 3);
   } finally {
     for (const peer of peers) await peer[Symbol.asyncDispose]();
   }
