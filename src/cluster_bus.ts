@@ -23,6 +23,7 @@
  * @module
  */
 import type { Logger } from "./log.ts";
+import { foldName } from "./names.ts";
 import {
   parseStoredGroupChat,
   parseStoredPrivateChat,
@@ -42,6 +43,12 @@ export const HEARTBEAT_MS = 1_000;
 
 /** How long a node's heartbeat lives: a node silent this long is dead. */
 export const NODE_TTL_MS = 5_000;
+
+/** A snapshot as `RESYNC` takes it: with the folded form of each username. */
+function withNames(snapshot: Contributions): string {
+  const names = [...new Set(snapshot.users.map(foldName))];
+  return JSON.stringify({ ...snapshot, names });
+}
 
 /** Lua shared by the scripts below: joining, leaving, forgetting a node. */
 const LIB = `
@@ -82,20 +89,33 @@ local function forget_node(node)
   for _, user in ipairs(redis.call('SMEMBERS', ${LUA.nodeUsers} .. node)) do
     redis.call('SREM', ${LUA.userNodes} .. user, node)
   end
-  redis.call('DEL', ${LUA.nodePresence} .. node, ${LUA.nodeUsers} .. node, ${LUA.alive} .. node)
+  for _, name in ipairs(redis.call('SMEMBERS', ${LUA.nodeNames} .. node)) do
+    redis.call('SREM', ${LUA.nameNodes} .. name, node)
+  end
+  redis.call('DEL', ${LUA.nodePresence} .. node, ${LUA.nodeUsers} .. node, ${LUA.nodeNames} .. node, ${LUA.alive} .. node)
   redis.call('SREM', ${LUA.nodes}, node)
 end
 `;
 
-/** ARGV: node, room, user, claim (`exclusive`|`none`), timestamp. */
+/**
+ * ARGV: node, room, user, claim (`exclusive`|`none`), timestamp, the user's
+ * folded name: an exclusive claim is refused while another node holds any
+ * name of the same folded form (`Alice` and `alice` are one name).
+ */
 const JOIN = new RedisScript(`${LIB}
 local node, room, user, claim = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local folded = ARGV[6]
 if claim == 'exclusive' then
   for _, n in ipairs(redis.call('SMEMBERS', ${LUA.userNodes} .. user)) do
     if n ~= node then return {'taken'} end
   end
+  for _, n in ipairs(redis.call('SMEMBERS', ${LUA.nameNodes} .. folded)) do
+    if n ~= node then return {'taken'} end
+  end
   redis.call('SADD', ${LUA.userNodes} .. user, node)
   redis.call('SADD', ${LUA.nodeUsers} .. node, user)
+  redis.call('SADD', ${LUA.nameNodes} .. folded, node)
+  redis.call('SADD', ${LUA.nodeNames} .. node, folded)
 end
 local new = join(node, room, user, tonumber(ARGV[5]))
 local seq = tonumber(redis.call('GET', ${LUA.seq} .. room) or '0')
@@ -110,17 +130,21 @@ if ARGV[6] == '1' then redis.call('SREM', ${LUA.roomNodes} .. room, node) end
 return gone
 `);
 
-/** ARGV: node, user. */
+/** ARGV: node, user, folded user. */
 const CLAIM = new RedisScript(`
 redis.call('SADD', ${LUA.userNodes} .. ARGV[2], ARGV[1])
 redis.call('SADD', ${LUA.nodeUsers} .. ARGV[1], ARGV[2])
+redis.call('SADD', ${LUA.nameNodes} .. ARGV[3], ARGV[1])
+redis.call('SADD', ${LUA.nodeNames} .. ARGV[1], ARGV[3])
 return 1
 `);
 
-/** ARGV: node, user. */
+/** ARGV: node, user, folded user. */
 const RELEASE = new RedisScript(`
 redis.call('SREM', ${LUA.userNodes} .. ARGV[2], ARGV[1])
 redis.call('SREM', ${LUA.nodeUsers} .. ARGV[1], ARGV[2])
+redis.call('SREM', ${LUA.nameNodes} .. ARGV[3], ARGV[1])
+redis.call('SREM', ${LUA.nodeNames} .. ARGV[1], ARGV[3])
 return 1
 `);
 
@@ -157,6 +181,18 @@ end
 for u in pairs(users) do
   redis.call('SADD', ${LUA.userNodes} .. u, node)
   redis.call('SADD', ${LUA.nodeUsers} .. node, u)
+end
+local names = {}
+for _, f in ipairs(want.names) do names[f] = true end
+for _, f in ipairs(redis.call('SMEMBERS', ${LUA.nodeNames} .. node)) do
+  if not names[f] then
+    redis.call('SREM', ${LUA.nameNodes} .. f, node)
+    redis.call('SREM', ${LUA.nodeNames} .. node, f)
+  end
+end
+for f in pairs(names) do
+  redis.call('SADD', ${LUA.nameNodes} .. f, node)
+  redis.call('SADD', ${LUA.nodeNames} .. node, f)
 end
 local ts = now_ms()
 local entries, rooms = {}, {}
@@ -395,7 +431,7 @@ export class RedisBus {
       await RESYNC.run(this.#commands, [
         this.#nodeId,
         this.#nodeTtlMs,
-        JSON.stringify(this.#listener.snapshot()),
+        withNames(this.#listener.snapshot()),
       ]);
       if (outages !== this.#outages) return;
       this.#synced = true;
@@ -416,6 +452,7 @@ export class RedisBus {
       request.username,
       request.claim,
       request.timestamp,
+      foldName(request.username),
     ]) as unknown[];
     if (reply[0] === "taken") return { kind: "taken" };
     return {
@@ -447,12 +484,20 @@ export class RedisBus {
 
   /** Records that this node holds a connection of `username`. */
   async claim(username: string): Promise<void> {
-    await CLAIM.run(this.#commands, [this.#nodeId, username]);
+    await CLAIM.run(this.#commands, [
+      this.#nodeId,
+      username,
+      foldName(username),
+    ]);
   }
 
   /** Records that this node holds no connection of `username`. */
   async release(username: string): Promise<void> {
-    await RELEASE.run(this.#commands, [this.#nodeId, username]);
+    await RELEASE.run(this.#commands, [
+      this.#nodeId,
+      username,
+      foldName(username),
+    ]);
   }
 
   /** A room's stored messages with `after < seq < before` (no bound when `null`). */

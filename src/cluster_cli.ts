@@ -4,7 +4,7 @@
  *
  * ```sh
  * deno task cluster --nodes 3                 # ports 8080, 8081, 8082; a local redis-server
- * deno task cluster --nodes 2 --port 9000 --auth --admin-token s3cret
+ * ADMIN_TOKEN=s3cret deno task cluster --nodes 2 --port 9000 --auth
  * REDIS_URL=redis://127.0.0.1:6379 deno task cluster --nodes 2
  * deno task cluster --nodes 2 --port 0        # each node on a free port of its own
  * ```
@@ -60,6 +60,9 @@ on ports P, P+1, ..., P+N-1, and prints the URL of each.
   -h, --help     this text
 
 Every other flag goes to every node unchanged (see deno task start --help).
+Secrets come from the environment or .env, never a flag (a flag shows in ps):
+  ADMIN_TOKEN=s3cret deno task cluster --nodes 3 --auth
+--admin-token, and --redis with a password in it, are refused (exit 2).
 History and tokens live in Redis in cluster mode, so each node gets
 --database :memory: unless a database is set (flag, DATABASE_PATH or .env);
 a file is then given one per node: data/chat.db becomes data/chat.node0.db, ...

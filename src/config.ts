@@ -6,6 +6,7 @@
  */
 import { parseEnv } from "node:util";
 import { z } from "zod";
+import { NAME_PATTERN } from "./names.ts";
 
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
@@ -28,7 +29,7 @@ function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
 
 const nonEmpty = z.string().min(1, "takes a non-empty value");
 const roomName = z.string().regex(
-  /^[\p{L}\p{N}_.-]{1,32}$/u,
+  NAME_PATTERN,
   "takes 1 to 32 letters, digits, '_', '-' or '.'",
 );
 const redisUrl = z.string().regex(
@@ -52,6 +53,11 @@ export interface SettingSpec {
   readonly schema: z.ZodType;
   /** A secret is never logged. */
   readonly secret?: boolean;
+  /**
+   * Environment or `.env` only: the flag exists only to be refused with a
+   * message saying where the value goes (a flag shows in `ps`).
+   */
+  readonly envOnly?: boolean;
 }
 
 /** Every setting of the server, as in `docs/configuration.md`. */
@@ -88,12 +94,23 @@ export const SETTINGS = {
     help: "require a valid token on every message",
     schema: boolean,
   },
+  tokenAtUpgrade: {
+    env: "TOKEN_AT_UPGRADE",
+    flag: "token-at-upgrade",
+    negation: "no-token-at-upgrade",
+    fallback: "false",
+    help:
+      "auth on: an upgrade without a valid ?token= gets 401, so no unauthenticated socket ever opens",
+    schema: boolean,
+  },
   adminToken: {
     env: "ADMIN_TOKEN",
     flag: "admin-token",
-    help: "bearer secret for /api/tokens; without it the token API answers 404",
+    help:
+      "bearer secret for /api/tokens; without it the token API answers 404 (environment or .env only)",
     schema: nonEmpty,
     secret: true,
+    envOnly: true,
   },
   tokenTtlSeconds: {
     env: "TOKEN_TTL_SECONDS",
@@ -168,11 +185,55 @@ export const SETTINGS = {
   allowedOrigins: {
     env: "ALLOWED_ORIGINS",
     flag: "allowed-origins",
-    fallback: "*",
-    help: "comma-separated Origin values allowed to upgrade; others get 403",
+    fallback: "self",
+    help:
+      "comma-separated Origin values allowed to upgrade, 'self' (the server's own origin) or *; others get 403",
     schema: nonEmpty.transform((value) =>
       value.split(",").map((origin) => origin.trim()).filter(Boolean)
     ).pipe(z.array(z.string()).min(1, "takes at least one origin, or *")),
+  },
+  authTimeoutSeconds: {
+    env: "AUTH_TIMEOUT_SECONDS",
+    flag: "auth-timeout",
+    fallback: "10",
+    help:
+      "a connection not authenticated (auth on) or without Enter (auth off) this long is closed with 1008",
+    schema: integer(1, 3600),
+  },
+  maxConnectionsPerIp: {
+    env: "MAX_CONNECTIONS_PER_IP",
+    flag: "max-connections-per-ip",
+    fallback: "256",
+    help:
+      "open WebSockets from one client address; the next upgrade gets 429; 0 is no limit",
+    schema: integer(0),
+  },
+  maxUnauthenticatedPerIp: {
+    env: "MAX_UNAUTHENTICATED_PER_IP",
+    flag: "max-unauthenticated-per-ip",
+    fallback: "4",
+    help:
+      "sockets from one address that have not signed in yet; the next upgrade gets 429; 0 is no limit",
+    schema: integer(0),
+  },
+  maxUnauthenticated: {
+    env: "MAX_UNAUTHENTICATED",
+    flag: "max-unauthenticated",
+    fallback: "64",
+    help:
+      "sockets in all that have not signed in yet; the next upgrade gets 503; 0 is no limit",
+    schema: integer(0),
+  },
+  trustedProxies: {
+    env: "TRUSTED_PROXIES",
+    flag: "trusted-proxies",
+    help:
+      "comma-separated proxy addresses whose X-Forwarded-For names the client address",
+    schema: z.string().transform((value) =>
+      value.split(",").map((address) => address.trim()).filter(Boolean)
+    ).pipe(z.array(
+      z.string().regex(/^[0-9a-fA-F.:]+$/, "takes IP addresses"),
+    )),
   },
   historySize: {
     env: "HISTORY_SIZE",
@@ -218,6 +279,7 @@ export interface Config {
   port: number;
   maxConnections: number;
   authEnabled: boolean;
+  tokenAtUpgrade: boolean;
   adminToken: string | undefined;
   tokenTtlSeconds: number;
   defaultRoom: string;
@@ -230,6 +292,12 @@ export interface Config {
   maxBufferedBytes: number;
   idleTimeoutSeconds: number;
   allowedOrigins: string[];
+  authTimeoutSeconds: number;
+  maxConnectionsPerIp: number;
+  maxUnauthenticatedPerIp: number;
+  maxUnauthenticated: number;
+  /** Absent: no proxy is trusted. */
+  trustedProxies: string[] | undefined;
   historySize: number;
   databasePath: string;
   redisUrl: string | undefined;
@@ -295,6 +363,13 @@ function parseFlags(
     const flag = arg.slice(2, eq === -1 ? undefined : eq);
     const entry = FLAG_INDEX.get(flag);
     if (!entry) throw new ConfigError(`unknown flag --${flag} (see --help)`);
+    const spec: SettingSpec = SETTINGS[entry.name];
+    if (spec.envOnly) {
+      // Never echo the value: it is a secret, and it is already in `ps`.
+      throw new ConfigError(
+        `--${flag} is not accepted: a secret on the command line shows in ps and in deno task's banner; set ${spec.env} in the environment or in .env`,
+      );
+    }
     if (entry.value !== undefined) {
       if (eq !== -1) {
         throw new ConfigError(`--${flag} takes no value`);
@@ -310,6 +385,11 @@ function parseFlags(
     }
     if (value === undefined) {
       throw new ConfigError(`--${flag} needs a value`);
+    }
+    if (entry.name === "redisUrl" && /:\/\/[^/@]*@/.test(value)) {
+      throw new ConfigError(
+        `--${flag} with a password is not accepted: it shows in ps; set REDIS_URL in the environment or in .env`,
+      );
     }
     values.set(entry.name, value);
   }
@@ -375,7 +455,9 @@ export function helpText(): string {
     "",
   ];
   for (const spec of Object.values(SETTINGS) as SettingSpec[]) {
-    const flag = spec.negation
+    const flag = spec.envOnly
+      ? "(environment or .env only)"
+      : spec.negation
       ? `--${spec.flag} / --${spec.negation}`
       : `--${spec.flag} <value>`;
     const fallback = spec.fallback === undefined

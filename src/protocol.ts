@@ -6,6 +6,14 @@
  */
 import { z } from "zod";
 import type { ErrorCode } from "./codes.ts";
+import {
+  isSingleScript,
+  NAME_PATTERN,
+  NAME_RULE,
+  SCRIPT_RULE,
+} from "./names.ts";
+
+export { NAME_PATTERN };
 
 /** The message types a client may send. */
 export const CLIENT_TYPES = [
@@ -34,9 +42,6 @@ export const SERVER_TYPES = [
 
 /** A message type the server sends. */
 export type ServerType = typeof SERVER_TYPES[number];
-
-/** Names: 1 to 32 Unicode letters, digits, `_`, `-` and `.`. */
-export const NAME_PATTERN = /^[\p{L}\p{N}_.-]{1,32}$/u;
 
 /** The most messages a `History` frame or a `history: K` asks for. */
 export const MAX_HISTORY_LIMIT = 100;
@@ -143,10 +148,25 @@ export function hasLoneSurrogate(text: string): boolean {
 export const LONE_SURROGATE =
   "must not contain a lone surrogate (\ud800 to \udfff without its pair)";
 
-const name = z.string().regex(
-  NAME_PATTERN,
-  "must be 1 to 32 letters, digits, '_', '-' or '.'",
-);
+const name = z.string().regex(NAME_PATTERN, NAME_RULE);
+/** The username an `Enter` binds: a name of one script (TS #39). */
+const username = name.refine(isSingleScript, SCRIPT_RULE);
+/** A whole number from `min` to `max`, whose error states those bounds. */
+function bounded(min: number, max: number) {
+  // The range first: z.int() alone reports 1e308 against 2^53 - 1.
+  return z.number().min(min).max(max).pipe(z.int());
+}
+
+/** Anything but whitespace and invisible format characters (U+200B, U+202E, ...). */
+const VISIBLE = /[^\p{White_Space}\p{Cf}]/u;
+
+/**
+ * Whether `content` shows nothing: empty once whitespace and invisible
+ * format characters are removed. Such content is refused.
+ */
+export function isBlankContent(content: string): boolean {
+  return !VISIBLE.test(content);
+}
 const seq = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
 const ref = z.string().min(1, "must be 1 to 64 characters").max(
   64,
@@ -165,12 +185,15 @@ function bodySchemas(limits: ProtocolLimits) {
       text.length > 0 &&
       (text.length <= max || codePointLength(text) <= max),
     `must be 1 to ${max} characters`,
+  ).refine(
+    (text) => !isBlankContent(text),
+    "must contain something visible, not only spaces or invisible characters",
   );
   return {
     Enter: z.object({
-      sender_username: name,
+      sender_username: username,
       room: name.optional(),
-      history: z.int().min(0).max(MAX_HISTORY_LIMIT).optional(),
+      history: bounded(0, MAX_HISTORY_LIMIT).optional(),
       since: seq.optional(),
     }),
     Leave: z.object({ sender_username: name, room: name.optional() }),
@@ -187,7 +210,7 @@ function bodySchemas(limits: ProtocolLimits) {
     History: z.object({
       room: name,
       before: seq.optional(),
-      limit: z.int().min(1).max(MAX_HISTORY_LIMIT).default(
+      limit: bounded(1, MAX_HISTORY_LIMIT).default(
         DEFAULT_HISTORY_LIMIT,
       ),
     }),
@@ -201,7 +224,9 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   }
   if (issue.code === "invalid_type") {
     return `${path}: must be ${
-      issue.expected === "int" ? "an integer" : `a ${issue.expected}`
+      issue.expected === "int" || issue.expected === "number"
+        ? "an integer"
+        : `a ${issue.expected}`
     }`;
   }
   if (issue.code === "too_small" || issue.code === "too_big") {

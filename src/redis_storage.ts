@@ -63,6 +63,10 @@ export const KEYS = {
   userNodes: (username: string): string => `chat:usernodes:${username}`,
   /** SET: the usernames a node holds. */
   nodeUsers: (node: string): string => `chat:nodeusers:${node}`,
+  /** SET: ids of the nodes holding a username of this folded form (`foldName`). */
+  nameNodes: (folded: string): string => `chat:namenodes:${folded}`,
+  /** SET: the folded usernames a node holds. */
+  nodeNames: (node: string): string => `chat:nodenames:${node}`,
   /** SET: every node id. */
   nodes: "chat:nodes",
   /** STRING: a node's heartbeat, with a `PX` expiry. */
@@ -110,6 +114,8 @@ export const LUA = {
   nodePresence: JSON.stringify(KEYS.nodePresence("")),
   userNodes: JSON.stringify(KEYS.userNodes("")),
   nodeUsers: JSON.stringify(KEYS.nodeUsers("")),
+  nameNodes: JSON.stringify(KEYS.nameNodes("")),
+  nodeNames: JSON.stringify(KEYS.nodeNames("")),
   nodes: JSON.stringify(KEYS.nodes),
   alive: JSON.stringify(KEYS.alive("")),
   offline: JSON.stringify(KEYS.offline("")),

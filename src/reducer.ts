@@ -33,6 +33,7 @@ import {
   type StoredGroupChat,
   type StoredPrivateChat,
 } from "./protocol.ts";
+import { foldName } from "./names.ts";
 import type {
   HistoryPage,
   HistoryQuery,
@@ -63,6 +64,11 @@ export interface ChatSettings {
   readonly rateLimitPerSecond: number;
   readonly rateLimitBurst: number;
   readonly maxConsecutiveErrors: number;
+  /**
+   * A connection with no username (not authenticated, or no `Enter` yet)
+   * this long after it opened is closed with 1008; `0` or absent: never.
+   */
+  readonly authTimeoutMs?: number;
   /**
    * One node of a cluster (`REDIS_URL`): `seq`, presence and username
    * ownership are decided by the cluster (effects `join`, `part`, `claim`,
@@ -154,6 +160,10 @@ export interface ChatState {
   readonly connections: Map<ConnId, Connection>;
   /** Live connections per bound username. */
   readonly users: Map<string, Set<ConnId>>;
+  /** Bound usernames by their folded form ({@linkcode foldName}). */
+  readonly names: Map<string, string>;
+  /** Connections with no username yet, with when they opened, oldest first. */
+  readonly unbound: Map<ConnId, number>;
   readonly rooms: Map<string, Room>;
   /** Last `seq` assigned per room, whether or not the room has members. */
   readonly seqs: Map<string, number>;
@@ -372,6 +382,8 @@ export function createState(
     decoder: createDecoder({ maxContentChars: settings.maxContentChars }),
     connections: new Map(),
     users: new Map(),
+    names: new Map(),
+    unbound: new Map(),
     rooms: new Map(),
     seqs: new Map(seqs),
     tokens: new Map(),
@@ -508,6 +520,7 @@ function open(
     queue: [],
   };
   state.connections.set(conn.id, conn);
+  if (settings.authTimeoutMs) state.unbound.set(conn.id, event.now);
   if (event.token !== undefined && event.grant) {
     state.tokens.set(event.token, { grant: event.grant, checkedAt: event.now });
     conn.token = event.token;
@@ -791,9 +804,11 @@ function bind(
   claimed = false,
 ): void {
   conn.username = username;
+  state.unbound.delete(conn.id);
   let conns = state.users.get(username);
   if (!conns) {
     state.users.set(username, conns = new Set());
+    state.names.set(foldName(username), username);
     if (state.settings.cluster && !claimed) {
       out.push({ type: "claim", username });
     }
@@ -889,15 +904,20 @@ function enter(
 ): void {
   const name = body.room ?? state.settings.defaultRoom;
   if (conn.username === null) {
-    if (
-      state.users.has(body.sender_username) ||
-      state.claiming.has(body.sender_username)
-    ) {
+    // One name however it is cased or written (NFKC): `Alice` is `alice`.
+    const folded = foldName(body.sender_username);
+    const holder = state.names.get(folded) ??
+      [...state.claiming].find((name) => foldName(name) === folded);
+    if (holder !== undefined) {
       refuse(
         state,
         conn,
         "username_taken",
-        `message_body.sender_username: '${body.sender_username}' is taken`,
+        `message_body.sender_username: '${body.sender_username}' is taken${
+          holder !== undefined && holder !== body.sender_username
+            ? ` (as '${holder}')`
+            : ""
+        }`,
         ref,
         out,
       );
@@ -1614,6 +1634,25 @@ function offlineLoaded(
 }
 
 function tick(state: ChatState, now: number, out: Effect[]): void {
+  const timeout = state.settings.authTimeoutMs;
+  // Oldest first: stop at the first connection still within its time.
+  for (const [id, opened] of state.unbound) {
+    if (!timeout || now - opened < timeout) break;
+    state.unbound.delete(id);
+    const conn = state.connections.get(id);
+    if (conn && conn.username === null) {
+      close(
+        state,
+        conn,
+        "policy",
+        now,
+        out,
+        state.settings.authEnabled
+          ? "no valid token in time"
+          : "no Enter in time",
+      );
+    }
+  }
   for (const [token, cached] of state.tokens) {
     if (now - cached.checkedAt > TOKEN_RECHECK_MS) state.tokens.delete(token);
   }
@@ -1763,12 +1802,15 @@ function drop(
     conns?.delete(conn.id);
     if (conns?.size === 0) {
       state.users.delete(conn.username);
+      const folded = foldName(conn.username);
+      if (state.names.get(folded) === conn.username) state.names.delete(folded);
       if (state.settings.cluster) {
         out.push({ type: "release", username: conn.username });
       }
     }
   }
   conn.queue.length = 0;
+  state.unbound.delete(conn.id);
   state.connections.delete(conn.id);
 }
 

@@ -168,8 +168,8 @@ export class Runner {
     return this.#open.size;
   }
 
-  /** Takes over a socket fresh from the upgrade. */
-  attach(socket: WebSocket, attachment: Attachment = {}): void {
+  /** Takes over a socket fresh from the upgrade; returns its connection id. */
+  attach(socket: WebSocket, attachment: Attachment = {}): ConnId {
     const conn = this.#nextId++;
     socket.binaryType = "arraybuffer";
     this.#open.add(socket);
@@ -214,6 +214,7 @@ export class Runner {
     };
     // An error is followed by close; nothing to do but not to throw.
     socket.onerror = () => {};
+    return conn;
   }
 
   /** A message from another node of the cluster. */

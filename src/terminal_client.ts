@@ -19,6 +19,7 @@ import {
   type ChatEventOf,
   isValidName,
   type StoredGroupChat,
+  usernameProblem,
 } from "./client/chat_client.ts";
 import { describeError } from "./client/error_text.ts";
 
@@ -82,12 +83,9 @@ export function parseTerminalArgs(args: string[]): ParsedArgs {
   if (name === undefined && token === undefined) {
     return { kind: "error", message: "--name is required (or --token)" };
   }
-  if (name !== undefined && !isValidName(name)) {
-    return {
-      kind: "error",
-      message:
-        `--name '${name}' is not a name: use 1 to 32 letters, digits, '_', '-' or '.'`,
-    };
+  const problem = name === undefined ? null : usernameProblem(name);
+  if (problem !== null) {
+    return { kind: "error", message: `--name '${name}' ${problem}` };
   }
   if (!isValidName(room)) {
     return { kind: "error", message: `--room '${room}' is not a room name` };

@@ -6,7 +6,12 @@
  */
 import { timingSafeEqual } from "node:crypto";
 import { z } from "zod";
-import { NAME_PATTERN } from "./protocol.ts";
+import {
+  isSingleScript,
+  NAME_PATTERN,
+  NAME_RULE,
+  SCRIPT_RULE,
+} from "./names.ts";
 import type { IssuedToken } from "./runner.ts";
 
 /** What the token API needs of the server. */
@@ -20,12 +25,15 @@ export interface TokenApiOptions {
   };
 }
 
+/** The largest body `POST /api/tokens` reads; a larger one gets 413. */
+export const MAX_BODY_BYTES = 16 * 1024;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const createBody = z.object({
-  username: z.string().regex(
-    NAME_PATTERN,
-    "username: must be 1 to 32 letters, digits, '_', '-' or '.'",
+  username: z.string().regex(NAME_PATTERN, `username: ${NAME_RULE}`).refine(
+    isSingleScript,
+    `username: ${SCRIPT_RULE}`,
   ),
   ttl_seconds: z.int("ttl_seconds: must be a whole number").min(
     1,
@@ -39,10 +47,14 @@ function answer(
   body?: unknown,
   headers: HeadersInit = {},
 ): Response {
-  if (body === undefined) return new Response(null, { status, headers });
+  // A token is a secret: no cache may keep an answer.
+  const common = { "cache-control": "no-store", ...headers };
+  if (body === undefined) {
+    return new Response(null, { status, headers: common });
+  }
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json", ...headers },
+    headers: { "content-type": "application/json", ...common },
   });
 }
 
@@ -65,6 +77,43 @@ async function authorized(
     digest(adminToken),
   ]);
   return timingSafeEqual(given, expected);
+}
+
+/**
+ * The body as text, or `null` as soon as it passes `limit` bytes: a declared
+ * `Content-Length` over the limit is refused unread, and a chunked body is
+ * counted while it streams, so no more than `limit` (plus one chunk) is held.
+ */
+async function readLimited(
+  request: Request,
+  limit: number,
+): Promise<string | null> {
+  const declared = Number(request.headers.get("content-length") ?? "0");
+  if (declared > limit) {
+    await request.body?.cancel().catch(() => {});
+    return null;
+  }
+  if (request.body === null) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
 }
 
 /** Decodes `%XX`; a malformed escape stays as it is (and is no UUID: 400). */
@@ -102,9 +151,21 @@ export async function handleTokenApi(
     if (request.method !== "POST") {
       return answer(405, { error: "method not allowed" }, { allow: "POST" });
     }
+    const type = request.headers.get("content-type") ?? "";
+    if (!/^application\/json\s*(;|$)/i.test(type)) {
+      return answer(415, {
+        error: "Content-Type: must be application/json",
+      }, { accept: "application/json" });
+    }
+    const text = await readLimited(request, MAX_BODY_BYTES);
+    if (text === null) {
+      return answer(413, {
+        error: `body: must be at most ${MAX_BODY_BYTES} bytes`,
+      });
+    }
     let body: unknown;
     try {
-      body = await request.json();
+      body = JSON.parse(text);
     } catch {
       return answer(400, { error: "body: must be a JSON object" });
     }

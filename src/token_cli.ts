@@ -24,7 +24,7 @@
  * @module
  */
 import { ConfigError, loadConfig, readDotenv } from "./config.ts";
-import { NAME_PATTERN } from "./protocol.ts";
+import { usernameProblem } from "./names.ts";
 import { publishRevocation } from "./cluster_bus.ts";
 import { createLogger } from "./log.ts";
 import { connectRedis, type RedisConnection } from "./redis_connection.ts";
@@ -129,10 +129,9 @@ function parseArgs(args: readonly string[]): Parsed {
     case "create": {
       expect(1, "a username");
       const username = rest[0] as string;
-      if (!NAME_PATTERN.test(username)) {
-        throw new UsageError(
-          `username: must be 1 to 32 letters, digits, '_', '-' or '.'; got '${username}'`,
-        );
+      const problem = usernameProblem(username);
+      if (problem !== null) {
+        throw new UsageError(`username: ${problem}; got '${username}'`);
       }
       let ttlSeconds: number | undefined;
       if (ttl !== undefined) {

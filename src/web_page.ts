@@ -224,7 +224,11 @@ const BODY = `
 <div id="toasts" class="toasts" aria-live="assertive"></div>
 `;
 
-const CSP = [
+/**
+ * The page's Content-Security-Policy, sent as a header: only a header can
+ * carry `frame-ancestors` (no site may frame the page).
+ */
+export const WEB_PAGE_CSP: string = [
   "default-src 'none'",
   `script-src 'sha256-${WEB_BUNDLE_SHA256}'`,
   "style-src 'unsafe-inline'",
@@ -234,7 +238,11 @@ const CSP = [
   "img-src 'self' data:",
   "base-uri 'none'",
   "form-action 'none'",
+  "frame-ancestors 'none'",
 ].join("; ");
+
+/** The same policy in the page's `<meta>`, where `frame-ancestors` is ignored. */
+const CSP = WEB_PAGE_CSP.replace("; frame-ancestors 'none'", "");
 
 /** The HTML of the web client. */
 export const WEB_PAGE: string = `<!doctype html>

@@ -273,6 +273,24 @@ Deno.test("cluster: a bad flag exits 2 before anything starts", async () => {
   assert.match(new TextDecoder().decode(stderr), /unknown flag --no-such-flag/);
 });
 
+Deno.test("cluster: --admin-token is refused with where to put it, exit 2, the secret not echoed", async () => {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "--nodes", "2", "--admin-token", "s3cret-in-ps"],
+    cwd: ROOT,
+    env: childEnv(),
+    clearEnv: true,
+    stdin: "null",
+  }).output();
+  assert.equal(code, 2);
+  assert.equal(new TextDecoder().decode(stdout), "");
+  const text = new TextDecoder().decode(stderr);
+  assert.match(
+    text,
+    /^error: --admin-token is not accepted: .*set ADMIN_TOKEN in the environment or in \.env\n$/,
+  );
+  assert.ok(!text.includes("s3cret-in-ps"));
+});
+
 Deno.test("cluster: without REDIS_URL and without redis-server it says so and exits 1", async () => {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, "--nodes", "2", "--port", "0"],

@@ -29,6 +29,8 @@ type Row = {
     flag: string;
     /** For booleans: the flag that sets `false`. */
     negation?: string;
+    /** A secret taken from the environment or `.env` only: its flag is refused. */
+    envOnly?: true;
     /** The default as `--help` prints it, or `undefined` for none. */
     fallbackText: string | undefined;
     /** The parsed default. */
@@ -85,9 +87,21 @@ const ROWS: readonly Row[] = [
     invalid: ["yes", "no", "on", "2", "TRUE", ""],
   },
   {
+    key: "tokenAtUpgrade",
+    env: "TOKEN_AT_UPGRADE",
+    flag: "token-at-upgrade",
+    negation: "no-token-at-upgrade",
+    fallbackText: "false",
+    fallback: false,
+    sample: "true",
+    parsed: true,
+    invalid: ["yes", "2", ""],
+  },
+  {
     key: "adminToken",
     env: "ADMIN_TOKEN",
     flag: "admin-token",
+    envOnly: true,
     fallbackText: undefined,
     fallback: undefined,
     sample: "s3cret-admin",
@@ -198,11 +212,61 @@ const ROWS: readonly Row[] = [
     key: "allowedOrigins",
     env: "ALLOWED_ORIGINS",
     flag: "allowed-origins",
-    fallbackText: "*",
-    fallback: ["*"],
+    fallbackText: "self",
+    fallback: ["self"],
     sample: "https://a.example,https://b.example",
     parsed: ["https://a.example", "https://b.example"],
     invalid: ["", "  "],
+  },
+  {
+    key: "authTimeoutSeconds",
+    env: "AUTH_TIMEOUT_SECONDS",
+    flag: "auth-timeout",
+    fallbackText: "10",
+    fallback: 10,
+    sample: "3",
+    parsed: 3,
+    invalid: ["0", "-1", "10s", "3601"],
+  },
+  {
+    key: "maxConnectionsPerIp",
+    env: "MAX_CONNECTIONS_PER_IP",
+    flag: "max-connections-per-ip",
+    fallbackText: "256",
+    fallback: 256,
+    sample: "0",
+    parsed: 0,
+    invalid: ["-1", "many", "1.5"],
+  },
+  {
+    key: "maxUnauthenticatedPerIp",
+    env: "MAX_UNAUTHENTICATED_PER_IP",
+    flag: "max-unauthenticated-per-ip",
+    fallbackText: "4",
+    fallback: 4,
+    sample: "0",
+    parsed: 0,
+    invalid: ["-1", "four"],
+  },
+  {
+    key: "maxUnauthenticated",
+    env: "MAX_UNAUTHENTICATED",
+    flag: "max-unauthenticated",
+    fallbackText: "64",
+    fallback: 64,
+    sample: "1000",
+    parsed: 1000,
+    invalid: ["-1", "1e3"],
+  },
+  {
+    key: "trustedProxies",
+    env: "TRUSTED_PROXIES",
+    flag: "trusted-proxies",
+    fallbackText: undefined,
+    fallback: undefined,
+    sample: "127.0.0.1, ::1",
+    parsed: ["127.0.0.1", "::1"],
+    invalid: ["proxy.example", "10.0.0.0/8"],
   },
   {
     key: "historySize",
@@ -340,7 +404,27 @@ for (const row of ROWS) {
     assert.deepEqual(sources, { [row.key]: ".env" });
   });
 
-  if (row.negation === undefined) {
+  if (row.envOnly) {
+    Deno.test(`${row.env}: flag --${row.flag} is refused, naming the environment and .env, without the value`, () => {
+      for (
+        const args of [[`--${row.flag}=${row.sample}`], [
+          `--${row.flag}`,
+          row.sample,
+        ]]
+      ) {
+        assert.throws(
+          () => loadConfig({ ...NONE, args }),
+          (error: unknown) =>
+            error instanceof ConfigError &&
+            error.message.includes(
+              `set ${row.env} in the environment or in .env`,
+            ) &&
+            !error.message.includes(row.sample) &&
+            !error.message.includes("\n"),
+        );
+      }
+    });
+  } else if (row.negation === undefined) {
     Deno.test(`${row.env}: flag --${row.flag}=${row.sample} and --${row.flag} ${row.sample}`, () => {
       for (
         const args of [[`--${row.flag}=${row.sample}`], [
@@ -371,7 +455,7 @@ for (const row of ROWS) {
     Deno.test(`${row.env}: '${raw}' is refused, naming ${row.env}`, () => {
       assertRefused({ env: { [row.env]: raw } }, row, raw);
       assertRefused({ dotenv: `${row.env}='${raw}'\n` }, row, raw);
-      if (row.negation === undefined) {
+      if (row.negation === undefined && !row.envOnly) {
         assertRefused({ args: [`--${row.flag}=${raw}`] }, row, raw);
         assertRefused({ args: [`--${row.flag}`, raw] }, row, raw);
       }
@@ -538,9 +622,23 @@ Deno.test("--flag=value and --flag value give the same settings", () => {
 });
 
 Deno.test("--flag=value keeps '=' inside the value", () => {
+  assert.deepEqual(
+    load({ args: ["--allowed-origins=a=b=c"] }).config.allowedOrigins,
+    ["a=b=c"],
+  );
+});
+
+Deno.test("--redis with a password is refused (it would show in ps); without one it is taken", () => {
+  assert.throws(
+    () => loadConfig({ ...NONE, args: ["--redis", "redis://:pa55@r:6379"] }),
+    (error: unknown) =>
+      error instanceof ConfigError &&
+      error.message.includes("set REDIS_URL in the environment or in .env") &&
+      !error.message.includes("pa55"),
+  );
   assert.equal(
-    load({ args: ["--admin-token=a=b=c"] }).config.adminToken,
-    "a=b=c",
+    load({ args: ["--redis", "redis://r:6379"] }).config.redisUrl,
+    "redis://r:6379",
   );
 });
 
@@ -595,7 +693,10 @@ Deno.test("helpText names every variable, flag and default", () => {
   const text = helpText();
   for (const row of ROWS) {
     assert.ok(text.includes(row.env), row.env);
-    assert.ok(text.includes(`--${row.flag}`), row.flag);
+    assert.ok(
+      text.includes(row.envOnly ? "environment or .env only" : `--${row.flag}`),
+      row.flag,
+    );
     if (row.negation) assert.ok(text.includes(`--${row.negation}`));
     assert.ok(
       text.includes(
@@ -683,8 +784,11 @@ Deno.test("changedSettings: nothing set, nothing reported", () => {
 
 Deno.test("changedSettings: set settings by variable name, secrets masked", () => {
   const { config, sources } = load({
-    args: ["--admin-token", "hunter2-admin", "--port", "0"],
-    env: { REDIS_URL: "redis://:pa55word@redis.internal:6379" },
+    args: ["--port", "0"],
+    env: {
+      ADMIN_TOKEN: "hunter2-admin",
+      REDIS_URL: "redis://:pa55word@redis.internal:6379",
+    },
     dotenv:
       "ALLOWED_ORIGINS=https://a.example,https://b.example\nAUTH_ENABLED=1\n",
   });
@@ -740,7 +844,9 @@ Deno.test("docs/configuration.md has the table of src/config.ts", async () => {
     rows.map((cells) => cells.slice(0, 3)),
     ROWS.map((row) => [
       `\`${row.env}\``,
-      row.negation
+      row.envOnly
+        ? "environment or `.env` only"
+        : row.negation
         ? `\`--${row.flag}\` / \`--${row.negation}\``
         : `\`--${row.flag}\``,
       row.fallbackText === undefined ? "none" : `\`${row.fallbackText}\``,

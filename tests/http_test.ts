@@ -282,7 +282,10 @@ Deno.test("with ADMIN_TOKEN the token API exists: 401 without the bearer, 201 wi
   const issued = await get(server, "/api/tokens", {
     method: "POST",
     body,
-    headers: { authorization: "Bearer test-admin-secret" },
+    headers: {
+      authorization: "Bearer test-admin-secret",
+      "content-type": "application/json",
+    },
   });
   assert.equal(issued.status, 201, issued.text);
   assert.equal(JSON.parse(issued.text).username, "alice");

@@ -296,6 +296,17 @@ const INVALID: readonly {
     pattern: /HOST \(--host\) takes /,
   },
   {
+    name: "--admin-token s3cret (a secret flag)",
+    options: { args: ["--admin-token", "s3cret-flag-value"] },
+    pattern:
+      /^error: --admin-token is not accepted: .*set ADMIN_TOKEN in the environment or in \.env$/,
+  },
+  {
+    name: "--redis with a password (a secret flag)",
+    options: { args: ["--redis=redis://:pw-in-flag@127.0.0.1:1"] },
+    pattern: /set REDIS_URL in the environment or in \.env$/,
+  },
+  {
     name: "--shutdown-grace=-5",
     options: { args: ["--shutdown-grace=-5"] },
     pattern: /SHUTDOWN_GRACE_SECONDS \(--shutdown-grace\) takes /,
@@ -335,7 +346,22 @@ Deno.test("main.ts: --help prints every variable and flag on stdout and exits 0"
   assert.equal(stderr, "");
   for (const spec of Object.values(SETTINGS)) {
     assert.ok(stdout.includes(spec.env), `--help lacks ${spec.env}`);
-    assert.ok(stdout.includes(`--${spec.flag}`), `--help lacks --${spec.flag}`);
+    if ("envOnly" in spec) {
+      // Shown in its environment form, never as a flag to pass.
+      assert.ok(
+        !stdout.includes(`--${spec.flag}`),
+        `--help shows --${spec.flag}`,
+      );
+      assert.match(
+        stdout,
+        new RegExp(`environment or \\.env only.*${spec.env}`),
+      );
+    } else {
+      assert.ok(
+        stdout.includes(`--${spec.flag}`),
+        `--help lacks --${spec.flag}`,
+      );
+    }
   }
   assert.ok(stdout.includes("--no-auth"));
 });
@@ -426,8 +452,11 @@ Deno.test("main.ts: the startup line masks ADMIN_TOKEN and REDIS_URL", async () 
   await using dir = await workdir();
   await using server = new Process({
     cwd: dir.path,
-    env: { ...QUIET, ADMIN_TOKEN: secret },
-    args: [`--redis=redis://:${redisSecret}@127.0.0.1:1/0`],
+    env: {
+      ...QUIET,
+      ADMIN_TOKEN: secret,
+      REDIS_URL: `redis://:${redisSecret}@127.0.0.1:1/0`,
+    },
   });
   const starting = await server.line("starting");
   assert.deepEqual(starting.settings, {

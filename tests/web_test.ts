@@ -419,7 +419,10 @@ Deno.test("web: with authentication on, the page asks for a token and the token 
   });
   const issued = await fetch(`${server.httpUrl}/api/tokens`, {
     method: "POST",
-    headers: { authorization: "Bearer admin-secret" },
+    headers: {
+      authorization: "Bearer admin-secret",
+      "content-type": "application/json",
+    },
     body: JSON.stringify({ username: "erin", ttl_seconds: 600 }),
   });
   assert.equal(issued.status, 201);
@@ -446,6 +449,71 @@ Deno.test("web: with authentication on, the page asks for a token and the token 
     page.problems.filter((problem) => !isSocketNoise(problem)),
     [],
   );
+});
+
+Deno.test("web: a page whose origin the server refuses says so and stops retrying", async () => {
+  // Only another origin is allowed: the server's own page is refused (403),
+  // which a browser cannot read from a failed WebSocket.
+  await using server = await serve({
+    allowedOrigins: ["https://app.example"],
+  });
+  await using chrome = await browser();
+  const page = await openPage(chrome);
+  await page.goto(server.httpUrl);
+  await page.locator("#signin-status", {
+    hasText: `does not accept connections from pages of ${server.httpUrl}`,
+  }).waitFor();
+  assert.equal(await page.isDisabled("#signin-submit"), true);
+  // No retry loop: the refusals stop.
+  const refused = async () => {
+    const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
+    return Number(
+      /chat_upgrades_refused_total\{status="403"\} (\d+)/.exec(text)?.[1] ?? 0,
+    );
+  };
+  const first = await refused();
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  assert.equal(await refused(), first);
+  assert.ok(first >= 1 && first <= 2, `refused ${first} times`);
+});
+
+Deno.test("web: with TOKEN_AT_UPGRADE the page asks for a token without any socket first", async () => {
+  await using server = await serve({
+    authEnabled: true,
+    tokenAtUpgrade: true,
+    adminToken: "admin-secret",
+  });
+  const issued = await fetch(`${server.httpUrl}/api/tokens`, {
+    method: "POST",
+    headers: {
+      authorization: "Bearer admin-secret",
+      "content-type": "application/json",
+    },
+    body: JSON.stringify({ username: "fay" }),
+  });
+  const { token } = await issued.json();
+  await using chrome = await browser();
+  const page = await openPage(chrome);
+  await page.goto(server.httpUrl);
+  await page.waitForSelector("#signin-token-field:not([hidden])");
+  await page.fill("#signin-token", token);
+  await page.click("#signin-submit");
+  await page.waitForSelector('#conv-title:has-text("# general")');
+  assert.equal(await page.textContent("#me"), "fay");
+});
+
+Deno.test("web: the page is not left saying it cannot reach the server after the sign-in deadline", async () => {
+  await using server = await serve({ authTimeoutSeconds: 1 });
+  await using chrome = await browser();
+  const page = await openPage(chrome);
+  await page.goto(server.httpUrl);
+  await page.locator("#signin-status", { hasText: "Connected" }).waitFor();
+  // The idle socket is closed with 1008 after a second.
+  await page.locator("#signin-status", { hasText: "Ready when you are" })
+    .waitFor();
+  await page.fill("#signin-name", "gus");
+  await page.click("#signin-submit");
+  await page.waitForSelector('#conv-title:has-text("# general")');
 });
 
 Deno.test("web: usable on a phone-sized screen and by keyboard alone", async () => {

@@ -28,6 +28,7 @@
  *
  * @module
  */
+import { NAME_PATTERN, usernameProblem } from "../names.ts";
 import {
   backoffDelay,
   type BackoffOptions,
@@ -270,13 +271,9 @@ type Pending =
 
 type Timer = ReturnType<typeof setTimeout>;
 
-/**
- * Names (`sender_username`, `target_username`, `room`): 1 to 32 Unicode
- * letters, digits, `_`, `-` and `.`, as the server checks them.
- */
-export const NAME_PATTERN: RegExp = /^[\p{L}\p{N}_.-]{1,32}$/u;
+export { NAME_PATTERN, usernameProblem };
 
-/** Whether the server would take `name` as a username or room. */
+/** Whether the server would take `name` as a room or a `target_username`. */
 export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }

@@ -16,6 +16,7 @@ import {
   isValidName,
   type StoredGroupChat,
   type StoredPrivateChat,
+  usernameProblem,
 } from "../client/chat_client.ts";
 import { describeError } from "../client/error_text.ts";
 import { byId, h } from "./dom.ts";
@@ -190,6 +191,12 @@ class ChatApp {
   #dropped = false;
   #retryAt = 0;
   #countdown: ReturnType<typeof setInterval> | undefined;
+  /** Whether the page asked `/api/upgrade-check` why it cannot connect. */
+  #checked = false;
+  /** The server takes no socket from this page: its origin, or a token first. */
+  #blocked: "origin" | "token" | null = null;
+  /** A token is required at upgrade, so the page never gets `Welcome` first. */
+  #needsToken = false;
   #bannerTimer: ReturnType<typeof setTimeout> | undefined;
   #pending = 0;
 
@@ -263,6 +270,15 @@ class ChatApp {
         if (this.#dropped) this.#banner("Reconnecting…", "warn");
         break;
       case "reconnecting": {
+        if (!this.#signedIn && !this.#client.welcome && !this.#checked) {
+          // A browser hides a refused upgrade's status: ask the server why.
+          this.#checked = true;
+          void this.#checkUpgrade();
+        }
+        if (this.#blocked === "origin") {
+          void this.#client.close();
+          return;
+        }
         this.#dropped = true;
         this.#retryAt = Date.now() + (event.delayMs ?? 0);
         const update = () => {
@@ -273,6 +289,12 @@ class ChatApp {
               `Connection lost. Reconnecting in ${wait}…`,
               "warn",
             );
+          } else if (this.#blocked === "token") {
+            el.signinStatus.textContent =
+              "This server needs your access token to connect.";
+          } else if (event.closeCode === 1008) {
+            // Closed for not joining in time: it opens again on join.
+            el.signinStatus.textContent = "Ready when you are.";
           } else {
             el.signinStatus.textContent =
               `Cannot reach the server. Retrying in ${wait}…`;
@@ -506,6 +528,45 @@ class ChatApp {
     el.signinName.focus();
   }
 
+  /**
+   * After a failed first open, asks `/api/upgrade-check` whether this page's
+   * origin may connect at all (a browser does not show the 403), and whether
+   * the server wants the token at upgrade. Shows the answer; a refused origin
+   * stops the retries, since retrying cannot help.
+   */
+  async #checkUpgrade(): Promise<void> {
+    let answer: { origin_allowed?: unknown; token_at_upgrade?: unknown };
+    try {
+      const url = new URL("/api/upgrade-check", location.href);
+      url.searchParams.set("origin", location.origin);
+      const response = await fetch(url, { cache: "no-store" });
+      if (!response.ok) return;
+      answer = await response.json();
+    } catch {
+      return; // No server at all: the retries go on.
+    }
+    const el = this.#el;
+    if (answer.origin_allowed === false) {
+      this.#blocked = "origin";
+      void this.#client.close();
+      el.signinStatus.textContent =
+        `This server does not accept connections from pages of ${location.origin}. ` +
+        "Its operator can allow this origin in ALLOWED_ORIGINS.";
+      el.signinSubmit.disabled = true;
+      return;
+    }
+    if (answer.token_at_upgrade === true) {
+      this.#blocked = "token";
+      this.#needsToken = true;
+      el.signinTokenField.hidden = false;
+      el.signinNameField.hidden = true;
+      el.signinLead.textContent =
+        "This server needs an access token. Paste yours and pick a room.";
+      el.signinStatus.textContent =
+        "This server needs your access token to connect.";
+    }
+  }
+
   #signinError(text: string, field?: HTMLInputElement): void {
     this.#el.signinError.textContent = text;
     field?.focus();
@@ -514,7 +575,7 @@ class ChatApp {
   async #signIn(): Promise<void> {
     const el = this.#el;
     const client = this.#client;
-    const auth = client.welcome?.auth_required ?? false;
+    const auth = (client.welcome?.auth_required ?? false) || this.#needsToken;
     const name = el.signinName.value.trim();
     const token = el.signinToken.value.trim();
     const room = el.signinRoom.value.trim() ||
@@ -526,8 +587,12 @@ class ChatApp {
         el.signinToken,
       );
     }
-    if (!auth && !isValidName(name)) {
-      return this.#signinError(NAME_RULE, el.signinName);
+    const problem = auth ? null : usernameProblem(name);
+    if (problem !== null) {
+      return this.#signinError(
+        isValidName(name) ? `Your name ${problem}.` : NAME_RULE,
+        el.signinName,
+      );
     }
     if (!isValidName(room)) {
       return this.#signinError(
@@ -539,8 +604,11 @@ class ChatApp {
     try {
       if (auth) {
         await this.#connectWithToken(token);
+        this.#blocked = null;
       } else {
         client.username = name;
+        // Closed for not joining in time: open again now, not after the wait.
+        if (client.state === "reconnecting") client.reconnectNow();
       }
       await client.enter(room, { history: HISTORY_PAGE });
       this.#me = client.username ?? name;
