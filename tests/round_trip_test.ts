@@ -14,6 +14,7 @@ import { startLocalRedis } from "../src/local_redis.ts";
 import {
   createDecoder,
   hasLoneSurrogate,
+  isBlankContent,
   LONE_SURROGATE,
   type StoredGroupChat,
   type StoredPrivateChat,
@@ -96,6 +97,14 @@ function strings(seed: number, count: number): string[] {
   while (out.length < count) out.push(randomString(random));
   for (const text of out) assert.ok(!hasLoneSurrogate(text), "well-formed");
   return out;
+}
+
+/**
+ * The strings a client may send: {@linkcode strings} less those that show
+ * nothing (blank content is refused with `invalid_message`, abuse_test.ts).
+ */
+function sendable(seed: number, count: number): string[] {
+  return strings(seed, count).filter((text) => !isBlankContent(text));
 }
 
 const quiet: Logger = () => {};
@@ -234,7 +243,7 @@ Deno.test("property: random strings round-trip through SQLite (and a reopen), me
 Deno.test("property: content with a lone surrogate is refused as invalid_message naming the field; well-formed content is taken as sent", () => {
   const decoder = createDecoder({ maxContentChars: 4000 });
   const random = prng(7);
-  for (const text of strings(11, 300)) {
+  for (const text of sendable(11, 300)) {
     for (const type of ["GroupChat", "PrivateChat"] as const) {
       const body = {
         sender_username: "alice",
@@ -327,7 +336,7 @@ async function replay(
 }
 
 Deno.test("end to end (SQLite file): live, PrivateChat, History, since and a restart give back every string as sent; a lone surrogate is refused", async () => {
-  const texts = strings(99, 100);
+  const texts = sendable(99, 100);
   await using db = await tempDb();
   const config = { databasePath: db.path, rateLimitPerSecond: 0 };
   {
@@ -386,7 +395,7 @@ Deno.test("end to end (SQLite file): live, PrivateChat, History, since and a res
 });
 
 Deno.test("end to end (cluster on Redis): across nodes, History, since and a node restart give back every string as sent", async () => {
-  const texts = strings(1234, 60);
+  const texts = sendable(1234, 60);
   await using cluster = await startCluster(2, { rateLimitPerSecond: 0 });
   const [a, b] = cluster.nodes as [
     (typeof cluster.nodes)[0],
