@@ -143,10 +143,11 @@ return seq
 `);
 
 /**
- * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0".
- * Keeps the message for later when no node holds the target, and publishes
- * it to the other nodes of the target and of the sender. Returns "remote"
- * (another node holds the target), "ok", "not_connected" or "unknown_user".
+ * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", cap
+ * ("" for none). Keeps the message for later when no node holds the target
+ * and fewer than `cap` wait, and publishes it to the other nodes of the
+ * target and of the sender. Returns "remote" (another node holds the
+ * target), "ok", "not_connected", "unknown_user" or "inbox_full".
  */
 const PRIVATE = new RedisScript(`
 local node, sender, target, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -161,7 +162,11 @@ if delivered == '0' and not remote then
   if redis.call('SISMEMBER', ${LUA.tokenUsers}, target) == 0 then
     return 'unknown_user'
   end
-  redis.call('RPUSH', ${LUA.offline} .. target, json)
+  local inbox = ${LUA.offline} .. target
+  if ARGV[7] ~= '' and redis.call('LLEN', inbox) >= tonumber(ARGV[7]) then
+    return 'inbox_full'
+  end
+  redis.call('RPUSH', inbox, json)
 end
 local sent = {[node] = true}
 local function publish(nodes)
@@ -331,11 +336,15 @@ export class RedisStorage implements Storage {
         JSON.stringify(m),
         this.#auth,
         op.delivered ? "1" : "0",
+        op.maxWaiting ?? "",
       ]);
       if (answer === "remote" || answer === "ok") {
         return { ok: true, remote: answer === "remote" };
       }
-      if (answer === "not_connected" || answer === "unknown_user") {
+      if (
+        answer === "not_connected" || answer === "unknown_user" ||
+        answer === "inbox_full"
+      ) {
         return { ok: false, reason: answer };
       }
       throw new Error(`unexpected answer: ${answer}`);
@@ -396,13 +405,17 @@ export class RedisStorage implements Storage {
     return { messages, complete: isComplete(query, oldest) };
   }
 
-  /** Undelivered `PrivateChat`s to `username`, oldest first. */
-  async offline(username: string): Promise<StoredPrivateChat[]> {
+  /** The oldest `limit` (default: all) undelivered `PrivateChat`s to `username`. */
+  async offline(
+    username: string,
+    limit?: number,
+  ): Promise<StoredPrivateChat[]> {
+    if (limit !== undefined && limit <= 0) return [];
     const rows = await this.#connection.command<string[]>([
       "LRANGE",
       KEYS.offline(username),
       "0",
-      "-1",
+      limit === undefined ? "-1" : String(limit - 1),
     ]);
     for (const id of this.#seenIds.get(username) ?? []) this.#seen.delete(id);
     const messages = rows.map((json) => JSON.parse(json) as StoredPrivateChat);

@@ -88,6 +88,7 @@ export async function startServer(
     rateLimitPerSecond: config.rateLimitPerSecond,
     rateLimitBurst: config.rateLimitBurst,
     maxConsecutiveErrors: config.maxConsecutiveErrors,
+    maxOfflineMessages: config.maxOfflineMessages,
     cluster: redis !== undefined,
   };
   const state = createState(settings, await storage.roomSeqs());

@@ -77,6 +77,8 @@ export class SqliteStorage implements Storage {
   #last: StatementSync;
   #before: StatementSync;
   #offline: StatementSync;
+  #offlinePage: StatementSync;
+  #waiting: StatementSync;
   #createToken: StatementSync;
   #findToken: StatementSync;
   #revoke: StatementSync;
@@ -138,6 +140,12 @@ export class SqliteStorage implements Storage {
     this.#offline = sql(`SELECT id, sender, target, content, timestamp
       FROM private_messages WHERE target = ? AND delivered = 0
       ORDER BY timestamp, rowid`);
+    this.#offlinePage = sql(`SELECT id, sender, target, content, timestamp
+      FROM private_messages WHERE target = ? AND delivered = 0
+      ORDER BY timestamp, rowid LIMIT ?`);
+    // Counts at most ?2 rows: the cap, not the whole inbox.
+    this.#waiting = sql(`SELECT COUNT(*) AS n FROM (SELECT 1
+      FROM private_messages WHERE target = ?1 AND delivered = 0 LIMIT ?2)`);
     this.#createToken = sql(`INSERT INTO tokens
       (hash, username, expires_at, created_at) VALUES (?, ?, ?, ?)`);
     this.#findToken = sql(
@@ -226,6 +234,13 @@ export class SqliteStorage implements Storage {
       if (!op.delivered && !this.#knows.get(m.target_username)) {
         return { ok: false, reason: "unknown_user" };
       }
+      if (
+        !op.delivered && op.maxWaiting !== undefined &&
+        Number(this.#waiting.get(m.target_username, op.maxWaiting)?.n) >=
+          op.maxWaiting
+      ) {
+        return { ok: false, reason: "inbox_full" };
+      }
       this.#insertPrivate.run(
         m.id,
         m.sender_username,
@@ -269,16 +284,18 @@ export class SqliteStorage implements Storage {
     });
   }
 
-  /** Undelivered `PrivateChat`s to `username`, oldest first. */
-  offline(username: string): Promise<StoredPrivateChat[]> {
+  /** The oldest `limit` (default: all) undelivered `PrivateChat`s to `username`. */
+  offline(username: string, limit?: number): Promise<StoredPrivateChat[]> {
     return Promise.try(() =>
-      this.#offline.all(username).map((row) => ({
-        id: String(row.id),
-        sender_username: String(row.sender),
-        target_username: String(row.target),
-        content: String(row.content),
-        timestamp: Number(row.timestamp),
-      }))
+      (limit === undefined
+        ? this.#offline.all(username)
+        : this.#offlinePage.all(username, limit)).map((row) => ({
+          id: String(row.id),
+          sender_username: String(row.sender),
+          target_username: String(row.target),
+          content: String(row.content),
+          timestamp: Number(row.timestamp),
+        }))
     );
   }
 

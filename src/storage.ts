@@ -16,6 +16,12 @@ export type WriteOp =
     message: StoredPrivateChat;
     /** Whether the target had a live connection when it was sent. */
     delivered: boolean;
+    /**
+     * Messages that may wait for the target (`MAX_OFFLINE_MESSAGES`): a
+     * message to keep for later when that many already wait is refused
+     * with `inbox_full`. Absent: no cap.
+     */
+    maxWaiting?: number;
   }
   | { kind: "delivered"; ids: readonly string[] }
   /** Its target left before it was sent: keep it for the next connection. */
@@ -34,6 +40,8 @@ export type WriteResult =
   | { ok: false; reason: "not_connected" }
   /** An offline `PrivateChat` to a user who holds no token: not stored. */
   | { ok: false; reason: "unknown_user" }
+  /** An offline `PrivateChat` to a user with `maxWaiting` waiting: not stored. */
+  | { ok: false; reason: "inbox_full" }
   | { ok: false; reason: "failed" };
 
 /** Which part of a room's history to read. */
@@ -80,8 +88,12 @@ export interface Storage {
   writeNow?(ops: readonly WriteOp[]): WriteResult[];
   /** Reads a room's history. */
   history(room: string, query: HistoryQuery): Promise<HistoryPage>;
-  /** Undelivered `PrivateChat`s to `username`, oldest first. */
-  offline(username: string): Promise<StoredPrivateChat[]>;
+  /**
+   * The oldest `limit` (default: all) undelivered `PrivateChat`s to
+   * `username`, oldest first. Reading marks nothing: a `delivered` write
+   * does, so the next read starts after what was marked.
+   */
+  offline(username: string, limit?: number): Promise<StoredPrivateChat[]>;
   /** Stores a new token. */
   createToken(token: string, grant: TokenGrant, now: number): Promise<void>;
   /** Looks a token up: `null` when unknown, revoked or expired at `now`. */
@@ -195,6 +207,14 @@ export class MemoryStorage implements Storage {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
+        if (
+          !op.delivered && op.maxWaiting !== undefined &&
+          (this.#offline.get(op.message.target_username)?.length ?? 0) >=
+            op.maxWaiting
+        ) {
+          results.push({ ok: false, reason: "inbox_full" });
+          continue;
+        }
         if (!op.delivered) this.#keep(op.message);
         results.push({ ok: true });
       } else if (op.kind === "undelivered") {
@@ -236,8 +256,8 @@ export class MemoryStorage implements Storage {
     );
   }
 
-  offline(username: string): Promise<StoredPrivateChat[]> {
-    return Promise.resolve([...this.#offline.get(username) ?? []]);
+  offline(username: string, limit = Infinity): Promise<StoredPrivateChat[]> {
+    return Promise.resolve((this.#offline.get(username) ?? []).slice(0, limit));
   }
 
   async createToken(
