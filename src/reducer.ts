@@ -69,6 +69,12 @@ export interface ChatSettings {
    */
   readonly maxOfflineMessages?: number;
   /**
+   * Bytes of one page of offline messages, at most (default
+   * {@linkcode OFFLINE_PAGE_BYTES}); the runner keeps it well under
+   * `MAX_BUFFERED_BYTES`.
+   */
+  readonly offlinePageBytes?: number;
+  /**
    * One node of a cluster (`REDIS_URL`): `seq`, presence and username
    * ownership are decided by the cluster (effects `join`, `part`, `claim`,
    * `release`) and other nodes' messages arrive as `bus` events.
@@ -81,7 +87,8 @@ export const OFFLINE_PAGE = 200;
 
 /**
  * Bytes of encoded `PrivateChat`s in one offline page, at most (one message
- * at least): the next page is sent once this one has left the send buffer.
+ * at least; the last one may pass it): the next page is sent once this one
+ * has left the send buffer.
  */
 export const OFFLINE_PAGE_BYTES = 64 * 1024;
 
@@ -1683,9 +1690,10 @@ function offlineLoaded(
     return;
   }
   const ids: string[] = [];
+  const budget = state.settings.offlinePageBytes ?? OFFLINE_PAGE_BYTES;
   let bytes = 0;
   for (const message of event.messages) {
-    if (bytes >= OFFLINE_PAGE_BYTES) break;
+    if (bytes >= budget) break;
     const data = encodePrivateChat(message);
     bytes += data.length;
     ids.push(message.id);
