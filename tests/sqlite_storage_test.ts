@@ -490,3 +490,60 @@ Deno.test("a PrivateChat written as delivered and then undelivered waits offline
     }
   }
 });
+
+/** The storages a single server runs on, for the same offline rules. */
+const OFFLINE_STORAGES = [
+  { name: "SQLite", open: () => openSqliteStorage(":memory:", 10) },
+  { name: "memory", open: () => new MemoryStorage(10) },
+];
+
+for (const { name, open } of OFFLINE_STORAGES) {
+  Deno.test(`${name}: MAX_OFFLINE_MESSAGES refuses with inbox_full and stores nothing; pages read the oldest first`, async () => {
+    const storage = open();
+    try {
+      await storage.createToken(
+        "tok-bob",
+        { username: "bob", expiresAt: 10 },
+        1,
+      );
+      const capped = (id: string, at: number) => ({
+        kind: "private" as const,
+        message: chat(id, "bob", at),
+        delivered: false,
+        maxWaiting: 3,
+      });
+      assert.deepEqual(
+        await storage.write([
+          capped("p1", 1),
+          capped("p2", 2),
+          capped("p3", 3),
+          capped("p4", 4),
+          // Live: not kept for later, not capped.
+          { ...capped("p5", 5), delivered: true },
+          // Sent live, its target gone before the commit: kept whatever
+          // the count.
+          { kind: "undelivered", message: chat("p5", "bob", 5) },
+        ]),
+        [OK, OK, OK, { ok: false, reason: "inbox_full" }, OK, OK],
+      );
+      const waiting = ["p1", "p2", "p3", "p5"];
+      assert.deepEqual(
+        (await storage.offline("bob")).map((m) => m.id),
+        waiting,
+      );
+      assert.deepEqual(
+        (await storage.offline("bob", 2)).map((m) => m.id),
+        ["p1", "p2"],
+      );
+      await storage.write([{ kind: "delivered", ids: ["p1", "p2"] }]);
+      assert.deepEqual(
+        (await storage.offline("bob", 2)).map((m) => m.id),
+        ["p3", "p5"],
+      );
+      // Room again below the cap.
+      assert.deepEqual(await storage.write([capped("p7", 7)]), [OK]);
+    } finally {
+      await storage.close();
+    }
+  });
+}
