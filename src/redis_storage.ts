@@ -16,6 +16,7 @@
  * chat:nodeusers:{node}      SET     usernames this node holds
  * chat:nodes                 SET     node ids
  * chat:alive:{node}          STRING  heartbeat with PX expiry
+ * chat:reaped:{node}         STRING  the node was reaped (its users' Leave sent), PX expiry
  * chat:offline:{username}    LIST    JSON StoredPrivateChat, oldest first
  * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
  * chat:tokens                ZSET    token hash, score created_at
@@ -66,6 +67,11 @@ export const KEYS = {
   nodes: "chat:nodes",
   /** STRING: a node's heartbeat, with a `PX` expiry. */
   alive: (node: string): string => `chat:alive:${node}`,
+  /**
+   * STRING: the node was reaped as dead and its users' `Leave` sent; if it
+   * comes back, its resync announces them again (with a `PX` expiry).
+   */
+  reaped: (node: string): string => `chat:reaped:${node}`,
   /** LIST: JSON `StoredPrivateChat`s waiting for a user, oldest first. */
   offline: (username: string): string => `chat:offline:${username}`,
   /** HASH: a token by its hash: username, expires_at, created_at, revoked. */
@@ -109,6 +115,7 @@ export const LUA = {
   nodeUsers: JSON.stringify(KEYS.nodeUsers("")),
   nodes: JSON.stringify(KEYS.nodes),
   alive: JSON.stringify(KEYS.alive("")),
+  reaped: JSON.stringify(KEYS.reaped("")),
   offline: JSON.stringify(KEYS.offline("")),
   token: JSON.stringify(KEYS.token("")),
   tokens: JSON.stringify(KEYS.tokens),
