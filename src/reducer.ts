@@ -1173,7 +1173,18 @@ function fromBus(
     }
     case "private": {
       const { message: chat } = message;
-      const recipients = new Set<ConnId>(state.users.get(chat.target_username));
+      const paging = state.offlineLoading.has(chat.target_username);
+      if (paging) {
+        // Its target is still reading older messages here: kept behind
+        // them, so the pager delivers it in order.
+        out.push({
+          type: "persist",
+          request: { conn: null, op: { kind: "undelivered", message: chat } },
+        });
+      }
+      const recipients = new Set<ConnId>(
+        paging ? undefined : state.users.get(chat.target_username),
+      );
       for (const id of state.users.get(chat.sender_username) ?? []) {
         recipients.add(id);
       }
@@ -1617,6 +1628,22 @@ function persisted(
           out,
         );
       }
+    }
+  } else if (op.kind === "undelivered") {
+    const { message } = op;
+    const targets = state.users.get(message.target_username);
+    if (result.ok) {
+      // Kept for later, but the target is (back) online: its pager takes it.
+      if (targets) startOffline(state, message.target_username, out);
+    } else if (targets) {
+      // Not kept: better out of order than lost.
+      out.push({
+        type: "broadcast",
+        conns: targets,
+        count: targets.size,
+        data: encodePrivateChat(message),
+        kind: "PrivateChat",
+      });
     }
   }
   if (conn && state.connections.has(conn.id)) {

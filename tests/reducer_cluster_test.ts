@@ -637,6 +637,107 @@ Deno.test("cluster PrivateChat: to a user on no node (auth off) is user_not_foun
   ]);
 });
 
+interface PagingBusCase {
+  name: string;
+  /** Whether alice's offline messages are still being paged out here. */
+  paging: boolean;
+  /** How the `undelivered` write is answered, when one is made. */
+  result?: WriteResult;
+  /** The pager's last (empty) read is answered before the write. */
+  pagerEndsFirst?: boolean;
+  /** Alice's frames from the bus message and the write's answer. */
+  alice: string[];
+  /** Effects asked for after the write's answer. */
+  after: string[];
+}
+
+const PAGING_BUS_CASES: PagingBusCase[] = [
+  {
+    name: "no backlog: live at once",
+    paging: false,
+    alice: ["PrivateChat"],
+    after: [],
+  },
+  {
+    name: "backlog going out: kept behind it, not live",
+    paging: true,
+    result: { ok: true },
+    alice: [],
+    after: [],
+  },
+  {
+    name: "kept after the pager's last read: the pager runs again",
+    paging: true,
+    result: { ok: true },
+    pagerEndsFirst: true,
+    alice: [],
+    after: ["load_offline"],
+  },
+  {
+    name: "backlog going out, the write fails: live rather than lost",
+    paging: true,
+    result: { ok: false, reason: "failed" },
+    alice: ["PrivateChat"],
+    after: [],
+  },
+];
+
+for (const testCase of PAGING_BUS_CASES) {
+  Deno.test(`cluster bus, auth: a PrivateChat from another node; ${testCase.name}`, () => {
+    const node = new Node({ authEnabled: true });
+    node.dispatch({
+      type: "open",
+      conn: 1,
+      now: T0,
+      publicId: "p1",
+      token: "t",
+      grant: { username: "alice", expiresAt: T0 + 60_000 },
+    });
+    node.take("claim");
+    const load = node.take("load_offline");
+    if (!testCase.paging) {
+      node.dispatch({
+        type: "offline_loaded",
+        now: T0,
+        username: load.username,
+        messages: [],
+      });
+    }
+    const dm = {
+      id: "d1",
+      sender_username: "bob",
+      target_username: "alice",
+      content: "later",
+      timestamp: T0,
+    };
+    const got = node.bus({ kind: "private", message: dm });
+    const persists = of(got, "persist").map((effect) => effect.request.op);
+    assert.deepEqual(
+      persists,
+      testCase.paging ? [{ kind: "undelivered", message: dm }] : [],
+    );
+    if (testCase.pagerEndsFirst) {
+      node.dispatch({
+        type: "offline_loaded",
+        now: T0,
+        username: "alice",
+        messages: [],
+      });
+    }
+    const answered = testCase.result ? node.persisted(testCase.result) : [];
+    assert.deepEqual(
+      types(framesTo([...got, ...answered], 1)),
+      testCase.alice,
+    );
+    assert.deepEqual(
+      answered.filter((effect) => effect.type !== "broadcast").map((e) =>
+        e.type
+      ),
+      testCase.after,
+    );
+  });
+}
+
 Deno.test("cluster bus: a revoked token is refused at once on this node", () => {
   const node = new Node({ authEnabled: true });
   const grant = { username: "alice", expiresAt: T0 + 60_000 };
