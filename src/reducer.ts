@@ -1629,6 +1629,12 @@ function persisted(
         );
       }
     }
+  } else if (op.kind === "delivered" && op.username !== undefined) {
+    // A page marked: the next one. Not marked (storage fails): the pager
+    // stops rather than send the same page again and again; the user's next
+    // connection starts from it.
+    if (result.ok) nextOfflinePage(state, op.username, out);
+    else state.offlineLoading.delete(op.username);
   } else if (op.kind === "undelivered") {
     const { message } = op;
     const targets = state.users.get(message.target_username);
@@ -1741,8 +1747,9 @@ function offlineLoaded(
 }
 
 /**
- * A page was written (marked delivered, and the next one read) or its
- * connections closed first (it stays undelivered: sent again next time).
+ * A page was written (marked delivered; the next one is read once that is
+ * committed) or its connections closed first (it stays undelivered: sent
+ * again next time).
  */
 function offlineWritten(
   state: ChatState,
@@ -1752,16 +1759,23 @@ function offlineWritten(
   if (event.written) {
     out.push({
       type: "persist",
-      request: { conn: null, op: { kind: "delivered", ids: event.ids } },
+      request: {
+        conn: null,
+        op: { kind: "delivered", ids: event.ids, username: event.username },
+      },
     });
-  }
-  if (state.users.has(event.username)) {
-    out.push({
-      type: "load_offline",
-      username: event.username,
-      limit: OFFLINE_PAGE,
-    });
-  } else state.offlineLoading.delete(event.username);
+  } else nextOfflinePage(state, event.username, out);
+}
+
+/** Reads the next page while the user is online; otherwise the pager ends. */
+function nextOfflinePage(
+  state: ChatState,
+  username: string,
+  out: Effect[],
+): void {
+  if (state.users.has(username)) {
+    out.push({ type: "load_offline", username, limit: OFFLINE_PAGE });
+  } else state.offlineLoading.delete(username);
 }
 
 function tick(state: ChatState, now: number, out: Effect[]): void {

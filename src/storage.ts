@@ -23,7 +23,12 @@ export type WriteOp =
      */
     maxWaiting?: number;
   }
-  | { kind: "delivered"; ids: readonly string[] }
+  | {
+    kind: "delivered";
+    ids: readonly string[];
+    /** The user whose offline page this is; storage ignores it. */
+    username?: string;
+  }
   /** Its target left before it was sent: keep it for the next connection. */
   | { kind: "undelivered"; message: StoredPrivateChat };
 

@@ -2654,9 +2654,17 @@ Deno.test("auth: undelivered PrivateChats arrive when the user connects", () => 
   });
   assert.deepEqual(effectsOf(written, "persist"), [{
     type: "persist",
-    request: { conn: null, op: { kind: "delivered", ids: ["p0"] } },
+    request: {
+      conn: null,
+      op: { kind: "delivered", ids: ["p0"], username: "alice" },
+    },
   }]);
-  assert.equal(effectsOf(written, "load_offline").length, 1, "the next page");
+  assert.deepEqual(effectsOf(written, "load_offline"), [], "not yet");
+  assert.equal(
+    effectsOf(chat.persisted(), "load_offline").length,
+    1,
+    "the next page once marked",
+  );
 });
 
 Deno.test("auth: a user back before the offline read answered gets its messages once", () => {
@@ -2793,16 +2801,45 @@ for (const { name, stored, sent } of PAGER_CASES) {
       type: "persist",
       request: {
         conn: null,
-        op: { kind: "delivered", ids: page.map((message) => message.id) },
+        op: {
+          kind: "delivered",
+          ids: page.map((message) => message.id),
+          username: "alice",
+        },
       },
     }]);
-    assert.deepEqual(effectsOf(written, "load_offline"), [{
+    assert.deepEqual(effectsOf(written, "load_offline"), [], "not yet");
+    assert.deepEqual(effectsOf(chat.persisted(), "load_offline"), [{
       type: "load_offline",
       username: "alice",
       limit: OFFLINE_PAGE,
-    }], "then the next page");
+    }], "then the next page, once the mark is committed");
   });
 }
+
+Deno.test("offline pager: a page that cannot be marked delivered stops the pager, no resend loop", () => {
+  const chat = pagerChat();
+  chat.dispatch({
+    type: "offline_loaded",
+    now: T0,
+    username: "alice",
+    messages: waitingForAlice(2),
+  });
+  chat.dispatch({
+    type: "offline_written",
+    now: T0,
+    username: "alice",
+    ids: ["w0", "w1"],
+    written: true,
+  });
+  const failed = chat.persisted({ ok: false, reason: "failed" });
+  assert.deepEqual(effectsOf(failed, "load_offline"), []);
+  assert.equal(chat.state.offlineLoading.has("alice"), false);
+  // Alice is online with no pager: new messages go to her live.
+  const sent = chat.send(2, whisper("bob", "alice", "hi", withId("n1")));
+  const op = effectsOf(sent, "persist")[0]?.request.op;
+  assert.equal(op?.kind === "private" && op.delivered, true);
+});
 
 Deno.test("offline pager: a PrivateChat sent while the pager runs waits its turn in storage", () => {
   const chat = pagerChat({ maxOfflineMessages: 5 });
