@@ -91,7 +91,10 @@ local function forget_node(node)
 end
 `;
 
-/** ARGV: node, room, user, claim (`exclusive`|`none`), timestamp. */
+/**
+ * ARGV: node, room, user, claim (`exclusive`|`none`), timestamp, held (`1`:
+ * the node already has the user in the room, so nobody is announced).
+ */
 const JOIN = new RedisScript(`${LIB}
 local node, room, user, claim = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if claim == 'exclusive' then
@@ -101,7 +104,7 @@ if claim == 'exclusive' then
   redis.call('SADD', ${LUA.userNodes} .. user, node)
   redis.call('SADD', ${LUA.nodeUsers} .. node, user)
 end
-local new = join(node, room, user, tonumber(ARGV[5]))
+local new = join(node, room, user, tonumber(ARGV[5]), ARGV[6] == '1')
 local seq = tonumber(redis.call('GET', ${LUA.seq} .. room) or '0')
 return {'joined', seq, new, redis.call('HKEYS', ${LUA.presence} .. room)}
 `);
@@ -429,6 +432,7 @@ export class RedisBus {
       request.username,
       request.claim,
       request.timestamp,
+      request.held ? "1" : "0",
     ]) as unknown[];
     if (reply[0] === "taken") return { kind: "taken" };
     return {

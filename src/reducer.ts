@@ -217,6 +217,11 @@ export interface JoinRequest {
   readonly since?: number | undefined;
   readonly history?: number | undefined;
   readonly timestamp: number;
+  /**
+   * This node already has the user in the room (another connection): the
+   * join announces nobody, even if Redis lost the record (restarted empty).
+   */
+  readonly held?: boolean;
 }
 
 /** The cluster's answer to a {@linkcode JoinRequest}. */
@@ -1057,6 +1062,7 @@ function joinCluster(
       since: body.since,
       history: body.history,
       timestamp: now,
+      ...((room.users.get(username) ?? 0) > 0 ? { held: true } : {}),
     },
   });
 }
@@ -1124,9 +1130,10 @@ function joined(
   }
   if (conn.username === null) bind(state, conn, username, out, true);
   if (!conn.rooms.has(room.name)) {
-    addMember(state, conn, room, out);
-    // The cluster, not this node's count, knows whether the user is new there.
-    if (result.isNew) {
+    const before = addMember(state, conn, room, out);
+    // The cluster, not this node's count, knows whether the user is new
+    // there; but one already here is not, whatever Redis lost.
+    if (result.isNew && before === 0) {
       announce(room, username, request.timestamp, null, out, conn.id);
     }
   }

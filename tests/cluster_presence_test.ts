@@ -6,9 +6,11 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { NODE_TTL_MS } from "../src/cluster_bus.ts";
+import { NODE_TTL_MS, RedisBus } from "../src/cluster_bus.ts";
+import { startLocalRedis } from "../src/local_redis.ts";
+import { connectRedis } from "../src/redis_connection.ts";
 import { KEYS } from "../src/redis_storage.ts";
-import { TestClient } from "./helpers.ts";
+import { TestClient, waitFor } from "./helpers.ts";
 import {
   collect,
   redisCommand,
@@ -93,4 +95,53 @@ Deno.test("cluster: a node reaped as dead that comes back announces its users ag
   assert.equal(enter.message_body.sender_username, "bob");
   await alice.silent(500);
   await bob.silent(0);
+});
+
+Deno.test("cluster bus: a join of a user the node already holds in the room announces nobody, even when Redis lost the record", async () => {
+  await using redis = await startLocalRedis();
+  const commands = connectRedis(redis.url, { name: "n1", log: () => {} });
+  const listener = connectRedis(redis.url, { name: "n2", log: () => {} });
+  const bus = new RedisBus(commands, {
+    message: () => {},
+    synced: () => {},
+    snapshot: () => ({ users: [], presence: [], seqs: [] }),
+  }, { nodeId: "n1", log: () => {} });
+  try {
+    await waitFor(() => commands.up && listener.up, "redis", 5000);
+    const heard: string[] = [];
+    await listener.client.subscribe(
+      KEYS.channel("n2"),
+      (payload) => heard.push(payload),
+    );
+    // n2 has members in the room; Redis holds no record of alice (empty).
+    await commands.command(["SADD", KEYS.roomNodes("r"), "n2"]);
+    const request = {
+      conn: 1,
+      room: "r",
+      username: "alice",
+      claim: "none" as const,
+      timestamp: 1,
+    };
+    const quiet = await bus.join({ ...request, held: true });
+    assert.equal(quiet.kind === "joined" && quiet.isNew, true);
+    // The record is back either way.
+    assert.equal(
+      await commands.command(["HGET", KEYS.presence("r"), "alice"]),
+      "1",
+    );
+    await commands.command(["PUBLISH", KEYS.channel("n2"), "END"]);
+    await waitFor(() => heard.includes("END"), "marker", 5000);
+    assert.deepEqual(heard, ["END"], "no Enter published");
+
+    // A user new on this node is announced as before.
+    await bus.join({ ...request, username: "bob" });
+    await commands.command(["PUBLISH", KEYS.channel("n2"), "END2"]);
+    await waitFor(() => heard.includes("END2"), "marker", 5000);
+    assert.equal(heard.length, 3);
+    assert.match(heard[1]!, /^e.*"sender_username":"bob"/);
+  } finally {
+    await bus.stop();
+    await listener.close();
+    await commands.close();
+  }
 });

@@ -384,6 +384,84 @@ Deno.test("cluster auth: a token's user is claimed (shared) and released with th
   ]);
 });
 
+interface HeldJoinCase {
+  name: string;
+  /** Whether alice's first connection is in the room when the second enters. */
+  firstInRoom: boolean;
+  /** What the cluster answers the second join. */
+  isNew: boolean;
+  /** The `held` the join carries. */
+  held: boolean | undefined;
+  /** Whether carol, in the room here, sees alice enter. */
+  carolSeesEnter: boolean;
+}
+
+const HELD_JOIN_CASES: HeldJoinCase[] = [
+  {
+    name: "first device elsewhere: new in the room, announced",
+    firstInRoom: false,
+    isNew: true,
+    held: undefined,
+    carolSeesEnter: true,
+  },
+  {
+    name: "first device in the room, Redis agrees: not new, quiet",
+    firstInRoom: true,
+    isNew: false,
+    held: true,
+    carolSeesEnter: false,
+  },
+  {
+    name:
+      "first device in the room, Redis lost the record (restarted empty): quiet anyway",
+    firstInRoom: true,
+    isNew: true,
+    held: true,
+    carolSeesEnter: false,
+  },
+];
+
+for (const testCase of HELD_JOIN_CASES) {
+  Deno.test(`cluster auth: a second device enters; ${testCase.name}`, () => {
+    const node = new Node({ authEnabled: true });
+    const grant = { username: "alice", expiresAt: T0 + 60_000 };
+    for (const conn of [1, 2]) {
+      node.dispatch({
+        type: "open",
+        conn,
+        now: T0,
+        publicId: `p${conn}`,
+        token: "t",
+        grant,
+      });
+    }
+    node.dispatch({
+      type: "open",
+      conn: 3,
+      now: T0,
+      publicId: "p3",
+      token: "tc",
+      grant: { username: "carol", expiresAt: T0 + 60_000 },
+    });
+    node.enter(3, "carol", "r", joinedAt(0, ["carol"]));
+    node.enter(
+      1,
+      "alice",
+      testCase.firstInRoom ? "r" : "s",
+      joinedAt(0, ["alice", "carol"]),
+    );
+    const sent = node.send(2, "Enter", { sender_username: "alice", room: "r" });
+    assert.equal(of(sent, "join")[0]?.request.held, testCase.held);
+    const joined = node.joined(
+      joinedAt(0, ["alice", "carol"], testCase.isNew),
+    );
+    assert.deepEqual(
+      types(framesTo(joined, 3)),
+      testCase.carolSeesEnter ? ["Enter"] : [],
+    );
+  });
+}
+
 // ---------------------------------------------------------------------------
 // GroupChat: one seq order from the cluster
 
