@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import type { Config } from "../src/config.ts";
 import { OFFLINE_PAGE } from "../src/reducer.ts";
 import { openSqliteStorage } from "../src/sqlite_storage.ts";
-import { serve, type TestClient, type TestServer } from "./helpers.ts";
+import { startCluster } from "./cluster_helpers.ts";
+import { serve, type TestClient, type TestServer, waitFor } from "./helpers.ts";
 import {
   ADMIN,
   connectWithToken,
@@ -95,6 +96,34 @@ async function readAll(client: TestClient): Promise<string[]> {
   return received(client);
 }
 
+/**
+ * Asserts that `rest` continues `got` to all `count` notes, in order: paced,
+ * so the first connection was not handed the whole backlog, and nothing
+ * lost; only the first connection's last page may come again.
+ */
+function assertTheRest(got: string[], rest: string[], count: number): void {
+  assert.ok(got.length < count, `first connection got ${got.length}`);
+  assert.ok(rest.length > 0);
+  const at = got.indexOf(rest[0]!);
+  const overlap = at < 0 ? 0 : got.length - at;
+  assert.ok(overlap <= OFFLINE_PAGE, `${overlap} repeated`);
+  assert.deepEqual(rest.slice(0, overlap), got.slice(got.length - overlap));
+  assert.deepEqual(
+    [...got, ...rest.slice(overlap)],
+    Array.from({ length: count }, (_, i) => note(i, 500)),
+  );
+}
+
+/** Reads `count` `PrivateChat`s, closes, and returns all that came before the close. */
+async function readSomeThenClose(
+  client: TestClient,
+  count: number,
+): Promise<string[]> {
+  await waitFor(() => received(client).length >= count, `${count} read`);
+  await client.close();
+  return received(client);
+}
+
 /** Every `PrivateChat` content a client has received so far. */
 function received(client: TestClient): string[] {
   return client.frames.filter((f) => f.message_type === "PrivateChat")
@@ -115,34 +144,11 @@ Deno.test("offline: a client that closes midway gets the rest next time, in orde
   const got: string[] = [];
   {
     const first = await connectWithToken(server.wsUrl, bob.token);
-    // Read some, then close.
-    await new Promise<void>((resolve) => {
-      const check = () => {
-        if (received(first).length >= 500) resolve();
-        else setTimeout(check, 1);
-      };
-      check();
-    });
-    await first.close();
-    got.push(...received(first));
+    got.push(...await readSomeThenClose(first, 500));
   }
   {
     await using second = await connectWithToken(server.wsUrl, bob.token);
-    const rest = await readAll(second);
-    // Paced: the first connection was not handed the whole backlog, and the
-    // rest came next time; at most its last page comes twice.
-    assert.ok(got.length < count, `first connection got ${got.length}`);
-    assert.ok(rest.length > 0);
-    const overlap = got.length - got.indexOf(rest[0]!);
-    assert.ok(
-      got.indexOf(rest[0]!) >= 0 && overlap <= OFFLINE_PAGE,
-      String(overlap),
-    );
-    assert.deepEqual(
-      [...got, ...rest.slice(overlap)],
-      Array.from({ length: count }, (_, i) => note(i, 500)),
-    );
-    assert.deepEqual(rest.slice(0, overlap), got.slice(-overlap || got.length));
+    assertTheRest(got, await readAll(second), count);
   }
   await using third = await connectWithToken(server.wsUrl, bob.token);
   await third.silent();
@@ -209,4 +215,29 @@ Deno.test("offline: past MAX_OFFLINE_MESSAGES the sender gets inbox_full with it
   const again = await sendMany(sender, cap, 20, 100);
   assert.equal(again.errors.size, 0);
   assert.equal(again.acked.length, cap);
+});
+
+Deno.test("offline, cluster: a client that closes midway on one node gets the rest on the other, in order", async () => {
+  await using cluster = await startCluster(2, {
+    authEnabled: true,
+    adminToken: ADMIN,
+    rateLimitPerSecond: 0,
+  });
+  const [a, b] = cluster.nodes;
+  assert.ok(a && b);
+  const alice = await issueToken(a.httpUrl, "alice");
+  const bob = await issueToken(a.httpUrl, "bob");
+  const count = 1000;
+  {
+    await using sender = await connectWithToken(a.wsUrl, alice.token);
+    assert.equal((await sendMany(sender, count, 500)).acked.length, count);
+  }
+  const first = await connectWithToken(a.wsUrl, bob.token);
+  const got = await readSomeThenClose(first, 150);
+  {
+    await using second = await connectWithToken(b.wsUrl, bob.token);
+    assertTheRest(got, await readAll(second), count);
+  }
+  await using third = await connectWithToken(a.wsUrl, bob.token);
+  await third.silent();
 });
