@@ -42,7 +42,33 @@ const MIGRATIONS: readonly string[] = [
     revoked INTEGER NOT NULL DEFAULT 0
   );
   CREATE INDEX tokens_username ON tokens (username);`,
+  // Undelivered PrivateChats per target, kept by triggers, so that the
+  // MAX_OFFLINE_MESSAGES check costs one lookup, not a count of the inbox.
+  `CREATE TABLE inbox_counts (
+    target TEXT PRIMARY KEY, waiting INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  INSERT INTO inbox_counts (target, waiting)
+    SELECT target, COUNT(*) FROM private_messages WHERE delivered = 0
+    GROUP BY target;
+  CREATE TRIGGER inbox_counts_insert AFTER INSERT ON private_messages
+  WHEN NEW.delivered = 0 BEGIN
+    INSERT INTO inbox_counts (target, waiting) VALUES (NEW.target, 1)
+      ON CONFLICT (target) DO UPDATE SET waiting = waiting + 1;
+  END;
+  CREATE TRIGGER inbox_counts_update AFTER UPDATE OF delivered
+  ON private_messages WHEN OLD.delivered != NEW.delivered BEGIN
+    INSERT INTO inbox_counts (target, waiting)
+      VALUES (NEW.target, CASE WHEN NEW.delivered = 0 THEN 1 ELSE -1 END)
+      ON CONFLICT (target) DO UPDATE SET waiting = waiting + excluded.waiting;
+  END;
+  CREATE TRIGGER inbox_counts_delete AFTER DELETE ON private_messages
+  WHEN OLD.delivered = 0 BEGIN
+    UPDATE inbox_counts SET waiting = waiting - 1 WHERE target = OLD.target;
+  END;`,
 ];
+
+/** The schema version a migrated file has (`PRAGMA user_version`). */
+export const SCHEMA_VERSION: number = MIGRATIONS.length;
 
 const GROUP_COLUMNS = "id, seq, room, sender, content, timestamp";
 
@@ -143,9 +169,9 @@ export class SqliteStorage implements Storage {
     this.#offlinePage = sql(`SELECT id, sender, target, content, timestamp
       FROM private_messages WHERE target = ? AND delivered = 0
       ORDER BY timestamp, rowid LIMIT ?`);
-    // Counts at most ?2 rows: the cap, not the whole inbox.
-    this.#waiting = sql(`SELECT COUNT(*) AS n FROM (SELECT 1
-      FROM private_messages WHERE target = ?1 AND delivered = 0 LIMIT ?2)`);
+    this.#waiting = sql(
+      "SELECT waiting AS n FROM inbox_counts WHERE target = ?",
+    );
     this.#createToken = sql(`INSERT INTO tokens
       (hash, username, expires_at, created_at) VALUES (?, ?, ?, ?)`);
     this.#findToken = sql(
@@ -236,8 +262,7 @@ export class SqliteStorage implements Storage {
       }
       if (
         !op.delivered && op.maxWaiting !== undefined &&
-        Number(this.#waiting.get(m.target_username, op.maxWaiting)?.n) >=
-          op.maxWaiting
+        Number(this.#waiting.get(m.target_username)?.n ?? 0) >= op.maxWaiting
       ) {
         return { ok: false, reason: "inbox_full" };
       }

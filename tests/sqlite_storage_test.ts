@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import type { StoredGroupChat, StoredPrivateChat } from "../src/protocol.ts";
-import { openSqliteStorage, SqliteStorage } from "../src/sqlite_storage.ts";
+import {
+  openSqliteStorage,
+  SCHEMA_VERSION,
+  SqliteStorage,
+} from "../src/sqlite_storage.ts";
 import {
   hashToken,
   type HistoryQuery,
@@ -80,7 +84,10 @@ Deno.test("a new file is migrated and everything survives a restart", async () =
     await storage.close();
 
     const raw = new DatabaseSync(path);
-    assert.equal(raw.prepare("PRAGMA user_version").get()?.user_version, 1);
+    assert.equal(
+      raw.prepare("PRAGMA user_version").get()?.user_version,
+      SCHEMA_VERSION,
+    );
     assert.equal(raw.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
     raw.close();
 
@@ -547,3 +554,45 @@ for (const { name, open } of OFFLINE_STORAGES) {
     }
   });
 }
+
+Deno.test("a file from before the inbox counts is migrated with its waiting messages counted", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat.db");
+    let storage = openSqliteStorage(path, 3);
+    await storage.createToken("tok-bob", { username: "bob", expiresAt: 10 }, 1);
+    await storage.write([
+      { kind: "private", message: chat("p1", "bob", 1), delivered: false },
+      { kind: "private", message: chat("p2", "bob", 2), delivered: false },
+      { kind: "private", message: chat("p3", "bob", 3), delivered: true },
+    ]);
+    await storage.close();
+    // Back to version 1: no count table, no triggers.
+    const raw = new DatabaseSync(path);
+    raw.exec(
+      `DROP TRIGGER inbox_counts_insert; DROP TRIGGER inbox_counts_update;
+      DROP TRIGGER inbox_counts_delete; DROP TABLE inbox_counts;
+      PRAGMA user_version = 1;`,
+    );
+    raw.close();
+
+    storage = openSqliteStorage(path, 3);
+    try {
+      const capped = (id: string, at: number) => ({
+        kind: "private" as const,
+        message: chat(id, "bob", at),
+        delivered: false,
+        maxWaiting: 3,
+      });
+      assert.deepEqual(await storage.write([capped("p4", 4)]), [OK]);
+      assert.deepEqual(await storage.write([capped("p5", 5)]), [
+        { ok: false, reason: "inbox_full" },
+      ]);
+      assert.deepEqual(
+        (await storage.offline("bob")).map((m) => m.id),
+        ["p1", "p2", "p4"],
+      );
+    } finally {
+      await storage.close();
+    }
+  });
+});
