@@ -26,7 +26,7 @@ export type WriteOp =
   | {
     kind: "delivered";
     ids: readonly string[];
-    /** The user whose offline page this is; storage ignores it. */
+    /** The user whose offline page this is: where to look (all when absent). */
     username?: string;
   }
   /** Its target left before it was sent: keep it for the next connection. */
@@ -227,7 +227,11 @@ export class MemoryStorage implements Storage {
         results.push({ ok: true });
       } else {
         const ids = new Set(op.ids);
-        for (const [target, waiting] of this.#offline) {
+        // A page of one user's inbox: only that inbox is looked at.
+        const inboxes = op.username === undefined
+          ? [...this.#offline]
+          : [[op.username, this.#offline.get(op.username) ?? []] as const];
+        for (const [target, waiting] of inboxes) {
           const left = waiting.filter((message) => !ids.has(message.id));
           if (left.length === 0) this.#offline.delete(target);
           else this.#offline.set(target, left);
