@@ -50,6 +50,9 @@ function withNames(snapshot: Contributions): string {
   return JSON.stringify({ ...snapshot, names });
 }
 
+/** How long the mark of a reaped node lasts, for its return (a day). */
+const REAPED_TTL_MS = 86_400_000;
+
 /** Lua shared by the scripts below: joining, leaving, forgetting a node. */
 const LIB = `
 local function publish_except(room, except, payload)
@@ -61,10 +64,11 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function join(node, room, user, ts)
+local function join(node, room, user, ts, quiet)
   redis.call('SADD', ${LUA.roomNodes} .. room, node)
   if redis.call('SADD', ${LUA.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
   if redis.call('HINCRBY', ${LUA.presence} .. room, user, 1) ~= 1 then return 0 end
+  if quiet then return 1 end
   publish_except(room, node, ${LUA.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
   return 1
 end
@@ -100,7 +104,8 @@ end
 /**
  * ARGV: node, room, user, claim (`exclusive`|`none`), timestamp, the user's
  * folded name: an exclusive claim is refused while another node holds any
- * name of the same folded form (`Alice` and `alice` are one name).
+ * name of the same folded form (`Alice` and `alice` are one name), held
+ * (`1`: the node already has the user in the room, so nobody is announced).
  */
 const JOIN = new RedisScript(`${LIB}
 local node, room, user, claim = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -117,7 +122,7 @@ if claim == 'exclusive' then
   redis.call('SADD', ${LUA.nameNodes} .. folded, node)
   redis.call('SADD', ${LUA.nodeNames} .. node, folded)
 end
-local new = join(node, room, user, tonumber(ARGV[5]))
+local new = join(node, room, user, tonumber(ARGV[5]), ARGV[7] == '1')
 local seq = tonumber(redis.call('GET', ${LUA.seq} .. room) or '0')
 return {'joined', seq, new, redis.call('HKEYS', ${LUA.presence} .. room)}
 `);
@@ -158,15 +163,24 @@ if ARGV[3] ~= '1' then return 0 end
 for _, n in ipairs(redis.call('SMEMBERS', ${LUA.nodes})) do
   if n ~= node and redis.call('EXISTS', ${LUA.alive} .. n) == 0 then
     forget_node(n)
+    redis.call('SET', ${LUA.reaped} .. n, '1', 'PX', ${REAPED_TTL_MS})
     reaped = reaped + 1
   end
 end
 return reaped
 `);
 
-/** ARGV: node, ttl, JSON of Contributions. Sets the node's records to what it holds. */
+/**
+ * ARGV: node, ttl, JSON of Contributions. Sets the node's records to what it
+ * holds. Its users' presence is restored quietly: the other nodes were never
+ * told they left (Redis lost the records, say it restarted empty), so an
+ * `Enter` would announce users whose state did not change. Only a node that
+ * was reaped, whose users' `Leave` the others got, announces them again.
+ * Entries it no longer holds leave with a `Leave`: those users did go.
+ */
 const RESYNC = new RedisScript(`${LIB}
 local node = ARGV[1]
+local announce = redis.call('DEL', ${LUA.reaped} .. node) == 1
 redis.call('SET', ${LUA.alive} .. node, '1', 'PX', ARGV[2])
 redis.call('SADD', ${LUA.nodes}, node)
 local want = cjson.decode(ARGV[3])
@@ -207,7 +221,7 @@ for _, entry in ipairs(redis.call('SMEMBERS', ${LUA.nodePresence} .. node)) do
     if not rooms[room] then redis.call('SREM', ${LUA.roomNodes} .. room, node) end
   end
 end
-for _, p in pairs(entries) do join(node, p[1], p[2], ts) end
+for _, p in pairs(entries) do join(node, p[1], p[2], ts, not announce) end
 for _, pair in ipairs(want.seqs) do
   local key = ${LUA.seq} .. pair[1]
   if tonumber(redis.call('GET', key) or '0') < pair[2] then
@@ -453,6 +467,7 @@ export class RedisBus {
       request.claim,
       request.timestamp,
       foldName(request.username),
+      request.held ? "1" : "0",
     ]) as unknown[];
     if (reply[0] === "taken") return { kind: "taken" };
     return {

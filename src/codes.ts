@@ -28,6 +28,8 @@ export const ERROR_CODES = {
     "more messages than the connection's rate allows; the message is dropped",
   unavailable:
     "storage or Redis cannot be reached: the message was not delivered and may be sent again",
+  inbox_full:
+    "PrivateChat to an offline user who already has MAX_OFFLINE_MESSAGES waiting; the message is not stored",
 } as const;
 
 /** A code of {@linkcode ERROR_CODES}. */

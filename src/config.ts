@@ -242,6 +242,14 @@ export const SETTINGS = {
     help: "messages kept per room",
     schema: integer(0),
   },
+  maxOfflineMessages: {
+    env: "MAX_OFFLINE_MESSAGES",
+    flag: "max-offline-messages",
+    fallback: "10000",
+    help:
+      "PrivateChats kept for one offline user (auth on); the next gets inbox_full",
+    schema: integer(1),
+  },
   databasePath: {
     env: "DATABASE_PATH",
     flag: "database",
@@ -299,6 +307,7 @@ export interface Config {
   /** Absent: no proxy is trusted. */
   trustedProxies: string[] | undefined;
   historySize: number;
+  maxOfflineMessages: number;
   databasePath: string;
   redisUrl: string | undefined;
   shutdownGraceSeconds: number;

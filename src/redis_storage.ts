@@ -16,6 +16,7 @@
  * chat:nodeusers:{node}      SET     usernames this node holds
  * chat:nodes                 SET     node ids
  * chat:alive:{node}          STRING  heartbeat with PX expiry
+ * chat:reaped:{node}         STRING  the node was reaped (its users' Leave sent), PX expiry
  * chat:offline:{username}    LIST    JSON StoredPrivateChat, oldest first
  * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
  * chat:tokens                ZSET    token hash, score created_at
@@ -71,6 +72,11 @@ export const KEYS = {
   nodes: "chat:nodes",
   /** STRING: a node's heartbeat, with a `PX` expiry. */
   alive: (node: string): string => `chat:alive:${node}`,
+  /**
+   * STRING: the node was reaped as dead and its users' `Leave` sent; if it
+   * comes back, its resync announces them again (with a `PX` expiry).
+   */
+  reaped: (node: string): string => `chat:reaped:${node}`,
   /** LIST: JSON `StoredPrivateChat`s waiting for a user, oldest first. */
   offline: (username: string): string => `chat:offline:${username}`,
   /** HASH: a token by its hash: username, expires_at, created_at, revoked. */
@@ -118,6 +124,7 @@ export const LUA = {
   nodeNames: JSON.stringify(KEYS.nodeNames("")),
   nodes: JSON.stringify(KEYS.nodes),
   alive: JSON.stringify(KEYS.alive("")),
+  reaped: JSON.stringify(KEYS.reaped("")),
   offline: JSON.stringify(KEYS.offline("")),
   token: JSON.stringify(KEYS.token("")),
   tokens: JSON.stringify(KEYS.tokens),
@@ -152,10 +159,11 @@ return seq
 `);
 
 /**
- * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0".
- * Keeps the message for later when no node holds the target, and publishes
- * it to the other nodes of the target and of the sender. Returns "remote"
- * (another node holds the target), "ok", "not_connected" or "unknown_user".
+ * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", cap
+ * ("" for none). Keeps the message for later when no node holds the target
+ * and fewer than `cap` wait, and publishes it to the other nodes of the
+ * target and of the sender. Returns "remote" (another node holds the
+ * target), "ok", "not_connected", "unknown_user" or "inbox_full".
  */
 const PRIVATE = new RedisScript(`
 local node, sender, target, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -170,7 +178,11 @@ if delivered == '0' and not remote then
   if redis.call('SISMEMBER', ${LUA.tokenUsers}, target) == 0 then
     return 'unknown_user'
   end
-  redis.call('RPUSH', ${LUA.offline} .. target, json)
+  local inbox = ${LUA.offline} .. target
+  if ARGV[7] ~= '' and redis.call('LLEN', inbox) >= tonumber(ARGV[7]) then
+    return 'inbox_full'
+  end
+  redis.call('RPUSH', inbox, json)
 end
 local sent = {[node] = true}
 local function publish(nodes)
@@ -345,11 +357,15 @@ export class RedisStorage implements Storage {
         JSON.stringify(m),
         this.#auth,
         op.delivered ? "1" : "0",
+        op.maxWaiting ?? "",
       ]);
       if (answer === "remote" || answer === "ok") {
         return { ok: true, remote: answer === "remote" };
       }
-      if (answer === "not_connected" || answer === "unknown_user") {
+      if (
+        answer === "not_connected" || answer === "unknown_user" ||
+        answer === "inbox_full"
+      ) {
         return { ok: false, reason: answer };
       }
       throw new Error(`unexpected answer: ${answer}`);
@@ -436,13 +452,17 @@ export class RedisStorage implements Storage {
     };
   }
 
-  /** Undelivered `PrivateChat`s to `username`, oldest first. */
-  async offline(username: string): Promise<StoredPrivateChat[]> {
+  /** The oldest `limit` (default: all) undelivered `PrivateChat`s to `username`. */
+  async offline(
+    username: string,
+    limit?: number,
+  ): Promise<StoredPrivateChat[]> {
+    if (limit !== undefined && limit <= 0) return [];
     const rows = await this.#connection.command<string[]>([
       "LRANGE",
       KEYS.offline(username),
       "0",
-      "-1",
+      limit === undefined ? "-1" : String(limit - 1),
     ]);
     for (const id of this.#seenIds.get(username) ?? []) this.#seen.delete(id);
     const messages = rows.map((json) => JSON.parse(json) as StoredPrivateChat);

@@ -70,12 +70,33 @@ export interface ChatSettings {
    */
   readonly authTimeoutMs?: number;
   /**
+   * `PrivateChat`s that may wait for one offline user
+   * (`MAX_OFFLINE_MESSAGES`); the next gets `inbox_full`. Absent: no cap.
+   */
+  readonly maxOfflineMessages?: number;
+  /**
+   * Bytes of one page of offline messages, at most (default
+   * {@linkcode OFFLINE_PAGE_BYTES}); the runner keeps it well under
+   * `MAX_BUFFERED_BYTES`.
+   */
+  readonly offlinePageBytes?: number;
+  /**
    * One node of a cluster (`REDIS_URL`): `seq`, presence and username
    * ownership are decided by the cluster (effects `join`, `part`, `claim`,
    * `release`) and other nodes' messages arrive as `bus` events.
    */
   readonly cluster?: boolean;
 }
+
+/** Offline `PrivateChat`s read from storage at a time, for one page. */
+export const OFFLINE_PAGE = 200;
+
+/**
+ * Bytes of encoded `PrivateChat`s in one offline page, at most (one message
+ * at least; the last one may pass it): the next page is sent once this one
+ * has left the send buffer.
+ */
+export const OFFLINE_PAGE_BYTES = 64 * 1024;
 
 /** How long a cluster room waits for a missing `seq` before reading it back from history. */
 export const GAP_WAIT_MS = 250;
@@ -170,7 +191,11 @@ export interface ChatState {
   readonly tokens: Map<string, CachedToken>;
   /** Connections waiting for a token lookup, per token. */
   readonly tokenWaiters: Map<string, Set<ConnId>>;
-  /** Users whose offline messages are being read: one read at a time each. */
+  /**
+   * Users whose offline messages are being delivered, a page at a time (a
+   * read, or a page waiting to be written): one pager per user. While it
+   * runs, new `PrivateChat`s to the user are stored and wait their turn.
+   */
   readonly offlineLoading: Set<string>;
   /** Cluster: usernames a first `Enter` is claiming from the cluster. */
   readonly claiming: Set<string>;
@@ -202,6 +227,11 @@ export interface JoinRequest {
   readonly since?: number | undefined;
   readonly history?: number | undefined;
   readonly timestamp: number;
+  /**
+   * This node already has the user in the room (another connection): the
+   * join announces nobody, even if Redis lost the record (restarted empty).
+   */
+  readonly held?: boolean;
 }
 
 /** The cluster's answer to a {@linkcode JoinRequest}. */
@@ -292,6 +322,17 @@ export type Event =
     username: string;
     messages: StoredPrivateChat[];
   }
+  /**
+   * The answer to `watch_written`: `written` when every watched connection
+   * still open has written all it was sent (at least one was still open).
+   */
+  | {
+    type: "offline_written";
+    now: number;
+    username: string;
+    ids: string[];
+    written: boolean;
+  }
   /** The runner's event loop fell behind (`true`) or caught up (`false`). */
   | { type: "load"; now: number; overloaded: boolean }
   /** Cluster: the answer to a `join`; `null` when Redis could not be reached. */
@@ -345,7 +386,18 @@ export type Effect =
   | { type: "persist"; request: PersistRequest }
   | { type: "load_history"; request: HistoryRequest }
   | { type: "check_token"; token: string }
-  | { type: "load_offline"; username: string }
+  /** Read the oldest `limit` undelivered `PrivateChat`s to `username`. */
+  | { type: "load_offline"; username: string; limit: number }
+  /**
+   * Answer `offline_written` once `conns` have written everything sent to
+   * them so far (their send buffers drained), or have all closed.
+   */
+  | {
+    type: "watch_written";
+    username: string;
+    conns: ConnId[];
+    ids: string[];
+  }
   | {
     type: "log";
     level: "debug" | "info" | "warn" | "error";
@@ -469,6 +521,9 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     case "offline_loaded":
       offlineLoaded(state, event, out);
+      break;
+    case "offline_written":
+      offlineWritten(state, event, out);
       break;
     case "load":
       state.overloaded = event.overloaded;
@@ -812,11 +867,8 @@ function bind(
     if (state.settings.cluster && !claimed) {
       out.push({ type: "claim", username });
     }
-    // A user back before the last read answered gets that read's messages.
-    if (state.settings.authEnabled && !state.offlineLoading.has(username)) {
-      state.offlineLoading.add(username);
-      out.push({ type: "load_offline", username });
-    }
+    // A user back while a pager runs gets its next pages.
+    if (state.settings.authEnabled) startOffline(state, username, out);
   }
   conns.add(conn.id);
 }
@@ -1030,6 +1082,7 @@ function joinCluster(
       since: body.since,
       history: body.history,
       timestamp: now,
+      ...((room.users.get(username) ?? 0) > 0 ? { held: true } : {}),
     },
   });
 }
@@ -1097,9 +1150,10 @@ function joined(
   }
   if (conn.username === null) bind(state, conn, username, out, true);
   if (!conn.rooms.has(room.name)) {
-    addMember(state, conn, room, out);
-    // The cluster, not this node's count, knows whether the user is new there.
-    if (result.isNew) {
+    const before = addMember(state, conn, room, out);
+    // The cluster, not this node's count, knows whether the user is new
+    // there; but one already here is not, whatever Redis lost.
+    if (result.isNew && before === 0) {
       announce(room, username, request.timestamp, null, out, conn.id);
     }
   }
@@ -1146,7 +1200,18 @@ function fromBus(
     }
     case "private": {
       const { message: chat } = message;
-      const recipients = new Set<ConnId>(state.users.get(chat.target_username));
+      const paging = state.offlineLoading.has(chat.target_username);
+      if (paging) {
+        // Its target is still reading older messages here: kept behind
+        // them, so the pager delivers it in order.
+        out.push({
+          type: "persist",
+          request: { conn: null, op: { kind: "undelivered", message: chat } },
+        });
+      }
+      const recipients = new Set<ConnId>(
+        paging ? undefined : state.users.get(chat.target_username),
+      );
       for (const id of state.users.get(chat.sender_username) ?? []) {
         recipients.add(id);
       }
@@ -1371,6 +1436,7 @@ function privateChat(
 ): void {
   if (!checkSender(state, conn, body.sender_username, ref, out)) return;
   const online = state.users.has(body.target_username);
+  const { maxOfflineMessages } = state.settings;
   // In a cluster, the target may be on another node: the write tells.
   if (!online && !state.settings.authEnabled && !state.settings.cluster) {
     refuse(
@@ -1397,7 +1463,16 @@ function privateChat(
     request: {
       conn: conn.id,
       ref,
-      op: { kind: "private", message, delivered: online },
+      op: {
+        kind: "private",
+        message,
+        // Behind older offline messages still being paged out: stored, and
+        // delivered in order by the pager.
+        delivered: online && !state.offlineLoading.has(body.target_username),
+        ...(maxOfflineMessages === undefined
+          ? {}
+          : { maxWaiting: maxOfflineMessages }),
+      },
     },
   });
 }
@@ -1499,7 +1574,19 @@ function persisted(
       // meanwhile gets it from its offline load (read after this write), in
       // order with the older ones; sending it here too would duplicate it.
       const targets = state.users.get(message.target_username);
-      const recipients = new Set<ConnId>(op.delivered ? targets : undefined);
+      // Cluster: not stored when another node holds the target; this
+      // node's connections of the target get it live too.
+      const recipients = new Set<ConnId>(
+        op.delivered || result.remote ? targets : undefined,
+      );
+      if (
+        !op.delivered && !result.remote && targets &&
+        state.settings.authEnabled
+      ) {
+        // Stored while the target is online: its pager finished before
+        // this write, so it runs again.
+        startOffline(state, message.target_username, out);
+      }
       if (
         op.delivered && !targets && state.settings.authEnabled &&
         !result.remote
@@ -1538,6 +1625,17 @@ function persisted(
           request.ref,
           out,
         );
+      } else if (result.reason === "inbox_full") {
+        refuse(
+          state,
+          conn,
+          "inbox_full",
+          `message_body.target_username: '${message.target_username}' has ${
+            state.settings.maxOfflineMessages ?? "too many"
+          } messages waiting; send it later`,
+          request.ref,
+          out,
+        );
       } else if (result.reason === "unknown_user") {
         refuse(
           state,
@@ -1557,6 +1655,28 @@ function persisted(
           out,
         );
       }
+    }
+  } else if (op.kind === "delivered" && op.username !== undefined) {
+    // A page marked: the next one. Not marked (storage fails): the pager
+    // stops rather than send the same page again and again; the user's next
+    // connection starts from it.
+    if (result.ok) nextOfflinePage(state, op.username, out);
+    else state.offlineLoading.delete(op.username);
+  } else if (op.kind === "undelivered") {
+    const { message } = op;
+    const targets = state.users.get(message.target_username);
+    if (result.ok) {
+      // Kept for later, but the target is (back) online: its pager takes it.
+      if (targets) startOffline(state, message.target_username, out);
+    } else if (targets) {
+      // Not kept: better out of order than lost.
+      out.push({
+        type: "broadcast",
+        conns: targets,
+        count: targets.size,
+        data: encodePrivateChat(message),
+        kind: "PrivateChat",
+      });
     }
   }
   if (conn && state.connections.has(conn.id)) {
@@ -1607,30 +1727,82 @@ function historyLoaded(
   if (state.connections.has(conn.id)) resume(state, conn, event.now, out);
 }
 
+/** Starts delivering a user's offline messages, unless that runs already. */
+function startOffline(state: ChatState, username: string, out: Effect[]): void {
+  if (state.offlineLoading.has(username)) return;
+  state.offlineLoading.add(username);
+  out.push({ type: "load_offline", username, limit: OFFLINE_PAGE });
+}
+
+/**
+ * Sends one page of offline messages (at most {@linkcode OFFLINE_PAGE_BYTES})
+ * and waits for it to be written; the pager ends at an empty read, or when
+ * the user has gone (what was not written waits for the next connection).
+ */
 function offlineLoaded(
   state: ChatState,
   event: Extract<Event, { type: "offline_loaded" }>,
   out: Effect[],
 ): void {
-  state.offlineLoading.delete(event.username);
   const conns = state.users.get(event.username);
-  if (!conns || event.messages.length === 0) return;
+  if (!conns || event.messages.length === 0) {
+    state.offlineLoading.delete(event.username);
+    return;
+  }
+  const ids: string[] = [];
+  const budget = state.settings.offlinePageBytes ?? OFFLINE_PAGE_BYTES;
+  let bytes = 0;
   for (const message of event.messages) {
+    if (bytes >= budget) break;
+    const data = encodePrivateChat(message);
+    bytes += data.length;
+    ids.push(message.id);
     out.push({
       type: "broadcast",
       conns,
       count: conns.size,
-      data: encodePrivateChat(message),
+      data,
       kind: "PrivateChat",
     });
   }
   out.push({
-    type: "persist",
-    request: {
-      conn: null,
-      op: { kind: "delivered", ids: event.messages.map((m) => m.id) },
-    },
+    type: "watch_written",
+    username: event.username,
+    conns: [...conns],
+    ids,
   });
+}
+
+/**
+ * A page was written (marked delivered; the next one is read once that is
+ * committed) or its connections closed first (it stays undelivered: sent
+ * again next time).
+ */
+function offlineWritten(
+  state: ChatState,
+  event: Extract<Event, { type: "offline_written" }>,
+  out: Effect[],
+): void {
+  if (event.written) {
+    out.push({
+      type: "persist",
+      request: {
+        conn: null,
+        op: { kind: "delivered", ids: event.ids, username: event.username },
+      },
+    });
+  } else nextOfflinePage(state, event.username, out);
+}
+
+/** Reads the next page while the user is online; otherwise the pager ends. */
+function nextOfflinePage(
+  state: ChatState,
+  username: string,
+  out: Effect[],
+): void {
+  if (state.users.has(username)) {
+    out.push({ type: "load_offline", username, limit: OFFLINE_PAGE });
+  } else state.offlineLoading.delete(username);
 }
 
 function tick(state: ChatState, now: number, out: Effect[]): void {

@@ -58,6 +58,20 @@ export interface Attachment {
 
 const encoder = new TextEncoder();
 
+/** A page of offline messages waiting to leave its connections' send buffers. */
+interface WrittenWatch {
+  username: string;
+  conns: ConnId[];
+  ids: string[];
+}
+
+/**
+ * How often sockets that carry a page of offline messages are looked at
+ * until they have written it (Deno counts a send in `bufferedAmount` until
+ * its write completes).
+ */
+const WRITTEN_POLL_MS = 2;
+
 /** How often the runner looks for slow consumers and measures its lag. */
 const SWEEP_MS = 100;
 
@@ -136,6 +150,9 @@ export class Runner {
   /** When storage was last written to or probed, on the runner's clock. */
   #lastStorageTry = 0;
   #probing = false;
+  /** Offline pages waiting to be written, and the timer that looks at them. */
+  #watches: WrittenWatch[] = [];
+  #watchTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Starts the tick timer; {@linkcode Runner.shutdown} stops it. */
   constructor(state: ChatState, options: RunnerOptions) {
@@ -320,10 +337,11 @@ export class Runner {
         break;
       }
       case "load_offline": {
-        const { username } = effect;
+        const { username, limit } = effect;
+        // After the writes asked for so far: a page marked delivered.
         this.#flush();
         this.#enqueue(async () => {
-          const messages = await this.#storage.offline(username).catch(
+          const messages = await this.#storage.offline(username, limit).catch(
             (error) => {
               this.#failed("offline read", error);
               return [];
@@ -338,6 +356,13 @@ export class Runner {
         });
         break;
       }
+      case "watch_written":
+        this.#watches.push(effect);
+        this.#watchTimer ??= setTimeout(
+          () => this.#checkWatches(),
+          WRITTEN_POLL_MS,
+        );
+        break;
       case "log":
         this.#log(effect.level, effect.msg, effect.fields);
         break;
@@ -420,6 +445,45 @@ export class Runner {
   ): void {
     call.then((result) => result, (error) => this.#failed(what, error))
       .then((result) => this.dispatch(event(result, this.#now())));
+  }
+
+  /**
+   * Answers each offline page whose open connections have written all they
+   * were sent (their send buffer is empty), or whose connections all closed
+   * first; looks again shortly while any page is left.
+   */
+  #checkWatches(): void {
+    this.#watchTimer = undefined;
+    const left: WrittenWatch[] = [];
+    for (const watch of this.#watches) {
+      let open = 0;
+      let pending = false;
+      for (const conn of watch.conns) {
+        const socket = this.#sockets.get(conn);
+        if (!socket || socket.readyState !== WebSocket.OPEN) continue;
+        open++;
+        if (socket.bufferedAmount > 0) pending = true;
+      }
+      if (pending) {
+        left.push(watch);
+        continue;
+      }
+      this.#events.push({
+        type: "offline_written",
+        now: this.#now(),
+        username: watch.username,
+        ids: watch.ids,
+        written: open > 0,
+      });
+    }
+    this.#watches = left;
+    this.#drain();
+    if (this.#watches.length > 0) {
+      this.#watchTimer ??= setTimeout(
+        () => this.#checkWatches(),
+        WRITTEN_POLL_MS,
+      );
+    }
   }
 
   #send(conn: ConnId, data: string): void {
@@ -672,5 +736,7 @@ export class Runner {
       clearTimeout(timer);
     }
     await this.settle();
+    clearTimeout(this.#watchTimer);
+    this.#watchTimer = undefined;
   }
 }

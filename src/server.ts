@@ -11,7 +11,12 @@ import { RedisBus } from "./cluster_bus.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
-import { type ChatSettings, contributions, createState } from "./reducer.ts";
+import {
+  type ChatSettings,
+  contributions,
+  createState,
+  OFFLINE_PAGE_BYTES,
+} from "./reducer.ts";
 import { connectRedis, type RedisConnection } from "./redis_connection.ts";
 import { RedisStorage } from "./redis_storage.ts";
 import { Runner } from "./runner.ts";
@@ -185,6 +190,12 @@ export async function startServer(
     rateLimitBurst: config.rateLimitBurst,
     maxConsecutiveErrors: config.maxConsecutiveErrors,
     authTimeoutMs: config.authTimeoutSeconds * 1000,
+    maxOfflineMessages: config.maxOfflineMessages,
+    // A page drains long before the slow-consumer check could see it.
+    offlinePageBytes: Math.max(
+      1,
+      Math.min(OFFLINE_PAGE_BYTES, Math.floor(config.maxBufferedBytes / 4)),
+    ),
     cluster: redis !== undefined,
   };
   const state = createState(settings, await storage.roomSeqs());

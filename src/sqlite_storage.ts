@@ -49,7 +49,33 @@ const MIGRATIONS: readonly string[] = [
   UPDATE room_seqs SET trimmed = coalesce(
     (SELECT min(seq) FROM messages WHERE messages.room = room_seqs.room) - 1,
     seq);`,
+  // Undelivered PrivateChats per target, kept by triggers, so that the
+  // MAX_OFFLINE_MESSAGES check costs one lookup, not a count of the inbox.
+  `CREATE TABLE inbox_counts (
+    target TEXT PRIMARY KEY, waiting INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  INSERT INTO inbox_counts (target, waiting)
+    SELECT target, COUNT(*) FROM private_messages WHERE delivered = 0
+    GROUP BY target;
+  CREATE TRIGGER inbox_counts_insert AFTER INSERT ON private_messages
+  WHEN NEW.delivered = 0 BEGIN
+    INSERT INTO inbox_counts (target, waiting) VALUES (NEW.target, 1)
+      ON CONFLICT (target) DO UPDATE SET waiting = waiting + 1;
+  END;
+  CREATE TRIGGER inbox_counts_update AFTER UPDATE OF delivered
+  ON private_messages WHEN OLD.delivered != NEW.delivered BEGIN
+    INSERT INTO inbox_counts (target, waiting)
+      VALUES (NEW.target, CASE WHEN NEW.delivered = 0 THEN 1 ELSE -1 END)
+      ON CONFLICT (target) DO UPDATE SET waiting = waiting + excluded.waiting;
+  END;
+  CREATE TRIGGER inbox_counts_delete AFTER DELETE ON private_messages
+  WHEN OLD.delivered = 0 BEGIN
+    UPDATE inbox_counts SET waiting = waiting - 1 WHERE target = OLD.target;
+  END;`,
 ];
+
+/** The schema version a migrated file has (`PRAGMA user_version`). */
+export const SCHEMA_VERSION: number = MIGRATIONS.length;
 
 const GROUP_COLUMNS = "id, seq, room, sender, content, timestamp";
 
@@ -127,6 +153,8 @@ export class SqliteStorage implements Storage {
   #last!: StatementSync;
   #before!: StatementSync;
   #offline!: StatementSync;
+  #offlinePage!: StatementSync;
+  #waiting!: StatementSync;
   #createToken!: StatementSync;
   #findToken!: StatementSync;
   #revoke!: StatementSync;
@@ -208,6 +236,13 @@ export class SqliteStorage implements Storage {
       CAST(content AS BLOB) AS content, timestamp
       FROM private_messages WHERE target = ? AND delivered = 0
       ORDER BY timestamp, rowid`);
+    this.#offlinePage = sql(`SELECT id, sender, target,
+      CAST(content AS BLOB) AS content, timestamp
+      FROM private_messages WHERE target = ? AND delivered = 0
+      ORDER BY timestamp, rowid LIMIT ?`);
+    this.#waiting = sql(
+      "SELECT waiting AS n FROM inbox_counts WHERE target = ?",
+    );
     this.#createToken = sql(`INSERT INTO tokens
       (hash, username, expires_at, created_at) VALUES (?, ?, ?, ?)`);
     this.#findToken = sql(
@@ -396,6 +431,12 @@ export class SqliteStorage implements Storage {
       if (!op.delivered && !this.#knows.get(m.target_username)) {
         return { ok: false, reason: "unknown_user" };
       }
+      if (
+        !op.delivered && op.maxWaiting !== undefined &&
+        Number(this.#waiting.get(m.target_username)?.n ?? 0) >= op.maxWaiting
+      ) {
+        return { ok: false, reason: "inbox_full" };
+      }
       this.#insertPrivate.run(
         m.id,
         m.sender_username,
@@ -436,16 +477,18 @@ export class SqliteStorage implements Storage {
     });
   }
 
-  /** Undelivered `PrivateChat`s to `username`, oldest first. */
-  offline(username: string): Promise<StoredPrivateChat[]> {
+  /** The oldest `limit` (default: all) undelivered `PrivateChat`s to `username`. */
+  offline(username: string, limit?: number): Promise<StoredPrivateChat[]> {
     return Promise.try(() =>
-      this.#offline.all(username).map((row) => ({
-        id: String(row.id),
-        sender_username: String(row.sender),
-        target_username: String(row.target),
-        content: text(row.content),
-        timestamp: Number(row.timestamp),
-      }))
+      (limit === undefined
+        ? this.#offline.all(username)
+        : this.#offlinePage.all(username, limit)).map((row) => ({
+          id: String(row.id),
+          sender_username: String(row.sender),
+          target_username: String(row.target),
+          content: text(row.content),
+          timestamp: Number(row.timestamp),
+        }))
     );
   }
 

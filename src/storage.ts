@@ -16,8 +16,19 @@ export type WriteOp =
     message: StoredPrivateChat;
     /** Whether the target had a live connection when it was sent. */
     delivered: boolean;
+    /**
+     * Messages that may wait for the target (`MAX_OFFLINE_MESSAGES`): a
+     * message to keep for later when that many already wait is refused
+     * with `inbox_full`. Absent: no cap.
+     */
+    maxWaiting?: number;
   }
-  | { kind: "delivered"; ids: readonly string[] }
+  | {
+    kind: "delivered";
+    ids: readonly string[];
+    /** The user whose offline page this is: where to look (all when absent). */
+    username?: string;
+  }
   /** Its target left before it was sent: keep it for the next connection. */
   | { kind: "undelivered"; message: StoredPrivateChat };
 
@@ -34,6 +45,8 @@ export type WriteResult =
   | { ok: false; reason: "not_connected" }
   /** An offline `PrivateChat` to a user who holds no token: not stored. */
   | { ok: false; reason: "unknown_user" }
+  /** An offline `PrivateChat` to a user with `maxWaiting` waiting: not stored. */
+  | { ok: false; reason: "inbox_full" }
   /** Not stored; `error` says why, for the operator (never for clients). */
   | { ok: false; reason: "failed"; error?: string };
 
@@ -87,8 +100,12 @@ export interface Storage {
   probe?(): Promise<void>;
   /** Reads a room's history. */
   history(room: string, query: HistoryQuery): Promise<HistoryPage>;
-  /** Undelivered `PrivateChat`s to `username`, oldest first. */
-  offline(username: string): Promise<StoredPrivateChat[]>;
+  /**
+   * The oldest `limit` (default: all) undelivered `PrivateChat`s to
+   * `username`, oldest first. Reading marks nothing: a `delivered` write
+   * does, so the next read starts after what was marked.
+   */
+  offline(username: string, limit?: number): Promise<StoredPrivateChat[]>;
   /** Stores a new token. */
   createToken(token: string, grant: TokenGrant, now: number): Promise<void>;
   /** Looks a token up: `null` when unknown, revoked or expired at `now`. */
@@ -224,6 +241,14 @@ export class MemoryStorage implements Storage {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
+        if (
+          !op.delivered && op.maxWaiting !== undefined &&
+          (this.#offline.get(op.message.target_username)?.length ?? 0) >=
+            op.maxWaiting
+        ) {
+          results.push({ ok: false, reason: "inbox_full" });
+          continue;
+        }
         if (!op.delivered) this.#keep(op.message);
         results.push({ ok: true });
       } else if (op.kind === "undelivered") {
@@ -231,7 +256,11 @@ export class MemoryStorage implements Storage {
         results.push({ ok: true });
       } else {
         const ids = new Set(op.ids);
-        for (const [target, waiting] of this.#offline) {
+        // A page of one user's inbox: only that inbox is looked at.
+        const inboxes = op.username === undefined
+          ? [...this.#offline]
+          : [[op.username, this.#offline.get(op.username) ?? []] as const];
+        for (const [target, waiting] of inboxes) {
           const left = waiting.filter((message) => !ids.has(message.id));
           if (left.length === 0) this.#offline.delete(target);
           else this.#offline.set(target, left);
@@ -268,8 +297,8 @@ export class MemoryStorage implements Storage {
     );
   }
 
-  offline(username: string): Promise<StoredPrivateChat[]> {
-    return Promise.resolve([...this.#offline.get(username) ?? []]);
+  offline(username: string, limit = Infinity): Promise<StoredPrivateChat[]> {
+    return Promise.resolve((this.#offline.get(username) ?? []).slice(0, limit));
   }
 
   async createToken(

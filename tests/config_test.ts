@@ -279,6 +279,16 @@ const ROWS: readonly Row[] = [
     invalid: ["-1", "all"],
   },
   {
+    key: "maxOfflineMessages",
+    env: "MAX_OFFLINE_MESSAGES",
+    flag: "max-offline-messages",
+    fallbackText: "10000",
+    fallback: 10000,
+    sample: "50",
+    parsed: 50,
+    invalid: ["0", "-1", "many", "1.5"],
+  },
+  {
     key: "databasePath",
     env: "DATABASE_PATH",
     flag: "database",

@@ -498,6 +498,123 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
       },
     );
 
+    await t.step(
+      "MAX_OFFLINE_MESSAGES: inbox_full at the cap, nothing stored; pages",
+      async (t) => {
+        interface CapCase {
+          name: string;
+          /** Messages already waiting for bob. */
+          waiting: number;
+          op: (message: StoredPrivateChat) => WriteOp;
+          result: WriteResult;
+          /** Messages waiting afterwards. */
+          after: number;
+        }
+        const cases: CapCase[] = [
+          {
+            name: "below the cap: kept",
+            waiting: 2,
+            op: (message) => ({
+              kind: "private",
+              message,
+              delivered: false,
+              maxWaiting: 3,
+            }),
+            result: { ok: true, remote: false },
+            after: 3,
+          },
+          {
+            name: "at the cap: inbox_full, not stored",
+            waiting: 3,
+            op: (message) => ({
+              kind: "private",
+              message,
+              delivered: false,
+              maxWaiting: 3,
+            }),
+            result: { ok: false, reason: "inbox_full" },
+            after: 3,
+          },
+          {
+            name: "no cap given: kept",
+            waiting: 3,
+            op: (message) => ({ kind: "private", message, delivered: false }),
+            result: { ok: true, remote: false },
+            after: 4,
+          },
+          {
+            name: "acknowledged, target gone before the commit: kept anyway",
+            waiting: 3,
+            op: (message) => ({ kind: "undelivered", message }),
+            result: { ok: true },
+            after: 4,
+          },
+        ];
+        for (const testCase of cases) {
+          await t.step(testCase.name, async () => {
+            await fresh();
+            await using a = await node(redis, "n1");
+            await a.storage.createToken("tok-bob", {
+              username: "bob",
+              expiresAt: 10_000,
+            }, 1);
+            const waiting = range(1, testCase.waiting).map((n) =>
+              chat(`w${n}`, "alice", "bob")
+            );
+            await a.storage.write(waiting.map((message): WriteOp => ({
+              kind: "private",
+              message,
+              delivered: false,
+            })));
+            const message = chat("new", "alice", "bob");
+            assert.deepEqual(await a.storage.write([testCase.op(message)]), [
+              testCase.result,
+            ]);
+            const after = await a.storage.offline("bob");
+            assert.equal(after.length, testCase.after);
+            assert.deepEqual(after.slice(0, waiting.length), waiting);
+            assert.equal(
+              await admin.client.sendCommand(["LLEN", KEYS.offline("bob")]),
+              testCase.after,
+            );
+          });
+        }
+        await t.step(
+          "pages: the oldest first, the next after delivery",
+          async () => {
+            await fresh();
+            await using a = await node(redis, "n1");
+            await a.storage.createToken("tok-bob", {
+              username: "bob",
+              expiresAt: 10_000,
+            }, 1);
+            const all = range(1, 5).map((n) => chat(`w${n}`, "alice", "bob"));
+            await a.storage.write(all.map((message): WriteOp => ({
+              kind: "private",
+              message,
+              delivered: false,
+            })));
+            assert.deepEqual(
+              await a.storage.offline("bob", 2),
+              all.slice(0, 2),
+            );
+            assert.deepEqual(
+              await a.storage.offline("bob", 2),
+              all.slice(0, 2),
+            );
+            await a.storage.write([{ kind: "delivered", ids: ["w1", "w2"] }]);
+            assert.deepEqual(
+              await a.storage.offline("bob", 2),
+              all.slice(2, 4),
+            );
+            await a.storage.write([{ kind: "delivered", ids: ["w3", "w4"] }]);
+            assert.deepEqual(await a.storage.offline("bob", 2), all.slice(4));
+            assert.deepEqual(await a.storage.offline("bob", 0), []);
+          },
+        );
+      },
+    );
+
     await t.step("tokens: create, check, expire, revoke, list", async () => {
       await fresh();
       await using a = await node(redis, "n1");

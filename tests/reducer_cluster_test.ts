@@ -384,6 +384,84 @@ Deno.test("cluster auth: a token's user is claimed (shared) and released with th
   ]);
 });
 
+interface HeldJoinCase {
+  name: string;
+  /** Whether alice's first connection is in the room when the second enters. */
+  firstInRoom: boolean;
+  /** What the cluster answers the second join. */
+  isNew: boolean;
+  /** The `held` the join carries. */
+  held: boolean | undefined;
+  /** Whether carol, in the room here, sees alice enter. */
+  carolSeesEnter: boolean;
+}
+
+const HELD_JOIN_CASES: HeldJoinCase[] = [
+  {
+    name: "first device elsewhere: new in the room, announced",
+    firstInRoom: false,
+    isNew: true,
+    held: undefined,
+    carolSeesEnter: true,
+  },
+  {
+    name: "first device in the room, Redis agrees: not new, quiet",
+    firstInRoom: true,
+    isNew: false,
+    held: true,
+    carolSeesEnter: false,
+  },
+  {
+    name:
+      "first device in the room, Redis lost the record (restarted empty): quiet anyway",
+    firstInRoom: true,
+    isNew: true,
+    held: true,
+    carolSeesEnter: false,
+  },
+];
+
+for (const testCase of HELD_JOIN_CASES) {
+  Deno.test(`cluster auth: a second device enters; ${testCase.name}`, () => {
+    const node = new Node({ authEnabled: true });
+    const grant = { username: "alice", expiresAt: T0 + 60_000 };
+    for (const conn of [1, 2]) {
+      node.dispatch({
+        type: "open",
+        conn,
+        now: T0,
+        publicId: `p${conn}`,
+        token: "t",
+        grant,
+      });
+    }
+    node.dispatch({
+      type: "open",
+      conn: 3,
+      now: T0,
+      publicId: "p3",
+      token: "tc",
+      grant: { username: "carol", expiresAt: T0 + 60_000 },
+    });
+    node.enter(3, "carol", "r", joinedAt(0, ["carol"]));
+    node.enter(
+      1,
+      "alice",
+      testCase.firstInRoom ? "r" : "s",
+      joinedAt(0, ["alice", "carol"]),
+    );
+    const sent = node.send(2, "Enter", { sender_username: "alice", room: "r" });
+    assert.equal(of(sent, "join")[0]?.request.held, testCase.held);
+    const joined = node.joined(
+      joinedAt(0, ["alice", "carol"], testCase.isNew),
+    );
+    assert.deepEqual(
+      types(framesTo(joined, 3)),
+      testCase.carolSeesEnter ? ["Enter"] : [],
+    );
+  });
+}
+
 // ---------------------------------------------------------------------------
 // GroupChat: one seq order from the cluster
 
@@ -636,6 +714,107 @@ Deno.test("cluster PrivateChat: to a user on no node (auth off) is user_not_foun
     "user_not_found",
   ]);
 });
+
+interface PagingBusCase {
+  name: string;
+  /** Whether alice's offline messages are still being paged out here. */
+  paging: boolean;
+  /** How the `undelivered` write is answered, when one is made. */
+  result?: WriteResult;
+  /** The pager's last (empty) read is answered before the write. */
+  pagerEndsFirst?: boolean;
+  /** Alice's frames from the bus message and the write's answer. */
+  alice: string[];
+  /** Effects asked for after the write's answer. */
+  after: string[];
+}
+
+const PAGING_BUS_CASES: PagingBusCase[] = [
+  {
+    name: "no backlog: live at once",
+    paging: false,
+    alice: ["PrivateChat"],
+    after: [],
+  },
+  {
+    name: "backlog going out: kept behind it, not live",
+    paging: true,
+    result: { ok: true },
+    alice: [],
+    after: [],
+  },
+  {
+    name: "kept after the pager's last read: the pager runs again",
+    paging: true,
+    result: { ok: true },
+    pagerEndsFirst: true,
+    alice: [],
+    after: ["load_offline"],
+  },
+  {
+    name: "backlog going out, the write fails: live rather than lost",
+    paging: true,
+    result: { ok: false, reason: "failed" },
+    alice: ["PrivateChat"],
+    after: [],
+  },
+];
+
+for (const testCase of PAGING_BUS_CASES) {
+  Deno.test(`cluster bus, auth: a PrivateChat from another node; ${testCase.name}`, () => {
+    const node = new Node({ authEnabled: true });
+    node.dispatch({
+      type: "open",
+      conn: 1,
+      now: T0,
+      publicId: "p1",
+      token: "t",
+      grant: { username: "alice", expiresAt: T0 + 60_000 },
+    });
+    node.take("claim");
+    const load = node.take("load_offline");
+    if (!testCase.paging) {
+      node.dispatch({
+        type: "offline_loaded",
+        now: T0,
+        username: load.username,
+        messages: [],
+      });
+    }
+    const dm = {
+      id: "d1",
+      sender_username: "bob",
+      target_username: "alice",
+      content: "later",
+      timestamp: T0,
+    };
+    const got = node.bus({ kind: "private", message: dm });
+    const persists = of(got, "persist").map((effect) => effect.request.op);
+    assert.deepEqual(
+      persists,
+      testCase.paging ? [{ kind: "undelivered", message: dm }] : [],
+    );
+    if (testCase.pagerEndsFirst) {
+      node.dispatch({
+        type: "offline_loaded",
+        now: T0,
+        username: "alice",
+        messages: [],
+      });
+    }
+    const answered = testCase.result ? node.persisted(testCase.result) : [];
+    assert.deepEqual(
+      types(framesTo([...got, ...answered], 1)),
+      testCase.alice,
+    );
+    assert.deepEqual(
+      answered.filter((effect) => effect.type !== "broadcast").map((e) =>
+        e.type
+      ),
+      testCase.after,
+    );
+  });
+}
 
 Deno.test("cluster bus: a revoked token is refused at once on this node", () => {
   const node = new Node({ authEnabled: true });

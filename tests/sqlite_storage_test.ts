@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
 import type { StoredGroupChat, StoredPrivateChat } from "../src/protocol.ts";
-import { openSqliteStorage, SqliteStorage } from "../src/sqlite_storage.ts";
+import {
+  openSqliteStorage,
+  SCHEMA_VERSION,
+  SqliteStorage,
+} from "../src/sqlite_storage.ts";
 import {
   hashToken,
   type HistoryQuery,
@@ -80,7 +84,10 @@ Deno.test("a new file is migrated and everything survives a restart", async () =
     await storage.close();
 
     const raw = new DatabaseSync(path);
-    assert.equal(raw.prepare("PRAGMA user_version").get()?.user_version, 2);
+    assert.equal(
+      raw.prepare("PRAGMA user_version").get()?.user_version,
+      SCHEMA_VERSION,
+    );
     assert.equal(raw.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
     raw.close();
 
@@ -575,6 +582,105 @@ Deno.test("a full database fails writes with the cause, keeps every stored messa
         (await storage.history("r", { kind: "since", since: 1, upTo: 211 }))
           .complete,
         true,
+      );
+    } finally {
+      await storage.close();
+    }
+  });
+});
+
+/** The storages a single server runs on, for the same offline rules. */
+const OFFLINE_STORAGES = [
+  { name: "SQLite", open: () => openSqliteStorage(":memory:", 10) },
+  { name: "memory", open: () => new MemoryStorage(10) },
+];
+
+for (const { name, open } of OFFLINE_STORAGES) {
+  Deno.test(`${name}: MAX_OFFLINE_MESSAGES refuses with inbox_full and stores nothing; pages read the oldest first`, async () => {
+    const storage = open();
+    try {
+      await storage.createToken(
+        "tok-bob",
+        { username: "bob", expiresAt: 10 },
+        1,
+      );
+      const capped = (id: string, at: number) => ({
+        kind: "private" as const,
+        message: chat(id, "bob", at),
+        delivered: false,
+        maxWaiting: 3,
+      });
+      assert.deepEqual(
+        await storage.write([
+          capped("p1", 1),
+          capped("p2", 2),
+          capped("p3", 3),
+          capped("p4", 4),
+          // Live: not kept for later, not capped.
+          { ...capped("p5", 5), delivered: true },
+          // Sent live, its target gone before the commit: kept whatever
+          // the count.
+          { kind: "undelivered", message: chat("p5", "bob", 5) },
+        ]),
+        [OK, OK, OK, { ok: false, reason: "inbox_full" }, OK, OK],
+      );
+      const waiting = ["p1", "p2", "p3", "p5"];
+      assert.deepEqual(
+        (await storage.offline("bob")).map((m) => m.id),
+        waiting,
+      );
+      assert.deepEqual(
+        (await storage.offline("bob", 2)).map((m) => m.id),
+        ["p1", "p2"],
+      );
+      await storage.write([{ kind: "delivered", ids: ["p1", "p2"] }]);
+      assert.deepEqual(
+        (await storage.offline("bob", 2)).map((m) => m.id),
+        ["p3", "p5"],
+      );
+      // Room again below the cap.
+      assert.deepEqual(await storage.write([capped("p7", 7)]), [OK]);
+    } finally {
+      await storage.close();
+    }
+  });
+}
+
+Deno.test("a file from before the inbox counts is migrated with its waiting messages counted", async () => {
+  await withDir(async (dir) => {
+    const path = join(dir, "chat.db");
+    let storage = openSqliteStorage(path, 3);
+    await storage.createToken("tok-bob", { username: "bob", expiresAt: 10 }, 1);
+    await storage.write([
+      { kind: "private", message: chat("p1", "bob", 1), delivered: false },
+      { kind: "private", message: chat("p2", "bob", 2), delivered: false },
+      { kind: "private", message: chat("p3", "bob", 3), delivered: true },
+    ]);
+    await storage.close();
+    // Back to version 1: no count table, no triggers.
+    const raw = new DatabaseSync(path);
+    raw.exec(
+      `DROP TRIGGER inbox_counts_insert; DROP TRIGGER inbox_counts_update;
+      DROP TRIGGER inbox_counts_delete; DROP TABLE inbox_counts;
+      PRAGMA user_version = 1;`,
+    );
+    raw.close();
+
+    storage = openSqliteStorage(path, 3);
+    try {
+      const capped = (id: string, at: number) => ({
+        kind: "private" as const,
+        message: chat(id, "bob", at),
+        delivered: false,
+        maxWaiting: 3,
+      });
+      assert.deepEqual(await storage.write([capped("p4", 4)]), [OK]);
+      assert.deepEqual(await storage.write([capped("p5", 5)]), [
+        { ok: false, reason: "inbox_full" },
+      ]);
+      assert.deepEqual(
+        (await storage.offline("bob")).map((m) => m.id),
+        ["p1", "p2", "p4"],
       );
     } finally {
       await storage.close();

@@ -48,6 +48,8 @@ export const SERVER_ERROR_TEXT: { readonly [code in ErrorCode]: string } = {
     "You are sending messages too fast. Wait a moment, then try again.",
   unavailable:
     "The server could not save your message just now. Please send it again.",
+  inbox_full:
+    "That person has too many messages waiting for them already, so this one was not sent. Try again after they have been online.",
 };
 
 /** One sentence for each code the client raises itself. */
