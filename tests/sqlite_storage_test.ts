@@ -646,6 +646,11 @@ for (const { name, open } of OFFLINE_STORAGES) {
   });
 }
 
+/** SQL that takes migration 3 (the inbox counts) back out of a file. */
+const DROP_INBOX_COUNTS = `DROP TRIGGER inbox_counts_insert;
+  DROP TRIGGER inbox_counts_update; DROP TRIGGER inbox_counts_delete;
+  DROP TABLE inbox_counts;`;
+
 Deno.test("a file from before the inbox counts is migrated with its waiting messages counted", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "chat.db");
@@ -657,13 +662,9 @@ Deno.test("a file from before the inbox counts is migrated with its waiting mess
       { kind: "private", message: chat("p3", "bob", 3), delivered: true },
     ]);
     await storage.close();
-    // Back to version 1: no count table, no triggers.
+    // Back to version 2: no count table, no triggers.
     const raw = new DatabaseSync(path);
-    raw.exec(
-      `DROP TRIGGER inbox_counts_insert; DROP TRIGGER inbox_counts_update;
-      DROP TRIGGER inbox_counts_delete; DROP TABLE inbox_counts;
-      PRAGMA user_version = 1;`,
-    );
+    raw.exec(`${DROP_INBOX_COUNTS} PRAGMA user_version = 2;`);
     raw.close();
 
     storage = openSqliteStorage(path, 3);
@@ -912,9 +913,9 @@ Deno.test("a version 1 database is migrated: what lay below a room's oldest mess
     await storage.write(groups("a", range(1, 10)));
     await storage.write(groups("b", [1]));
     await storage.close();
-    // Back to the first schema: no trimmed column.
+    // Back to the first schema: no trimmed column, no inbox counts.
     const raw = new DatabaseSync(path);
-    raw.exec(`ALTER TABLE room_seqs DROP COLUMN trimmed;
+    raw.exec(`${DROP_INBOX_COUNTS} ALTER TABLE room_seqs DROP COLUMN trimmed;
       DELETE FROM messages WHERE room = 'b'; PRAGMA user_version = 1`);
     raw.close();
     storage = new SqliteStorage(path, 3);
