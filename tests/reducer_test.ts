@@ -11,7 +11,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { ErrorCode } from "../src/codes.ts";
+import type { ErrorCode, LeaveReason } from "../src/codes.ts";
 import type { StoredGroupChat, StoredPrivateChat } from "../src/protocol.ts";
 import {
   type ChatSettings,
@@ -212,7 +212,7 @@ function entered(room: string, user: string, timestamp = WHEN_AT): Frame {
 function left(
   room: string,
   user: string,
-  reason: "left" | "disconnected",
+  reason: LeaveReason,
   timestamp = WHEN_AT,
 ): Frame {
   return ["Leave", { room, sender_username: user, timestamp, reason }];
@@ -342,7 +342,13 @@ function checkInvariants(state: ChatState): void {
     for (const name of conn.rooms) {
       assert.ok(state.rooms.get(name)?.members.has(id), `${id} in ${name}`);
     }
-    if (conn.username !== null) {
+    if (conn.closing) {
+      // Kept only for the I/O answer it waits for, and out of everything.
+      assert.ok(conn.busy, `closing ${id} kept though it waits for nothing`);
+      assert.equal(conn.rooms.size, 0, `closing ${id} still in a room`);
+      assert.equal(conn.tokens.size, 0, `closing ${id} still holds a token`);
+      assert.ok(!state.users.get(conn.username ?? "")?.has(id), `${id} user`);
+    } else if (conn.username !== null) {
       assert.ok(state.users.get(conn.username)?.has(id), `${id} is a user`);
     }
   }
@@ -2168,15 +2174,17 @@ scenarios("frames", [
     also: (state) => assert.equal(state.connections.has(1), false),
   },
   {
-    name: "a frame over maxMessageBytes closes even while others queue",
+    name:
+      "a frame over maxMessageBytes while others queue: out of the room now, closed after the write's answer",
     options: { auto: false },
-    given: [[1, enter("alice")], [1, say("alice", "one")], [
+    given: [[2, enter("bob")], [1, enter("alice")], [1, say("alice", "one")], [
       1,
       say("alice", "two"),
     ]],
     when: { event: frameEvent(1, say("alice", "three"), 10_000) },
-    then: {},
-    closes: [[1, 1009]],
+    then: { 2: [left("general", "alice", "disconnected")] },
+    closes: [],
+    also: (state) => assert.equal(state.connections.get(1)?.closing?.code, 1009),
   },
   {
     name: "a binary frame is unsupported_frame, and the connection stays",
@@ -2291,7 +2299,7 @@ Deno.test("ordering: a device entering after another in the same event does not 
   assertFrames(inbox(seen, 3), [entered("general", "alice", T0)], "bob");
 });
 
-Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited", () => {
+Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited in its turn", () => {
   const chat = new Chat({ auto: false });
   chat.open(1);
   chat.send(1, enter("alice"));
@@ -2300,8 +2308,11 @@ Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited", 
     assert.deepEqual(chat.send(1, enter("alice", {}, withId(`q${i}`))), []);
   }
   const over = chat.send(1, enter("alice", {}, withId("over")));
-  assertFrames(inbox(over, 1), [error("rate_limited", "over")], "over");
-  assert.equal(chat.state.connections.get(1)?.queue.length, MAX_QUEUED_FRAMES);
+  assertFrames(inbox(over, 1), [], "the refusal waits its turn");
+  assert.equal(
+    chat.state.connections.get(1)?.queue.length,
+    MAX_QUEUED_FRAMES + 1,
+  );
 
   const seen = chat.persisted();
   const stored = { seq: 1, content: "hi", id: "m0", timestamp: T0 };
@@ -2309,7 +2320,9 @@ Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited", 
   for (let i = 0; i < MAX_QUEUED_FRAMES; i++) {
     expected.push(presence("general", ["alice"]), ack(`q${i}`));
   }
+  expected.push(error("rate_limited", "over"));
   assertFrames(inbox(seen, 1), expected, "everything queued, in order");
+  assert.deepEqual(closes(seen), []);
 });
 
 // ---------------------------------------------------------------------------
@@ -2420,23 +2433,33 @@ scenarios("auth", [
     then: { 1: [error("sender_mismatch", "a1")] },
   },
   {
-    name: "token_revoked makes the next message invalid_token",
+    name: "token_revoked ends a connection that upgraded with the token",
     options: { settings: AUTH, grants: AUTH_GRANTS },
-    upgrade: { 1: TOKEN_ALICE },
-    given: [
-      [1, enter("alice")],
-      { event: { type: "token_revoked", now: T0, token: TOKEN_ALICE } },
-    ],
-    when: [1, say("alice", "hi", {}, withId("a1"))],
-    then: { 1: [error("invalid_token", "a1")] },
+    upgrade: { 1: TOKEN_ALICE, 2: TOKEN_BOB },
+    given: [[1, enter("alice")], [2, enter("bob")]],
+    when: { event: { type: "token_revoked", now: WHEN_AT, token: TOKEN_ALICE } },
+    then: { 2: [left("general", "alice", "token_revoked")] },
+    closes: [[1, 1008]],
+    also: (state) => {
+      assert.equal(state.connections.has(1), false);
+      assert.equal(state.bound.has(TOKEN_ALICE), false);
+    },
   },
   {
-    name: "token_revoked also stops messages that carry the token",
+    name: "token_revoked ends a connection that used the token in a message",
     options: { settings: AUTH, grants: AUTH_GRANTS },
-    given: [
-      [1, enter("alice", {}, { token: TOKEN_ALICE })],
-      { event: { type: "token_revoked", now: T0, token: TOKEN_ALICE } },
-    ],
+    upgrade: { 2: TOKEN_BOB },
+    given: [[1, enter("alice", {}, { token: TOKEN_ALICE })], [2, enter("bob")]],
+    when: { event: { type: "token_revoked", now: WHEN_AT, token: TOKEN_ALICE } },
+    then: { 2: [left("general", "alice", "token_revoked")] },
+    closes: [[1, 1008]],
+  },
+  {
+    name: "a revoked token's message is refused on a connection that never held it",
+    options: { settings: AUTH, grants: AUTH_GRANTS },
+    given: [{
+      event: { type: "token_revoked", now: T0, token: TOKEN_ALICE },
+    }],
     when: [1, say("alice", "hi", {}, { token: TOKEN_ALICE, id: "a1" })],
     then: { 1: [error("invalid_token", "a1")] },
   },
@@ -2694,16 +2717,17 @@ Deno.test("shutdown closes every connection with 1001 and sends no Leave", () =>
   chat.send(3, enter("carol", { room: "lobby", history: 5 }));
   chat.send(1, say("alice", "pending"));
   const seen = chat.dispatch({ type: "shutdown", now: WHEN_AT });
-  assert.deepEqual(closes(seen), [[1, 1001], [2, 1001], [3, 1001]]);
+  // Alice and carol wait for I/O: they are closed once it answers.
+  assert.deepEqual(closes(seen), [[2, 1001]]);
   assert.deepEqual(effectsOf(seen, "deliver"), [], "no frames at all");
-  assertEmpty(chat.state);
   assert.equal(chat.state.draining, true);
-  // Answers that come back after the shutdown find no one.
-  assert.deepEqual(effectsOf(chat.persisted(), "deliver"), []);
-  assert.deepEqual(
-    effectsOf(chat.historyLoaded({ messages: [], complete: true }), "deliver"),
-    [],
-  );
+  const written = chat.persisted();
+  assert.deepEqual(effectsOf(written, "deliver"), [], "no id, no answer");
+  assert.deepEqual(closes(written), [[1, 1001]]);
+  const read = chat.historyLoaded({ messages: [], complete: true });
+  assert.deepEqual(effectsOf(read, "deliver"), [], "no History while closing");
+  assert.deepEqual(closes(read), [[3, 1001]]);
+  assertEmpty(chat.state);
 });
 
 // ---------------------------------------------------------------------------
