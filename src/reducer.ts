@@ -662,7 +662,9 @@ function arrive(state: ChatState, event: QueuedFrame, out: Effect[]): void {
     // is answered in its turn, not handled.
     const ref = refOf(state, event.text);
     const { answer, message } = conn.closing;
-    if (ref !== undefined) wait(state, conn, answer, message, ref, event.now, out);
+    if (ref !== undefined) {
+      wait(state, conn, answer, message, ref, event.now, out);
+    }
     return;
   }
   if (!conn || !admit(state, conn, event.now, event.size, out, event.text)) {
@@ -2051,7 +2053,8 @@ function close(
   reason: string = CLOSE_CODES[name].reason,
   answer: CloseAnswer = {
     answer: "unavailable",
-    message: `the connection is closing (${reason}); the message was not handled`,
+    message:
+      `the connection is closing (${reason}); the message was not handled`,
   },
   leaveReason: LeaveReason = "disconnected",
 ): void {
