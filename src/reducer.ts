@@ -637,11 +637,13 @@ function admit(
       const message =
         `more than ${settings.rateLimitPerSecond} messages a second; message dropped`;
       const ref = text === undefined ? undefined : refOf(state, text);
-      // Behind admitted frames that still wait, the Error waits its turn and
-      // does not count toward the error streak: the burst is the client's,
-      // but closing now would leave what was admitted unanswered.
+      // Not an error streak: a client sending too fast is told so for each
+      // message, and closing it would leave its frames in flight unanswered
+      // (the rate limit already makes a flood cheap; a reader too slow for
+      // the answers is a slow consumer). Behind admitted frames that still
+      // wait, the Error waits its turn, so answers go out in order.
       if (conn.busy) wait(state, conn, "rate_limited", message, ref, now, out);
-      else refuse(state, conn, "rate_limited", message, ref, out);
+      else refuse(state, conn, "rate_limited", message, ref, out, false);
       return false;
     }
     conn.allowance -= 1;
