@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "qnfBSOagLBpf9FtQnrB3oc0P8av7qwcB4YTqhMAlzYI=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "c975d4c6fc6bb82cf26b8cb7c5d21a8b0c4990c034c0f2d1567baa0c7e00a624";
+  "02242b77b97a7e5deb6b452155ff318583457402554990ff05022d96b63d89a9";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
