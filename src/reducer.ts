@@ -465,7 +465,9 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     case "binary": {
       const conn = state.connections.get(event.conn);
-      if (conn && admit(state, conn, event.now, event.size, out)) {
+      if (
+        conn && !conn.closing && admit(state, conn, event.now, event.size, out)
+      ) {
         out.push({ type: "count", metric: "frames_in", label: "binary" });
         refuse(
           state,
@@ -546,6 +548,14 @@ export function reduce(state: ChatState, event: Event): Transition {
       }
       break;
     case "shutdown":
+      if (state.draining) {
+        // Again, at the end of the grace: what still waits for I/O is
+        // closed without that answer (its queued frames are answered).
+        for (const conn of [...state.connections.values()]) {
+          if (conn.closing) finishClose(state, conn, out);
+        }
+        break;
+      }
       state.draining = true;
       for (const conn of [...state.connections.values()]) {
         close(state, conn, "going_away", event.now, out, undefined, {

@@ -554,6 +554,8 @@ export class Runner {
       const timer = setTimeout(resolve, graceMs);
       await promise;
       clearTimeout(timer);
+      // The grace is over: close what still waits for an I/O answer.
+      this.dispatch({ type: "shutdown", now: this.#now() });
     }
     await this.settle();
     this.#clearTokenTimers();

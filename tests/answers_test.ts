@@ -7,7 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type Frame, serve, TestClient, waitFor } from "./helpers.ts";
+import { type Frame, RawPeer, serve, TestClient, waitFor } from "./helpers.ts";
 import { startCluster } from "./cluster_helpers.ts";
 import { enterWith, frame, serveOnTempDb } from "./db_helpers.ts";
 
@@ -98,4 +98,60 @@ Deno.test("shutdown while an Enter waits for the cluster: it and the frames behi
   } finally {
     Deno.kill(pid, "SIGCONT");
   }
+});
+
+Deno.test("the error streak closes 1008 only after every frame behind the Error that reached it is answered", async () => {
+  await using server = await serveOnTempDb();
+  const max = server.server.runner.state.settings.maxConsecutiveErrors;
+  await using peer = await RawPeer.upgrade(server.server.port);
+  assert.equal(peer.status, 101);
+  assert.equal((await peer.readJson()).message_type, "Welcome");
+  const texts = [
+    JSON.stringify(frame("Enter", { sender_username: "alice" }, { id: "e" })),
+    JSON.stringify(
+      frame("GroupChat", { sender_username: "alice", content: "hi" }, {
+        id: "g0",
+      }),
+    ),
+  ];
+  for (let i = 0; i < max + 2; i++) {
+    texts.push(JSON.stringify({
+      message_type: "Shout",
+      message_body: {},
+      id: `bad${i}`,
+    }));
+  }
+  texts.push(JSON.stringify(
+    frame("GroupChat", { sender_username: "alice", content: "x" }, {
+      id: "last",
+    }),
+  ));
+  // One write: the server reads every frame before the write of g0 answers,
+  // so all of them wait behind it.
+  await peer.sendTexts(texts);
+  const refs: string[] = [];
+  const codes: string[] = [];
+  let close: number | null = null;
+  while (close === null) {
+    const next = await peer.readFrame();
+    if (next === null) break;
+    if (next.opcode === 0x8) {
+      close = new DataView(next.payload.buffer).getUint16(0);
+      break;
+    }
+    if (next.opcode !== 0x1) continue;
+    const body = JSON.parse(new TextDecoder().decode(next.payload));
+    if (body.message_type === "Ack" || body.message_type === "Error") {
+      refs.push(body.message_body.ref);
+      codes.push(body.message_body.code ?? "Ack");
+    }
+  }
+  assert.deepEqual(refs, texts.map((t) => JSON.parse(t).id));
+  assert.deepEqual(codes, [
+    "Ack",
+    "Ack",
+    ...Array(max).fill("unknown_type"),
+    ...Array(3).fill("unavailable"),
+  ]);
+  assert.equal(close, 1008);
 });

@@ -3179,3 +3179,18 @@ Deno.test("past MAX_WAITING entries the connection is closed, every entry answer
   );
   assert.deepEqual(closes(seen), [[1, 1008]]);
 });
+
+Deno.test("shutdown again at the end of the grace closes what still waits for I/O", () => {
+  const chat = new Chat({ auto: false });
+  chat.open(1);
+  chat.send(1, enter("alice"));
+  chat.send(1, say("alice", "pending", {}, withId("g0")));
+  chat.send(1, say("alice", "queued", {}, withId("g1")));
+  assert.deepEqual(closes(chat.dispatch({ type: "shutdown", now: T0 })), []);
+  const forced = chat.dispatch({ type: "shutdown", now: T0 + 2_000 });
+  assertFrames(inbox(forced, 1), [error("unavailable", "g1")], "alice");
+  assert.deepEqual(closes(forced), [[1, 1001]]);
+  assertEmpty(chat.state);
+  // The write's answer, if it ever comes, finds no one.
+  assert.deepEqual(chat.persisted(), []);
+});
