@@ -509,7 +509,7 @@ export class Runner {
     return { token, username, expires_at: expiresAt };
   }
 
-  /** Revokes a token; connections using it stop working. `false` if unknown. */
+  /** Revokes a token; connections using it are closed at once. `false` if unknown. */
   async revokeToken(token: string): Promise<boolean> {
     const normalized = token.toLowerCase();
     const revoked = await this.#storage.revokeToken(normalized);
