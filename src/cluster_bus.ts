@@ -22,6 +22,7 @@
  *
  * @module
  */
+import { LEAVE_REASONS, type LeaveReason } from "./codes.ts";
 import type { Logger } from "./log.ts";
 import { foldName } from "./names.ts";
 import {
@@ -302,7 +303,9 @@ export function parseBusPayload(payload: string): BusMessage | null {
           timestamp: Number(body.timestamp),
         };
         if (kind === PAYLOAD.enter) return { kind: "enter", ...who };
-        const reason = body.reason === "left" ? "left" : "disconnected";
+        const reason: LeaveReason = Object.hasOwn(LEAVE_REASONS, body.reason)
+          ? body.reason
+          : "disconnected";
         return { kind: "leave", ...who, reason };
       }
       case PAYLOAD.revoked:

@@ -41,6 +41,10 @@ export const CLOSE_CODES = {
   going_away: { code: 1001, reason: "server shutting down" },
   /** Too many consecutive errors, or a slow consumer. */
   policy: { code: 1008, reason: "policy violation" },
+  /** The connection's token was revoked. */
+  token_revoked: { code: 1008, reason: "token revoked" },
+  /** The connection's token expired. */
+  token_expired: { code: 1008, reason: "token expired" },
   /** A frame over `MAX_MESSAGE_BYTES`. */
   too_big: { code: 1009, reason: "message too big" },
   /** The server is overloaded. */
@@ -49,3 +53,16 @@ export const CLOSE_CODES = {
 
 /** A name of {@linkcode CLOSE_CODES}. */
 export type CloseName = keyof typeof CLOSE_CODES;
+
+/** Every `Leave.reason` the server sends, with when it is sent. */
+export const LEAVE_REASONS = {
+  left: "the user sent Leave (their last connection in the room)",
+  disconnected: "the user's last connection in the room closed",
+  token_revoked:
+    "the token of the user's last connection in the room was revoked; the connection was closed",
+  token_expired:
+    "the token of the user's last connection in the room expired; the connection was closed",
+} as const;
+
+/** A reason of {@linkcode LEAVE_REASONS}. */
+export type LeaveReason = keyof typeof LEAVE_REASONS;

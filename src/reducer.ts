@@ -16,7 +16,12 @@
  *
  * @module
  */
-import { CLOSE_CODES, type CloseName, type ErrorCode } from "./codes.ts";
+import {
+  CLOSE_CODES,
+  type CloseName,
+  type ErrorCode,
+  type LeaveReason,
+} from "./codes.ts";
 import {
   type ClientMessage,
   createDecoder,
@@ -111,6 +116,35 @@ export const MAX_PENDING = 1000;
 /** A frame that passed the arrival checks and waits for its turn. */
 type QueuedFrame = Extract<Event, { type: "frame" }>;
 
+/**
+ * A frame refused on arrival while earlier frames of its connection still
+ * wait: its `Error` waits its turn too, so answers go out in the order sent.
+ */
+interface QueuedRefusal {
+  readonly type: "refusal";
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly ref: string | undefined;
+}
+
+/** What waits on a connection: frames to handle, refusals to send. */
+type Queued = QueuedFrame | QueuedRefusal;
+
+/**
+ * Entries one connection may have waiting, refusals included; past that the
+ * connection is closed with 1008 (every entry answered first).
+ */
+export const MAX_WAITING = 256;
+
+/** A close the server decided; it waits for the I/O answer the connection is owed. */
+export interface Closing {
+  readonly code: number;
+  readonly reason: string;
+  /** The `Error` that frames still waiting get instead of being handled. */
+  readonly answer: ErrorCode;
+  readonly message: string;
+}
+
 /** One open connection. */
 export interface Connection {
   readonly id: ConnId;
@@ -127,7 +161,17 @@ export interface Connection {
   errorStreak: number;
   /** Waiting for an I/O answer; later frames queue. */
   busy: boolean;
-  readonly queue: QueuedFrame[];
+  readonly queue: Queued[];
+  /**
+   * Tokens this connection was authenticated with (at upgrade, or in a
+   * message): when any of them is revoked or expires, the connection ends.
+   */
+  readonly tokens: Set<string>;
+  /**
+   * Set when the server decided to close it: it has left its rooms and gets
+   * no chat frame; the close goes out once the I/O answer it waits for has.
+   */
+  closing: Closing | null;
 }
 
 /** Frames held for a member whose `History` has not been sent yet. */
@@ -174,6 +218,14 @@ export interface CachedToken {
   revoked?: boolean;
 }
 
+/** A token that live connections were authenticated with. */
+export interface BoundToken {
+  /** The connections it authenticated. */
+  readonly conns: Set<ConnId>;
+  /** When its grant ends. */
+  expiresAt: number;
+}
+
 /** The whole state of the chat rules. */
 export interface ChatState {
   readonly settings: ChatSettings;
@@ -191,6 +243,11 @@ export interface ChatState {
   readonly tokens: Map<string, CachedToken>;
   /** Connections waiting for a token lookup, per token. */
   readonly tokenWaiters: Map<string, Set<ConnId>>;
+  /**
+   * Tokens of live connections: each has a timer (effect `token_timer`) at
+   * its expiry or its next re-check, whichever comes first.
+   */
+  readonly bound: Map<string, BoundToken>;
   /**
    * Users whose offline messages are being delivered, a page at a time (a
    * read, or a page waiting to be written): one pager per user. While it
@@ -257,7 +314,7 @@ export type BusMessage =
     room: string;
     username: string;
     timestamp: number;
-    reason: "left" | "disconnected";
+    reason: LeaveReason;
   }
   | { kind: "revoked"; token: string };
 
@@ -316,6 +373,8 @@ export type Event =
     grant: TokenGrant | null | undefined;
   }
   | { type: "token_revoked"; now: number; token: string }
+  /** A token's timer (effect `token_timer`) fired: its expiry or re-check is due. */
+  | { type: "token_due"; now: number; token: string }
   | {
     type: "offline_loaded";
     now: number;
@@ -348,7 +407,7 @@ export type Event =
     now: number;
     room: string;
     username: string;
-    reason: "left" | "disconnected";
+    reason: LeaveReason;
     timestamp: number;
     /** The user is now in the room on no node. */
     gone: boolean | null;
@@ -386,6 +445,11 @@ export type Effect =
   | { type: "persist"; request: PersistRequest }
   | { type: "load_history"; request: HistoryRequest }
   | { type: "check_token"; token: string }
+  /**
+   * Arms the token's one timer for `at` (replacing the one armed before), or
+   * cancels it (`null`); when it fires, the runner sends `token_due`.
+   */
+  | { type: "token_timer"; token: string; at: number | null }
   /** Read the oldest `limit` undelivered `PrivateChat`s to `username`. */
   | { type: "load_offline"; username: string; limit: number }
   /**
@@ -412,7 +476,7 @@ export type Effect =
     type: "part";
     room: string;
     username: string;
-    reason: "left" | "disconnected";
+    reason: LeaveReason;
     timestamp: number;
     /** This node has no member left in the room. */
     empty: boolean;
@@ -440,6 +504,7 @@ export function createState(
     seqs: new Map(seqs),
     tokens: new Map(),
     tokenWaiters: new Map(),
+    bound: new Map(),
     offlineLoading: new Set(),
     claiming: new Set(),
     draining: false,
@@ -464,7 +529,9 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     case "binary": {
       const conn = state.connections.get(event.conn);
-      if (conn && admit(state, conn, event.now, event.size, out)) {
+      if (
+        conn && !conn.closing && admit(state, conn, event.now, event.size, out)
+      ) {
         out.push({ type: "count", metric: "frames_in", label: "binary" });
         refuse(
           state,
@@ -497,7 +564,9 @@ export function reduce(state: ChatState, event: Event): Transition {
     }
     case "overflow": {
       const conn = state.connections.get(event.conn);
-      if (conn) close(state, conn, "policy", event.now, out, "slow consumer");
+      if (conn && !conn.closing) {
+        close(state, conn, "policy", event.now, out, "slow consumer");
+      }
       break;
     }
     case "tick":
@@ -513,11 +582,10 @@ export function reduce(state: ChatState, event: Event): Transition {
       tokenChecked(state, event, out);
       break;
     case "token_revoked":
-      state.tokens.set(event.token, {
-        grant: null,
-        checkedAt: event.now,
-        revoked: true,
-      });
+      revoked(state, event.token, event.now, out);
+      break;
+    case "token_due":
+      tokenDue(state, event.token, event.now, out);
       break;
     case "offline_loaded":
       offlineLoaded(state, event, out);
@@ -547,9 +615,21 @@ export function reduce(state: ChatState, event: Event): Transition {
       }
       break;
     case "shutdown":
+      if (state.draining) {
+        // Again, at the end of the grace: what still waits for I/O is
+        // closed without that answer (its queued frames are answered).
+        for (const conn of [...state.connections.values()]) {
+          if (conn.closing) finishClose(state, conn, out);
+        }
+        break;
+      }
       state.draining = true;
       for (const conn of [...state.connections.values()]) {
-        close(state, conn, "going_away", event.now, out);
+        close(state, conn, "going_away", event.now, out, undefined, {
+          answer: "unavailable",
+          message:
+            "the server is shutting down; the message was not handled, send it again",
+        });
       }
       break;
   }
@@ -573,6 +653,8 @@ function open(
     errorStreak: 0,
     busy: false,
     queue: [],
+    tokens: new Set(),
+    closing: null,
   };
   state.connections.set(conn.id, conn);
   if (settings.authTimeoutMs) state.unbound.set(conn.id, event.now);
@@ -580,6 +662,7 @@ function open(
     state.tokens.set(event.token, { grant: event.grant, checkedAt: event.now });
     conn.token = event.token;
     bind(state, conn, event.grant.username, out);
+    bindToken(state, conn, event.token, event.grant.expiresAt, out);
   }
   const welcome: Record<string, unknown> = {
     server: settings.serverName,
@@ -629,14 +712,16 @@ function admit(
     );
     conn.refilledAt = now;
     if (conn.allowance < 1) {
-      refuse(
-        state,
-        conn,
-        "rate_limited",
-        `more than ${settings.rateLimitPerSecond} messages a second; message dropped`,
-        text === undefined ? undefined : refOf(state, text),
-        out,
-      );
+      const message =
+        `more than ${settings.rateLimitPerSecond} messages a second; message dropped`;
+      const ref = text === undefined ? undefined : refOf(state, text);
+      // Not an error streak: a client sending too fast is told so for each
+      // message, and closing it would leave its frames in flight unanswered
+      // (the rate limit already makes a flood cheap; a reader too slow for
+      // the answers is a slow consumer). Behind admitted frames that still
+      // wait, the Error waits its turn, so answers go out in order.
+      if (conn.busy) wait(state, conn, "rate_limited", message, ref, now, out);
+      else refuse(state, conn, "rate_limited", message, ref, out, false);
       return false;
     }
     conn.allowance -= 1;
@@ -652,25 +737,59 @@ function refOf(state: ChatState, text: string): string | undefined {
 
 function arrive(state: ChatState, event: QueuedFrame, out: Effect[]): void {
   const conn = state.connections.get(event.conn);
+  if (conn?.closing) {
+    // The server is closing it, after the answer it waits for: this frame
+    // is answered in its turn, not handled.
+    const ref = refOf(state, event.text);
+    const { answer, message } = conn.closing;
+    if (ref !== undefined) {
+      wait(state, conn, answer, message, ref, event.now, out);
+    }
+    return;
+  }
   if (!conn || !admit(state, conn, event.now, event.size, out, event.text)) {
     return;
   }
   if (conn.busy) {
     // A burst the rate limit allows must fit in the queue.
     const bound = Math.max(MAX_QUEUED_FRAMES, state.settings.rateLimitBurst);
-    if (conn.queue.length >= bound) {
-      refuse(
+    let frames = 0;
+    for (const entry of conn.queue) if (entry.type === "frame") frames++;
+    if (frames >= bound) {
+      wait(
         state,
         conn,
         "rate_limited",
         "too many messages waiting; message dropped",
         refOf(state, event.text),
+        event.now,
         out,
       );
     } else conn.queue.push(event);
     return;
   }
   handle(state, conn, event, out);
+}
+
+/**
+ * Queues the `Error` of a frame refused while earlier ones wait, so that it
+ * goes out in order; it does not count toward the error streak. Past
+ * {@linkcode MAX_WAITING} entries the connection is closed (1008), every
+ * entry answered first.
+ */
+function wait(
+  state: ChatState,
+  conn: Connection,
+  code: ErrorCode,
+  message: string,
+  ref: string | undefined,
+  now: number,
+  out: Effect[],
+): void {
+  conn.queue.push({ type: "refusal", code, message, ref });
+  if (conn.queue.length > MAX_WAITING && !conn.closing) {
+    close(state, conn, "policy", now, out, "too many messages waiting");
+  }
 }
 
 /** Handles queued frames until the connection waits again. */
@@ -682,9 +801,15 @@ function resume(
 ): void {
   conn.busy = false;
   while (!conn.busy && state.connections.has(conn.id)) {
+    if (conn.closing) {
+      finishClose(state, conn, out);
+      return;
+    }
     const next = conn.queue.shift();
     if (!next) break;
-    handle(state, conn, { ...next, now }, out);
+    if (next.type === "refusal") {
+      refuse(state, conn, next.code, next.message, next.ref, out, false);
+    } else handle(state, conn, { ...next, now }, out);
   }
 }
 
@@ -795,6 +920,8 @@ function authenticate(
   }
   const grant = cached.grant;
   if (!grant || grant.expiresAt <= frame.now) {
+    // A token this connection holds ends it (its timer may not have fired yet).
+    const held = conn.tokens.has(token);
     refuse(
       state,
       conn,
@@ -802,7 +929,9 @@ function authenticate(
       "token: unknown, revoked or expired",
       message.ref,
       out,
+      !held,
     );
+    if (held) endToken(state, token, frame.now, out);
     return false;
   }
   if (conn.username === null) bind(state, conn, grant.username, out);
@@ -817,6 +946,7 @@ function authenticate(
     );
     return false;
   }
+  bindToken(state, conn, token, grant.expiresAt, out);
   return true;
 }
 
@@ -826,16 +956,38 @@ function tokenChecked(
   out: Effect[],
 ): void {
   // A lookup that started before a revocation answers after it: keep the revocation.
-  if (event.grant !== undefined && !state.tokens.get(event.token)?.revoked) {
+  const revokedHere = state.tokens.get(event.token)?.revoked === true;
+  if (event.grant !== undefined && !revokedHere) {
     state.tokens.set(event.token, { grant: event.grant, checkedAt: event.now });
+  }
+  const bound = state.bound.get(event.token);
+  if (bound) {
+    if (revokedHere || event.grant === null) {
+      // Revoked (by `deno task token revoke`) or expired: the connections
+      // that hold it end before the frames waiting for this lookup run.
+      endToken(state, event.token, event.now, out);
+    } else if (event.grant === undefined) {
+      // The store cannot tell now: keep the connections, ask again later.
+      out.push({
+        type: "token_timer",
+        token: event.token,
+        at: Math.min(bound.expiresAt, event.now + TOKEN_RECHECK_MS),
+      });
+    } else {
+      bound.expiresAt = event.grant.expiresAt;
+      armToken(state, event.token, out);
+    }
   }
   const waiters = state.tokenWaiters.get(event.token);
   state.tokenWaiters.delete(event.token);
   for (const id of waiters ?? []) {
     const conn = state.connections.get(id);
     if (!conn) continue;
-    if (event.grant === undefined) {
-      const frame = conn.queue.shift();
+    if (event.grant === undefined && !conn.closing) {
+      // The frame that waited for the lookup is first in the queue.
+      const frame = conn.queue[0]?.type === "frame"
+        ? conn.queue.shift() as QueuedFrame
+        : undefined;
       const decoded = frame && state.decoder.decode(frame.text);
       const ref = decoded?.ok ? decoded.message.ref : undefined;
       refuse(
@@ -848,6 +1000,104 @@ function tokenChecked(
       );
     }
     if (state.connections.has(id)) resume(state, conn, event.now, out);
+  }
+}
+
+/** Records that `token` authenticated `conn`, arming the token's timer if new. */
+function bindToken(
+  state: ChatState,
+  conn: Connection,
+  token: string,
+  expiresAt: number,
+  out: Effect[],
+): void {
+  if (conn.tokens.has(token)) return;
+  conn.tokens.add(token);
+  let bound = state.bound.get(token);
+  if (!bound) {
+    state.bound.set(token, bound = { conns: new Set(), expiresAt });
+    armToken(state, token, out);
+  }
+  bound.conns.add(conn.id);
+}
+
+/** Arms a bound token's timer: at its expiry or its next re-check, the earlier. */
+function armToken(state: ChatState, token: string, out: Effect[]): void {
+  const bound = state.bound.get(token);
+  if (!bound) return;
+  const checkedAt = state.tokens.get(token)?.checkedAt ?? state.now;
+  const at = Math.min(bound.expiresAt, checkedAt + TOKEN_RECHECK_MS);
+  out.push({ type: "token_timer", token, at });
+}
+
+/** Forgets the tokens a connection held; a token nobody holds loses its timer. */
+function unbindTokens(state: ChatState, conn: Connection, out: Effect[]): void {
+  for (const token of conn.tokens) {
+    const bound = state.bound.get(token);
+    bound?.conns.delete(conn.id);
+    if (bound?.conns.size === 0) {
+      state.bound.delete(token);
+      out.push({ type: "token_timer", token, at: null });
+    }
+  }
+  conn.tokens.clear();
+}
+
+/** A token was revoked (token API, or another node): its connections end now. */
+function revoked(
+  state: ChatState,
+  token: string,
+  now: number,
+  out: Effect[],
+): void {
+  state.tokens.set(token, { grant: null, checkedAt: now, revoked: true });
+  endToken(state, token, now, out);
+}
+
+/** A bound token's timer fired: it expired, or it is looked up again. */
+function tokenDue(
+  state: ChatState,
+  token: string,
+  now: number,
+  out: Effect[],
+): void {
+  const bound = state.bound.get(token);
+  if (!bound) return;
+  const cached = state.tokens.get(token);
+  if (bound.expiresAt <= now || (cached && !cached.grant)) {
+    endToken(state, token, now, out);
+  } else if (!cached || now - cached.checkedAt >= TOKEN_RECHECK_MS) {
+    // Revoked by the command on the same database, the server not told:
+    // a lookup tells. Its answer arms the timer again.
+    if (!state.tokenWaiters.has(token)) {
+      state.tokenWaiters.set(token, new Set());
+      out.push({ type: "check_token", token });
+    }
+  } else armToken(state, token, out);
+}
+
+/**
+ * Ends every connection `token` authenticated: each leaves its rooms (the
+ * others see `Leave` with reason `token_revoked` or `token_expired`) and is
+ * closed with 1008 once every frame it sent is answered.
+ */
+function endToken(
+  state: ChatState,
+  token: string,
+  now: number,
+  out: Effect[],
+): void {
+  const bound = state.bound.get(token);
+  if (!bound) return;
+  const name = bound.expiresAt <= now ? "token_expired" : "token_revoked";
+  const why = name === "token_expired" ? "expired" : "revoked";
+  for (const id of [...bound.conns]) {
+    const conn = state.connections.get(id);
+    if (!conn || conn.closing) continue;
+    close(state, conn, name, now, out, undefined, {
+      answer: "invalid_token",
+      message: `token: ${why}; the connection is closed`,
+    }, name);
   }
 }
 
@@ -1107,7 +1357,7 @@ function joined(
     room.known = true;
     room.deliveredSeq = result.seq;
   }
-  if (!conn || result?.kind !== "joined") {
+  if (!conn || conn.closing || result?.kind !== "joined") {
     // Closed while joining, or refused: take back what the cluster may have
     // recorded (a resync meanwhile records joins in flight too).
     if (result !== null && !room.users.has(username) && !joining) {
@@ -1126,7 +1376,10 @@ function joined(
     if (learned) release(state, room, event.now, out, true);
     forgetIfEmpty(state, room);
     if (!conn) return;
-    if (result === null) {
+    if (conn.closing) {
+      // Closing meanwhile: the Enter is answered as the close says.
+      answerClosing(state, conn, request.ref, out);
+    } else if (result === null) {
       refuse(
         state,
         conn,
@@ -1235,11 +1488,7 @@ function fromBus(
       break;
     }
     case "revoked":
-      state.tokens.set(message.token, {
-        grant: null,
-        checkedAt: now,
-        revoked: true,
-      });
+      revoked(state, message.token, now, out);
       break;
   }
 }
@@ -1695,6 +1944,12 @@ function historyLoaded(
   const held = room?.held.get(request.conn) ?? [];
   room?.held.delete(request.conn);
   if (!conn) return;
+  if (conn.closing) {
+    // Closing meanwhile (a revoked token reads nothing more): no History.
+    answerClosing(state, conn, request.ref, out);
+    resume(state, conn, event.now, out);
+    return;
+  }
   if (page) {
     send(out, conn.id, "History", {
       room: request.room,
@@ -1826,7 +2081,9 @@ function tick(state: ChatState, now: number, out: Effect[]): void {
     }
   }
   for (const [token, cached] of state.tokens) {
-    if (now - cached.checkedAt > TOKEN_RECHECK_MS) state.tokens.delete(token);
+    if (now - cached.checkedAt > TOKEN_RECHECK_MS && !state.bound.has(token)) {
+      state.tokens.delete(token);
+    }
   }
   if (!state.settings.cluster) return;
   for (const room of state.rooms.values()) {
@@ -1876,7 +2133,7 @@ function announce(
   room: Room,
   username: string,
   timestamp: number,
-  reason: "left" | "disconnected" | null,
+  reason: LeaveReason | null,
   out: Effect[],
   except?: ConnId,
 ): void {
@@ -1930,7 +2187,7 @@ function exitRoom(
   state: ChatState,
   conn: Connection,
   room: Room,
-  reason: "left" | "disconnected",
+  reason: LeaveReason,
   now: number,
   out: Effect[],
 ): void {
@@ -1965,9 +2222,25 @@ function drop(
   now: number,
   out: Effect[],
 ): void {
+  detach(state, conn, "disconnected", now, out);
+  conn.queue.length = 0;
+  state.connections.delete(conn.id);
+}
+
+/**
+ * Takes a connection out of everything that sends it chat frames: its rooms
+ * (the others see `Leave` with `reason`), its username, its tokens.
+ */
+function detach(
+  state: ChatState,
+  conn: Connection,
+  reason: LeaveReason,
+  now: number,
+  out: Effect[],
+): void {
   for (const name of [...conn.rooms]) {
     const room = state.rooms.get(name);
-    if (room) exitRoom(state, conn, room, "disconnected", now, out);
+    if (room) exitRoom(state, conn, room, reason, now, out);
   }
   if (conn.username !== null) {
     const conns = state.users.get(conn.username);
@@ -1981,11 +2254,22 @@ function drop(
       }
     }
   }
-  conn.queue.length = 0;
   state.unbound.delete(conn.id);
-  state.connections.delete(conn.id);
+  unbindTokens(state, conn, out);
 }
 
+/** The `Error` that frames still waiting get when the server closes their connection. */
+interface CloseAnswer {
+  answer: ErrorCode;
+  message: string;
+}
+
+/**
+ * Closes a connection the server gives up: it leaves its rooms at once and
+ * gets no chat frame after that; every frame it sent is answered first (the
+ * one waiting for I/O with its real answer, the ones queued behind with
+ * `answer`), then the close goes out.
+ */
 function close(
   state: ChatState,
   conn: Connection,
@@ -1993,8 +2277,43 @@ function close(
   now: number,
   out: Effect[],
   reason: string = CLOSE_CODES[name].reason,
+  answer: CloseAnswer = {
+    answer: "unavailable",
+    message:
+      `the connection is closing (${reason}); the message was not handled`,
+  },
+  leaveReason: LeaveReason = "disconnected",
 ): void {
+  if (conn.closing) return;
   const { code } = CLOSE_CODES[name];
+  conn.closing = { code, reason, ...answer };
+  detach(state, conn, leaveReason, now, out);
+  if (!conn.busy) finishClose(state, conn, out);
+}
+
+/**
+ * Answers a frame of a closing connection that will not be handled: `Error`
+ * with its `ref`; a frame without `id` gets nothing (the close tells).
+ */
+function answerClosing(
+  state: ChatState,
+  conn: Connection,
+  ref: string | undefined,
+  out: Effect[],
+): void {
+  const { answer, message } = conn.closing as Closing;
+  if (ref !== undefined) refuse(state, conn, answer, message, ref, out, false);
+}
+
+/** Answers what still waits on a closing connection, then closes it. */
+function finishClose(state: ChatState, conn: Connection, out: Effect[]): void {
+  const closing = conn.closing as Closing;
+  for (const entry of conn.queue.splice(0)) {
+    if (entry.type === "refusal") {
+      refuse(state, conn, entry.code, entry.message, entry.ref, out, false);
+    } else answerClosing(state, conn, refOf(state, entry.text), out);
+  }
+  const { code, reason } = closing;
   out.push({ type: "close", conn: conn.id, code, reason });
   out.push({ type: "count", metric: "closes", label: String(code) });
   out.push({
@@ -2003,7 +2322,7 @@ function close(
     msg: "connection closed by server",
     fields: { connection: conn.publicId, code, reason },
   });
-  drop(state, conn, now, out);
+  state.connections.delete(conn.id);
 }
 
 function accept(conn: Connection): void {
@@ -2046,7 +2365,7 @@ function refuse(
     ref === undefined ? { code, message } : { code, message, ref },
   );
   out.push({ type: "count", metric: "errors", label: code });
-  if (!streak) return;
+  if (!streak || conn.closing) return;
   conn.errorStreak++;
   if (conn.errorStreak >= state.settings.maxConsecutiveErrors) {
     close(state, conn, "policy", state.now, out, "too many consecutive errors");

@@ -143,6 +143,8 @@ export class Runner {
   #flushScheduled = false;
   #io: Promise<void> = Promise.resolve();
   #ticker: ReturnType<typeof setInterval>;
+  /** One timer per token of a live connection (effect `token_timer`). */
+  #tokenTimers = new Map<string, ReturnType<typeof setTimeout>>();
   #allClosed: (() => void) | null = null;
   #storageFault: StorageFault | undefined;
   /** When the last storage fault line was logged, and the counts then. */
@@ -224,7 +226,8 @@ export class Runner {
           type: "closed",
           conn,
           now: this.#now(),
-          code: close.code,
+          // A peer gone without a close frame: 1006 (abnormal closure).
+          code: close.code || 1006,
         });
       }
       if (this.#open.size === 0) this.#allClosed?.();
@@ -334,6 +337,20 @@ export class Runner {
             grant,
           });
         });
+        break;
+      }
+      case "token_timer": {
+        const { token, at } = effect;
+        clearTimeout(this.#tokenTimers.get(token));
+        this.#tokenTimers.delete(token);
+        if (at === null) break;
+        this.#tokenTimers.set(
+          token,
+          setTimeout(() => {
+            this.#tokenTimers.delete(token);
+            this.dispatch({ type: "token_due", now: this.#now(), token });
+          }, Math.max(0, at - this.#now())),
+        );
         break;
       }
       case "load_offline": {
@@ -526,8 +543,8 @@ export class Runner {
    * Finds slow consumers off the hot path. Deno counts a send as buffered
    * until its write completes on a later turn, so one look cannot tell a
    * burst from a backlog: a socket over `MAX_BUFFERED_BYTES` at two sweeps in
-   * a row is a slow consumer. Nobody waits for it: it gets no more sends, is
-   * closed with 1008, and the reducer hears of it to free its state.
+   * a row is a slow consumer. The reducer hears of it: the connection leaves
+   * its rooms at once, gets the answers it is owed, and is closed with 1008.
    */
   #sweep(): void {
     this.#watchLag();
@@ -538,8 +555,6 @@ export class Runner {
         over.add(conn);
         continue;
       }
-      this.#sockets.delete(conn);
-      socket.close(1008, "slow consumer");
       this.#events.push({ type: "overflow", conn, now: this.#now() });
     }
     this.#suspects = over;
@@ -690,7 +705,7 @@ export class Runner {
     return { token, username, expires_at: expiresAt };
   }
 
-  /** Revokes a token; connections using it stop working. `false` if unknown. */
+  /** Revokes a token; connections using it are closed at once. `false` if unknown. */
   async revokeToken(token: string): Promise<boolean> {
     const normalized = token.toLowerCase();
     const revoked = await this.#storage.revokeToken(normalized);
@@ -726,6 +741,7 @@ export class Runner {
   async shutdown(graceMs: number): Promise<void> {
     clearInterval(this.#ticker);
     clearInterval(this.#sweeper);
+    this.#clearTokenTimers();
     await this.settle();
     this.dispatch({ type: "shutdown", now: this.#now() });
     if (this.#open.size > 0) {
@@ -734,9 +750,17 @@ export class Runner {
       const timer = setTimeout(resolve, graceMs);
       await promise;
       clearTimeout(timer);
+      // The grace is over: close what still waits for an I/O answer.
+      this.dispatch({ type: "shutdown", now: this.#now() });
     }
     await this.settle();
     clearTimeout(this.#watchTimer);
     this.#watchTimer = undefined;
+    this.#clearTokenTimers();
+  }
+
+  #clearTokenTimers(): void {
+    for (const timer of this.#tokenTimers.values()) clearTimeout(timer);
+    this.#tokenTimers.clear();
   }
 }

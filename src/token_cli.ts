@@ -13,10 +13,11 @@
  * `DATABASE_PATH` from the environment, then from `.env`, then
  * `data/chat.db`. With `REDIS_URL` (or `--redis`) set, a cluster's tokens
  * live in Redis and the command works on them there; a token revoked there
- * stops working on every node at once. A token created here
- * works on a running server at once; a
- * token revoked here stops working on connections that already use it within
- * `TOKEN_RECHECK_MS` (5 seconds), and at once for new ones.
+ * ends its connections on every node at once (the nodes are told). A token
+ * created here works on a running server at once; a token revoked here is
+ * refused at once to new connections, and the server closes the connections
+ * that already use it at its next re-check, within `TOKEN_RECHECK_MS`
+ * (5 seconds).
  *
  * Exit status: `0` on success, `1` when the command failed (an unknown token,
  * a database error), `2` on bad usage.
@@ -47,7 +48,7 @@ Commands:
   create <username> [--ttl <seconds>]  issue a token; --ttl defaults to TOKEN_TTL_SECONDS (86400)
   list                                 every token, newest first (tokens are stored hashed: the
                                        HASH column is the start of the token's SHA-256)
-  revoke <token>                       revoke a token; connections using it stop within 5 seconds
+  revoke <token>                       revoke a token; connections using it are closed within 5 seconds
                                        (at once with --redis: the nodes are told)
 
 Options:

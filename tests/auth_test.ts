@@ -5,8 +5,6 @@
  */
 import assert from "node:assert/strict";
 import type { Config } from "../src/config.ts";
-import { TOKEN_RECHECK_MS } from "../src/reducer.ts";
-import { main as tokenCommand } from "../src/token_cli.ts";
 import { RawPeer, serve, TestClient, type TestServer } from "./helpers.ts";
 import {
   ADMIN,
@@ -149,75 +147,7 @@ Deno.test("auth: a bad ?token= is refused at upgrade with 401", async () => {
   assert.equal(peer.status, 101);
 });
 
-Deno.test("auth: a token stops working when it expires, on a connection that uses it", async () => {
-  await using server = await authServer();
-  const short = await issueToken(server.httpUrl, "alice", 1);
-  await using upgraded = await connectWithToken(server.wsUrl, short.token);
-  await enterWith(upgraded, "alice", {}, { id: "e" });
-  await upgraded.expect("Ack");
-  await using inMessages = await TestClient.connect(server.wsUrl);
-  await enterWith(inMessages, "alice", {}, { token: short.token });
-  // Both connections share the room: each sees the other's GroupChat.
-  await sleep(Math.max(0, short.expires_at - Date.now()) + 200);
-  say(upgraded, "alice", "late", { id: "late" });
-  const error = await upgraded.expect("Error");
-  assert.equal(error.code, "invalid_token");
-  assert.equal(error.ref, "late");
-  say(inMessages, "alice", "late too", { id: "l2", token: short.token });
-  assert.equal((await inMessages.expect("Error")).code, "invalid_token");
-  // A fresh token of the same user works on the same connection.
-  const fresh = await issueToken(server.httpUrl, "alice");
-  say(upgraded, "alice", "fresh", { id: "f", token: fresh.token });
-  assert.equal((await upgraded.expect("GroupChat")).content, "fresh");
-  assert.equal((await upgraded.expect("Ack")).ref, "f");
-  assert.equal((await inMessages.expect("GroupChat")).content, "fresh");
-});
-
-Deno.test("auth: revoking through the API stops a connection's next message", async () => {
-  await using server = await authServer();
-  const alice = await issueToken(server.httpUrl, "alice");
-  const bob = await issueToken(server.httpUrl, "bob");
-  await using upgraded = await connectWithToken(server.wsUrl, alice.token);
-  await enterWith(upgraded, "alice");
-  await using inMessages = await TestClient.connect(server.wsUrl);
-  await enterWith(inMessages, "bob", {}, { token: bob.token });
-  await upgraded.expect("Enter");
-  say(upgraded, "alice", "before", { id: "b" });
-  assert.equal((await upgraded.expect("GroupChat")).content, "before");
-  await upgraded.expect("Ack");
-  assert.equal((await inMessages.expect("GroupChat")).content, "before");
-
-  assert.equal(await revokeToken(server.httpUrl, alice.token), 204);
-  assert.equal(await revokeToken(server.httpUrl, bob.token), 204);
-  say(upgraded, "alice", "after", { id: "a" });
-  const error = await upgraded.expect("Error");
-  assert.equal(error.code, "invalid_token");
-  assert.equal(error.ref, "a");
-  say(inMessages, "bob", "after", { id: "a2", token: bob.token });
-  assert.equal((await inMessages.expect("Error")).code, "invalid_token");
-  await inMessages.silent(50);
-  await upgraded.silent(50);
-});
-
-Deno.test("auth: revoking through the command reaches connections within 5 s", async () => {
-  await using server = await authServer();
-  const { token } = await issueToken(server.httpUrl, "alice");
-  await using alice = await connectWithToken(server.wsUrl, token);
-  const checkedAt = Date.now();
-  await enterWith(alice, "alice");
-  const status = await tokenCommand(
-    ["--database", server.db.path, "revoke", token],
-    { env: {}, dotenv: undefined, out: () => {} },
-  );
-  assert.equal(status, 0);
-  // Until the cached lookup is TOKEN_RECHECK_MS old, the token may still
-  // be trusted; after it, the next message is refused.
-  await sleep(Math.max(0, checkedAt + TOKEN_RECHECK_MS - Date.now()) + 150);
-  say(alice, "alice", "after", { id: "a" });
-  const error = await alice.expect("Error");
-  assert.equal(error.code, "invalid_token");
-  assert.equal(error.ref, "a");
-});
+// Revocation and expiry of tokens in use: tests/revocation_test.ts.
 
 Deno.test("auth: one user, two connections: presence once, Leave after the last", async () => {
   await using server = await authServer();

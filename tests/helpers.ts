@@ -342,6 +342,20 @@ export class RawPeer implements AsyncDisposable {
     await this.conn.write(maskedFrame(0x1, new TextEncoder().encode(text)));
   }
 
+  /** Sends several text frames in one write (one TCP segment when small). */
+  async sendTexts(texts: readonly string[]): Promise<void> {
+    const frames = texts.map((text) =>
+      maskedFrame(0x1, new TextEncoder().encode(text))
+    );
+    const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    let offset = 0;
+    for (const f of frames) {
+      all.set(f, offset);
+      offset += f.length;
+    }
+    await this.conn.write(all);
+  }
+
   /** Sends one binary frame. */
   async sendBinary(bytes: Uint8Array): Promise<void> {
     await this.conn.write(maskedFrame(0x2, bytes));

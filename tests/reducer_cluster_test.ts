@@ -816,7 +816,7 @@ for (const testCase of PAGING_BUS_CASES) {
   });
 }
 
-Deno.test("cluster bus: a revoked token is refused at once on this node", () => {
+Deno.test("cluster bus: a revoked token ends this node's connections of it at once", () => {
   const node = new Node({ authEnabled: true });
   const grant = { username: "alice", expiresAt: T0 + 60_000 };
   node.dispatch({
@@ -827,11 +827,12 @@ Deno.test("cluster bus: a revoked token is refused at once on this node", () => 
     token: "t",
     grant,
   });
-  node.bus({ kind: "revoked", token: "t" });
-  const sent = node.send(1, "Enter", { sender_username: "alice" }, "e1");
-  assert.deepEqual(framesTo(sent, 1).map((f) => f.body.code), [
-    "invalid_token",
-  ]);
+  const effects = node.bus({ kind: "revoked", token: "t" });
+  assert.deepEqual(
+    effects.flatMap((e) => e.type === "close" ? [[e.conn, e.code]] : []),
+    [[1, 1008]],
+  );
+  assert.equal(node.state.connections.has(1), false);
 });
 
 Deno.test("contributions: what the node holds, for the resync", () => {

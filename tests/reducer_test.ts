@@ -11,7 +11,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { ErrorCode } from "../src/codes.ts";
+import type { ErrorCode, LeaveReason } from "../src/codes.ts";
 import type { StoredGroupChat, StoredPrivateChat } from "../src/protocol.ts";
 import {
   type ChatSettings,
@@ -22,6 +22,7 @@ import {
   type Event,
   type HistoryRequest,
   MAX_QUEUED_FRAMES,
+  MAX_WAITING,
   OFFLINE_PAGE,
   OFFLINE_PAGE_BYTES,
   reduce,
@@ -214,7 +215,7 @@ function entered(room: string, user: string, timestamp = WHEN_AT): Frame {
 function left(
   room: string,
   user: string,
-  reason: "left" | "disconnected",
+  reason: LeaveReason,
   timestamp = WHEN_AT,
 ): Frame {
   return ["Leave", { room, sender_username: user, timestamp, reason }];
@@ -344,7 +345,13 @@ function checkInvariants(state: ChatState): void {
     for (const name of conn.rooms) {
       assert.ok(state.rooms.get(name)?.members.has(id), `${id} in ${name}`);
     }
-    if (conn.username !== null) {
+    if (conn.closing) {
+      // Kept only for the I/O answer it waits for, and out of everything.
+      assert.ok(conn.busy, `closing ${id} kept though it waits for nothing`);
+      assert.equal(conn.rooms.size, 0, `closing ${id} still in a room`);
+      assert.equal(conn.tokens.size, 0, `closing ${id} still holds a token`);
+      assert.ok(!state.users.get(conn.username ?? "")?.has(id), `${id} user`);
+    } else if (conn.username !== null) {
       assert.ok(state.users.get(conn.username)?.has(id), `${id} is a user`);
     }
   }
@@ -2170,15 +2177,18 @@ scenarios("frames", [
     also: (state) => assert.equal(state.connections.has(1), false),
   },
   {
-    name: "a frame over maxMessageBytes closes even while others queue",
+    name:
+      "a frame over maxMessageBytes while others queue: out of the room now, closed after the write's answer",
     options: { auto: false },
-    given: [[1, enter("alice")], [1, say("alice", "one")], [
+    given: [[2, enter("bob")], [1, enter("alice")], [1, say("alice", "one")], [
       1,
       say("alice", "two"),
     ]],
     when: { event: frameEvent(1, say("alice", "three"), 10_000) },
-    then: {},
-    closes: [[1, 1009]],
+    then: { 2: [left("general", "alice", "disconnected")] },
+    closes: [],
+    also: (state) =>
+      assert.equal(state.connections.get(1)?.closing?.code, 1009),
   },
   {
     name: "a binary frame is unsupported_frame, and the connection stays",
@@ -2293,7 +2303,7 @@ Deno.test("ordering: a device entering after another in the same event does not 
   assertFrames(inbox(seen, 3), [entered("general", "alice", T0)], "bob");
 });
 
-Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited", () => {
+Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited in its turn", () => {
   const chat = new Chat({ auto: false });
   chat.open(1);
   chat.send(1, enter("alice"));
@@ -2302,8 +2312,11 @@ Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited", 
     assert.deepEqual(chat.send(1, enter("alice", {}, withId(`q${i}`))), []);
   }
   const over = chat.send(1, enter("alice", {}, withId("over")));
-  assertFrames(inbox(over, 1), [error("rate_limited", "over")], "over");
-  assert.equal(chat.state.connections.get(1)?.queue.length, MAX_QUEUED_FRAMES);
+  assertFrames(inbox(over, 1), [], "the refusal waits its turn");
+  assert.equal(
+    chat.state.connections.get(1)?.queue.length,
+    MAX_QUEUED_FRAMES + 1,
+  );
 
   const seen = chat.persisted();
   const stored = { seq: 1, content: "hi", id: "m0", timestamp: T0 };
@@ -2311,7 +2324,9 @@ Deno.test("ordering: at most MAX_QUEUED_FRAMES wait; the next is rate_limited", 
   for (let i = 0; i < MAX_QUEUED_FRAMES; i++) {
     expected.push(presence("general", ["alice"]), ack(`q${i}`));
   }
+  expected.push(error("rate_limited", "over"));
   assertFrames(inbox(seen, 1), expected, "everything queued, in order");
+  assert.deepEqual(closes(seen), []);
 });
 
 // ---------------------------------------------------------------------------
@@ -2422,23 +2437,38 @@ scenarios("auth", [
     then: { 1: [error("sender_mismatch", "a1")] },
   },
   {
-    name: "token_revoked makes the next message invalid_token",
+    name: "token_revoked ends a connection that upgraded with the token",
     options: { settings: AUTH, grants: AUTH_GRANTS },
-    upgrade: { 1: TOKEN_ALICE },
-    given: [
-      [1, enter("alice")],
-      { event: { type: "token_revoked", now: T0, token: TOKEN_ALICE } },
-    ],
-    when: [1, say("alice", "hi", {}, withId("a1"))],
-    then: { 1: [error("invalid_token", "a1")] },
+    upgrade: { 1: TOKEN_ALICE, 2: TOKEN_BOB },
+    given: [[1, enter("alice")], [2, enter("bob")]],
+    when: {
+      event: { type: "token_revoked", now: WHEN_AT, token: TOKEN_ALICE },
+    },
+    then: { 2: [left("general", "alice", "token_revoked")] },
+    closes: [[1, 1008]],
+    also: (state) => {
+      assert.equal(state.connections.has(1), false);
+      assert.equal(state.bound.has(TOKEN_ALICE), false);
+    },
   },
   {
-    name: "token_revoked also stops messages that carry the token",
+    name: "token_revoked ends a connection that used the token in a message",
     options: { settings: AUTH, grants: AUTH_GRANTS },
-    given: [
-      [1, enter("alice", {}, { token: TOKEN_ALICE })],
-      { event: { type: "token_revoked", now: T0, token: TOKEN_ALICE } },
-    ],
+    upgrade: { 2: TOKEN_BOB },
+    given: [[1, enter("alice", {}, { token: TOKEN_ALICE })], [2, enter("bob")]],
+    when: {
+      event: { type: "token_revoked", now: WHEN_AT, token: TOKEN_ALICE },
+    },
+    then: { 2: [left("general", "alice", "token_revoked")] },
+    closes: [[1, 1008]],
+  },
+  {
+    name:
+      "a revoked token's message is refused on a connection that never held it",
+    options: { settings: AUTH, grants: AUTH_GRANTS },
+    given: [{
+      event: { type: "token_revoked", now: T0, token: TOKEN_ALICE },
+    }],
     when: [1, say("alice", "hi", {}, { token: TOKEN_ALICE, id: "a1" })],
     then: { 1: [error("invalid_token", "a1")] },
   },
@@ -2984,16 +3014,17 @@ Deno.test("shutdown closes every connection with 1001 and sends no Leave", () =>
   chat.send(3, enter("carol", { room: "lobby", history: 5 }));
   chat.send(1, say("alice", "pending"));
   const seen = chat.dispatch({ type: "shutdown", now: WHEN_AT });
-  assert.deepEqual(closes(seen), [[1, 1001], [2, 1001], [3, 1001]]);
+  // Alice and carol wait for I/O: they are closed once it answers.
+  assert.deepEqual(closes(seen), [[2, 1001]]);
   assert.deepEqual(effectsOf(seen, "deliver"), [], "no frames at all");
-  assertEmpty(chat.state);
   assert.equal(chat.state.draining, true);
-  // Answers that come back after the shutdown find no one.
-  assert.deepEqual(effectsOf(chat.persisted(), "deliver"), []);
-  assert.deepEqual(
-    effectsOf(chat.historyLoaded({ messages: [], complete: true }), "deliver"),
-    [],
-  );
+  const written = chat.persisted();
+  assert.deepEqual(effectsOf(written, "deliver"), [], "no id, no answer");
+  assert.deepEqual(closes(written), [[1, 1001]]);
+  const read = chat.historyLoaded({ messages: [], complete: true });
+  assert.deepEqual(effectsOf(read, "deliver"), [], "no History while closing");
+  assert.deepEqual(closes(read), [[3, 1001]]);
+  assertEmpty(chat.state);
 });
 
 // ---------------------------------------------------------------------------
@@ -3106,4 +3137,350 @@ Deno.test("overload: chat messages are refused with rate_limited, without counti
     1,
     "delivered again once the load is normal",
   );
+});
+
+// ---------------------------------------------------------------------------
+// Tokens end connections: revocation, expiry, re-check (timers are effects)
+
+const SHORT_ALICE: TokenGrant = { username: "alice", expiresAt: T0 + 2_000 };
+
+function tokenTimers(
+  seen: readonly Observed[],
+): { token: string; at: number | null }[] {
+  return effectsOf(seen, "token_timer").map(({ token, at }) => ({ token, at }));
+}
+
+scenarios("token timers", [
+  {
+    name:
+      "a token at upgrade arms its timer at its expiry when that comes first",
+    options: { settings: AUTH, grants: { [TOKEN_ALICE]: SHORT_ALICE } },
+    when: { event: { type: "tick", now: WHEN_AT } },
+    then: {},
+    also: (state) => {
+      assert.equal(state.bound.get(TOKEN_ALICE)?.expiresAt, T0 + 2_000);
+      assert.deepEqual([...state.bound.get(TOKEN_ALICE)?.conns ?? []], [1]);
+    },
+    upgrade: { 1: TOKEN_ALICE },
+  },
+  {
+    name:
+      "token_due at the expiry ends the connection: Leave token_expired, 1008",
+    options: {
+      settings: AUTH,
+      grants: { [TOKEN_ALICE]: SHORT_ALICE, [TOKEN_BOB]: GRANT_BOB },
+    },
+    upgrade: { 1: TOKEN_ALICE, 2: TOKEN_BOB },
+    given: [[1, enter("alice")], [2, enter("bob")]],
+    when: {
+      event: { type: "token_due", now: T0 + 2_000, token: TOKEN_ALICE },
+    },
+    then: { 2: [left("general", "alice", "token_expired", T0 + 2_000)] },
+    closes: [[1, 1008]],
+    also: (state, seen) => {
+      assert.deepEqual(tokenTimers(seen), [{ token: TOKEN_ALICE, at: null }]);
+      assert.equal(state.users.has("alice"), false);
+    },
+  },
+  {
+    name:
+      "token_due before the expiry, the lookup stale: the token is looked up",
+    options: { settings: AUTH, grants: AUTH_GRANTS, auto: false },
+    upgrade: { 1: TOKEN_ALICE },
+    given: [[1, enter("alice")]],
+    when: {
+      event: {
+        type: "token_due",
+        now: T0 + TOKEN_RECHECK_MS,
+        token: TOKEN_ALICE,
+      },
+    },
+    then: {},
+    also: (_state, seen) =>
+      assert.deepEqual(effectsOf(seen, "check_token"), [
+        { type: "check_token", token: TOKEN_ALICE },
+      ]),
+  },
+  {
+    name: "token_due for a token nobody holds any more does nothing",
+    options: { settings: AUTH, grants: AUTH_GRANTS },
+    upgrade: { 1: TOKEN_ALICE },
+    given: [{ close: 1 }],
+    when: { event: { type: "token_due", now: WHEN_AT, token: TOKEN_ALICE } },
+    then: {},
+    also: (_state, seen) => assert.deepEqual(seen, []),
+  },
+  {
+    name: "the last connection of a token closing cancels its timer",
+    options: { settings: AUTH, grants: AUTH_GRANTS },
+    upgrade: { 1: TOKEN_ALICE, 2: TOKEN_ALICE },
+    given: [{ close: 2 }],
+    when: { close: 1 },
+    then: {},
+    also: (state, seen) => {
+      assert.deepEqual(tokenTimers(seen), [{ token: TOKEN_ALICE, at: null }]);
+      assert.equal(state.bound.size, 0);
+    },
+  },
+  {
+    name: "a bus revocation ends this node's connections of the token",
+    options: {
+      settings: { ...AUTH, cluster: true },
+      grants: AUTH_GRANTS,
+    },
+    upgrade: { 1: TOKEN_ALICE },
+    when: {
+      event: {
+        type: "bus",
+        now: WHEN_AT,
+        message: { kind: "revoked", token: TOKEN_ALICE },
+      },
+    },
+    then: {},
+    closes: [[1, 1008]],
+    also: (_state, seen) =>
+      assert.deepEqual(
+        effectsOf(seen, "release").map((e) => e.username),
+        ["alice"],
+      ),
+  },
+  {
+    name: "a message with a token that expired ends the connection holding it",
+    options: {
+      settings: AUTH,
+      grants: { [TOKEN_ALICE]: SHORT_ALICE, [TOKEN_BOB]: GRANT_BOB },
+    },
+    upgrade: { 1: TOKEN_ALICE, 2: TOKEN_BOB },
+    given: [[1, enter("alice")], [2, enter("bob")]],
+    when: {
+      event: {
+        type: "frame",
+        conn: 1,
+        now: T0 + 2_500,
+        text: JSON.stringify(say("alice", "late", {}, withId("late"))),
+        size: 80,
+        id: WHEN_ID,
+      },
+    },
+    then: {
+      1: [error("invalid_token", "late")],
+      2: [left("general", "alice", "token_expired", T0 + 2_500)],
+    },
+    closes: [[1, 1008]],
+  },
+]);
+
+Deno.test("token re-check: a lookup that finds the token gone ends its connections; one that finds it re-arms", () => {
+  const chat = new Chat({ auto: false, settings: AUTH, grants: AUTH_GRANTS });
+  chat.open(1, TOKEN_ALICE);
+  chat.open(2, TOKEN_BOB);
+  chat.send(1, enter("alice"));
+  chat.send(2, enter("bob"));
+  chat.now = T0 + TOKEN_RECHECK_MS;
+  chat.dispatch({ type: "token_due", now: chat.now, token: TOKEN_BOB });
+  const found = chat.tokenChecked(GRANT_BOB);
+  assert.deepEqual(tokenTimers(found), [{
+    token: TOKEN_BOB,
+    at: T0 + 2 * TOKEN_RECHECK_MS,
+  }]);
+  chat.dispatch({ type: "token_due", now: chat.now, token: TOKEN_ALICE });
+  // Revoked by the command on the database: the server was not told.
+  const gone = chat.tokenChecked(null);
+  assertFrames(inbox(gone, 2), [
+    left("general", "alice", "token_revoked", T0 + TOKEN_RECHECK_MS),
+  ], "bob");
+  assert.deepEqual(closes(gone), [[1, 1008]]);
+  // A failed lookup keeps the connection and asks again later.
+  chat.now = T0 + 2 * TOKEN_RECHECK_MS;
+  chat.dispatch({ type: "token_due", now: chat.now, token: TOKEN_BOB });
+  const failed = chat.tokenChecked(undefined);
+  assert.deepEqual(closes(failed), []);
+  assert.deepEqual(tokenTimers(failed), [{
+    token: TOKEN_BOB,
+    at: T0 + 3 * TOKEN_RECHECK_MS,
+  }]);
+});
+
+// ---------------------------------------------------------------------------
+// Exactly one answer per frame with an id, before any close the server starts
+
+/** Rate limit 1/s with a burst of 3, three errors in a row close. */
+const STRICT = { rateLimitPerSecond: 1, rateLimitBurst: 3 } as const;
+
+interface CloseCase {
+  name: string;
+  settings?: Partial<ChatSettings>;
+  /** What closes alice while her first GroupChat (g0) waits for its write. */
+  close: (chat: Chat) => Observed[];
+  code: number;
+  /** The Error the frames queued behind g0 get. */
+  answer: ErrorCode;
+  /** The reason bob sees, when bob shares the room and sees one. */
+  leave?: LeaveReason;
+}
+
+const CLOSE_CASES: CloseCase[] = [
+  {
+    name: "revocation",
+    settings: AUTH,
+    close: (chat) =>
+      chat.dispatch({
+        type: "token_revoked",
+        now: chat.now,
+        token: TOKEN_ALICE,
+      }),
+    code: 1008,
+    answer: "invalid_token",
+    leave: "token_revoked",
+  },
+  {
+    name: "the error streak",
+    close: (chat) => [...chat.binary(1), ...chat.binary(1), ...chat.binary(1)],
+    code: 1008,
+    answer: "unavailable",
+    leave: "disconnected",
+  },
+  {
+    name: "a slow consumer",
+    close: (chat) =>
+      chat.dispatch({ type: "overflow", conn: 1, now: chat.now }),
+    code: 1008,
+    answer: "unavailable",
+    leave: "disconnected",
+  },
+  {
+    name: "shutdown",
+    close: (chat) => chat.dispatch({ type: "shutdown", now: chat.now }),
+    code: 1001,
+    answer: "unavailable",
+  },
+];
+
+for (const c of CLOSE_CASES) {
+  Deno.test(`close by ${c.name}: the write in flight gets its Ack, the queued frames their Error, then the close`, () => {
+    const chat = new Chat({
+      auto: false,
+      settings: { ...c.settings },
+      grants: AUTH_GRANTS,
+    });
+    const auth = c.settings?.authEnabled === true;
+    chat.open(1, auth ? TOKEN_ALICE : undefined);
+    chat.open(2, auth ? TOKEN_BOB : undefined);
+    chat.send(1, enter("alice"));
+    chat.send(2, enter("bob"));
+    chat.send(1, say("alice", "zero", {}, withId("g0")), { id: "m0" });
+    chat.send(1, say("alice", "one", {}, withId("g1")));
+    chat.send(1, leave("alice", {}, withId("l2")));
+    const closing = c.close(chat);
+    assert.deepEqual(
+      closes(closing).filter(([conn]) => conn === 1),
+      [],
+      "the close waits for the write",
+    );
+    if (c.leave) {
+      assertFrames(
+        inbox(closing, 2),
+        [left("general", "alice", c.leave, T0)],
+        "bob",
+      );
+    }
+    // A frame that arrives meanwhile is answered in its turn.
+    assertFrames(
+      inbox(chat.send(1, say("alice", "x", {}, withId("g3"))), 1),
+      [],
+      "g3 waits its turn",
+    );
+    const answered = chat.persisted();
+    const stored = { seq: 1, content: "zero", id: "m0", timestamp: T0 };
+    assertFrames(inbox(answered, 1), [
+      groupAck("g0", stored),
+      error(c.answer, "g1"),
+      error(c.answer, "l2"),
+      error(c.answer, "g3"),
+    ], "alice: every id answered once, in order, no chat frame");
+    assert.deepEqual(closes(answered), [[1, c.code]]);
+    assert.equal(chat.state.connections.has(1), false);
+    assert.deepEqual(
+      chat.pending.filter((e) => e.type !== "load_offline"),
+      [],
+      "nothing else asked for",
+    );
+  });
+}
+
+Deno.test("burst: 100 GroupChats with ids get 100 answers in order, and no close", () => {
+  const chat = new Chat({ auto: false, settings: STRICT });
+  chat.open(1);
+  chat.send(1, enter("alice"));
+  chat.now = T0 + 10_000; // a full bucket
+  const seen: Observed[] = [];
+  for (let i = 0; i < 100; i++) {
+    seen.push(...chat.send(1, say("alice", "m", {}, withId(`r${i}`))));
+  }
+  while (chat.pending.length > 0) seen.push(...chat.persisted());
+  const answers = inbox(seen, 1).filter(([type]) =>
+    type === "Ack" || type === "Error"
+  );
+  assert.deepEqual(
+    answers.map(([, body]) => body.ref),
+    Array.from({ length: 100 }, (_, i) => `r${i}`),
+  );
+  assert.deepEqual(
+    answers.map(([type, body]) => type === "Ack" ? "Ack" : body.code),
+    [...Array(3).fill("Ack"), ...Array(97).fill("rate_limited")],
+  );
+  assert.deepEqual(closes(seen), []);
+  assert.equal(chat.state.connections.get(1)?.errorStreak, 0);
+});
+
+Deno.test("burst: rate_limited with nothing waiting is answered at once and never closes", () => {
+  const chat = new Chat({ settings: STRICT });
+  chat.open(1);
+  chat.send(1, enter("alice"));
+  const seen: Observed[] = [];
+  for (let i = 0; i < 20; i++) {
+    seen.push(...chat.send(1, say("alice", "m", {}, withId(`r${i}`))));
+  }
+  // auto: each write answers at once, so nothing waits when r2.. arrive.
+  assert.deepEqual(
+    inbox(seen, 1).filter(([type]) => type === "Error").map(([, b]) => b.ref),
+    Array.from({ length: 18 }, (_, i) => `r${i + 2}`),
+  );
+  assert.deepEqual(closes(seen), []);
+  assert.equal(chat.state.connections.get(1)?.errorStreak, 0);
+});
+
+Deno.test("past MAX_WAITING entries the connection is closed, every entry answered first", () => {
+  const chat = new Chat({ auto: false, settings: STRICT });
+  chat.open(1);
+  chat.send(1, enter("alice"));
+  chat.now = T0 + 10_000;
+  const seen: Observed[] = [];
+  for (let i = 0; i <= MAX_WAITING + 1; i++) {
+    seen.push(...chat.send(1, say("alice", "m", {}, withId(`r${i}`))));
+  }
+  while (chat.pending.length > 0) seen.push(...chat.persisted());
+  const refs = inbox(seen, 1).filter(([type]) =>
+    type === "Ack" || type === "Error"
+  ).map(([, body]) => body.ref);
+  assert.deepEqual(
+    refs,
+    Array.from({ length: MAX_WAITING + 2 }, (_, i) => `r${i}`),
+  );
+  assert.deepEqual(closes(seen), [[1, 1008]]);
+});
+
+Deno.test("shutdown again at the end of the grace closes what still waits for I/O", () => {
+  const chat = new Chat({ auto: false });
+  chat.open(1);
+  chat.send(1, enter("alice"));
+  chat.send(1, say("alice", "pending", {}, withId("g0")));
+  chat.send(1, say("alice", "queued", {}, withId("g1")));
+  assert.deepEqual(closes(chat.dispatch({ type: "shutdown", now: T0 })), []);
+  const forced = chat.dispatch({ type: "shutdown", now: T0 + 2_000 });
+  assertFrames(inbox(forced, 1), [error("unavailable", "g1")], "alice");
+  assert.deepEqual(closes(forced), [[1, 1001]]);
+  assertEmpty(chat.state);
+  // The write's answer, if it ever comes, finds no one.
+  assert.deepEqual(chat.persisted(), []);
 });

@@ -65,8 +65,11 @@ export interface LeaveNotice {
   sender_username: string;
   /** Milliseconds since the epoch. */
   timestamp: number;
-  /** `left` by a `Leave`; `disconnected` when the last connection closed. */
-  reason: "left" | "disconnected";
+  /**
+   * `left` by a `Leave`; `disconnected` when the last connection closed;
+   * `token_revoked` / `token_expired` when its token ended it.
+   */
+  reason: "left" | "disconnected" | "token_revoked" | "token_expired";
 }
 
 /** The body of a server `History`. */

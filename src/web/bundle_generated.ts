@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "ldyUAUB35Mc4osiodBV7hCr2Dk+JCxzZy9sd+sjkqRI=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "600a5268c8d9f58b0d812f917f9c195978291d88a816b453c25ad7197cd8d4a4";
+  "2a8471d658b261d16b08029e62ced0b92c26ba454c754600e7d3828b531cfc61";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
