@@ -135,6 +135,11 @@ export interface Room {
   gapSince: number | null;
   /** Cluster: a `fill_gap` read is out. */
   filling: boolean;
+  /**
+   * Members that were replayed history up to a `seq` the room has not
+   * delivered yet: they get no `GroupChat` with a `seq` at or below it.
+   */
+  readonly floors: Map<ConnId, number>;
   /** Cluster: `join`s in flight per username. */
   readonly joining: Map<string, number>;
 }
@@ -310,6 +315,8 @@ export type Event =
     now: number;
     room: string;
     messages: StoredGroupChat[] | null;
+    /** The `bound` of the `fill_gap` effect this answers. */
+    bound: number;
   }
   /** Cluster: the node is connected and in sync with the cluster again. */
   | { type: "bus_synced"; now: number }
@@ -359,8 +366,18 @@ export type Effect =
   | { type: "claim"; username: string }
   /** Cluster: this node holds no connection of `username` any more. */
   | { type: "release"; username: string }
-  /** Cluster: read a room's messages with `after < seq < before` back from history. */
-  | { type: "fill_gap"; room: string; after: number; before: number | null };
+  /**
+   * Cluster: read a room's messages with `after < seq < before` back from
+   * history; `bound` is the highest `seq` known stored when it was asked,
+   * handed back in `gap_filled`.
+   */
+  | {
+    type: "fill_gap";
+    room: string;
+    after: number;
+    before: number | null;
+    bound: number;
+  };
 
 /** Creates the empty state; `seqs` is each room's last `seq` from storage. */
 export function createState(
@@ -476,7 +493,7 @@ export function reduce(state: ChatState, event: Event): Transition {
     case "bus_synced":
       // Whatever the bus lost while it was away is in history.
       for (const room of state.rooms.values()) {
-        if (room.known) fillGap(room, null, out);
+        if (room.known) fillGap(room, out);
       }
       break;
     case "shutdown":
@@ -931,7 +948,7 @@ function enter(
     room: name,
     members: [...room.users.keys()].sort(),
   });
-  entered(conn, room, body, ref, out);
+  entered(state, conn, room, body, ref, out);
 }
 
 /** Finds a room, or opens it with the last `seq` the node knows (`known`) or none yet. */
@@ -948,6 +965,7 @@ function openRoom(state: ChatState, name: string, known: boolean): Room {
       pending: new Map(),
       gapSince: null,
       filling: false,
+      floors: new Map(),
       joining: new Map(),
     };
     state.rooms.set(name, room);
@@ -955,8 +973,15 @@ function openRoom(state: ChatState, name: string, known: boolean): Room {
   return room;
 }
 
-/** The end of an `Enter`: its `Ack`, or the history it asked for first. */
+/**
+ * The end of an `Enter`: its `Ack`, or the history it asked for first.
+ * A single node replays up to what it delivered (later writes reach the
+ * member live); a cluster node, which may be behind the cluster, up to the
+ * room's current `seq` in storage, and `historyLoaded` keeps what it
+ * delivers later at or below the replay from that member.
+ */
 function entered(
+  state: ChatState,
   conn: Connection,
   room: Room,
   body: { since?: number | undefined; history?: number | undefined },
@@ -967,7 +992,9 @@ function entered(
     ack(out, conn, ref, {});
     return;
   }
-  const upTo = room.deliveredSeq;
+  const upTo = state.settings.cluster
+    ? Number.MAX_SAFE_INTEGER
+    : room.deliveredSeq;
   const query: HistoryQuery = body.since !== undefined
     ? { kind: "since", since: body.since, upTo }
     : { kind: "last", count: body.history as number, upTo };
@@ -1089,7 +1116,7 @@ function joined(
     members: [...result.members].sort(),
   });
   conn.busy = false;
-  entered(conn, room, request, request.ref, out);
+  entered(state, conn, room, request, request.ref, out);
   if (learned) release(state, room, event.now, out, true);
   if (!conn.busy && state.connections.has(conn.id)) {
     resume(state, conn, event.now, out);
@@ -1234,14 +1261,22 @@ function finishAck(state: ChatState, pending: Pending, out: Effect[]): void {
   resume(state, conn, state.now, out);
 }
 
-/** Asks for a room's messages after `deliveredSeq`, up to the first pending one. */
-function fillGap(room: Room, before: number | null, out: Effect[]): void {
+/**
+ * Asks for every kept message of a room after `deliveredSeq`, the whole
+ * range: a read up to the first pending message only would leave holes
+ * above it unread. Records the highest `seq` known stored now: the read
+ * proves which `seq`s up to it history no longer holds.
+ */
+function fillGap(room: Room, out: Effect[]): void {
   room.filling = true;
+  let bound = room.deliveredSeq;
+  for (const seq of room.pending.keys()) if (seq > bound) bound = seq;
   out.push({
     type: "fill_gap",
     room: room.name,
     after: room.deliveredSeq,
-    before,
+    before: null,
+    bound,
   });
 }
 
@@ -1257,14 +1292,30 @@ function gapFilled(
     if (room.pending.size > 0) room.gapSince = event.now;
     return;
   }
+  let bound = event.bound;
   for (const message of event.messages) {
+    if (message.seq > bound) bound = message.seq;
     if (message.seq > room.deliveredSeq && !room.pending.has(message.seq)) {
       room.pending.set(message.seq, { message });
     }
   }
   release(state, room, event.now, out);
-  // History no longer holds the missing seqs (trimmed): go on without them.
-  if (room.pending.size > 0) skipGap(state, room, event.now, out);
+  // The read saw every kept seq up to `bound` (all were stored before it
+  // ran): a seq missing below it is one history no longer holds (trimmed,
+  // or lost by Redis), so the room goes on without it. A hole above
+  // `bound` may still come (the bus, or the next read).
+  while (room.pending.size > 0 && room.deliveredSeq < bound) {
+    const skipTo = Math.min(firstPending(room) - 1, bound);
+    out.push({
+      type: "log",
+      level: "warn",
+      msg: "history no longer holds missing messages; skipped",
+      fields: { room: room.name, from: room.deliveredSeq + 1, to: skipTo },
+    });
+    room.deliveredSeq = skipTo;
+    release(state, room, event.now, out);
+  }
+  if (room.pending.size > 0) room.gapSince = event.now;
 }
 
 /** Gives up the missing `seq`s before the first pending one, and goes on. */
@@ -1552,7 +1603,8 @@ function historyLoaded(
   const { request, page } = event;
   const conn = state.connections.get(request.conn);
   const room = state.rooms.get(request.room);
-  const held = room?.held.get(request.conn) ?? [];
+  const entry = room?.held.get(request.conn);
+  const held = entry ?? [];
   room?.held.delete(request.conn);
   if (!conn) return;
   if (page) {
@@ -1563,7 +1615,18 @@ function historyLoaded(
     });
   }
   // Sent even when the read failed: the connection is in the room anyway.
-  const lastSent = page?.messages.at(-1)?.seq ?? 0;
+  // `since: N` means after N: nothing at or below N, nor below what the
+  // page replayed, reaches the connection after it.
+  const { query } = request;
+  const lastSent = Math.max(
+    page?.messages.at(-1)?.seq ?? 0,
+    query.kind === "since" ? query.since : 0,
+  );
+  if (
+    entry && room && lastSent > room.deliveredSeq && room.members.has(conn.id)
+  ) {
+    room.floors.set(conn.id, lastSent);
+  }
   for (const frame of held) {
     if (frame.seq === 0 || frame.seq > lastSent) {
       out.push({
@@ -1623,7 +1686,7 @@ function tick(state: ChatState, now: number, out: Effect[]): void {
       room.gapSince !== null && !room.filling &&
       now - room.gapSince >= GAP_WAIT_MS
     ) {
-      fillGap(room, firstPending(room), out);
+      fillGap(room, out);
     }
   }
 }
@@ -1639,10 +1702,16 @@ function toRoom(
 ): void {
   let conns: Iterable<ConnId> = room.members;
   let count = room.members.size - (except === undefined ? 0 : 1);
-  if (room.held.size > 0) {
+  if (room.held.size > 0 || (seq > 0 && room.floors.size > 0)) {
     const live: ConnId[] = [];
     for (const id of room.members) {
       const held = room.held.get(id);
+      const floor = seq > 0 ? room.floors.get(id) : undefined;
+      if (floor !== undefined) {
+        // Replayed already: the member's seqs go on after its floor.
+        if (seq >= floor) room.floors.delete(id);
+        if (seq <= floor) continue;
+      }
       if (held) {
         if (id !== except) held.push({ seq, data, kind: type });
       } else if (id !== except) live.push(id);
@@ -1728,6 +1797,7 @@ function exitRoom(
   pin(state, room, out);
   room.members.delete(conn.id);
   room.held.delete(conn.id);
+  room.floors.delete(conn.id);
   const count = (room.users.get(username) ?? 1) - 1;
   if (count > 0) room.users.set(username, count);
   else {

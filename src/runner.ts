@@ -358,11 +358,17 @@ export class Runner {
         );
         break;
       case "fill_gap": {
-        const { room, after, before } = effect;
+        const { room, after, before, bound } = effect;
         this.#answer(
           bus.fillGap(room, after, before),
           "cluster history read",
-          (messages, now) => ({ type: "gap_filled", now, room, messages }),
+          (messages, now) => ({
+            type: "gap_filled",
+            now,
+            room,
+            messages,
+            bound,
+          }),
         );
         break;
       }
