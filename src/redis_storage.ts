@@ -17,6 +17,7 @@
  * chat:nodes                 SET     node ids
  * chat:alive:{node}          STRING  heartbeat with PX expiry
  * chat:offline:{username}    LIST    JSON StoredPrivateChat, oldest first
+ * chat:sent:{username}:{id}  STRING  JSON StoredGroupChat stored with that client id (PX window)
  * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
  * chat:tokens                ZSET    token hash, score created_at
  * chat:tokenusers            SET     usernames that ever held a token
@@ -37,6 +38,7 @@ import {
   hashToken,
   type HistoryPage,
   type HistoryQuery,
+  IDEMPOTENCY_WINDOW_MS,
   isComplete,
   type Storage,
   type TokenGrant,
@@ -68,6 +70,11 @@ export const KEYS = {
   alive: (node: string): string => `chat:alive:${node}`,
   /** LIST: JSON `StoredPrivateChat`s waiting for a user, oldest first. */
   offline: (username: string): string => `chat:offline:${username}`,
+  /**
+   * STRING: the JSON of the `GroupChat` a user stored with client `id` (a
+   * username has no `:`), expiring after the idempotency window.
+   */
+  sent: (username: string, id: string): string => `chat:sent:${username}:${id}`,
   /** HASH: a token by its hash: username, expires_at, created_at, revoked. */
   token: (hash: string): string => `chat:token:${hash}`,
   /** ZSET: token hashes, score created_at. */
@@ -122,17 +129,26 @@ export const LUA = {
 } as const;
 
 /**
- * ARGV: node, room, json before the seq, json after it, how many to keep.
- * Gives the message the room's next seq, stores it, trims the room, and
- * publishes it to the other nodes with members in the room. Returns the seq.
+ * ARGV: node, room, json before the seq, json after it, how many to keep,
+ * the idempotency key (`KEYS.sent`, '' for none), the window in ms.
+ * Returns the JSON of the message stored before under the key, if any.
+ * Otherwise gives the message the room's next seq, stores it (and the key),
+ * trims the room, and publishes it to the other nodes with members in the
+ * room. Returns the seq.
  */
 const GROUP = new RedisScript(`
 local node, room, before, after = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local keep = tonumber(ARGV[5])
+local sent = ARGV[6]
+if sent ~= '' then
+  local first = redis.call('GET', sent)
+  if first then return first end
+end
 local hist = ${LUA.hist} .. room
 local seq = redis.call('INCR', ${LUA.seq} .. room)
 local json = before .. string.format('%d', seq) .. after
 redis.call('ZADD', hist, seq, json)
+if sent ~= '' then redis.call('SET', sent, json, 'PX', ARGV[7]) end
 redis.call('ZREMRANGEBYRANK', hist, 0, -(keep + 1))
 for _, n in ipairs(redis.call('SMEMBERS', ${LUA.roomNodes} .. room)) do
   if n ~= node then
@@ -239,6 +255,7 @@ function splitAtSeq(message: StoredGroupChat): [string, string] {
 }
 
 const FAILED: WriteResult = { ok: false, reason: "failed" };
+const UNKNOWN: WriteResult = { ok: false, reason: "unknown" };
 const OK: WriteResult = { ok: true };
 
 /** Options of {@linkcode RedisStorage}. */
@@ -302,7 +319,12 @@ export class RedisStorage implements Storage {
       return Promise.reject(error);
     }
     return Promise.all(
-      ops.map((op, i) => this.#issue(op, splits[i]).catch(() => FAILED)),
+      ops.map((op, i) => {
+        // Refused before it was sent: certainly not stored. Once sent, a
+        // lost or late reply leaves the outcome unknown.
+        if (!this.#connection.up) return FAILED;
+        return this.#issue(op, splits[i]).catch(() => UNKNOWN);
+      }),
     );
   }
 
@@ -313,14 +335,29 @@ export class RedisStorage implements Storage {
   ): Promise<WriteResult> {
     if (op.kind === "group") {
       const [before, after] = split!;
-      const seq = await GROUP.run(this.#connection, [
+      const m = op.message;
+      const answer = await GROUP.run(this.#connection, [
         this.#nodeId,
-        op.message.room,
+        m.room,
         before,
         after,
         this.#keep,
+        op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
+        IDEMPOTENCY_WINDOW_MS,
       ]);
-      return { ok: true, seq: Number(seq) };
+      if (typeof answer === "string") {
+        const first = JSON.parse(answer) as StoredGroupChat;
+        return {
+          ok: true,
+          seq: first.seq,
+          original: {
+            id: first.id,
+            seq: first.seq,
+            timestamp: first.timestamp,
+          },
+        };
+      }
+      return { ok: true, seq: Number(answer) };
     }
     if (op.kind === "private") {
       const m = op.message;

@@ -36,6 +36,7 @@ import {
 import type {
   HistoryPage,
   HistoryQuery,
+  StoredAs,
   TokenGrant,
   WriteOp,
   WriteResult,
@@ -1388,7 +1389,15 @@ function groupChat(
   conn.busy = true;
   out.push({
     type: "persist",
-    request: { conn: conn.id, ref, op: { kind: "group", message } },
+    request: {
+      conn: conn.id,
+      ref,
+      // The client's id is the message's idempotency key: a resend after
+      // an unknown outcome is not stored twice.
+      op: ref === undefined
+        ? { kind: "group", message }
+        : { kind: "group", message, ref },
+    },
   });
 }
 
@@ -1481,6 +1490,12 @@ function persisted(
   const op = request.op;
   if (op.kind === "group") {
     const message = op.message;
+    if (result.ok && result.original) {
+      // A resend of a message stored before: not stored again, and its
+      // Ack is the first one's.
+      resent(state, conn, request.ref, message, result.original, out);
+      return;
+    }
     if (result.ok && result.seq !== undefined) {
       // Cluster: delivered in seq order with other nodes' messages, and
       // acknowledged then; the connection waits until that.
@@ -1518,7 +1533,7 @@ function persisted(
         state,
         conn,
         "unavailable",
-        "the message could not be stored; send it again",
+        notStored(result),
         request.ref,
         out,
       );
@@ -1583,7 +1598,7 @@ function persisted(
           state,
           conn,
           "unavailable",
-          "the message could not be stored; send it again",
+          notStored(result),
           request.ref,
           out,
         );
@@ -1592,6 +1607,50 @@ function persisted(
   }
   if (conn && state.connections.has(conn.id)) {
     resume(state, conn, event.now, out);
+  }
+}
+
+/** The text of an `unavailable` answer to a write that failed. */
+function notStored(result: WriteResult): string {
+  return result.ok === false && result.reason === "unknown"
+    ? "storage did not answer in time: the message may have been stored; " +
+      "send it again with the same id (it is never stored twice)"
+    : "the message was not stored; send it again with the same id";
+}
+
+/**
+ * Answers a `GroupChat` whose sender stored one with the same client `id`
+ * before: the `Ack` of the first one, once it is delivered here (in a
+ * cluster this node may not have delivered it yet).
+ */
+function resent(
+  state: ChatState,
+  conn: Connection | undefined,
+  ref: string | undefined,
+  message: StoredGroupChat,
+  original: StoredAs,
+  out: Effect[],
+): void {
+  const room = state.rooms.get(message.room);
+  const ackTo = conn ? { conn: conn.id, ref } : undefined;
+  const first: StoredGroupChat = { ...message, ...original };
+  if (
+    state.settings.cluster && room && ackTo &&
+    !(room.known && original.seq <= room.deliveredSeq)
+  ) {
+    const waiting = room.pending.get(original.seq);
+    if (!waiting) {
+      arriveInOrder(state, room, { message: first, ack: ackTo }, out);
+      return;
+    }
+    if (!waiting.ack) {
+      waiting.ack = ackTo;
+      return;
+    }
+  }
+  if (conn) {
+    ack(out, conn, ref, original);
+    if (state.connections.has(conn.id)) resume(state, conn, state.now, out);
   }
 }
 

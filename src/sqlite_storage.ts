@@ -13,6 +13,7 @@ import {
   hashToken,
   type HistoryPage,
   type HistoryQuery,
+  IDEMPOTENCY_WINDOW_MS,
   isComplete,
   type Storage,
   type TokenGrant,
@@ -42,6 +43,13 @@ const MIGRATIONS: readonly string[] = [
     revoked INTEGER NOT NULL DEFAULT 0
   );
   CREATE INDEX tokens_username ON tokens (username);`,
+  // Idempotency keys of GroupChats: sender and client id, for a window.
+  `CREATE TABLE sent_refs (
+    sender TEXT NOT NULL, ref TEXT NOT NULL, id TEXT NOT NULL,
+    seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    PRIMARY KEY (sender, ref)
+  ) WITHOUT ROWID;
+  CREATE INDEX sent_refs_time ON sent_refs (timestamp);`,
 ];
 
 const GROUP_COLUMNS = "id, seq, room, sender, content, timestamp";
@@ -67,6 +75,9 @@ export class SqliteStorage implements Storage {
   #insertGroup: StatementSync;
   #bumpSeq: StatementSync;
   #trim: StatementSync;
+  #findRef: StatementSync;
+  #keepRef: StatementSync;
+  #forgetRefs: StatementSync;
   #knows: StatementSync;
   #insertPrivate: StatementSync;
   #deliver: StatementSync;
@@ -117,6 +128,11 @@ export class SqliteStorage implements Storage {
       ON CONFLICT (room) DO UPDATE SET seq = max(seq, excluded.seq)`);
     this.#trim = sql(`DELETE FROM messages WHERE room = ?1
       AND seq <= (SELECT seq FROM room_seqs WHERE room = ?1) - ?2`);
+    this.#findRef = sql(`SELECT id, seq, timestamp FROM sent_refs
+      WHERE sender = ? AND ref = ? AND timestamp >= ?`);
+    this.#keepRef = sql(`INSERT OR REPLACE INTO sent_refs
+      (sender, ref, id, seq, timestamp) VALUES (?, ?, ?, ?, ?)`);
+    this.#forgetRefs = sql("DELETE FROM sent_refs WHERE timestamp < ?");
     this.#knows = sql("SELECT 1 FROM tokens WHERE username = ? LIMIT 1");
     this.#insertPrivate = sql(`INSERT INTO private_messages
       (id, sender, target, content, timestamp, delivered)
@@ -196,6 +212,16 @@ export class SqliteStorage implements Storage {
         this.#db.exec("BEGIN IMMEDIATE");
         const results = ops.map((op) => this.#apply(op, rooms));
         for (const room of rooms) this.#trim.run(room, this.#historySize);
+        // Keys out of the window, by the newest message of the batch.
+        let newest = -Infinity;
+        for (const op of ops) {
+          if (op.kind === "group" && op.ref !== undefined) {
+            newest = Math.max(newest, op.message.timestamp);
+          }
+        }
+        if (newest > -Infinity) {
+          this.#forgetRefs.run(newest - IDEMPOTENCY_WINDOW_MS);
+        }
         this.#db.exec("COMMIT");
         return results;
       } catch {
@@ -211,6 +237,22 @@ export class SqliteStorage implements Storage {
   #apply(op: WriteOp, rooms: Set<string>): WriteResult {
     if (op.kind === "group") {
       const m = op.message;
+      if (op.ref !== undefined) {
+        const first = this.#findRef.get(
+          m.sender_username,
+          op.ref,
+          m.timestamp - IDEMPOTENCY_WINDOW_MS,
+        );
+        if (first) {
+          const original = {
+            id: String(first.id),
+            seq: Number(first.seq),
+            timestamp: Number(first.timestamp),
+          };
+          return { ok: true, original };
+        }
+        this.#keepRef.run(m.sender_username, op.ref, m.id, m.seq, m.timestamp);
+      }
       this.#insertGroup.run(
         m.id,
         m.seq,

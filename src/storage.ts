@@ -8,9 +8,31 @@
  */
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
 
+/**
+ * How long a message's client `id` stays its idempotency key: a `GroupChat`
+ * from the same sender with the same `id` within this window (by the
+ * messages' timestamps) is not stored again and gets the first one's `Ack`.
+ */
+export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+/** What an `Ack` of a stored `GroupChat` tells: its server id, `seq` and time. */
+export interface StoredAs {
+  id: string;
+  seq: number;
+  timestamp: number;
+}
+
 /** One write of a batch; a batch commits in one transaction. */
 export type WriteOp =
-  | { kind: "group"; message: StoredGroupChat }
+  | {
+    kind: "group";
+    message: StoredGroupChat;
+    /**
+     * The client's `id` of the message: with the sender, its idempotency
+     * key (see {@linkcode IDEMPOTENCY_WINDOW_MS}). None: no check.
+     */
+    ref?: string;
+  }
   | {
     kind: "private";
     message: StoredPrivateChat;
@@ -29,12 +51,20 @@ export type WriteResult =
     seq?: number;
     /** A cluster's `private` op whose target has connections on other nodes. */
     remote?: boolean;
+    /**
+     * A `group` op whose sender stored a message with the same `ref` within
+     * the window: this one was not stored; that one's `Ack` is owed.
+     */
+    original?: StoredAs;
   }
   /** A cluster's `private` op to a user with no connection on any node, auth off. */
   | { ok: false; reason: "not_connected" }
   /** An offline `PrivateChat` to a user who holds no token: not stored. */
   | { ok: false; reason: "unknown_user" }
-  | { ok: false; reason: "failed" };
+  /** Not stored. */
+  | { ok: false; reason: "failed" }
+  /** Storage did not answer in time: the write may or may not have happened. */
+  | { ok: false; reason: "unknown" };
 
 /** Which part of a room's history to read. */
 export type HistoryQuery =
@@ -161,6 +191,8 @@ export class MemoryStorage implements Storage {
   /** Undelivered `PrivateChat`s per target; delivered ones are not kept. */
   #offline = new Map<string, StoredPrivateChat[]>();
   #tokens = new Map<string, TokenRow>();
+  /** Stored `GroupChat`s by `sender\nref`, oldest first, for the window. */
+  #sent = new Map<string, StoredAs>();
 
   /** Keeps the last `historySize` messages of each room. */
   constructor(historySize: number) {
@@ -180,6 +212,11 @@ export class MemoryStorage implements Storage {
     for (const op of ops) {
       if (op.kind === "group") {
         const { room } = op.message;
+        const original = this.#original(op);
+        if (original) {
+          results.push({ ok: true, original });
+          continue;
+        }
         let kept = this.#rooms.get(room);
         if (!kept) this.#rooms.set(room, kept = []);
         kept.push(op.message);
@@ -211,6 +248,25 @@ export class MemoryStorage implements Storage {
       }
     }
     return results;
+  }
+
+  /** The message stored before with `op`'s key, within the window; records `op` otherwise. */
+  #original(
+    op: Extract<WriteOp, { kind: "group" }>,
+  ): StoredAs | undefined {
+    if (op.ref === undefined) return undefined;
+    const { id, seq, timestamp, sender_username } = op.message;
+    const since = timestamp - IDEMPOTENCY_WINDOW_MS;
+    for (const [key, sent] of this.#sent) {
+      if (sent.timestamp >= since) break;
+      this.#sent.delete(key);
+    }
+    const key = `${sender_username}\n${op.ref}`;
+    const sent = this.#sent.get(key);
+    if (sent && sent.timestamp >= since) return sent;
+    this.#sent.delete(key);
+    this.#sent.set(key, { id, seq, timestamp });
+    return undefined;
   }
 
   #keep(message: StoredPrivateChat): void {
