@@ -17,7 +17,7 @@
  * chat:nodes                 SET     node ids
  * chat:alive:{node}          STRING  heartbeat with PX expiry
  * chat:offline:{username}    LIST    JSON StoredPrivateChat, oldest first
- * chat:sent:{username}:{id}  STRING  JSON StoredGroupChat stored with that client id (PX window)
+ * chat:sent:{username}:{id}  STRING  JSON of the chat message stored with that client id (PX window)
  * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
  * chat:tokens                ZSET    token hash, score created_at
  * chat:tokenusers            SET     usernames that ever held a token
@@ -71,8 +71,9 @@ export const KEYS = {
   /** LIST: JSON `StoredPrivateChat`s waiting for a user, oldest first. */
   offline: (username: string): string => `chat:offline:${username}`,
   /**
-   * STRING: the JSON of the `GroupChat` a user stored with client `id` (a
-   * username has no `:`), expiring after the idempotency window.
+   * STRING: the JSON of the `GroupChat` or `PrivateChat` a user stored with
+   * client `id` (a username has no `:`), expiring after the idempotency
+   * window.
    */
   sent: (username: string, id: string): string => `chat:sent:${username}:${id}`,
   /** HASH: a token by its hash: username, expires_at, created_at, revoked. */
@@ -159,14 +160,21 @@ return seq
 `);
 
 /**
- * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0".
- * Keeps the message for later when no node holds the target, and publishes
- * it to the other nodes of the target and of the sender. Returns "remote"
- * (another node holds the target), "ok", "not_connected" or "unknown_user".
+ * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", the
+ * idempotency key ('' for none), the window in ms.
+ * Returns "dup" and the JSON of the message stored before under the key, if
+ * any. Otherwise keeps the message for later when no node holds the target,
+ * and publishes it to the other nodes of the target and of the sender.
+ * Returns "remote" (another node holds the target), "ok", "not_connected"
+ * or "unknown_user".
  */
 const PRIVATE = new RedisScript(`
 local node, sender, target, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local auth, delivered = ARGV[5], ARGV[6]
+local auth, delivered, key = ARGV[5], ARGV[6], ARGV[7]
+if key ~= '' then
+  local first = redis.call('GET', key)
+  if first then return 'dup' .. first end
+end
 local targets = redis.call('SMEMBERS', ${LUA.userNodes} .. target)
 local remote = false
 for _, n in ipairs(targets) do
@@ -190,6 +198,7 @@ local function publish(nodes)
 end
 publish(targets)
 publish(redis.call('SMEMBERS', ${LUA.userNodes} .. sender))
+if key ~= '' then redis.call('SET', key, json, 'PX', ARGV[8]) end
 if remote then return 'remote' end
 return 'ok'
 `);
@@ -368,7 +377,16 @@ export class RedisStorage implements Storage {
         JSON.stringify(m),
         this.#auth,
         op.delivered ? "1" : "0",
+        op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
+        IDEMPOTENCY_WINDOW_MS,
       ]);
+      if (typeof answer === "string" && answer.startsWith("dup")) {
+        const first = JSON.parse(answer.slice(3)) as StoredPrivateChat;
+        return {
+          ok: true,
+          original: { id: first.id, seq: 0, timestamp: first.timestamp },
+        };
+      }
       if (answer === "remote" || answer === "ok") {
         return { ok: true, remote: answer === "remote" };
       }

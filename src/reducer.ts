@@ -1437,7 +1437,9 @@ function privateChat(
     request: {
       conn: conn.id,
       ref,
-      op: { kind: "private", message, delivered: online },
+      op: ref === undefined
+        ? { kind: "private", message, delivered: online }
+        : { kind: "private", message, delivered: online, ref },
     },
   });
 }
@@ -1540,7 +1542,13 @@ function persisted(
     }
   } else if (op.kind === "private") {
     const message = op.message;
-    if (result.ok) {
+    if (result.ok && result.original) {
+      // A resend: delivered when it was first stored; the first Ack again.
+      if (conn) {
+        const { id, timestamp } = result.original;
+        ack(out, conn, request.ref, { id, timestamp });
+      }
+    } else if (result.ok) {
       // Stored for an offline target: a connection of the target that bound
       // meanwhile gets it from its offline load (read after this write), in
       // order with the older ones; sending it here too would duplicate it.

@@ -16,6 +16,7 @@ import {
   IDEMPOTENCY_WINDOW_MS,
   isComplete,
   type Storage,
+  type StoredAs,
   type TokenGrant,
   type TokenRow,
   type WriteOp,
@@ -215,7 +216,10 @@ export class SqliteStorage implements Storage {
         // Keys out of the window, by the newest message of the batch.
         let newest = -Infinity;
         for (const op of ops) {
-          if (op.kind === "group" && op.ref !== undefined) {
+          if (
+            (op.kind === "group" || op.kind === "private") &&
+            op.ref !== undefined
+          ) {
             newest = Math.max(newest, op.message.timestamp);
           }
         }
@@ -237,22 +241,8 @@ export class SqliteStorage implements Storage {
   #apply(op: WriteOp, rooms: Set<string>): WriteResult {
     if (op.kind === "group") {
       const m = op.message;
-      if (op.ref !== undefined) {
-        const first = this.#findRef.get(
-          m.sender_username,
-          op.ref,
-          m.timestamp - IDEMPOTENCY_WINDOW_MS,
-        );
-        if (first) {
-          const original = {
-            id: String(first.id),
-            seq: Number(first.seq),
-            timestamp: Number(first.timestamp),
-          };
-          return { ok: true, original };
-        }
-        this.#keepRef.run(m.sender_username, op.ref, m.id, m.seq, m.timestamp);
-      }
+      const original = this.#sentBefore(op);
+      if (original) return { ok: true, original };
       this.#insertGroup.run(
         m.id,
         m.seq,
@@ -268,6 +258,8 @@ export class SqliteStorage implements Storage {
       if (!op.delivered && !this.#knows.get(m.target_username)) {
         return { ok: false, reason: "unknown_user" };
       }
+      const original = this.#sentBefore(op);
+      if (original) return { ok: true, original };
       this.#insertPrivate.run(
         m.id,
         m.sender_username,
@@ -282,6 +274,32 @@ export class SqliteStorage implements Storage {
       for (const id of op.ids) this.#deliver.run(id);
     }
     return { ok: true };
+  }
+
+  /**
+   * The message its sender stored with `op`'s client id within the window,
+   * if any; otherwise records `op` under that id.
+   */
+  #sentBefore(
+    op: Extract<WriteOp, { kind: "group" | "private" }>,
+  ): StoredAs | undefined {
+    if (op.ref === undefined) return undefined;
+    const m = op.message;
+    const first = this.#findRef.get(
+      m.sender_username,
+      op.ref,
+      m.timestamp - IDEMPOTENCY_WINDOW_MS,
+    );
+    if (first) {
+      return {
+        id: String(first.id),
+        seq: Number(first.seq),
+        timestamp: Number(first.timestamp),
+      };
+    }
+    const seq = op.kind === "group" ? op.message.seq : 0;
+    this.#keepRef.run(m.sender_username, op.ref, m.id, seq, m.timestamp);
+    return undefined;
   }
 
   /** Reads a room's history exactly as `selectHistory` would. */

@@ -9,13 +9,14 @@
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
 
 /**
- * How long a message's client `id` stays its idempotency key: a `GroupChat`
- * from the same sender with the same `id` within this window (by the
- * messages' timestamps) is not stored again and gets the first one's `Ack`.
+ * How long a message's client `id` stays its idempotency key: a
+ * `GroupChat` or `PrivateChat` from the same sender with the same `id`
+ * within this window (by the messages' timestamps; on Redis, by its clock)
+ * is not stored again and gets the first one's `Ack`.
  */
 export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
 
-/** What an `Ack` of a stored `GroupChat` tells: its server id, `seq` and time. */
+/** What an `Ack` of a stored chat message tells: its server id, `seq` (0 for a `PrivateChat`) and time. */
 export interface StoredAs {
   id: string;
   seq: number;
@@ -38,6 +39,8 @@ export type WriteOp =
     message: StoredPrivateChat;
     /** Whether the target had a live connection when it was sent. */
     delivered: boolean;
+    /** The client's `id`: with the sender, its idempotency key. */
+    ref?: string;
   }
   | { kind: "delivered"; ids: readonly string[] }
   /** Its target left before it was sent: keep it for the next connection. */
@@ -52,8 +55,9 @@ export type WriteResult =
     /** A cluster's `private` op whose target has connections on other nodes. */
     remote?: boolean;
     /**
-     * A `group` op whose sender stored a message with the same `ref` within
-     * the window: this one was not stored; that one's `Ack` is owed.
+     * A `group` or `private` op whose sender stored a message with the same
+     * `ref` within the window: this one was not stored; that one's `Ack`
+     * is owed.
      */
     original?: StoredAs;
   }
@@ -232,6 +236,11 @@ export class MemoryStorage implements Storage {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
+        const original = this.#original(op);
+        if (original) {
+          results.push({ ok: true, original });
+          continue;
+        }
         if (!op.delivered) this.#keep(op.message);
         results.push({ ok: true });
       } else if (op.kind === "undelivered") {
@@ -252,10 +261,11 @@ export class MemoryStorage implements Storage {
 
   /** The message stored before with `op`'s key, within the window; records `op` otherwise. */
   #original(
-    op: Extract<WriteOp, { kind: "group" }>,
+    op: Extract<WriteOp, { kind: "group" | "private" }>,
   ): StoredAs | undefined {
     if (op.ref === undefined) return undefined;
-    const { id, seq, timestamp, sender_username } = op.message;
+    const { id, timestamp, sender_username } = op.message;
+    const seq = op.kind === "group" ? op.message.seq : 0;
     const since = timestamp - IDEMPOTENCY_WINDOW_MS;
     for (const [key, sent] of this.#sent) {
       if (sent.timestamp >= since) break;

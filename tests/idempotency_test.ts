@@ -67,7 +67,31 @@ const g = (
     ? { kind: "group", message: message(n, sender, at) }
     : { kind: "group", message: message(n, sender, at), ref };
 
+/** A `PrivateChat` from `sender` to bob (online: nothing kept for later). */
+const p = (n: number, ref: string, sender = "alice"): WriteOp => ({
+  kind: "private",
+  message: {
+    id: `server-${n}`,
+    sender_username: sender,
+    target_username: "bob",
+    content: `text ${n}`,
+    timestamp: T0 + n,
+  },
+  delivered: true,
+  ref,
+});
+
 const CASES: readonly Case[] = [
+  {
+    name: "a resent PrivateChat is not stored again",
+    batches: [[p(1, "k")], [p(2, "k")]],
+    expect: [null, 1],
+  },
+  {
+    name: "GroupChat and PrivateChat share a sender's ids",
+    batches: [[g(1, "k")], [p(2, "k")], [p(3, "l")], [g(4, "l")]],
+    expect: [null, 1, null, 3],
+  },
   {
     name: "a resend with the same id is not stored; it answers the first",
     batches: [[g(1, "k")], [g(2, "k")]],
@@ -114,8 +138,7 @@ function outcome(results: readonly WriteResult[], ops: readonly WriteOp[]) {
   return results.map((result, i) => {
     assert.ok(result.ok, JSON.stringify(result));
     if (!result.original) return null;
-    const op = ops[i] as Extract<WriteOp, { kind: "group" }>;
-    assert.equal(op.kind, "group");
+    assert.ok(ops[i]?.kind === "group" || ops[i]?.kind === "private");
     return Number(result.original.id.replace("server-", ""));
   });
 }
@@ -137,7 +160,10 @@ for (const { name, batches, expect } of CASES) {
     });
     assert.equal(
       kept.messages.length,
-      expect.filter((e) => e === null).length,
+      batches.flat().filter((op, i) =>
+        op.kind === "group" && expect[i] === null
+      )
+        .length,
       "resends are not stored",
     );
   });
@@ -169,14 +195,18 @@ Deno.test("idempotency, Redis: the table, and the key expires after the window",
       );
       const results = await run(storage, zeroed);
       assert.deepEqual(outcome(results, zeroed.flat()), expect, name);
-      const stored = results.filter((r) => r.ok && !r.original).length;
+      const stored = zeroed.flat().filter((op, i) =>
+        op.kind === "group" && expect[i] === null
+      ).length;
       assert.equal(
         await connection.command(["ZCARD", KEYS.hist("r")]),
         stored,
         `${name}: resends are not stored`,
       );
       for (const [i, result] of results.entries()) {
-        if (result.ok && result.original) {
+        if (
+          result.ok && result.original && zeroed.flat()[i]?.kind === "group"
+        ) {
           // The resend is answered with the first one's seq.
           assert.equal(result.seq, result.original.seq, name);
           assert.ok(i > 0);
@@ -404,3 +434,50 @@ for (const { reason, text } of FAILURES) {
     assert.match(body.message, text);
   });
 }
+
+Deno.test("idempotency, reducer: a resent PrivateChat gets the first Ack and is not delivered again", () => {
+  let state = createState(SETTINGS);
+  const run = (event: Event) => {
+    const [next, out] = reduce(state, event);
+    state = next;
+    return out;
+  };
+  const send = (conn: number, type: string, body: object, id: string) => {
+    const raw = JSON.stringify({ message_type: type, message_body: body, id });
+    return run({
+      type: "frame",
+      conn,
+      now: T0,
+      text: raw,
+      size: raw.length,
+      id: `fresh-${conn}-${id}`,
+    });
+  };
+  for (const [conn, user] of [[1, "alice"], [2, "bob"]] as const) {
+    run({ type: "open", conn, now: T0, publicId: `p${conn}` });
+    send(conn, "Enter", { sender_username: user }, "e");
+  }
+  const out = send(
+    1,
+    "PrivateChat",
+    { sender_username: "alice", target_username: "bob", content: "x" },
+    "k",
+  );
+  const persist = out.find((e) => e.type === "persist");
+  assert.ok(persist?.type === "persist");
+  assert.equal(
+    persist.request.op.kind === "private" && persist.request.op.ref,
+    "k",
+  );
+  const answered = run({
+    type: "persisted",
+    now: T0,
+    request: persist.request,
+    result: { ok: true, original: { id: "first", seq: 0, timestamp: T0 - 1 } },
+  });
+  assert.deepEqual(framesTo(answered, 1), [[
+    "Ack",
+    { ref: "k", id: "first", timestamp: T0 - 1 },
+  ]]);
+  assert.deepEqual(framesTo(answered, 2), [], "not delivered again");
+});
