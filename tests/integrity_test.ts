@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { ChatClient } from "../src/client/chat_client.ts";
 import { type LocalRedis, startLocalRedis } from "../src/local_redis.ts";
 import { REPLY_TIMEOUT_MS } from "../src/redis_connection.ts";
 import {
@@ -304,4 +305,40 @@ Deno.test("integrity: on SQLite a resend with the same id after a restart gets t
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("integrity: the typed client resends a message whose outcome is unknown with the same id; one stored, the first Ack", async () => {
+  await using cluster = await twoNodes();
+  const { nodes: [a, b], proxy, redisPort } = cluster;
+  await using bob = await TestClient.connect(a.wsUrl);
+  await bob.enter("bob", "r");
+  await using alice = new ChatClient({ url: b.wsUrl, username: "alice" });
+  const states: string[] = [];
+  alice.on("send_state", (event) => states.push(event.state));
+  await alice.connect();
+  await alice.enter("r");
+  await alice.groupChat("r", "warm");
+  await collect(bob, { GroupChat: 1 }, 5000);
+  states.length = 0;
+  // The write runs; its reply is held past the node's timeout.
+  proxy.hold({ name: "commands", direction: "toClient" });
+  const sending = alice.groupChat("r", "exactly once");
+  try {
+    await waitFor(() => states.includes("unknown"), "outcome unknown", 15_000);
+    assert.deepEqual(alice.unsettled.length, 1);
+    await seqIs(redisPort, 2);
+  } finally {
+    proxy.release();
+  }
+  const acked = await sending;
+  assert.equal(acked.seq, 2);
+  assert.deepEqual(states, ["unknown", "acked"]);
+  assert.deepEqual(alice.unsettled, []);
+  const seen = await collect(bob, { GroupChat: 1 }, 5000);
+  assert.deepEqual(bodiesOf(seen, "GroupChat").map((m) => m.id), [acked.id]);
+  assert.equal(
+    await redisCommand(redisPort, "ZCARD", "chat:hist:r"),
+    ":2",
+    "stored once",
+  );
 });
