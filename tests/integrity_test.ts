@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { chromium } from "playwright-core";
 import { ChatClient } from "../src/client/chat_client.ts";
 import { type LocalRedis, startLocalRedis } from "../src/local_redis.ts";
 import { REPLY_TIMEOUT_MS } from "../src/redis_connection.ts";
@@ -28,6 +29,8 @@ import {
   type TestServer,
   waitFor,
 } from "./helpers.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
 
 /** Node 0 on Redis directly, node 1 through a proxy that can hold its feed. */
 async function twoNodes(): Promise<
@@ -341,4 +344,64 @@ Deno.test("integrity: the typed client resends a message whose outcome is unknow
     ":2",
     "stored once",
   );
+});
+
+Deno.test("integrity: the web page shows a message whose outcome is unknown as such until the resend is answered", async () => {
+  await using cluster = await twoNodes();
+  const { nodes: [, b], proxy, redisPort } = cluster;
+  try {
+    await Deno.stat(CHROMIUM);
+  } catch {
+    throw new Error(`Chromium is missing at ${CHROMIUM}: this test needs it`);
+  }
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--no-first-run"],
+  });
+  try {
+    const page = await browser.newPage();
+    page.setDefaultTimeout(15_000);
+    await page.goto(b.httpUrl);
+    await page.fill("#signin-name", "alice");
+    await page.fill("#signin-room", "r");
+    await page.click("#signin-submit");
+    await page.waitForSelector(`#conv-title:has-text("# r")`);
+    const composer = "#composer-input";
+    await page.fill(composer, "warm");
+    await page.press(composer, "Enter");
+    await page.waitForSelector(
+      `#message-list .message:not(.pending) .content:has-text("warm")`,
+    );
+    proxy.hold({ name: "commands", direction: "toClient" });
+    let released = false;
+    try {
+      await page.fill(composer, "exactly once");
+      await page.press(composer, "Enter");
+      await page.waitForSelector(
+        `#message-list .message.pending.unknown .outcome`,
+      );
+      await seqIs(redisPort, 2);
+      proxy.release();
+      released = true;
+    } finally {
+      if (!released) proxy.release();
+    }
+    await page.waitForSelector(
+      `#message-list .message:not(.pending) .content:has-text("exactly once")`,
+    );
+    await page.waitForSelector(`#message-list .message.unknown`, {
+      state: "detached",
+    });
+    const shown = await page.locator("#message-list .message .content")
+      .allTextContents();
+    assert.deepEqual(shown.filter((text) => text === "exactly once").length, 1);
+    assert.equal(
+      await redisCommand(redisPort, "ZCARD", "chat:hist:r"),
+      ":2",
+      "stored once",
+    );
+  } finally {
+    await browser.close();
+  }
 });

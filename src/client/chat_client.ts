@@ -307,6 +307,14 @@ interface Resend {
   attempts: number;
   /** Whether its outcome was reported `unknown`. */
   unknown: boolean;
+  /** Told each change of the message's state. */
+  onState?: ((state: SendState) => void) | undefined;
+}
+
+/** Options of {@linkcode ChatClient.groupChat} and {@linkcode ChatClient.privateChat}. */
+export interface SendOptions {
+  /** Told when the outcome becomes unknown, and when it is `acked` or `failed`. */
+  onState?: (state: SendState) => void;
 }
 
 /** The longest wait before sending a message whose outcome is unknown again. */
@@ -542,6 +550,7 @@ export class ChatClient {
     return this.#request<AckBody>(
       "Leave",
       { room },
+      undefined,
       (_id, deferred, timer) => ({
         kind: "leave",
         deferred,
@@ -557,10 +566,15 @@ export class ChatClient {
    * Rejects on a refusal (e.g. `not_in_room`), and with `closed` when the
    * client is closed first (the outcome is then unknown).
    */
-  groupChat(room: string, content: string): Promise<GroupChatAck> {
+  groupChat(
+    room: string,
+    content: string,
+    options: SendOptions = {},
+  ): Promise<GroupChatAck> {
     return this.#request<GroupChatAck>(
       "GroupChat",
       { room, content },
+      options.onState,
       (_id, deferred, timer, resend) => ({
         kind: "group_chat",
         deferred,
@@ -574,10 +588,15 @@ export class ChatClient {
    * Sends `content` to every connection of `target`; resent like
    * {@linkcode ChatClient.groupChat} until answered.
    */
-  privateChat(target: string, content: string): Promise<PrivateChatAck> {
+  privateChat(
+    target: string,
+    content: string,
+    options: SendOptions = {},
+  ): Promise<PrivateChatAck> {
     return this.#request<PrivateChatAck>(
       "PrivateChat",
       { target_username: target, content },
+      options.onState,
       (_id, deferred, timer, resend) => ({
         kind: "private_chat",
         deferred,
@@ -606,6 +625,7 @@ export class ChatClient {
     return this.#request<HistoryBody>(
       "History",
       body,
+      undefined,
       (id, deferred, timer) => {
         this.#rooms.get(room)?.expected.push({ id, reason: "request" });
         return { kind: "history", room, deferred, timer };
@@ -745,9 +765,7 @@ export class ChatClient {
       if (pending.kind !== "enter") {
         pending.deferred.reject(new ChatError(code, undefined, id));
       }
-      if ("resend" in pending) {
-        this.#emit({ type: "send_state", id, state: "failed" });
-      }
+      if ("resend" in pending) this.#sendState(id, pending.resend, "failed");
     }
     if (rooms) {
       for (const track of this.#rooms.values()) {
@@ -796,7 +814,18 @@ export class ChatClient {
   #unknown(id: string, resend: Resend): void {
     if (resend.unknown) return;
     resend.unknown = true;
-    this.#emit({ type: "send_state", id, state: "unknown" });
+    this.#sendState(id, resend, "unknown");
+  }
+
+  #sendState(id: string, resend: Resend, state: SendState): void {
+    try {
+      resend.onState?.(state);
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+    this.#emit({ type: "send_state", id, state });
   }
 
   /** Sends a chat message again with its id, now or once connected. */
@@ -818,6 +847,7 @@ export class ChatClient {
   #request<T>(
     type: string,
     body: Record<string, unknown>,
+    onState: ((state: SendState) => void) | undefined,
     make: (
       id: string,
       deferred: Deferred<T>,
@@ -839,7 +869,7 @@ export class ChatClient {
     const id = this.#nextId();
     const { promise, resolve, reject } = deferred<T>();
     const resend = type === "GroupChat" || type === "PrivateChat"
-      ? { type, body, attempts: 1, unknown: false }
+      ? { type, body, attempts: 1, unknown: false, onState }
       : undefined;
     this.#pending.set(
       id,
@@ -1008,14 +1038,14 @@ export class ChatClient {
           seq: body.seq ?? 0,
           timestamp: body.timestamp ?? 0,
         });
-        this.#emit({ type: "send_state", id: body.ref, state: "acked" });
+        this.#sendState(body.ref, pending.resend, "acked");
         return;
       case "private_chat":
         pending.deferred.resolve({
           id: body.id ?? "",
           timestamp: body.timestamp ?? 0,
         });
-        this.#emit({ type: "send_state", id: body.ref, state: "acked" });
+        this.#sendState(body.ref, pending.resend, "acked");
         return;
       case "history":
         pending.deferred.resolve(
@@ -1060,7 +1090,7 @@ export class ChatClient {
       }
       pending.deferred.reject(error);
       if ("resend" in pending) {
-        this.#emit({ type: "send_state", id: body.ref, state: "failed" });
+        this.#sendState(body.ref, pending.resend, "failed");
       }
       this.#emit({ type: "error", body, handled: true });
       return;
