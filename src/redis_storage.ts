@@ -35,6 +35,7 @@
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
 import { type RedisConnection, RedisScript } from "./redis_connection.ts";
 import {
+  fingerprint,
   hashToken,
   type HistoryPage,
   type HistoryQuery,
@@ -131,8 +132,9 @@ export const LUA = {
 
 /**
  * ARGV: node, room, json before the seq, json after it, how many to keep,
- * the idempotency key (`KEYS.sent`, '' for none), the window in ms.
- * Returns the JSON of the message stored before under the key, if any.
+ * the idempotency key (`KEYS.sent`, '' for none), the window in ms, the
+ * message's `fingerprint`. Returns the JSON of the message stored before
+ * under the key with the same fingerprint, if any.
  * Otherwise gives the message the room's next seq, stores it (and the key),
  * trims the room, and publishes it to the other nodes with members in the
  * room. Returns the seq.
@@ -140,16 +142,20 @@ export const LUA = {
 const GROUP = new RedisScript(`
 local node, room, before, after = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local keep = tonumber(ARGV[5])
-local sent = ARGV[6]
+local sent, print = ARGV[6], ARGV[8]
 if sent ~= '' then
   local first = redis.call('GET', sent)
-  if first then return first end
+  if first and string.sub(first, 1, #print + 1) == print .. '\\n' then
+    return string.sub(first, #print + 2)
+  end
 end
 local hist = ${LUA.hist} .. room
 local seq = redis.call('INCR', ${LUA.seq} .. room)
 local json = before .. string.format('%d', seq) .. after
 redis.call('ZADD', hist, seq, json)
-if sent ~= '' then redis.call('SET', sent, json, 'PX', ARGV[7]) end
+if sent ~= '' then
+  redis.call('SET', sent, print .. '\\n' .. json, 'PX', ARGV[7])
+end
 redis.call('ZREMRANGEBYRANK', hist, 0, -(keep + 1))
 for _, n in ipairs(redis.call('SMEMBERS', ${LUA.roomNodes} .. room)) do
   if n ~= node then
@@ -161,7 +167,7 @@ return seq
 
 /**
  * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", the
- * idempotency key ('' for none), the window in ms.
+ * idempotency key ('' for none), the window in ms, the fingerprint.
  * Returns "dup" and the JSON of the message stored before under the key, if
  * any. Otherwise keeps the message for later when no node holds the target,
  * and publishes it to the other nodes of the target and of the sender.
@@ -170,10 +176,12 @@ return seq
  */
 const PRIVATE = new RedisScript(`
 local node, sender, target, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local auth, delivered, key = ARGV[5], ARGV[6], ARGV[7]
+local auth, delivered, key, print = ARGV[5], ARGV[6], ARGV[7], ARGV[9]
 if key ~= '' then
   local first = redis.call('GET', key)
-  if first then return 'dup' .. first end
+  if first and string.sub(first, 1, #print + 1) == print .. '\\n' then
+    return 'dup' .. string.sub(first, #print + 2)
+  end
 end
 local targets = redis.call('SMEMBERS', ${LUA.userNodes} .. target)
 local remote = false
@@ -198,7 +206,9 @@ local function publish(nodes)
 end
 publish(targets)
 publish(redis.call('SMEMBERS', ${LUA.userNodes} .. sender))
-if key ~= '' then redis.call('SET', key, json, 'PX', ARGV[8]) end
+if key ~= '' then
+  redis.call('SET', key, print .. '\\n' .. json, 'PX', ARGV[8])
+end
 if remote then return 'remote' end
 return 'ok'
 `);
@@ -353,6 +363,7 @@ export class RedisStorage implements Storage {
         this.#keep,
         op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
         IDEMPOTENCY_WINDOW_MS,
+        op.ref === undefined ? "" : fingerprint(op),
       ]);
       if (typeof answer === "string") {
         const first = JSON.parse(answer) as StoredGroupChat;
@@ -379,6 +390,7 @@ export class RedisStorage implements Storage {
         op.delivered ? "1" : "0",
         op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
         IDEMPOTENCY_WINDOW_MS,
+        op.ref === undefined ? "" : fingerprint(op),
       ]);
       if (typeof answer === "string" && answer.startsWith("dup")) {
         const first = JSON.parse(answer.slice(3)) as StoredPrivateChat;

@@ -10,6 +10,7 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
 import {
+  fingerprint,
   hashToken,
   type HistoryPage,
   type HistoryQuery,
@@ -48,6 +49,7 @@ const MIGRATIONS: readonly string[] = [
   `CREATE TABLE sent_refs (
     sender TEXT NOT NULL, ref TEXT NOT NULL, id TEXT NOT NULL,
     seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
     PRIMARY KEY (sender, ref)
   ) WITHOUT ROWID;
   CREATE INDEX sent_refs_time ON sent_refs (timestamp);`,
@@ -130,9 +132,9 @@ export class SqliteStorage implements Storage {
     this.#trim = sql(`DELETE FROM messages WHERE room = ?1
       AND seq <= (SELECT seq FROM room_seqs WHERE room = ?1) - ?2`);
     this.#findRef = sql(`SELECT id, seq, timestamp FROM sent_refs
-      WHERE sender = ? AND ref = ? AND timestamp >= ?`);
+      WHERE sender = ? AND ref = ? AND timestamp >= ? AND fingerprint = ?`);
     this.#keepRef = sql(`INSERT OR REPLACE INTO sent_refs
-      (sender, ref, id, seq, timestamp) VALUES (?, ?, ?, ?, ?)`);
+      (sender, ref, id, seq, timestamp, fingerprint) VALUES (?, ?, ?, ?, ?, ?)`);
     this.#forgetRefs = sql("DELETE FROM sent_refs WHERE timestamp < ?");
     this.#knows = sql("SELECT 1 FROM tokens WHERE username = ? LIMIT 1");
     this.#insertPrivate = sql(`INSERT INTO private_messages
@@ -285,10 +287,12 @@ export class SqliteStorage implements Storage {
   ): StoredAs | undefined {
     if (op.ref === undefined) return undefined;
     const m = op.message;
+    const print = fingerprint(op);
     const first = this.#findRef.get(
       m.sender_username,
       op.ref,
       m.timestamp - IDEMPOTENCY_WINDOW_MS,
+      print,
     );
     if (first) {
       return {
@@ -298,7 +302,14 @@ export class SqliteStorage implements Storage {
       };
     }
     const seq = op.kind === "group" ? op.message.seq : 0;
-    this.#keepRef.run(m.sender_username, op.ref, m.id, seq, m.timestamp);
+    this.#keepRef.run(
+      m.sender_username,
+      op.ref,
+      m.id,
+      seq,
+      m.timestamp,
+      print,
+    );
     return undefined;
   }
 

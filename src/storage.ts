@@ -16,6 +16,29 @@ import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
  */
 export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
 
+/**
+ * What a resend repeats: the kind, the room (or target) and the content, as
+ * 16 hex digits (two 32-bit FNV-1a hashes). A message with a used client
+ * `id` is a resend only when this matches too; otherwise the `id` was
+ * reused for another message, which is stored as new.
+ */
+export function fingerprint(
+  op: Extract<WriteOp, { kind: "group" | "private" }>,
+): string {
+  const text = op.kind === "group"
+    ? `g\n${op.message.room}\n${op.message.content}`
+    : `p\n${op.message.target_username}\n${op.message.content}`;
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 15);
+  }
+  return (a >>> 0).toString(16).padStart(8, "0") +
+    (b >>> 0).toString(16).padStart(8, "0");
+}
+
 /** What an `Ack` of a stored chat message tells: its server id, `seq` (0 for a `PrivateChat`) and time. */
 export interface StoredAs {
   id: string;
@@ -30,7 +53,8 @@ export type WriteOp =
     message: StoredGroupChat;
     /**
      * The client's `id` of the message: with the sender, its idempotency
-     * key (see {@linkcode IDEMPOTENCY_WINDOW_MS}). None: no check.
+     * key (see {@linkcode IDEMPOTENCY_WINDOW_MS} and
+     * {@linkcode fingerprint}). None: no check.
      */
     ref?: string;
   }
@@ -195,8 +219,8 @@ export class MemoryStorage implements Storage {
   /** Undelivered `PrivateChat`s per target; delivered ones are not kept. */
   #offline = new Map<string, StoredPrivateChat[]>();
   #tokens = new Map<string, TokenRow>();
-  /** Stored `GroupChat`s by `sender\nref`, oldest first, for the window. */
-  #sent = new Map<string, StoredAs>();
+  /** Stored chat messages by `sender\nref`, oldest first, for the window. */
+  #sent = new Map<string, StoredAs & { fingerprint: string }>();
 
   /** Keeps the last `historySize` messages of each room. */
   constructor(historySize: number) {
@@ -273,9 +297,12 @@ export class MemoryStorage implements Storage {
     }
     const key = `${sender_username}\n${op.ref}`;
     const sent = this.#sent.get(key);
-    if (sent && sent.timestamp >= since) return sent;
+    const print = fingerprint(op);
+    if (sent && sent.timestamp >= since && sent.fingerprint === print) {
+      return { id: sent.id, seq: sent.seq, timestamp: sent.timestamp };
+    }
     this.#sent.delete(key);
-    this.#sent.set(key, { id, seq, timestamp });
+    this.#sent.set(key, { id, seq, timestamp, fingerprint: print });
     return undefined;
   }
 

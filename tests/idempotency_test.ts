@@ -33,16 +33,17 @@ const T0 = 1_700_000_000_000;
 
 function message(
   n: number,
-  sender = "alice",
-  at = T0 + n,
-  seq = n,
+  sender: string,
+  at: number,
+  content: string,
+  room = "r",
 ): StoredGroupChat {
   return {
     id: `server-${n}`,
-    seq,
-    room: "r",
+    seq: n,
+    room,
     sender_username: sender,
-    content: `text ${n}`,
+    content,
     timestamp: at,
   };
 }
@@ -57,15 +58,18 @@ interface Case {
   clocked?: boolean;
 }
 
+/** A `GroupChat`; a resend repeats the content (by default, from the id). */
 const g = (
   n: number,
   ref: string | undefined,
   sender = "alice",
   at = T0 + n,
+  content = `text ${ref ?? n}`,
+  room = "r",
 ): WriteOp =>
   ref === undefined
-    ? { kind: "group", message: message(n, sender, at) }
-    : { kind: "group", message: message(n, sender, at), ref };
+    ? { kind: "group", message: message(n, sender, at, content, room) }
+    : { kind: "group", message: message(n, sender, at, content, room), ref };
 
 /** A `PrivateChat` from `sender` to bob (online: nothing kept for later). */
 const p = (n: number, ref: string, sender = "alice"): WriteOp => ({
@@ -74,7 +78,7 @@ const p = (n: number, ref: string, sender = "alice"): WriteOp => ({
     id: `server-${n}`,
     sender_username: sender,
     target_username: "bob",
-    content: `text ${n}`,
+    content: `text ${ref}`,
     timestamp: T0 + n,
   },
   delivered: true,
@@ -88,9 +92,9 @@ const CASES: readonly Case[] = [
     expect: [null, 1],
   },
   {
-    name: "GroupChat and PrivateChat share a sender's ids",
+    name: "a GroupChat and a PrivateChat are never each other's resend",
     batches: [[g(1, "k")], [p(2, "k")], [p(3, "l")], [g(4, "l")]],
-    expect: [null, 1, null, 3],
+    expect: [null, null, null, null],
   },
   {
     name: "a resend with the same id is not stored; it answers the first",
@@ -116,6 +120,18 @@ const CASES: readonly Case[] = [
     name: "another id is another message",
     batches: [[g(1, "k")], [g(2, "l")], [g(3, "k")]],
     expect: [null, null, 1],
+  },
+  {
+    name: "an id reused for other content is another message, and keys it",
+    batches: [[g(1, "k")], [g(2, "k", "alice", T0 + 2, "other")], [
+      g(3, "k", "alice", T0 + 3, "other"),
+    ]],
+    expect: [null, null, 2],
+  },
+  {
+    name: "an id reused in another room is another message",
+    batches: [[g(1, "k")], [g(2, "k", "alice", T0 + 2, "text k", "s")]],
+    expect: [null, null],
   },
   {
     name: "past the window the id is free again",
@@ -161,7 +177,7 @@ for (const { name, batches, expect } of CASES) {
     assert.equal(
       kept.messages.length,
       batches.flat().filter((op, i) =>
-        op.kind === "group" && expect[i] === null
+        op.kind === "group" && op.message.room === "r" && expect[i] === null
       )
         .length,
       "resends are not stored",
@@ -196,7 +212,7 @@ Deno.test("idempotency, Redis: the table, and the key expires after the window",
       const results = await run(storage, zeroed);
       assert.deepEqual(outcome(results, zeroed.flat()), expect, name);
       const stored = zeroed.flat().filter((op, i) =>
-        op.kind === "group" && expect[i] === null
+        op.kind === "group" && op.message.room === "r" && expect[i] === null
       ).length;
       assert.equal(
         await connection.command(["ZCARD", KEYS.hist("r")]),

@@ -80,7 +80,7 @@ Deno.test("a new file is migrated and everything survives a restart", async () =
     await storage.close();
 
     const raw = new DatabaseSync(path);
-    assert.equal(raw.prepare("PRAGMA user_version").get()?.user_version, 1);
+    assert.equal(raw.prepare("PRAGMA user_version").get()?.user_version, 2);
     assert.equal(raw.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
     raw.close();
 
