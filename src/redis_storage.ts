@@ -17,7 +17,7 @@
  * chat:nodes                 SET     node ids
  * chat:alive:{node}          STRING  heartbeat with PX expiry
  * chat:offline:{username}    LIST    JSON StoredPrivateChat, oldest first
- * chat:sent:{username}:{id}  STRING  JSON of the chat message stored with that client id (PX window)
+ * chat:sent:{username}:{id}  STRING  "fingerprint seq id timestamp" of the chat message stored with that client id (PX window)
  * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
  * chat:tokens                ZSET    token hash, score created_at
  * chat:tokenusers            SET     usernames that ever held a token
@@ -42,6 +42,7 @@ import {
   IDEMPOTENCY_WINDOW_MS,
   isComplete,
   type Storage,
+  type StoredAs,
   type TokenGrant,
   type TokenRow,
   wantedRange,
@@ -72,9 +73,9 @@ export const KEYS = {
   /** LIST: JSON `StoredPrivateChat`s waiting for a user, oldest first. */
   offline: (username: string): string => `chat:offline:${username}`,
   /**
-   * STRING: the JSON of the `GroupChat` or `PrivateChat` a user stored with
-   * client `id` (a username has no `:`), expiring after the idempotency
-   * window.
+   * STRING: `fingerprint seq id timestamp` of the `GroupChat` or
+   * `PrivateChat` (seq 0) a user stored with client `id` (a username has no
+   * `:`), expiring after the idempotency window.
    */
   sent: (username: string, id: string): string => `chat:sent:${username}:${id}`,
   /** HASH: a token by its hash: username, expires_at, created_at, revoked. */
@@ -133,8 +134,8 @@ export const LUA = {
 /**
  * ARGV: node, room, json before the seq, json after it, how many to keep,
  * the idempotency key (`KEYS.sent`, '' for none), the window in ms, the
- * message's `fingerprint`. Returns the JSON of the message stored before
- * under the key with the same fingerprint, if any.
+ * message's `fingerprint`, `id timestamp`. Returns `seq id timestamp` of
+ * the message stored before under the key with the same fingerprint, if any.
  * Otherwise gives the message the room's next seq, stores it (and the key),
  * trims the room, and publishes it to the other nodes with members in the
  * room. Returns the seq.
@@ -145,7 +146,7 @@ local keep = tonumber(ARGV[5])
 local sent, print = ARGV[6], ARGV[8]
 if sent ~= '' then
   local first = redis.call('GET', sent)
-  if first and string.sub(first, 1, #print + 1) == print .. '\\n' then
+  if first and string.sub(first, 1, #print + 1) == print .. ' ' then
     return string.sub(first, #print + 2)
   end
 end
@@ -154,7 +155,8 @@ local seq = redis.call('INCR', ${LUA.seq} .. room)
 local json = before .. string.format('%d', seq) .. after
 redis.call('ZADD', hist, seq, json)
 if sent ~= '' then
-  redis.call('SET', sent, print .. '\\n' .. json, 'PX', ARGV[7])
+  redis.call('SET', sent, print .. ' ' .. string.format('%d', seq) .. ' ' ..
+    ARGV[9], 'PX', ARGV[7])
 end
 redis.call('ZREMRANGEBYRANK', hist, 0, -(keep + 1))
 for _, n in ipairs(redis.call('SMEMBERS', ${LUA.roomNodes} .. room)) do
@@ -167,9 +169,9 @@ return seq
 
 /**
  * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", the
- * idempotency key ('' for none), the window in ms, the fingerprint.
- * Returns "dup" and the JSON of the message stored before under the key, if
- * any. Otherwise keeps the message for later when no node holds the target,
+ * idempotency key ('' for none), the window in ms, the fingerprint,
+ * `id timestamp`. Returns "dup" and `seq id timestamp` of the message stored
+ * before under the key with the same fingerprint, if any. Otherwise keeps the message for later when no node holds the target,
  * and publishes it to the other nodes of the target and of the sender.
  * Returns "remote" (another node holds the target), "ok", "not_connected"
  * or "unknown_user".
@@ -179,7 +181,7 @@ local node, sender, target, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local auth, delivered, key, print = ARGV[5], ARGV[6], ARGV[7], ARGV[9]
 if key ~= '' then
   local first = redis.call('GET', key)
-  if first and string.sub(first, 1, #print + 1) == print .. '\\n' then
+  if first and string.sub(first, 1, #print + 1) == print .. ' ' then
     return 'dup' .. string.sub(first, #print + 2)
   end
 end
@@ -207,7 +209,7 @@ end
 publish(targets)
 publish(redis.call('SMEMBERS', ${LUA.userNodes} .. sender))
 if key ~= '' then
-  redis.call('SET', key, print .. '\\n' .. json, 'PX', ARGV[8])
+  redis.call('SET', key, print .. ' 0 ' .. ARGV[10], 'PX', ARGV[8])
 end
 if remote then return 'remote' end
 return 'ok'
@@ -271,6 +273,15 @@ function splitAtSeq(message: StoredGroupChat): [string, string] {
     json.slice(0, at + SEQ_ZERO.length - 1),
     json.slice(at + SEQ_ZERO.length),
   ];
+}
+
+/** Reads `seq id timestamp`, what a `chat:sent:` key holds after its fingerprint. */
+function parseSent(text: string): StoredAs {
+  const [seq, id, timestamp] = text.split(" ");
+  if (id === undefined || timestamp === undefined) {
+    throw new Error(`a chat:sent value that cannot be read: ${text}`);
+  }
+  return { id, seq: Number(seq), timestamp: Number(timestamp) };
 }
 
 const FAILED: WriteResult = { ok: false, reason: "failed" };
@@ -364,18 +375,11 @@ export class RedisStorage implements Storage {
         op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
         IDEMPOTENCY_WINDOW_MS,
         op.ref === undefined ? "" : fingerprint(op),
+        `${m.id} ${m.timestamp}`,
       ]);
       if (typeof answer === "string") {
-        const first = JSON.parse(answer) as StoredGroupChat;
-        return {
-          ok: true,
-          seq: first.seq,
-          original: {
-            id: first.id,
-            seq: first.seq,
-            timestamp: first.timestamp,
-          },
-        };
+        const original = parseSent(answer);
+        return { ok: true, seq: original.seq, original };
       }
       return { ok: true, seq: Number(answer) };
     }
@@ -391,13 +395,10 @@ export class RedisStorage implements Storage {
         op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
         IDEMPOTENCY_WINDOW_MS,
         op.ref === undefined ? "" : fingerprint(op),
+        `${m.id} ${m.timestamp}`,
       ]);
       if (typeof answer === "string" && answer.startsWith("dup")) {
-        const first = JSON.parse(answer.slice(3)) as StoredPrivateChat;
-        return {
-          ok: true,
-          original: { id: first.id, seq: 0, timestamp: first.timestamp },
-        };
+        return { ok: true, original: parseSent(answer.slice(3)) };
       }
       if (answer === "remote" || answer === "ok") {
         return { ok: true, remote: answer === "remote" };

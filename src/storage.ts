@@ -208,6 +208,12 @@ export function selectHistory(
   return { messages, complete: isComplete(query, kept[0]?.seq) };
 }
 
+/**
+ * Idempotency keys {@linkcode MemoryStorage} keeps at most (all users), the
+ * oldest going first: it keeps everything in the process's memory.
+ */
+export const MEMORY_SENT_MAX = 100_000;
+
 /** Messages a room may keep beyond `HISTORY_SIZE` before a trim. */
 const TRIM_SLACK = 256;
 
@@ -303,6 +309,9 @@ export class MemoryStorage implements Storage {
     }
     this.#sent.delete(key);
     this.#sent.set(key, { id, seq, timestamp, fingerprint: print });
+    if (this.#sent.size > MEMORY_SENT_MAX) {
+      this.#sent.delete(this.#sent.keys().next().value!);
+    }
     return undefined;
   }
 

@@ -22,6 +22,7 @@ import {
 import { SqliteStorage } from "../src/sqlite_storage.ts";
 import {
   IDEMPOTENCY_WINDOW_MS,
+  MEMORY_SENT_MAX,
   MemoryStorage,
   type Storage,
   type WriteOp,
@@ -496,4 +497,17 @@ Deno.test("idempotency, reducer: a resent PrivateChat gets the first Ack and is 
     { ref: "k", id: "first", timestamp: T0 - 1 },
   ]]);
   assert.deepEqual(framesTo(answered, 2), [], "not delivered again");
+});
+
+Deno.test("idempotency, memory: at most MEMORY_SENT_MAX keys, the oldest going first", async () => {
+  const storage = new MemoryStorage(10);
+  const ops: WriteOp[] = [];
+  for (let n = 0; n <= MEMORY_SENT_MAX; n++) ops.push(g(n, `k${n}`));
+  await storage.write(ops);
+  const [oldest, newest] = await storage.write([
+    g(MEMORY_SENT_MAX + 1, "k0"),
+    g(MEMORY_SENT_MAX + 2, `k${MEMORY_SENT_MAX}`),
+  ]);
+  assert.ok(oldest?.ok && !oldest.original, "the oldest key was dropped");
+  assert.ok(newest?.ok && newest.original, "the newest is kept");
 });
