@@ -214,6 +214,12 @@ export function selectHistory(
  */
 export const MEMORY_SENT_MAX = 100_000;
 
+/** An idempotency key of {@linkcode MemoryStorage}. */
+interface SentKey extends StoredAs {
+  key: string;
+  fingerprint: string;
+}
+
 /** Messages a room may keep beyond `HISTORY_SIZE` before a trim. */
 const TRIM_SLACK = 256;
 
@@ -226,7 +232,13 @@ export class MemoryStorage implements Storage {
   #offline = new Map<string, StoredPrivateChat[]>();
   #tokens = new Map<string, TokenRow>();
   /** Stored chat messages by `sender\nref`, oldest first, for the window. */
-  #sent = new Map<string, StoredAs & { fingerprint: string }>();
+  #sent = new Map<string, SentKey>();
+  /**
+   * The keys in the order stored, from `#sentHead` on (a queue: a `Map`
+   * walked from its start after many deletions is slow in V8).
+   */
+  #sentOrder: SentKey[] = [];
+  #sentHead = 0;
 
   /** Keeps the last `historySize` messages of each room. */
   constructor(historySize: number) {
@@ -297,9 +309,18 @@ export class MemoryStorage implements Storage {
     const { id, timestamp, sender_username } = op.message;
     const seq = op.kind === "group" ? op.message.seq : 0;
     const since = timestamp - IDEMPOTENCY_WINDOW_MS;
-    for (const [key, sent] of this.#sent) {
-      if (sent.timestamp >= since) break;
-      this.#sent.delete(key);
+    const order = this.#sentOrder;
+    while (
+      this.#sentHead < order.length &&
+      (order[this.#sentHead]!.timestamp < since ||
+        order.length - this.#sentHead > MEMORY_SENT_MAX)
+    ) {
+      const old = order[this.#sentHead++]!;
+      if (this.#sent.get(old.key) === old) this.#sent.delete(old.key);
+    }
+    if (this.#sentHead > 4096 && this.#sentHead * 2 > order.length) {
+      order.splice(0, this.#sentHead);
+      this.#sentHead = 0;
     }
     const key = `${sender_username}\n${op.ref}`;
     const sent = this.#sent.get(key);
@@ -307,11 +328,9 @@ export class MemoryStorage implements Storage {
     if (sent && sent.timestamp >= since && sent.fingerprint === print) {
       return { id: sent.id, seq: sent.seq, timestamp: sent.timestamp };
     }
-    this.#sent.delete(key);
-    this.#sent.set(key, { id, seq, timestamp, fingerprint: print });
-    if (this.#sent.size > MEMORY_SENT_MAX) {
-      this.#sent.delete(this.#sent.keys().next().value!);
-    }
+    const entry: SentKey = { key, id, seq, timestamp, fingerprint: print };
+    this.#sent.set(key, entry);
+    order.push(entry);
     return undefined;
   }
 
