@@ -27,7 +27,7 @@ export const ERROR_CODES = {
   rate_limited:
     "more messages than the connection's rate allows; the message is dropped",
   unavailable:
-    "storage or Redis cannot be reached: the message was not delivered and may be sent again",
+    "storage or Redis failed: the message was not stored, or its outcome is unknown; send it again with the same id",
   inbox_full:
     "PrivateChat to an offline user who already has MAX_OFFLINE_MESSAGES waiting; the message is not stored",
 } as const;

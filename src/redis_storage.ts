@@ -18,6 +18,7 @@
  * chat:alive:{node}          STRING  heartbeat with PX expiry
  * chat:reaped:{node}         STRING  the node was reaped (its users' Leave sent), PX expiry
  * chat:offline:{username}    LIST    JSON StoredPrivateChat, oldest first
+ * chat:sent:{username}:{id}  STRING  "fingerprint seq id timestamp" of the chat message stored with that client id (PX window)
  * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
  * chat:tokens                ZSET    token hash, score created_at
  * chat:tokenusers            SET     usernames that ever held a token
@@ -35,12 +36,16 @@
  */
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
 import { type RedisConnection, RedisScript } from "./redis_connection.ts";
+import { ErrorReply } from "@redis/client";
 import {
+  fingerprint,
   hashToken,
   type HistoryPage,
   type HistoryQuery,
+  IDEMPOTENCY_WINDOW_MS,
   isComplete,
   type Storage,
+  type StoredAs,
   type TokenGrant,
   type TokenRow,
   wantedRange,
@@ -79,6 +84,12 @@ export const KEYS = {
   reaped: (node: string): string => `chat:reaped:${node}`,
   /** LIST: JSON `StoredPrivateChat`s waiting for a user, oldest first. */
   offline: (username: string): string => `chat:offline:${username}`,
+  /**
+   * STRING: `fingerprint seq id timestamp` of the `GroupChat` or
+   * `PrivateChat` (seq 0) a user stored with client `id` (a username has no
+   * `:`), expiring after the idempotency window.
+   */
+  sent: (username: string, id: string): string => `chat:sent:${username}:${id}`,
   /** HASH: a token by its hash: username, expires_at, created_at, revoked. */
   token: (hash: string): string => `chat:token:${hash}`,
   /** ZSET: token hashes, score created_at. */
@@ -138,17 +149,32 @@ export const LUA = {
 } as const;
 
 /**
- * ARGV: node, room, json before the seq, json after it, how many to keep.
- * Gives the message the room's next seq, stores it, trims the room, and
- * publishes it to the other nodes with members in the room. Returns the seq.
+ * ARGV: node, room, json before the seq, json after it, how many to keep,
+ * the idempotency key (`KEYS.sent`, '' for none), the window in ms, the
+ * message's `fingerprint`, `id timestamp`. Returns `seq id timestamp` of
+ * the message stored before under the key with the same fingerprint, if any.
+ * Otherwise gives the message the room's next seq, stores it (and the key),
+ * trims the room, and publishes it to the other nodes with members in the
+ * room. Returns the seq.
  */
 const GROUP = new RedisScript(`
 local node, room, before, after = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local keep = tonumber(ARGV[5])
+local sent, print = ARGV[6], ARGV[8]
+if sent ~= '' then
+  local first = redis.call('GET', sent)
+  if first and string.sub(first, 1, #print + 1) == print .. ' ' then
+    return string.sub(first, #print + 2)
+  end
+end
 local hist = ${LUA.hist} .. room
 local seq = redis.call('INCR', ${LUA.seq} .. room)
 local json = before .. string.format('%d', seq) .. after
 redis.call('ZADD', hist, seq, json)
+if sent ~= '' then
+  redis.call('SET', sent, print .. ' ' .. string.format('%d', seq) .. ' ' ..
+    ARGV[9], 'PX', ARGV[7])
+end
 redis.call('ZREMRANGEBYRANK', hist, 0, -(keep + 1))
 for _, n in ipairs(redis.call('SMEMBERS', ${LUA.roomNodes} .. room)) do
   if n ~= node then
@@ -159,15 +185,25 @@ return seq
 `);
 
 /**
- * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", cap
- * ("" for none). Keeps the message for later when no node holds the target
+ * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", the
+ * idempotency key ('' for none), the window in ms, the fingerprint,
+ * `id timestamp`, cap ('' for none). Returns "dup" and `seq id timestamp`
+ * of the message stored before under the key with the same fingerprint, if
+ * any. Otherwise keeps the message for later when no node holds the target
  * and fewer than `cap` wait, and publishes it to the other nodes of the
  * target and of the sender. Returns "remote" (another node holds the
- * target), "ok", "not_connected", "unknown_user" or "inbox_full".
+ * target), "ok", "not_connected", "unknown_user" or "inbox_full"; the key is
+ * kept only for a message that was taken.
  */
 const PRIVATE = new RedisScript(`
 local node, sender, target, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local auth, delivered = ARGV[5], ARGV[6]
+local auth, delivered, key, print = ARGV[5], ARGV[6], ARGV[7], ARGV[9]
+if key ~= '' then
+  local first = redis.call('GET', key)
+  if first and string.sub(first, 1, #print + 1) == print .. ' ' then
+    return 'dup' .. string.sub(first, #print + 2)
+  end
+end
 local targets = redis.call('SMEMBERS', ${LUA.userNodes} .. target)
 local remote = false
 for _, n in ipairs(targets) do
@@ -179,7 +215,7 @@ if delivered == '0' and not remote then
     return 'unknown_user'
   end
   local inbox = ${LUA.offline} .. target
-  if ARGV[7] ~= '' and redis.call('LLEN', inbox) >= tonumber(ARGV[7]) then
+  if ARGV[11] ~= '' and redis.call('LLEN', inbox) >= tonumber(ARGV[11]) then
     return 'inbox_full'
   end
   redis.call('RPUSH', inbox, json)
@@ -195,6 +231,9 @@ local function publish(nodes)
 end
 publish(targets)
 publish(redis.call('SMEMBERS', ${LUA.userNodes} .. sender))
+if key ~= '' then
+  redis.call('SET', key, print .. ' 0 ' .. ARGV[10], 'PX', ARGV[8])
+end
 if remote then return 'remote' end
 return 'ok'
 `);
@@ -265,6 +304,26 @@ function failed(cause: unknown): WriteResult {
   return { ok: false, reason: "failed", error };
 }
 
+/**
+ * The result of an op whose command was sent: an error reply means Redis
+ * refused it (nothing was written: scripts fail before their first write);
+ * anything else (a timeout, a lost connection) leaves the outcome unknown.
+ */
+function afterSend(cause: unknown): WriteResult {
+  if (cause instanceof ErrorReply) return failed(cause);
+  const error = cause instanceof Error ? cause.message : String(cause);
+  return { ok: false, reason: "unknown", error };
+}
+
+/** Reads `seq id timestamp`, what a `chat:sent:` key holds after its fingerprint. */
+function parseSent(text: string): StoredAs {
+  const [seq, id, timestamp] = text.split(" ");
+  if (id === undefined || timestamp === undefined) {
+    throw new Error(`a chat:sent value that cannot be read: ${text}`);
+  }
+  return { id, seq: Number(seq), timestamp: Number(timestamp) };
+}
+
 const OK: WriteResult = { ok: true };
 
 /** Options of {@linkcode RedisStorage}. */
@@ -328,7 +387,12 @@ export class RedisStorage implements Storage {
       return Promise.reject(error);
     }
     return Promise.all(
-      ops.map((op, i) => this.#issue(op, splits[i]).catch(failed)),
+      ops.map((op, i) => {
+        // Refused before it was sent: certainly not stored. Once sent, a
+        // lost or late reply leaves the outcome unknown.
+        if (!this.#connection.up) return failed("redis is not connected");
+        return this.#issue(op, splits[i]).catch(afterSend);
+      }),
     );
   }
 
@@ -339,14 +403,23 @@ export class RedisStorage implements Storage {
   ): Promise<WriteResult> {
     if (op.kind === "group") {
       const [before, after] = split!;
-      const seq = await GROUP.run(this.#connection, [
+      const m = op.message;
+      const answer = await GROUP.run(this.#connection, [
         this.#nodeId,
-        op.message.room,
+        m.room,
         before,
         after,
         this.#keep,
+        op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
+        IDEMPOTENCY_WINDOW_MS,
+        op.ref === undefined ? "" : fingerprint(op),
+        `${m.id} ${m.timestamp}`,
       ]);
-      return { ok: true, seq: Number(seq) };
+      if (typeof answer === "string") {
+        const original = parseSent(answer);
+        return { ok: true, seq: original.seq, original };
+      }
+      return { ok: true, seq: Number(answer) };
     }
     if (op.kind === "private") {
       const m = op.message;
@@ -357,8 +430,15 @@ export class RedisStorage implements Storage {
         JSON.stringify(m),
         this.#auth,
         op.delivered ? "1" : "0",
+        op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
+        IDEMPOTENCY_WINDOW_MS,
+        op.ref === undefined ? "" : fingerprint(op),
+        `${m.id} ${m.timestamp}`,
         op.maxWaiting ?? "",
       ]);
+      if (typeof answer === "string" && answer.startsWith("dup")) {
+        return { ok: true, original: parseSent(answer.slice(3)) };
+      }
       if (answer === "remote" || answer === "ok") {
         return { ok: true, remote: answer === "remote" };
       }

@@ -42,6 +42,7 @@ import { foldName } from "./names.ts";
 import type {
   HistoryPage,
   HistoryQuery,
+  StoredAs,
   TokenGrant,
   WriteOp,
   WriteResult,
@@ -206,6 +207,11 @@ export interface Room {
   gapSince: number | null;
   /** Cluster: a `fill_gap` read is out. */
   filling: boolean;
+  /**
+   * Members that were replayed history up to a `seq` the room has not
+   * delivered yet: they get no `GroupChat` with a `seq` at or below it.
+   */
+  readonly floors: Map<ConnId, number>;
   /** Cluster: `join`s in flight per username. */
   readonly joining: Map<string, number>;
 }
@@ -420,6 +426,8 @@ export type Event =
     now: number;
     room: string;
     messages: StoredGroupChat[] | null;
+    /** The `bound` of the `fill_gap` effect this answers. */
+    bound: number;
   }
   /** Cluster: the node is connected and in sync with the cluster again. */
   | { type: "bus_synced"; now: number }
@@ -485,8 +493,18 @@ export type Effect =
   | { type: "claim"; username: string }
   /** Cluster: this node holds no connection of `username` any more. */
   | { type: "release"; username: string }
-  /** Cluster: read a room's messages with `after < seq < before` back from history. */
-  | { type: "fill_gap"; room: string; after: number; before: number | null };
+  /**
+   * Cluster: read a room's messages with `after < seq < before` back from
+   * history; `bound` is the highest `seq` known stored when it was asked,
+   * handed back in `gap_filled`.
+   */
+  | {
+    type: "fill_gap";
+    room: string;
+    after: number;
+    before: number | null;
+    bound: number;
+  };
 
 /** Creates the empty state; `seqs` is each room's last `seq` from storage. */
 export function createState(
@@ -611,7 +629,7 @@ export function reduce(state: ChatState, event: Event): Transition {
     case "bus_synced":
       // Whatever the bus lost while it was away is in history.
       for (const room of state.rooms.values()) {
-        if (room.known) fillGap(room, null, out);
+        if (room.known) fillGap(room, out);
       }
       break;
     case "shutdown":
@@ -1253,7 +1271,7 @@ function enter(
     room: name,
     members: [...room.users.keys()].sort(),
   });
-  entered(conn, room, body, ref, out);
+  entered(state, conn, room, body, ref, out);
 }
 
 /** Finds a room, or opens it with the last `seq` the node knows (`known`) or none yet. */
@@ -1270,6 +1288,7 @@ function openRoom(state: ChatState, name: string, known: boolean): Room {
       pending: new Map(),
       gapSince: null,
       filling: false,
+      floors: new Map(),
       joining: new Map(),
     };
     state.rooms.set(name, room);
@@ -1277,8 +1296,15 @@ function openRoom(state: ChatState, name: string, known: boolean): Room {
   return room;
 }
 
-/** The end of an `Enter`: its `Ack`, or the history it asked for first. */
+/**
+ * The end of an `Enter`: its `Ack`, or the history it asked for first.
+ * A single node replays up to what it delivered (later writes reach the
+ * member live); a cluster node, which may be behind the cluster, up to the
+ * room's current `seq` in storage, and `historyLoaded` keeps what it
+ * delivers later at or below the replay from that member.
+ */
 function entered(
+  state: ChatState,
   conn: Connection,
   room: Room,
   body: { since?: number | undefined; history?: number | undefined },
@@ -1289,7 +1315,9 @@ function entered(
     ack(out, conn, ref, {});
     return;
   }
-  const upTo = room.deliveredSeq;
+  const upTo = state.settings.cluster
+    ? Number.MAX_SAFE_INTEGER
+    : room.deliveredSeq;
   const query: HistoryQuery = body.since !== undefined
     ? { kind: "since", since: body.since, upTo }
     : { kind: "last", count: body.history as number, upTo };
@@ -1416,7 +1444,7 @@ function joined(
     members: [...result.members].sort(),
   });
   conn.busy = false;
-  entered(conn, room, request, request.ref, out);
+  entered(state, conn, room, request, request.ref, out);
   if (learned) release(state, room, event.now, out, true);
   if (!conn.busy && state.connections.has(conn.id)) {
     resume(state, conn, event.now, out);
@@ -1568,14 +1596,22 @@ function finishAck(state: ChatState, pending: Pending, out: Effect[]): void {
   resume(state, conn, state.now, out);
 }
 
-/** Asks for a room's messages after `deliveredSeq`, up to the first pending one. */
-function fillGap(room: Room, before: number | null, out: Effect[]): void {
+/**
+ * Asks for every kept message of a room after `deliveredSeq`, the whole
+ * range: a read up to the first pending message only would leave holes
+ * above it unread. Records the highest `seq` known stored now: the read
+ * proves which `seq`s up to it history no longer holds.
+ */
+function fillGap(room: Room, out: Effect[]): void {
   room.filling = true;
+  let bound = room.deliveredSeq;
+  for (const seq of room.pending.keys()) if (seq > bound) bound = seq;
   out.push({
     type: "fill_gap",
     room: room.name,
     after: room.deliveredSeq,
-    before,
+    before: null,
+    bound,
   });
 }
 
@@ -1591,14 +1627,30 @@ function gapFilled(
     if (room.pending.size > 0) room.gapSince = event.now;
     return;
   }
+  let bound = event.bound;
   for (const message of event.messages) {
+    if (message.seq > bound) bound = message.seq;
     if (message.seq > room.deliveredSeq && !room.pending.has(message.seq)) {
       room.pending.set(message.seq, { message });
     }
   }
   release(state, room, event.now, out);
-  // History no longer holds the missing seqs (trimmed): go on without them.
-  if (room.pending.size > 0) skipGap(state, room, event.now, out);
+  // The read saw every kept seq up to `bound` (all were stored before it
+  // ran): a seq missing below it is one history no longer holds (trimmed,
+  // or lost by Redis), so the room goes on without it. A hole above
+  // `bound` may still come (the bus, or the next read).
+  while (room.pending.size > 0 && room.deliveredSeq < bound) {
+    const skipTo = Math.min(firstPending(room) - 1, bound);
+    out.push({
+      type: "log",
+      level: "warn",
+      msg: "history no longer holds missing messages; skipped",
+      fields: { room: room.name, from: room.deliveredSeq + 1, to: skipTo },
+    });
+    room.deliveredSeq = skipTo;
+    release(state, room, event.now, out);
+  }
+  if (room.pending.size > 0) room.gapSince = event.now;
 }
 
 /** Gives up the missing `seq`s before the first pending one, and goes on. */
@@ -1671,7 +1723,15 @@ function groupChat(
   conn.busy = true;
   out.push({
     type: "persist",
-    request: { conn: conn.id, ref, op: { kind: "group", message } },
+    request: {
+      conn: conn.id,
+      ref,
+      // The client's id is the message's idempotency key: a resend after
+      // an unknown outcome is not stored twice.
+      op: ref === undefined
+        ? { kind: "group", message }
+        : { kind: "group", message, ref },
+    },
   });
 }
 
@@ -1721,6 +1781,7 @@ function privateChat(
         ...(maxOfflineMessages === undefined
           ? {}
           : { maxWaiting: maxOfflineMessages }),
+        ...(ref === undefined ? {} : { ref }),
       },
     },
   });
@@ -1774,6 +1835,12 @@ function persisted(
   const op = request.op;
   if (op.kind === "group") {
     const message = op.message;
+    if (result.ok && result.original) {
+      // A resend of a message stored before: not stored again, and its
+      // Ack is the first one's.
+      resent(state, conn, request.ref, message, result.original, out);
+      return;
+    }
     if (result.ok && result.seq !== undefined) {
       // Cluster: delivered in seq order with other nodes' messages, and
       // acknowledged then; the connection waits until that.
@@ -1811,14 +1878,20 @@ function persisted(
         state,
         conn,
         "unavailable",
-        "the message could not be stored; send it again",
+        notStored(result),
         request.ref,
         out,
       );
     }
   } else if (op.kind === "private") {
     const message = op.message;
-    if (result.ok) {
+    if (result.ok && result.original) {
+      // A resend: delivered when it was first stored; the first Ack again.
+      if (conn) {
+        const { id, timestamp } = result.original;
+        ack(out, conn, request.ref, { id, timestamp });
+      }
+    } else if (result.ok) {
       // Stored for an offline target: a connection of the target that bound
       // meanwhile gets it from its offline load (read after this write), in
       // order with the older ones; sending it here too would duplicate it.
@@ -1899,7 +1972,7 @@ function persisted(
           state,
           conn,
           "unavailable",
-          "the message could not be stored; send it again",
+          notStored(result),
           request.ref,
           out,
         );
@@ -1933,6 +2006,50 @@ function persisted(
   }
 }
 
+/** The text of an `unavailable` answer to a write that failed. */
+function notStored(result: WriteResult): string {
+  return result.ok === false && result.reason === "unknown"
+    ? "storage did not answer in time: the message may have been stored; " +
+      "send it again with the same id (it is never stored twice)"
+    : "the message was not stored; send it again with the same id";
+}
+
+/**
+ * Answers a `GroupChat` whose sender stored one with the same client `id`
+ * before: the `Ack` of the first one, once it is delivered here (in a
+ * cluster this node may not have delivered it yet).
+ */
+function resent(
+  state: ChatState,
+  conn: Connection | undefined,
+  ref: string | undefined,
+  message: StoredGroupChat,
+  original: StoredAs,
+  out: Effect[],
+): void {
+  const room = state.rooms.get(message.room);
+  const ackTo = conn ? { conn: conn.id, ref } : undefined;
+  const first: StoredGroupChat = { ...message, ...original };
+  if (
+    state.settings.cluster && room && ackTo &&
+    !(room.known && original.seq <= room.deliveredSeq)
+  ) {
+    const waiting = room.pending.get(original.seq);
+    if (!waiting) {
+      arriveInOrder(state, room, { message: first, ack: ackTo }, out);
+      return;
+    }
+    if (!waiting.ack) {
+      waiting.ack = ackTo;
+      return;
+    }
+  }
+  if (conn) {
+    ack(out, conn, ref, original);
+    if (state.connections.has(conn.id)) resume(state, conn, state.now, out);
+  }
+}
+
 function historyLoaded(
   state: ChatState,
   event: Extract<Event, { type: "history_loaded" }>,
@@ -1941,7 +2058,8 @@ function historyLoaded(
   const { request, page } = event;
   const conn = state.connections.get(request.conn);
   const room = state.rooms.get(request.room);
-  const held = room?.held.get(request.conn) ?? [];
+  const entry = room?.held.get(request.conn);
+  const held = entry ?? [];
   room?.held.delete(request.conn);
   if (!conn) return;
   if (conn.closing) {
@@ -1958,7 +2076,18 @@ function historyLoaded(
     });
   }
   // Sent even when the read failed: the connection is in the room anyway.
-  const lastSent = page?.messages.at(-1)?.seq ?? 0;
+  // `since: N` means after N: nothing at or below N, nor below what the
+  // page replayed, reaches the connection after it.
+  const { query } = request;
+  const lastSent = Math.max(
+    page?.messages.at(-1)?.seq ?? 0,
+    query.kind === "since" ? query.since : 0,
+  );
+  if (
+    entry && room && lastSent > room.deliveredSeq && room.members.has(conn.id)
+  ) {
+    room.floors.set(conn.id, lastSent);
+  }
   for (const frame of held) {
     if (frame.seq === 0 || frame.seq > lastSent) {
       out.push({
@@ -2091,7 +2220,7 @@ function tick(state: ChatState, now: number, out: Effect[]): void {
       room.gapSince !== null && !room.filling &&
       now - room.gapSince >= GAP_WAIT_MS
     ) {
-      fillGap(room, firstPending(room), out);
+      fillGap(room, out);
     }
   }
 }
@@ -2107,10 +2236,16 @@ function toRoom(
 ): void {
   let conns: Iterable<ConnId> = room.members;
   let count = room.members.size - (except === undefined ? 0 : 1);
-  if (room.held.size > 0) {
+  if (room.held.size > 0 || (seq > 0 && room.floors.size > 0)) {
     const live: ConnId[] = [];
     for (const id of room.members) {
       const held = room.held.get(id);
+      const floor = seq > 0 ? room.floors.get(id) : undefined;
+      if (floor !== undefined) {
+        // Replayed already: the member's seqs go on after its floor.
+        if (seq >= floor) room.floors.delete(id);
+        if (seq <= floor) continue;
+      }
       if (held) {
         if (id !== except) held.push({ seq, data, kind: type });
       } else if (id !== except) live.push(id);
@@ -2196,6 +2331,7 @@ function exitRoom(
   pin(state, room, out);
   room.members.delete(conn.id);
   room.held.delete(conn.id);
+  room.floors.delete(conn.id);
   const count = (room.users.get(username) ?? 1) - 1;
   if (count > 0) room.users.set(username, count);
   else {

@@ -112,11 +112,15 @@ function frameSize(text: string, limit: number): number {
   return encoder.encode(text).length;
 }
 
-/** Whether a write failed in storage (not a refusal such as `unknown_user`). */
+/**
+ * Whether a write failed in storage, or got no answer (not a refusal such as
+ * `unknown_user`).
+ */
 function isFailure(
   result: WriteResult,
-): result is Extract<WriteResult, { reason: "failed" }> {
-  return !result.ok && result.reason === "failed";
+): result is Extract<WriteResult, { reason: "failed" | "unknown" }> {
+  return !result.ok &&
+    (result.reason === "failed" || result.reason === "unknown");
 }
 
 /** Runs the reducer against the world. */
@@ -443,11 +447,17 @@ export class Runner {
         );
         break;
       case "fill_gap": {
-        const { room, after, before } = effect;
+        const { room, after, before, bound } = effect;
         this.#answer(
           bus.fillGap(room, after, before),
           "cluster history read",
-          (messages, now) => ({ type: "gap_filled", now, room, messages }),
+          (messages, now) => ({
+            type: "gap_filled",
+            now,
+            room,
+            messages,
+            bound,
+          }),
         );
         break;
       }

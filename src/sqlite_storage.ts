@@ -10,11 +10,14 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
 import {
+  fingerprint,
   hashToken,
   type HistoryPage,
   type HistoryQuery,
+  IDEMPOTENCY_WINDOW_MS,
   isComplete,
   type Storage,
+  type StoredAs,
   type TokenGrant,
   type TokenRow,
   type WriteOp,
@@ -72,6 +75,14 @@ const MIGRATIONS: readonly string[] = [
   WHEN OLD.delivered = 0 BEGIN
     UPDATE inbox_counts SET waiting = waiting - 1 WHERE target = OLD.target;
   END;`,
+  // Idempotency keys of GroupChats: sender and client id, for a window.
+  `CREATE TABLE sent_refs (
+    sender TEXT NOT NULL, ref TEXT NOT NULL, id TEXT NOT NULL,
+    seq INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (sender, ref)
+  ) WITHOUT ROWID;
+  CREATE INDEX sent_refs_time ON sent_refs (timestamp);`,
 ];
 
 /** The schema version a migrated file has (`PRAGMA user_version`). */
@@ -143,6 +154,9 @@ export class SqliteStorage implements Storage {
   #nthOldest!: StatementSync;
   #trim!: StatementSync;
   #markTrimmed!: StatementSync;
+  #findRef!: StatementSync;
+  #keepRefs!: StatementSync;
+  #forgetRefs!: StatementSync;
   #knows!: StatementSync;
   #insertPrivate!: StatementSync;
   #deliver!: StatementSync;
@@ -214,6 +228,11 @@ export class SqliteStorage implements Storage {
     this.#markTrimmed = sql(
       "UPDATE room_seqs SET trimmed = max(trimmed, ?2) WHERE room = ?1",
     );
+    this.#findRef = sql(`SELECT id, seq, timestamp FROM sent_refs
+      WHERE sender = ? AND ref = ? AND timestamp >= ? AND fingerprint = ?`);
+    this.#keepRefs = sql(`INSERT OR REPLACE INTO sent_refs
+      (sender, ref, id, seq, timestamp, fingerprint) VALUES (?, ?, ?, ?, ?, ?)`);
+    this.#forgetRefs = sql("DELETE FROM sent_refs WHERE timestamp < ?");
     this.#knows = sql("SELECT 1 FROM tokens WHERE username = ? LIMIT 1");
     this.#insertPrivate = sql(`INSERT INTO private_messages
       (id, sender, target, content, timestamp, delivered)
@@ -319,6 +338,19 @@ export class SqliteStorage implements Storage {
         const counts = [...rooms].map(([room, added]) =>
           [room, this.#trimRoom(room, added)] as const
         );
+        // Keys out of the window, by the newest message of the batch.
+        let newest = -Infinity;
+        for (const op of ops) {
+          if (
+            (op.kind === "group" || op.kind === "private") &&
+            op.ref !== undefined
+          ) {
+            newest = Math.max(newest, op.message.timestamp);
+          }
+        }
+        if (newest > -Infinity) {
+          this.#forgetRefs.run(newest - IDEMPOTENCY_WINDOW_MS);
+        }
         this.#db.exec("COMMIT");
         for (const [room, count] of counts) this.#rowCounts.set(room, count);
         return results;
@@ -416,6 +448,9 @@ export class SqliteStorage implements Storage {
   #apply(op: WriteOp, rooms: Map<string, number>): WriteResult {
     if (op.kind === "group") {
       const m = op.message;
+      const original = this.#sentBefore(op);
+      if (original) return { ok: true, original };
+      this.#keepRef(op);
       this.#insertGroup.run(
         m.id,
         m.seq,
@@ -431,12 +466,15 @@ export class SqliteStorage implements Storage {
       if (!op.delivered && !this.#knows.get(m.target_username)) {
         return { ok: false, reason: "unknown_user" };
       }
+      const original = this.#sentBefore(op);
+      if (original) return { ok: true, original };
       if (
         !op.delivered && op.maxWaiting !== undefined &&
         Number(this.#waiting.get(m.target_username)?.n ?? 0) >= op.maxWaiting
       ) {
         return { ok: false, reason: "inbox_full" };
       }
+      this.#keepRef(op);
       this.#insertPrivate.run(
         m.id,
         m.sender_username,
@@ -451,6 +489,46 @@ export class SqliteStorage implements Storage {
       for (const id of op.ids) this.#deliver.run(id);
     }
     return { ok: true };
+  }
+
+  /**
+   * The message its sender stored with `op`'s client id within the window,
+   * if any; otherwise records `op` under that id.
+   */
+  #sentBefore(
+    op: Extract<WriteOp, { kind: "group" | "private" }>,
+  ): StoredAs | undefined {
+    if (op.ref === undefined) return undefined;
+    const m = op.message;
+    const print = fingerprint(op);
+    const first = this.#findRef.get(
+      m.sender_username,
+      op.ref,
+      m.timestamp - IDEMPOTENCY_WINDOW_MS,
+      print,
+    );
+    if (first) {
+      return {
+        id: String(first.id),
+        seq: Number(first.seq),
+        timestamp: Number(first.timestamp),
+      };
+    }
+    return undefined;
+  }
+
+  /** Keeps the idempotency key of a message this transaction stores. */
+  #keepRef(op: Extract<WriteOp, { kind: "group" | "private" }>): void {
+    if (op.ref === undefined) return;
+    const m = op.message;
+    this.#keepRefs.run(
+      m.sender_username,
+      op.ref,
+      m.id,
+      op.kind === "group" ? op.message.seq : 0,
+      m.timestamp,
+      fingerprint(op),
+    );
   }
 
   /** Reads a room's history exactly as `selectHistory` would. */

@@ -8,9 +8,56 @@
  */
 import type { StoredGroupChat, StoredPrivateChat } from "./protocol.ts";
 
+/**
+ * How long a message's client `id` stays its idempotency key: a
+ * `GroupChat` or `PrivateChat` from the same sender with the same `id`
+ * within this window (by the messages' timestamps; on Redis, by its clock)
+ * is not stored again and gets the first one's `Ack`.
+ */
+export const IDEMPOTENCY_WINDOW_MS = 24 * 60 * 60 * 1000;
+
+/**
+ * What a resend repeats: the kind, the room (or target) and the content, as
+ * 16 hex digits (two 32-bit FNV-1a hashes). A message with a used client
+ * `id` is a resend only when this matches too; otherwise the `id` was
+ * reused for another message, which is stored as new.
+ */
+export function fingerprint(
+  op: Extract<WriteOp, { kind: "group" | "private" }>,
+): string {
+  const text = op.kind === "group"
+    ? `g\n${op.message.room}\n${op.message.content}`
+    : `p\n${op.message.target_username}\n${op.message.content}`;
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 15);
+  }
+  return (a >>> 0).toString(16).padStart(8, "0") +
+    (b >>> 0).toString(16).padStart(8, "0");
+}
+
+/** What an `Ack` of a stored chat message tells: its server id, `seq` (0 for a `PrivateChat`) and time. */
+export interface StoredAs {
+  id: string;
+  seq: number;
+  timestamp: number;
+}
+
 /** One write of a batch; a batch commits in one transaction. */
 export type WriteOp =
-  | { kind: "group"; message: StoredGroupChat }
+  | {
+    kind: "group";
+    message: StoredGroupChat;
+    /**
+     * The client's `id` of the message: with the sender, its idempotency
+     * key (see {@linkcode IDEMPOTENCY_WINDOW_MS} and
+     * {@linkcode fingerprint}). None: no check.
+     */
+    ref?: string;
+  }
   | {
     kind: "private";
     message: StoredPrivateChat;
@@ -22,6 +69,8 @@ export type WriteOp =
      * with `inbox_full`. Absent: no cap.
      */
     maxWaiting?: number;
+    /** The client's `id`: with the sender, its idempotency key. */
+    ref?: string;
   }
   | {
     kind: "delivered";
@@ -40,6 +89,12 @@ export type WriteResult =
     seq?: number;
     /** A cluster's `private` op whose target has connections on other nodes. */
     remote?: boolean;
+    /**
+     * A `group` or `private` op whose sender stored a message with the same
+     * `ref` within the window: this one was not stored; that one's `Ack`
+     * is owed.
+     */
+    original?: StoredAs;
   }
   /** A cluster's `private` op to a user with no connection on any node, auth off. */
   | { ok: false; reason: "not_connected" }
@@ -48,7 +103,9 @@ export type WriteResult =
   /** An offline `PrivateChat` to a user with `maxWaiting` waiting: not stored. */
   | { ok: false; reason: "inbox_full" }
   /** Not stored; `error` says why, for the operator (never for clients). */
-  | { ok: false; reason: "failed"; error?: string };
+  | { ok: false; reason: "failed"; error?: string }
+  /** Storage did not answer in time: the write may or may not have happened. */
+  | { ok: false; reason: "unknown"; error?: string };
 
 /** Which part of a room's history to read. */
 export type HistoryQuery =
@@ -193,6 +250,18 @@ export function selectHistory(
   };
 }
 
+/**
+ * Idempotency keys {@linkcode MemoryStorage} keeps at most (all users), the
+ * oldest going first: it keeps everything in the process's memory.
+ */
+export const MEMORY_SENT_MAX = 100_000;
+
+/** An idempotency key of {@linkcode MemoryStorage}. */
+interface SentKey extends StoredAs {
+  key: string;
+  fingerprint: string;
+}
+
 /** Messages a room may keep beyond `HISTORY_SIZE` before a trim. */
 const TRIM_SLACK = 256;
 
@@ -206,6 +275,14 @@ export class MemoryStorage implements Storage {
   /** Undelivered `PrivateChat`s per target; delivered ones are not kept. */
   #offline = new Map<string, StoredPrivateChat[]>();
   #tokens = new Map<string, TokenRow>();
+  /** Stored chat messages by `sender\nref`, oldest first, for the window. */
+  #sent = new Map<string, SentKey>();
+  /**
+   * The keys in the order stored, from `#sentHead` on (a queue: a `Map`
+   * walked from its start after many deletions is slow in V8).
+   */
+  #sentOrder: SentKey[] = [];
+  #sentHead = 0;
 
   /** Keeps the last `historySize` messages of each room. */
   constructor(historySize: number) {
@@ -225,6 +302,12 @@ export class MemoryStorage implements Storage {
     for (const op of ops) {
       if (op.kind === "group") {
         const { room } = op.message;
+        const original = this.#original(op);
+        if (original) {
+          results.push({ ok: true, original });
+          continue;
+        }
+        this.#remember(op);
         let kept = this.#rooms.get(room);
         if (!kept) this.#rooms.set(room, kept = []);
         kept.push(op.message);
@@ -241,6 +324,11 @@ export class MemoryStorage implements Storage {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
+        const original = this.#original(op);
+        if (original) {
+          results.push({ ok: true, original });
+          continue;
+        }
         if (
           !op.delivered && op.maxWaiting !== undefined &&
           (this.#offline.get(op.message.target_username)?.length ?? 0) >=
@@ -249,6 +337,7 @@ export class MemoryStorage implements Storage {
           results.push({ ok: false, reason: "inbox_full" });
           continue;
         }
+        this.#remember(op);
         if (!op.delivered) this.#keep(op.message);
         results.push({ ok: true });
       } else if (op.kind === "undelivered") {
@@ -269,6 +358,51 @@ export class MemoryStorage implements Storage {
       }
     }
     return results;
+  }
+
+  /** The message stored before with `op`'s key, within the window; records `op` otherwise. */
+  #original(
+    op: Extract<WriteOp, { kind: "group" | "private" }>,
+  ): StoredAs | undefined {
+    if (op.ref === undefined) return undefined;
+    const { timestamp, sender_username } = op.message;
+    const since = timestamp - IDEMPOTENCY_WINDOW_MS;
+    const order = this.#sentOrder;
+    while (
+      this.#sentHead < order.length &&
+      (order[this.#sentHead]!.timestamp < since ||
+        order.length - this.#sentHead > MEMORY_SENT_MAX)
+    ) {
+      const old = order[this.#sentHead++]!;
+      if (this.#sent.get(old.key) === old) this.#sent.delete(old.key);
+    }
+    if (this.#sentHead > 4096 && this.#sentHead * 2 > order.length) {
+      order.splice(0, this.#sentHead);
+      this.#sentHead = 0;
+    }
+    const key = `${sender_username}\n${op.ref}`;
+    const sent = this.#sent.get(key);
+    const print = fingerprint(op);
+    if (sent && sent.timestamp >= since && sent.fingerprint === print) {
+      return { id: sent.id, seq: sent.seq, timestamp: sent.timestamp };
+    }
+    return undefined;
+  }
+
+  /** Keeps the idempotency key of a message that is stored. */
+  #remember(op: Extract<WriteOp, { kind: "group" | "private" }>): void {
+    if (op.ref === undefined) return;
+    const { id, timestamp, sender_username } = op.message;
+    const seq = op.kind === "group" ? op.message.seq : 0;
+    const entry: SentKey = {
+      key: `${sender_username}\n${op.ref}`,
+      id,
+      seq,
+      timestamp,
+      fingerprint: fingerprint(op),
+    };
+    this.#sent.set(entry.key, entry);
+    this.#sentOrder.push(entry);
   }
 
   #keep(message: StoredPrivateChat): void {

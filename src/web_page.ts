@@ -106,6 +106,7 @@ button { cursor: pointer; }
 .meta time { font-size: 12px; color: var(--muted); }
 .content { white-space: pre-wrap; overflow-wrap: anywhere; }
 .pending .content { opacity: .55; }
+.outcome { grid-column: 2; font-size: 12px; color: var(--muted); font-style: italic; }
 .notice { text-align: center; color: var(--muted); font-size: 13px; padding: 4px; }
 .empty { margin: auto; text-align: center; color: var(--muted); padding: 32px; max-width: 420px; }
 .empty h2 { color: var(--text); font-size: 18px; margin: 0 0 6px; }

@@ -278,10 +278,10 @@ for (const [label, storage] of STORAGES) {
         complete,
       }, JSON.stringify(body));
     }
-    // seq goes on all the same.
+    // seq goes on all the same (a new id: "m1" again would be a resend).
     await using writer = await TestClient.connect(server.wsUrl);
     await enterWith(writer, "writer", { room: "lobby" });
-    const [next] = await chatMany(writer, "writer", "lobby", 1);
+    const [next] = await chatMany(writer, "writer", "lobby", 1, "n");
     assert.equal(next!.seq, 4);
   });
 

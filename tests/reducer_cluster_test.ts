@@ -592,7 +592,8 @@ for (const { name, found, delivered, open } of GAPS) {
       type: "fill_gap",
       room: "r",
       after: 5,
-      before: 7,
+      before: null,
+      bound: 7,
     }]);
     assert.deepEqual(
       of(node.dispatch({ type: "tick", now: node.now + 1 }), "fill_gap"),
@@ -604,6 +605,7 @@ for (const { name, found, delivered, open } of GAPS) {
       now: node.now,
       room: "r",
       messages: found,
+      bound: 7,
     });
     assert.deepEqual(framesTo(filled, 1).map((f) => f.body.seq), delivered);
     assert.equal(node.state.rooms.get("r")?.gapSince !== null, open);
@@ -620,15 +622,208 @@ Deno.test("cluster bus_synced: every known room reads what it may have missed", 
     room: "r",
     after: 3,
     before: null,
+    bound: 3,
   }]);
   const filled = node.dispatch({
     type: "gap_filled",
     now: node.now,
     room: "r",
     messages: [chat(4), chat(5)],
+    bound: 3,
   });
   assert.deepEqual(framesTo(filled, 1).map((f) => f.body.seq), [4, 5]);
 });
+
+/** Answers the oldest `fill_gap` as Redis would, from the room's kept `history`. */
+function answerFill(node: Node, history: readonly number[]): Effect[] {
+  const { room, after, before, bound } = node.take("fill_gap");
+  const messages = history
+    .filter((seq) => seq > after && (before === null || seq < before))
+    .map((seq) => chat(seq, room));
+  return node.dispatch({
+    type: "gap_filled",
+    now: node.now,
+    room,
+    messages,
+    bound,
+  });
+}
+
+interface WholeGapCase {
+  name: string;
+  /** Seqs the node hears before its gap read is issued. */
+  arrive: number[];
+  /** What history holds when the read runs. */
+  history: number[];
+  /** Seqs the node hears while the read is out. */
+  late?: number[];
+  /** The seqs the member gets, in order, after the read answers. */
+  delivered: number[];
+  /** Whether the room still waits for a seq afterwards. */
+  open: boolean;
+}
+
+/** Issue 12: a gap is filled over its whole range; only what history provably lost is skipped. */
+const WHOLE_GAPS: readonly WholeGapCase[] = [
+  {
+    name:
+      "a hole above the first pending one is read too (1..4, heard 2 and 4)",
+    arrive: [2, 4],
+    history: [1, 2, 3, 4],
+    delivered: [1, 2, 3, 4],
+    open: false,
+  },
+  {
+    name: "several holes, newer messages found past the last pending one",
+    arrive: [3, 6],
+    history: [1, 2, 3, 4, 5, 6, 7],
+    delivered: [1, 2, 3, 4, 5, 6, 7],
+    open: false,
+  },
+  {
+    name: "trimmed below the oldest kept: skipped, the rest delivered",
+    arrive: [5],
+    history: [3, 4, 5],
+    delivered: [3, 4, 5],
+    open: false,
+  },
+  {
+    name: "a seq stored after the read ran is not skipped",
+    arrive: [2],
+    history: [1, 2],
+    late: [4],
+    delivered: [1, 2],
+    open: true,
+  },
+];
+
+for (const { name, arrive, history, late, delivered, open } of WHOLE_GAPS) {
+  Deno.test(`cluster whole gap: ${name}`, () => {
+    const node = new Node();
+    node.open(1);
+    node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
+    for (const seq of arrive) node.bus({ kind: "group", message: chat(seq) });
+    node.now = T0 + GAP_WAIT_MS;
+    node.dispatch({ type: "tick", now: node.now });
+    const got: number[] = [];
+    for (const seq of late ?? []) {
+      const heard = node.bus({ kind: "group", message: chat(seq) });
+      got.push(...framesTo(heard, 1).map((f) => f.body.seq));
+    }
+    const filled = answerFill(node, history);
+    got.push(...framesTo(filled, 1).map((f) => f.body.seq));
+    assert.deepEqual(got, delivered);
+    assert.equal(node.state.rooms.get("r")?.gapSince !== null, open);
+  });
+}
+
+Deno.test("cluster whole gap: what was stored after a read comes with the next read", () => {
+  const node = new Node();
+  node.open(1);
+  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
+  node.bus({ kind: "group", message: chat(2) });
+  node.now = T0 + GAP_WAIT_MS;
+  node.dispatch({ type: "tick", now: node.now });
+  node.bus({ kind: "group", message: chat(4) });
+  const first = answerFill(node, [1, 2]);
+  node.now += GAP_WAIT_MS;
+  node.dispatch({ type: "tick", now: node.now });
+  const second = answerFill(node, [1, 2, 3, 4]);
+  assert.deepEqual(
+    [...framesTo(first, 1), ...framesTo(second, 1)].map((f) => f.body.seq),
+    [1, 2, 3, 4],
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Enter with since on a node that is behind the cluster (issue 12)
+
+interface SinceCase {
+  name: string;
+  since: number;
+  /** What the history read replays. */
+  page: number[];
+  /** Seqs the node delivers to the room while the read is out. */
+  during: number[];
+  /** Seqs it delivers after the replay. */
+  after: number[];
+  /** The seqs the entering connection gets, `History` first. */
+  got: (number | "History")[];
+}
+
+const SINCE: readonly SinceCase[] = [
+  {
+    name: "saw 1-3 elsewhere, this node delivers 1-3 later: none again",
+    since: 3,
+    page: [],
+    during: [],
+    after: [1, 2, 3, 4],
+    got: ["History", 4],
+  },
+  {
+    name: "replay reaches past what this node delivered",
+    since: 1,
+    page: [2, 3],
+    during: [],
+    after: [1, 2, 3, 4, 5],
+    got: ["History", 2, 3, 4, 5],
+  },
+  {
+    name: "delivered while the read is out: only what the replay lacks",
+    since: 0,
+    page: [1, 2],
+    during: [1],
+    after: [2, 3],
+    got: ["History", 1, 2, 3],
+  },
+];
+
+for (const { name, since, page, during, after, got } of SINCE) {
+  Deno.test(`cluster Enter since: ${name}`, () => {
+    const node = new Node();
+    node.open(1);
+    node.open(2);
+    node.enter(1, "bob", "r", joinedAt(0, ["bob"]));
+    node.send(2, "Enter", { sender_username: "alice", room: "r", since }, "e");
+    node.joined(joinedAt(4, ["alice", "bob"]));
+    const { request } = node.take("load_history");
+    assert.deepEqual(
+      request.query,
+      { kind: "since", since, upTo: Number.MAX_SAFE_INTEGER },
+      "up to the room's current seq in storage, not what this node delivered",
+    );
+    const frames: Frame[] = [];
+    for (const seq of during) {
+      frames.push(
+        ...framesTo(node.bus({ kind: "group", message: chat(seq) }), 2),
+      );
+    }
+    frames.push(...framesTo(
+      node.dispatch({
+        type: "history_loaded",
+        now: node.now,
+        request,
+        page: { messages: page.map((seq) => chat(seq)), complete: true },
+      }),
+      2,
+    ));
+    for (const seq of after) {
+      if (seq <= (node.state.rooms.get("r")?.deliveredSeq ?? 0)) continue;
+      frames.push(
+        ...framesTo(node.bus({ kind: "group", message: chat(seq) }), 2),
+      );
+    }
+    const seen = frames.flatMap((f): (number | "History")[] =>
+      f.type === "History"
+        ? ["History", ...f.body.messages.map((m: StoredGroupChat) => m.seq)]
+        : f.type === "GroupChat"
+        ? [f.body.seq]
+        : []
+    );
+    assert.deepEqual(seen, got);
+    assert.equal(node.state.rooms.get("r")?.floors.size, 0, "floor dropped");
+  });
+}
 
 // ---------------------------------------------------------------------------
 // The bus: other nodes' presence and direct messages

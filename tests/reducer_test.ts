@@ -1372,7 +1372,12 @@ scenarios("GroupChat", [
         request: {
           conn: 1,
           ref: "g1",
-          op: { kind: "group", message: group({ seq: 1, content: "hi" }) },
+          // The client's id goes along: the idempotency key.
+          op: {
+            kind: "group",
+            message: group({ seq: 1, content: "hi" }),
+            ref: "g1",
+          },
         },
       }]),
   },
@@ -1458,6 +1463,7 @@ scenarios("PrivateChat", [
               timestamp: WHEN_AT,
             },
             delivered: true,
+            ref: "p1",
           },
         },
       }]),
@@ -2243,6 +2249,7 @@ Deno.test("ordering: frames that arrive during a write wait, then run in order",
   assert.deepEqual(effectsOf(first, "persist").map((e) => e.request.op), [{
     kind: "group",
     message: group({ seq: 2, content: "two", id: "m2", timestamp: T0 + 10 }),
+    ref: "g2",
   }]);
 
   chat.now = T0 + 20;

@@ -646,10 +646,13 @@ for (const { name, open } of OFFLINE_STORAGES) {
   });
 }
 
-/** SQL that takes migration 3 (the inbox counts) back out of a file. */
+/**
+ * SQL that takes migrations 3 (the inbox counts) and 4 (the idempotency
+ * keys) back out of a file.
+ */
 const DROP_INBOX_COUNTS = `DROP TRIGGER inbox_counts_insert;
   DROP TRIGGER inbox_counts_update; DROP TRIGGER inbox_counts_delete;
-  DROP TABLE inbox_counts;`;
+  DROP TABLE inbox_counts; DROP TABLE sent_refs;`;
 
 Deno.test("a file from before the inbox counts is migrated with its waiting messages counted", async () => {
   await withDir(async (dir) => {

@@ -10,7 +10,12 @@
  * - when the connection drops it reconnects with jittered exponential
  *   backoff and enters its rooms again with `since` set to the last `seq` it
  *   saw in each room, so no message is missed; messages are deduplicated by
- *   `seq` per room, so none is shown twice.
+ *   `seq` per room, so none is shown twice;
+ * - a chat message whose outcome is unknown (the connection dropped, no
+ *   answer in time, or `unavailable`) is sent again with the same `id`
+ *   until the server answers it: the server stores an `id` once per user,
+ *   so a resend is never a duplicate. A `send_state` event tells when a
+ *   message's outcome is unknown and when it is settled.
  *
  * @example
  * ```ts
@@ -86,6 +91,9 @@ export type ConnectionState =
   | "reconnecting"
   | "closed";
 
+/** Where a chat message stands; see the `send_state` event. */
+export type SendState = "unknown" | "acked" | "failed";
+
 /** Why a `History` frame came: which request it answers. */
 export type HistoryReason =
   /** `enter` with `history`. */
@@ -111,6 +119,17 @@ export type ChatEvent =
     body: ErrorBody;
     /** Whether a request's promise was rejected with it too. */
     handled: boolean;
+  }
+  | {
+    /**
+     * A chat message's outcome: `unknown` (sent, not answered yet after a
+     * drop, a timeout or `unavailable`: it will be sent again with the same
+     * `id`), then `acked` or `failed` (refused for good).
+     */
+    type: "send_state";
+    /** The message's client `id` (the `ref` of its answer). */
+    id: string;
+    state: SendState;
   }
   | {
     type: "state";
@@ -259,8 +278,18 @@ interface RoomTrack {
 type Pending =
   | { kind: "enter"; room: string; rejoin: boolean; timer: Timer }
   | { kind: "leave"; deferred: Deferred<AckBody>; timer: Timer }
-  | { kind: "group_chat"; deferred: Deferred<GroupChatAck>; timer: Timer }
-  | { kind: "private_chat"; deferred: Deferred<PrivateChatAck>; timer: Timer }
+  | {
+    kind: "group_chat";
+    deferred: Deferred<GroupChatAck>;
+    timer: Timer;
+    resend: Resend;
+  }
+  | {
+    kind: "private_chat";
+    deferred: Deferred<PrivateChatAck>;
+    timer: Timer;
+    resend: Resend;
+  }
   | {
     kind: "history";
     room: string;
@@ -273,6 +302,27 @@ type Timer = ReturnType<typeof setTimeout>;
 
 export { NAME_PATTERN, usernameProblem };
 
+/** A chat message kept for sending again with the same `id`. */
+interface Resend {
+  type: string;
+  body: Record<string, unknown>;
+  /** Sends so far without an answer that settles it. */
+  attempts: number;
+  /** Whether its outcome was reported `unknown`. */
+  unknown: boolean;
+  /** Told each change of the message's state. */
+  onState?: ((state: SendState) => void) | undefined;
+}
+
+/** Options of {@linkcode ChatClient.groupChat} and {@linkcode ChatClient.privateChat}. */
+export interface SendOptions {
+  /** Told when the outcome becomes unknown, and when it is `acked` or `failed`. */
+  onState?: (state: SendState) => void;
+}
+
+/** The longest wait before sending a message whose outcome is unknown again. */
+const MAX_RESEND_DELAY_MS = 5_000;
+
 /** Whether the server would take `name` as a room or a `target_username`. */
 export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name);
@@ -283,6 +333,14 @@ const CLOSED = 3;
 
 /** The close code the client uses when it drops a connection on purpose. */
 const RETRY_CLOSE_CODE = 4000;
+
+/** 12 random base-36 characters. */
+function randomId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  let n = 0n;
+  for (const byte of bytes) n = (n << 8n) | BigInt(byte);
+  return n.toString(36).padStart(12, "0").slice(-12);
+}
 
 function maxSeq(start: number | undefined, messages: StoredGroupChat[]) {
   let max = start;
@@ -336,7 +394,8 @@ export class ChatClient {
     }
     this.#WebSocket = ctor;
     this.#random = options.random ?? Math.random;
-    this.#prefix = `c${Math.floor(this.#random() * 36 ** 6).toString(36)}`;
+    // Ids are idempotency keys for a day: unique per client, whatever the page.
+    this.#prefix = `c${randomId()}`;
   }
 
   /** Where the client stands. */
@@ -488,6 +547,7 @@ export class ChatClient {
     return this.#request<AckBody>(
       "Leave",
       { room },
+      undefined,
       (_id, deferred, timer) => ({
         kind: "leave",
         deferred,
@@ -496,21 +556,57 @@ export class ChatClient {
     );
   }
 
-  /** Sends `content` to a room. Resolves with the message's `seq` and `id`. */
-  groupChat(room: string, content: string): Promise<GroupChatAck> {
+  /**
+   * Sends `content` to a room. Resolves with the message's `seq` and `id`
+   * once the server acknowledges it; until then it is sent again with the
+   * same `id` after a drop, a timeout or `unavailable` (see `send_state`).
+   * Rejects on a refusal (e.g. `not_in_room`), and with `closed` when the
+   * client is closed first (the outcome is then unknown).
+   */
+  groupChat(
+    room: string,
+    content: string,
+    options: SendOptions = {},
+  ): Promise<GroupChatAck> {
     return this.#request<GroupChatAck>(
       "GroupChat",
       { room, content },
-      (_id, deferred, timer) => ({ kind: "group_chat", deferred, timer }),
+      options.onState,
+      (_id, deferred, timer, resend) => ({
+        kind: "group_chat",
+        deferred,
+        timer,
+        resend: resend!,
+      }),
     );
   }
 
-  /** Sends `content` to every connection of `target`. */
-  privateChat(target: string, content: string): Promise<PrivateChatAck> {
+  /**
+   * Sends `content` to every connection of `target`; resent like
+   * {@linkcode ChatClient.groupChat} until answered.
+   */
+  privateChat(
+    target: string,
+    content: string,
+    options: SendOptions = {},
+  ): Promise<PrivateChatAck> {
     return this.#request<PrivateChatAck>(
       "PrivateChat",
       { target_username: target, content },
-      (_id, deferred, timer) => ({ kind: "private_chat", deferred, timer }),
+      options.onState,
+      (_id, deferred, timer, resend) => ({
+        kind: "private_chat",
+        deferred,
+        timer,
+        resend: resend!,
+      }),
+    );
+  }
+
+  /** The client ids of chat messages sent and not answered yet, oldest first. */
+  get unsettled(): string[] {
+    return [...this.#pending].flatMap(([id, pending]) =>
+      "resend" in pending ? [id] : []
     );
   }
 
@@ -526,6 +622,7 @@ export class ChatClient {
     return this.#request<HistoryBody>(
       "History",
       body,
+      undefined,
       (id, deferred, timer) => {
         this.#rooms.get(room)?.expected.push({ id, reason: "request" });
         return { kind: "history", room, deferred, timer };
@@ -650,15 +747,23 @@ export class ChatClient {
     }, delayMs);
   }
 
-  /** Rejects what waits for an answer; room entries only when `rooms`. */
+  /**
+   * Rejects what waits for an answer; room entries only when `rooms`. Chat
+   * messages stay, to be sent again, unless the client closes (`rooms`).
+   */
   #failPending(code: LocalErrorCode, rooms: boolean): void {
     for (const [id, pending] of this.#pending) {
       clearTimeout(pending.timer);
+      if ("resend" in pending && !rooms) {
+        this.#unknown(id, pending.resend);
+        continue;
+      }
+      this.#pending.delete(id);
       if (pending.kind !== "enter") {
         pending.deferred.reject(new ChatError(code, undefined, id));
       }
+      if ("resend" in pending) this.#sendState(id, pending.resend, "failed");
     }
-    this.#pending.clear();
     if (rooms) {
       for (const track of this.#rooms.values()) {
         for (const waiter of track.waiters) waiter.reject(new ChatError(code));
@@ -684,6 +789,12 @@ export class ChatClient {
   #timedOut(id: string): void {
     const pending = this.#pending.get(id);
     if (!pending) return;
+    if ("resend" in pending) {
+      // No answer: it may have been stored. The same id again is safe.
+      this.#unknown(id, pending.resend);
+      this.#resend(id, pending);
+      return;
+    }
     this.#pending.delete(id);
     const error = new ChatError("timeout", undefined, id);
     if (pending.kind === "enter") {
@@ -696,10 +807,50 @@ export class ChatClient {
     }
   }
 
+  /** Reports a chat message's outcome as unknown, once. */
+  #unknown(id: string, resend: Resend): void {
+    if (resend.unknown) return;
+    resend.unknown = true;
+    this.#sendState(id, resend, "unknown");
+  }
+
+  #sendState(id: string, resend: Resend, state: SendState): void {
+    try {
+      resend.onState?.(state);
+    } catch (error) {
+      queueMicrotask(() => {
+        throw error;
+      });
+    }
+    this.#emit({ type: "send_state", id, state });
+  }
+
+  /** Sends a chat message again with its id, now or once connected. */
+  #resend(id: string, pending: Extract<Pending, { resend: Resend }>): void {
+    clearTimeout(pending.timer);
+    if (this.#state !== "open" || !this.#socket) return;
+    pending.resend.attempts++;
+    pending.timer = this.#timer(id);
+    this.#send(pending.resend.type, pending.resend.body, id);
+  }
+
+  /** After a reconnect: every chat message not answered yet, in order. */
+  #resendAll(): void {
+    for (const [id, pending] of this.#pending) {
+      if ("resend" in pending) this.#resend(id, pending);
+    }
+  }
+
   #request<T>(
     type: string,
     body: Record<string, unknown>,
-    make: (id: string, deferred: Deferred<T>, timer: Timer) => Pending,
+    onState: ((state: SendState) => void) | undefined,
+    make: (
+      id: string,
+      deferred: Deferred<T>,
+      timer: Timer,
+      resend?: Resend,
+    ) => Pending,
   ): Promise<T> {
     if (this.#state !== "open" || !this.#socket) {
       return Promise.reject(
@@ -714,7 +865,13 @@ export class ChatClient {
     }
     const id = this.#nextId();
     const { promise, resolve, reject } = deferred<T>();
-    this.#pending.set(id, make(id, { resolve, reject }, this.#timer(id)));
+    const resend = type === "GroupChat" || type === "PrivateChat"
+      ? { type, body, attempts: 1, unknown: false, onState }
+      : undefined;
+    this.#pending.set(
+      id,
+      make(id, { resolve, reject }, this.#timer(id), resend),
+    );
     this.#send(type, body, id);
     return promise;
   }
@@ -770,6 +927,8 @@ export class ChatClient {
         for (const [room, track] of this.#rooms) {
           this.#sendEnter(room, track, track.joined);
         }
+        // After the Enters: the server answers a connection's frames in order.
+        this.#resendAll();
         return;
       }
       case "presence": {
@@ -876,12 +1035,14 @@ export class ChatClient {
           seq: body.seq ?? 0,
           timestamp: body.timestamp ?? 0,
         });
+        this.#sendState(body.ref, pending.resend, "acked");
         return;
       case "private_chat":
         pending.deferred.resolve({
           id: body.id ?? "",
           timestamp: body.timestamp ?? 0,
         });
+        this.#sendState(body.ref, pending.resend, "acked");
         return;
       case "history":
         pending.deferred.resolve(
@@ -900,6 +1061,20 @@ export class ChatClient {
       this.#emit({ type: "error", body, handled: false });
       return;
     }
+    if ("resend" in pending && body.code === "unavailable") {
+      // Not stored, or not known to be: the same id again, after a while.
+      const id = body.ref;
+      const { resend } = pending;
+      this.#unknown(id, resend);
+      this.#emit({ type: "error", body, handled: true });
+      clearTimeout(pending.timer);
+      const delay = Math.min(
+        MAX_RESEND_DELAY_MS,
+        250 * 2 ** Math.min(resend.attempts, 8),
+      );
+      pending.timer = setTimeout(() => this.#resend(id, pending), delay);
+      return;
+    }
     this.#pending.delete(body.ref);
     clearTimeout(pending.timer);
     const error = new ChatError(body.code, body.message, body.ref);
@@ -911,6 +1086,9 @@ export class ChatClient {
         }
       }
       pending.deferred.reject(error);
+      if ("resend" in pending) {
+        this.#sendState(body.ref, pending.resend, "failed");
+      }
       this.#emit({ type: "error", body, handled: true });
       return;
     }

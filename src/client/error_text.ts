@@ -47,7 +47,7 @@ export const SERVER_ERROR_TEXT: { readonly [code in ErrorCode]: string } = {
   rate_limited:
     "You are sending messages too fast. Wait a moment, then try again.",
   unavailable:
-    "The server could not save your message just now. Please send it again.",
+    "The server could not confirm your message just now. It is sent again by itself.",
   inbox_full:
     "That person has too many messages waiting for them already, so this one was not sent. Try again after they have been online.",
 };

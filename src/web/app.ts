@@ -14,6 +14,7 @@ import {
   ChatError,
   type ChatEventOf,
   isValidName,
+  type SendState,
   type StoredGroupChat,
   type StoredPrivateChat,
   usernameProblem,
@@ -49,6 +50,8 @@ interface MessageItem {
   timestamp: number;
   seq: number | undefined;
   pending: boolean;
+  /** Sent, but the server's answer is not known yet: being sent again. */
+  unknown?: boolean;
   node?: HTMLLIElement;
 }
 
@@ -741,11 +744,19 @@ class ChatApp {
     };
     this.#insert(conv, [pending]);
     if (this.#active === conv) this.#renderMessages("bottom");
+    // Outcome unknown (a drop, no answer, unavailable): the client sends it
+    // again with the same id; the message says so until it is answered.
+    const onState = (state: SendState) => {
+      if (state !== "unknown") return;
+      pending.unknown = true;
+      pending.node = undefined;
+      if (this.#active === conv) this.#renderMessages("keep");
+    };
     try {
       if (conv.kind === "room") {
-        await this.#client.groupChat(conv.name, text);
+        await this.#client.groupChat(conv.name, text, { onState });
       } else {
-        await this.#client.privateChat(conv.name, text);
+        await this.#client.privateChat(conv.name, text, { onState });
       }
     } catch (error) {
       this.#toast(errorText(error));
@@ -1040,6 +1051,7 @@ class ChatApp {
     const classes = ["message"];
     if (item.sender === this.#me) classes.push("mine");
     if (item.pending) classes.push("pending");
+    if (item.unknown) classes.push("unknown");
     const attrs: Record<string, string> = { "data-sender": item.sender };
     if (item.seq !== undefined) attrs["data-seq"] = String(item.seq);
     item.node = h(
@@ -1057,6 +1069,13 @@ class ChatApp {
       ),
       // The content: as text, never as HTML.
       h("div", { class: "content" }, item.content),
+      ...(item.unknown
+        ? [h(
+          "div",
+          { class: "outcome", attrs: { role: "status" } },
+          "Not confirmed yet: sending again…",
+        )]
+        : []),
     );
     return item.node;
   }
