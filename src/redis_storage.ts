@@ -390,7 +390,7 @@ export class RedisStorage implements Storage {
       ops.map((op, i) => {
         // Refused before it was sent: certainly not stored. Once sent, a
         // lost or late reply leaves the outcome unknown.
-        if (!this.#connection.up) return failed("redis is not connected");
+        if (!this.#connection.up) return failed("redis is not available");
         return this.#issue(op, splits[i]).catch(afterSend);
       }),
     );

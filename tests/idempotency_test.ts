@@ -511,3 +511,67 @@ Deno.test("idempotency, memory: at most MEMORY_SENT_MAX keys, the oldest going f
   assert.ok(oldest?.ok && !oldest.original, "the oldest key was dropped");
   assert.ok(newest?.ok && newest.original, "the newest is kept");
 });
+
+/**
+ * An offline `PrivateChat` refused with `inbox_full` was not stored, so it
+ * keeps no key: its resend with the same id, once the inbox has room, is
+ * stored (not answered as a resend of a message that never was).
+ */
+async function inboxFullKeepsNoKey(storage: Storage): Promise<void> {
+  await storage.createToken(
+    "t-bob",
+    { username: "bob", expiresAt: T0 * 2 },
+    T0,
+  );
+  const offline = (n: number, ref: string): WriteOp => ({
+    ...p(n, ref),
+    delivered: false,
+    maxWaiting: 1,
+  } as WriteOp);
+  const [first] = await storage.write([offline(1, "a")]);
+  assert.ok(first?.ok && first.original === undefined, JSON.stringify(first));
+  assert.deepEqual(await storage.write([offline(2, "b")]), [
+    { ok: false, reason: "inbox_full" },
+  ]);
+  // Bob reads his page, and it is marked delivered: the inbox has room.
+  assert.deepEqual((await storage.offline("bob")).map((m) => m.id), [
+    "server-1",
+  ]);
+  await storage.write([
+    { kind: "delivered", ids: ["server-1"], username: "bob" },
+  ]);
+  const [again] = await storage.write([offline(3, "b")]);
+  assert.ok(again?.ok, JSON.stringify(again));
+  assert.equal(again.original, undefined, "stored, not a resend");
+  assert.deepEqual(
+    (await storage.offline("bob")).map((m) => m.id),
+    ["server-3"],
+  );
+}
+
+Deno.test("idempotency, memory and SQLite: a PrivateChat refused with inbox_full keeps no key", async () => {
+  await inboxFullKeepsNoKey(new MemoryStorage(100));
+  const sqlite = new SqliteStorage(":memory:", 100);
+  try {
+    await inboxFullKeepsNoKey(sqlite);
+  } finally {
+    await sqlite.close();
+  }
+});
+
+Deno.test("idempotency, Redis: a PrivateChat refused with inbox_full keeps no key", async () => {
+  await using redis = await startLocalRedis();
+  const connection = connectRedis(redis.url, { name: "test", log: () => {} });
+  try {
+    await waitFor(() => connection.up, "redis up", 10_000);
+    await inboxFullKeepsNoKey(
+      new RedisStorage(connection, {
+        nodeId: "n",
+        historySize: 100,
+        authEnabled: true,
+      }),
+    );
+  } finally {
+    await connection.close();
+  }
+});

@@ -2893,6 +2893,7 @@ Deno.test("offline pager: a PrivateChat sent while the pager runs waits its turn
     },
     delivered: false,
     maxWaiting: 5,
+    ref: "n1",
   });
   const stored = chat.persisted();
   assert.deepEqual(inbox(stored, 1), [], "not live: behind the older ones");

@@ -80,7 +80,8 @@ async function sendThrough(
         if (next.message_type === "Error") {
           assert.deepEqual(body, {
             code: "unavailable",
-            message: "the message could not be stored; send it again",
+            message:
+              "the message was not stored; send it again with the same id",
             ref: id,
           });
           refused++;

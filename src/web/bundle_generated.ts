@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "UFJt65X3XIcBPKnPdB1LVKwf/Jv208KAtfn08zbYlcQ=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "e7700859ed609515ce4808a70987eb54250e7358b790fe1d0d9413d555fb37ad";
+  "b95cf95f9add4443da823db9c562db44021153084c6cfa9015bec938c6cc63ee";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
