@@ -15,9 +15,9 @@ import {
   loadConfig,
   readDotenv,
   SETTINGS,
-} from "./src/config.ts";
-import { createLogger } from "./src/log.ts";
-import { startServer } from "./src/server.ts";
+} from "./src/runtime/config.ts";
+import { createLogger } from "./src/runtime/log.ts";
+import { startServer } from "./src/http/server.ts";
 
 async function main(): Promise<number> {
   let loaded;

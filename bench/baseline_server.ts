@@ -13,7 +13,7 @@
  * instead of the text it received, the frame the chat server would send,
  * built once per message: a `GroupChat` with `id`, a per-room `seq`, `room`
  * and `timestamp`, a `PrivateChat` with `id` and `timestamp`, in the field
- * order of `StoredGroupChat` and `StoredPrivateChat` (`src/protocol.ts`).
+ * order of `StoredGroupChat` and `StoredPrivateChat` (`src/wire/protocol.ts`).
  * Still no validation, no storage, no `Ack`.
  *
  * ```sh

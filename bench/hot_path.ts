@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { Runner } from "../src/runner.ts";
+import type { Runner } from "../src/runtime/runner.ts";
 import {
   benchUsername as name,
   createBenchRunner,

@@ -34,7 +34,7 @@
  */
 import { createClient } from "@redis/client";
 import { Redis } from "ioredis";
-import { type LocalRedis, startLocalRedis } from "../src/local_redis.ts";
+import { type LocalRedis, startLocalRedis } from "../tools/local_redis.ts";
 import { machineInfo } from "./proc.ts";
 
 /** Seconds each throughput sample lasts (after a short warm-up). */

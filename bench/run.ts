@@ -30,7 +30,7 @@ import type {
   RunReply,
   WindowReport,
 } from "./control.ts";
-import { type LocalRedis, startLocalRedis } from "../src/local_redis.ts";
+import { type LocalRedis, startLocalRedis } from "../tools/local_redis.ts";
 import { Histogram } from "./histogram.ts";
 import {
   cpuSeconds,

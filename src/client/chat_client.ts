@@ -33,7 +33,7 @@
  *
  * @module
  */
-import { NAME_PATTERN, usernameProblem } from "../names.ts";
+import { NAME_PATTERN, usernameProblem } from "../wire/names.ts";
 import {
   backoffDelay,
   type BackoffOptions,

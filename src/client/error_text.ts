@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ErrorCode } from "../codes.ts";
+import type { ErrorCode } from "../wire/codes.ts";
 
 export type { ErrorCode };
 

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { ErrorCode } from "../codes.ts";
-import type { StoredGroupChat, StoredPrivateChat } from "../protocol.ts";
+import type { ErrorCode } from "../wire/codes.ts";
+import type { StoredGroupChat, StoredPrivateChat } from "../wire/protocol.ts";
 
 export type { ErrorCode, StoredGroupChat, StoredPrivateChat };
 

@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 /**
- * The web client's behaviour, on top of the page in `src/web_page.ts` and
+ * The web client's behaviour, on top of the page in `src/web/page.ts` and
  * the client module. `deno task web:build` bundles this file into
  * `src/web/bundle_generated.ts`; the page inlines that bundle.
  *

@@ -2,7 +2,7 @@
  * Generates `src/web/bundle_generated.ts`: the web client (`app.ts` and the
  * client module) bundled by `deno bundle` for browsers, as a string the page
  * inlines. Run it with `deno task web:build` after changing anything under
- * `src/web/` or `src/client/`; `tests/web_test.ts` fails while the
+ * `src/web/` or `src/client/`; `tests/server/web_test.ts` fails while the
  * committed bundle is stale.
  *
  * @module

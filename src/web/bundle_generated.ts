@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "UFJt65X3XIcBPKnPdB1LVKwf/Jv208KAtfn08zbYlcQ=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "b95cf95f9add4443da823db9c562db44021153084c6cfa9015bec938c6cc63ee";
+  "6121e01ead3d2ce71e7060451ea750cfcf42f65fdc10d10d5dbea680fc2b8e34";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
