@@ -441,6 +441,8 @@ export class MemoryStorage implements Storage {
     now: number,
   ): Promise<void> {
     const hash = await hashToken(token);
+    // As SQLite's primary key and Redis's script: a token is never replaced.
+    if (this.#tokens.has(hash)) throw new Error("token exists");
     this.#tokens.set(hash, {
       ...grant,
       hashPrefix: hash.slice(0, 12),
