@@ -18,10 +18,25 @@ import {
 } from "../../src/redis/connection.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { waitFor } from "../support/helpers.ts";
-import { type Harness, runContract, type Subject } from "./contract.ts";
+import {
+  type ContractCase,
+  type Harness,
+  runContract,
+  type Subject,
+} from "./contract.ts";
+import { HISTORY_CONTRACT } from "./contract_history.ts";
+import { OFFLINE_CONTRACT } from "./contract_offline.ts";
+import { WRITES_CONTRACT } from "./contract_writes.ts";
+
+/** The whole contract, in the order it runs. */
+const CONTRACT: readonly ContractCase[] = [
+  ...HISTORY_CONTRACT,
+  ...OFFLINE_CONTRACT,
+  ...WRITES_CONTRACT,
+];
 
 Deno.test("storage contract: memory", async (t) => {
-  await runContract(t, {
+  await runContract(t, CONTRACT, {
     name: "memory",
     assignsSeq: false,
     windowByMessageTime: true,
@@ -38,7 +53,7 @@ Deno.test("storage contract: SQLite", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "storage_contract_" });
   let files = 0;
   try {
-    await runContract(t, {
+    await runContract(t, CONTRACT, {
       name: "SQLite",
       assignsSeq: false,
       windowByMessageTime: true,
@@ -120,7 +135,7 @@ Deno.test("storage contract: Redis", async (t) => {
         return harness;
       },
     };
-    await runContract(t, subject);
+    await runContract(t, CONTRACT, subject);
   } finally {
     await admin.close();
   }
