@@ -64,10 +64,12 @@ function queriesFor(n: number): HistoryQuery[] {
   const queries: HistoryQuery[] = [];
   const upTos = new Set([0, 1, 3, 6, 9, 10, 12, Math.max(n - 2, 0), n, n + 3]);
   for (const upTo of upTos) {
-    for (const since of new Set([0, 1, 3, 6, 9, 10, 15, n - 3, n - 1, n])) {
+    for (
+      const since of new Set([0, 1, 3, 6, 9, 10, 15, n - 3, n - 1, n, n + 1])
+    ) {
       queries.push({ kind: "since", since, upTo });
     }
-    for (const count of new Set([0, 1, 3, 4, 10, 50, n + 5])) {
+    for (const count of new Set([0, 1, 3, 4, 10, 50, n - 5, n + 5])) {
       queries.push({ kind: "last", count, upTo });
     }
     const befores = [
@@ -84,7 +86,7 @@ function queriesFor(n: number): HistoryQuery[] {
       n + 9,
     ];
     for (const before of new Set(befores)) {
-      for (const limit of new Set([0, 1, 2, 3, 4, 50, n + 5])) {
+      for (const limit of new Set([0, 1, 2, 3, 4, 20, 50, n + 5])) {
         queries.push({ kind: "before", before, limit, upTo });
       }
     }

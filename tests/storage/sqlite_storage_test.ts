@@ -1,3 +1,12 @@
+/**
+ * What only `SqliteStorage` has: its file (schema version, WAL, migrations,
+ * tokens stored hashed), a batch as one transaction, I/O errors and
+ * read-only files, offline messages ordered by timestamp, and trimming
+ * across restarts with another `HISTORY_SIZE`. The rules every storage
+ * shares are in the storage contract (`contract_test.ts`).
+ *
+ * @module
+ */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { join } from "node:path";
@@ -10,12 +19,7 @@ import {
   SCHEMA_VERSION,
   SqliteStorage,
 } from "../../src/storage/sqlite_storage.ts";
-import {
-  hashToken,
-  type HistoryQuery,
-  MemoryStorage,
-  selectHistory,
-} from "../../src/chat/storage.ts";
+import { hashToken } from "../../src/chat/storage.ts";
 
 async function withDir(
   fn: (dir: string) => void | Promise<void>,
@@ -68,24 +72,15 @@ const ALL = Number.MAX_SAFE_INTEGER;
 const FAILED = { ok: false, reason: "failed" } as const;
 const OK = { ok: true } as const;
 
-Deno.test("a new file is migrated and everything survives a restart", async () => {
+// What survives a restart is in the storage contract (contract_history.ts).
+Deno.test("a new file in a new folder is created at the schema version, in WAL mode", async () => {
   await withDir(async (dir) => {
     const path = join(dir, "nested", "chat.db");
-    let storage = openSqliteStorage(path, 3);
-    await storage.createToken(
-      "tok-bob",
-      { username: "bob", expiresAt: 5000 },
-      100,
-    );
-    assert.deepEqual(
-      await storage.write([
-        ...groups("lobby", range(1, 5)),
-        { kind: "private", message: chat("p1", "bob", 10), delivered: false },
-      ]),
-      Array(6).fill(OK),
-    );
+    const storage = openSqliteStorage(path, 3);
+    assert.deepEqual(await storage.write(groups("lobby", range(1, 5))), [
+      ...Array(5).fill(OK),
+    ]);
     await storage.close();
-
     const raw = new DatabaseSync(path);
     assert.equal(
       raw.prepare("PRAGMA user_version").get()?.user_version,
@@ -93,32 +88,6 @@ Deno.test("a new file is migrated and everything survives a restart", async () =
     );
     assert.equal(raw.prepare("PRAGMA journal_mode").get()?.journal_mode, "wal");
     raw.close();
-
-    storage = new SqliteStorage(path, 3);
-    try {
-      assert.deepEqual(await storage.roomSeqs(), new Map([["lobby", 5]]));
-      assert.deepEqual(
-        await storage.history("lobby", { kind: "last", count: 10, upTo: 5 }),
-        {
-          messages: range(3, 5).map((seq) => group("lobby", seq)),
-          complete: false,
-        },
-      );
-      assert.deepEqual(await storage.checkToken("tok-bob", 200), {
-        username: "bob",
-        expiresAt: 5000,
-      });
-      assert.deepEqual(await storage.offline("bob"), [chat("p1", "bob", 10)]);
-      assert.deepEqual(await storage.write(groups("lobby", [6])), [OK]);
-      assert.deepEqual(await storage.roomSeqs(), new Map([["lobby", 6]]));
-      assert.deepEqual(
-        (await storage.history("lobby", { kind: "since", since: 0, upTo: 6 }))
-          .messages.map((m) => m.seq),
-        [4, 5, 6],
-      );
-    } finally {
-      await storage.close();
-    }
   });
 });
 
@@ -143,179 +112,9 @@ Deno.test(":memory: needs no file and close is idempotent", async () => {
   );
 });
 
-Deno.test("rooms are trimmed to historySize, each on its own", async () => {
-  await withDir(async (dir) => {
-    const storage = openSqliteStorage(join(dir, "chat.db"), 3);
-    try {
-      await storage.write([
-        ...groups("a", range(1, 10)),
-        ...groups("b", [1, 2]),
-      ]);
-      await storage.write(groups("a", [11]));
-      await storage.write(groups("a", [12]));
-      const seqs = async (room: string) =>
-        (await storage.history(room, { kind: "since", since: 0, upTo: ALL }))
-          .messages.map((m) => m.seq);
-      assert.deepEqual(await seqs("a"), [10, 11, 12]);
-      assert.deepEqual(await seqs("b"), [1, 2]);
-      assert.deepEqual(
-        await storage.roomSeqs(),
-        new Map([["a", 12], ["b", 2]]),
-      );
-    } finally {
-      await storage.close();
-    }
-  });
-});
-
-Deno.test("historySize 0 keeps no message but keeps the room's seq", async () => {
-  await withDir(async (dir) => {
-    const path = join(dir, "chat.db");
-    let storage = openSqliteStorage(path, 0);
-    assert.deepEqual(await storage.write(groups("a", [1, 2, 3])), [OK, OK, OK]);
-    const query: HistoryQuery = { kind: "last", count: 5, upTo: 3 };
-    assert.deepEqual(
-      await storage.history("a", query),
-      selectHistory([], query, 3),
-    );
-    assert.deepEqual(await storage.history("a", query), {
-      messages: [],
-      complete: false,
-    });
-    await storage.close();
-    storage = openSqliteStorage(path, 0);
-    try {
-      assert.deepEqual(await storage.roomSeqs(), new Map([["a", 3]]));
-    } finally {
-      await storage.close();
-    }
-  });
-});
-
-Deno.test("history agrees with selectHistory on the kept messages", async () => {
-  const scenarios: { room: string; written: number[]; historySize: number }[] =
-    [
-      { room: "empty", written: [], historySize: 100 },
-      { room: "full", written: range(1, 10), historySize: 100 },
-      { room: "trimmed", written: range(1, 10), historySize: 4 },
-      { room: "gaps", written: [1, 2, 4, 7, 9], historySize: 100 },
-      { room: "gapstrimmed", written: [1, 2, 4, 7, 9, 11, 12], historySize: 3 },
-      { room: "gapsfirst", written: [3, 5, 6], historySize: 5 },
-      { room: "one", written: [1], historySize: 1 },
-    ];
-  const queries: HistoryQuery[] = [];
-  for (const upTo of [0, 1, 3, 6, 9, 10, 12]) {
-    for (const since of [0, 1, 3, 6, 9, 10, 15]) {
-      queries.push({ kind: "since", since, upTo });
-    }
-    for (const count of [0, 1, 3, 4, 10, 50]) {
-      queries.push({ kind: "last", count, upTo });
-    }
-    for (const before of [1, 2, 5, 7, 10, 11, 100]) {
-      for (const limit of [1, 2, 3, 50]) {
-        queries.push({ kind: "before", before, limit, upTo });
-      }
-    }
-  }
-  await withDir(async (dir) => {
-    let compared = 0;
-    for (const { room, written, historySize } of scenarios) {
-      const storage = openSqliteStorage(join(dir, `${room}.db`), historySize);
-      try {
-        await storage.write(groups(room, written));
-        // The newest historySize stored messages, whatever their seqs.
-        const kept = (historySize === 0 ? [] : written.slice(-historySize))
-          .map((seq) => group(room, seq));
-        const trimmed = written.at(-historySize - 1) ?? 0;
-        for (const query of queries) {
-          assert.deepEqual(
-            await storage.history(room, query),
-            selectHistory(kept, query, trimmed),
-            `${room} ${JSON.stringify(query)}`,
-          );
-          compared++;
-        }
-      } finally {
-        await storage.close();
-      }
-    }
-    assert.equal(compared, scenarios.length * queries.length);
-  });
-
-  // A few of those cases spelled out, so the comparison is not vacuous.
-  const storage = openSqliteStorage(":memory:", 4);
-  try {
-    await storage.write(groups("r", range(1, 10)));
-    const seqsOf = async (query: HistoryQuery) => {
-      const page = await storage.history("r", query);
-      return [page.messages.map((m) => m.seq), page.complete];
-    };
-    assert.deepEqual(await seqsOf({ kind: "since", since: 0, upTo: 10 }), [
-      [7, 8, 9, 10],
-      false,
-    ]);
-    assert.deepEqual(await seqsOf({ kind: "since", since: 6, upTo: 9 }), [
-      [7, 8, 9],
-      true,
-    ]);
-    assert.deepEqual(await seqsOf({ kind: "since", since: 15, upTo: 10 }), [
-      [],
-      true,
-    ]);
-    assert.deepEqual(await seqsOf({ kind: "last", count: 0, upTo: 10 }), [
-      [],
-      true,
-    ]);
-    assert.deepEqual(await seqsOf({ kind: "last", count: 2, upTo: 8 }), [
-      [7, 8],
-      true,
-    ]);
-    assert.deepEqual(
-      await seqsOf({ kind: "before", before: 9, limit: 2, upTo: 10 }),
-      [[7, 8], true],
-    );
-    assert.deepEqual(
-      await seqsOf({ kind: "before", before: 9, limit: 3, upTo: 10 }),
-      [[7, 8], false],
-    );
-  } finally {
-    await storage.close();
-  }
-});
-
-Deno.test("an offline PrivateChat needs a user who holds or held a token", async () => {
-  const storage = openSqliteStorage(":memory:", 10);
-  try {
-    assert.deepEqual(
-      await storage.write([
-        { kind: "private", message: chat("p1", "carol", 1), delivered: false },
-        { kind: "private", message: chat("p2", "carol", 2), delivered: true },
-      ]),
-      [{ ok: false, reason: "unknown_user" }, OK],
-    );
-    assert.deepEqual(await storage.offline("carol"), []);
-
-    await storage.createToken(
-      "tok-carol",
-      { username: "carol", expiresAt: 10 },
-      1,
-    );
-    assert.equal(await storage.revokeToken("tok-carol"), true);
-    assert.deepEqual(
-      await storage.write([
-        { kind: "private", message: chat("p3", "carol", 3), delivered: false },
-        { kind: "private", message: chat("p4", "dave", 4), delivered: false },
-      ]),
-      [OK, { ok: false, reason: "unknown_user" }],
-    );
-    assert.deepEqual(await storage.offline("carol"), [chat("p3", "carol", 3)]);
-    assert.deepEqual(await storage.offline("dave"), []);
-  } finally {
-    await storage.close();
-  }
-});
-
-Deno.test("offline is oldest first and delivered messages leave it", async () => {
+// Memory and Redis keep offline messages in the order they came; SQLite
+// orders them by timestamp, which differs only when a clock went back.
+Deno.test("offline is oldest first by timestamp and delivered messages leave it", async () => {
   const storage = openSqliteStorage(":memory:", 10);
   try {
     await storage.createToken("tok-bob", { username: "bob", expiresAt: 10 }, 1);
@@ -353,7 +152,9 @@ Deno.test("offline is oldest first and delivered messages leave it", async () =>
   }
 });
 
-Deno.test("tokens: create, check, expire, revoke, list, stored hashed", async () => {
+// The token rules (expiry, revocation, listing) are in the storage contract
+// (contract_offline.ts); this is what only a file shows.
+Deno.test("tokens are stored hashed: the file holds the hash, never the token", async () => {
   await withDir(async (dir) => {
     const secret = "Raw-Secret-Token-0123456789abcdef";
     const other = "another-token-fedcba9876543210";
@@ -379,42 +180,7 @@ Deno.test("tokens: create, check, expire, revoke, list, stored hashed", async ()
         { username: "bob", expiresAt: 9000 },
         1500,
       );
-      await assert.rejects(
-        storage.createToken(other, { username: "eve", expiresAt: 9000 }, 1600),
-      );
-
-      const alice = { username: "alice", expiresAt: 2000 };
-      assert.deepEqual(await storage.checkToken(secret, 1000), alice);
-      assert.deepEqual(await storage.checkToken(secret, 1999), alice);
-      assert.equal(await storage.checkToken(secret, 2000), null);
-      assert.equal(await storage.checkToken("unknown", 1000), null);
-
-      assert.deepEqual(await storage.listTokens(), [
-        {
-          username: "bob",
-          expiresAt: 9000,
-          hashPrefix: otherHash.slice(0, 12),
-          createdAt: 1500,
-          revoked: false,
-        },
-        {
-          username: "alice",
-          expiresAt: 2000,
-          hashPrefix: secretHash.slice(0, 12),
-          createdAt: 1000,
-          revoked: false,
-        },
-      ]);
-
       assert.equal(await storage.revokeToken(secret), true);
-      assert.equal(await storage.revokeToken(secret), false);
-      assert.equal(await storage.revokeToken("unknown"), false);
-      assert.equal(await storage.checkToken(secret, 1000), null);
-      assert.deepEqual(
-        (await storage.listTokens()).map((row) => [row.username, row.revoked]),
-        [["bob", false], ["alice", true]],
-      );
-
       const open = await dbBytes();
       assert.ok(open.includes(secretHash));
       assert.ok(!open.includes(secret) && !open.includes(secret.toLowerCase()));
@@ -480,174 +246,6 @@ Deno.test("a batch with a failing op keeps nothing and fails every op", async ()
     }
   });
 });
-
-Deno.test("a PrivateChat written as delivered and then undelivered waits offline, in both storages", async () => {
-  const message: StoredPrivateChat = {
-    id: "p-late",
-    sender_username: "bob",
-    target_username: "alice",
-    content: "you left",
-    timestamp: 1_000,
-  };
-  const storages = [
-    openSqliteStorage(":memory:", 10),
-    new MemoryStorage(10),
-  ];
-  for (const storage of storages) {
-    try {
-      await storage.write([{ kind: "private", message, delivered: true }]);
-      assert.deepEqual(await storage.offline("alice"), [], "delivered");
-      await storage.write([{ kind: "undelivered", message }]);
-      assert.deepEqual(await storage.offline("alice"), [message]);
-      await storage.write([{ kind: "delivered", ids: [message.id] }]);
-      assert.deepEqual(await storage.offline("alice"), [], "once");
-    } finally {
-      await storage.close();
-    }
-  }
-});
-
-/** Writes of `n` messages, one batch each, with content that needs new pages. */
-async function writeEach(
-  storage: SqliteStorage,
-  room: string,
-  seqs: readonly number[],
-) {
-  const results = [];
-  for (const seq of seqs) {
-    const [result] = await storage.write([{
-      kind: "group",
-      message: { ...group(room, seq), content: "x".repeat(4000) },
-    }]);
-    results.push(result!);
-  }
-  return results;
-}
-
-Deno.test("a full database fails writes with the cause, keeps every stored message, and recovers", async () => {
-  await withDir(async (dir) => {
-    const storage = new SqliteStorage(join(dir, "chat.db"), 10);
-    try {
-      assert.deepEqual(
-        await storage.write(groups("r", range(1, 5))),
-        Array(5).fill(OK),
-      );
-      // No page more than the file has now: SQLITE_FULL, as on a full disk.
-      storage.maxPageCount(1);
-      const failed = await writeEach(storage, "r", range(6, 205));
-      for (const result of failed) {
-        assert.deepEqual(result, {
-          ...FAILED,
-          error: "database or disk is full",
-        });
-      }
-      await assert.rejects(storage.probe(), /database or disk is full/);
-      storage.maxPageCount(1_000_000);
-      // The probe finds the fault gone, and leaves nothing behind.
-      await storage.probe();
-      assert.deepEqual(await storage.roomSeqs(), new Map([["r", 5]]));
-      assert.deepEqual(
-        await storage.history("", { kind: "since", since: -1, upTo: ALL }),
-        { messages: [], complete: true },
-      );
-      // The next write commits, with a gap in seq.
-      assert.deepEqual(await storage.write(groups("r", [206])), [OK]);
-      for (
-        const query of [
-          { kind: "since", since: 0, upTo: 206 },
-          { kind: "last", count: 10, upTo: 206 },
-          { kind: "before", before: 207, limit: 50, upTo: 206 },
-        ] satisfies HistoryQuery[]
-      ) {
-        assert.deepEqual(await storage.history("r", query), {
-          messages: [...range(1, 5), 206].map((seq) => group("r", seq)),
-          complete: true,
-        }, JSON.stringify(query));
-      }
-      assert.deepEqual(await storage.roomSeqs(), new Map([["r", 206]]));
-      // Trimming still keeps exactly the newest 10 stored messages.
-      await storage.write(groups("r", range(207, 211)));
-      const page = await storage.history("r", {
-        kind: "since",
-        since: 0,
-        upTo: 211,
-      });
-      assert.deepEqual(page.messages.map((m) => m.seq), [
-        2,
-        3,
-        4,
-        5,
-        206,
-        ...range(207, 211),
-      ]);
-      assert.equal(page.complete, false);
-      assert.equal(
-        (await storage.history("r", { kind: "since", since: 1, upTo: 211 }))
-          .complete,
-        true,
-      );
-    } finally {
-      await storage.close();
-    }
-  });
-});
-
-/** The storages a single server runs on, for the same offline rules. */
-const OFFLINE_STORAGES = [
-  { name: "SQLite", open: () => openSqliteStorage(":memory:", 10) },
-  { name: "memory", open: () => new MemoryStorage(10) },
-];
-
-for (const { name, open } of OFFLINE_STORAGES) {
-  Deno.test(`${name}: MAX_OFFLINE_MESSAGES refuses with inbox_full and stores nothing; pages read the oldest first`, async () => {
-    const storage = open();
-    try {
-      await storage.createToken(
-        "tok-bob",
-        { username: "bob", expiresAt: 10 },
-        1,
-      );
-      const capped = (id: string, at: number) => ({
-        kind: "private" as const,
-        message: chat(id, "bob", at),
-        delivered: false,
-        maxWaiting: 3,
-      });
-      assert.deepEqual(
-        await storage.write([
-          capped("p1", 1),
-          capped("p2", 2),
-          capped("p3", 3),
-          capped("p4", 4),
-          // Live: not kept for later, not capped.
-          { ...capped("p5", 5), delivered: true },
-          // Sent live, its target gone before the commit: kept whatever
-          // the count.
-          { kind: "undelivered", message: chat("p5", "bob", 5) },
-        ]),
-        [OK, OK, OK, { ok: false, reason: "inbox_full" }, OK, OK],
-      );
-      const waiting = ["p1", "p2", "p3", "p5"];
-      assert.deepEqual(
-        (await storage.offline("bob")).map((m) => m.id),
-        waiting,
-      );
-      assert.deepEqual(
-        (await storage.offline("bob", 2)).map((m) => m.id),
-        ["p1", "p2"],
-      );
-      await storage.write([{ kind: "delivered", ids: ["p1", "p2"] }]);
-      assert.deepEqual(
-        (await storage.offline("bob", 2)).map((m) => m.id),
-        ["p3", "p5"],
-      );
-      // Room again below the cap.
-      assert.deepEqual(await storage.write([capped("p7", 7)]), [OK]);
-    } finally {
-      await storage.close();
-    }
-  });
-}
 
 /**
  * SQL that takes migrations 3 (the inbox counts) and 4 (the idempotency
@@ -827,89 +425,6 @@ Deno.test({
       }
     });
   },
-});
-
-Deno.test("gaps in seq (failed writes) neither trim kept messages nor make pages incomplete, in both storages", async () => {
-  interface GapCase {
-    name: string;
-    historySize: number;
-    /** Seqs stored, in order; the ones missing failed. */
-    written: number[];
-    query: HistoryQuery;
-    seqs: number[];
-    complete: boolean;
-  }
-  const many = range(1, 300).map((n) => n * 10);
-  const cases: GapCase[] = [
-    {
-      name: "a long gap keeps the older messages",
-      historySize: 10,
-      written: [...range(1, 5), 1151],
-      query: { kind: "since", since: 0, upTo: 1151 },
-      seqs: [...range(1, 5), 1151],
-      complete: true,
-    },
-    {
-      name: "the first seqs failed: nothing was trimmed",
-      historySize: 10,
-      written: [3, 4],
-      query: { kind: "last", count: 10, upTo: 4 },
-      seqs: [3, 4],
-      complete: true,
-    },
-    {
-      name: "before the oldest, nothing trimmed",
-      historySize: 10,
-      written: [5, 9],
-      query: { kind: "before", before: 9, limit: 5, upTo: 9 },
-      seqs: [5],
-      complete: true,
-    },
-    {
-      name: "trimmed by count across gaps",
-      historySize: 3,
-      written: many,
-      query: { kind: "last", count: 5, upTo: 3000 },
-      seqs: [2980, 2990, 3000],
-      complete: false,
-    },
-    {
-      name: "since the last trimmed seq is complete",
-      historySize: 3,
-      written: many,
-      query: { kind: "since", since: 2970, upTo: 3000 },
-      seqs: [2980, 2990, 3000],
-      complete: true,
-    },
-    {
-      name: "since a trimmed seq is not",
-      historySize: 3,
-      written: many,
-      query: { kind: "since", since: 2969, upTo: 3000 },
-      seqs: [2980, 2990, 3000],
-      complete: false,
-    },
-  ];
-  for (const kind of ["sqlite", "memory"] as const) {
-    for (const c of cases) {
-      const storage = kind === "sqlite"
-        ? new SqliteStorage(":memory:", c.historySize)
-        : new MemoryStorage(c.historySize);
-      try {
-        for (const seq of c.written) {
-          assert.deepEqual(await storage.write(groups("r", [seq])), [OK]);
-        }
-        const page = await storage.history("r", c.query);
-        assert.deepEqual(
-          [page.messages.map((m) => m.seq), page.complete],
-          [c.seqs, c.complete],
-          `${kind}: ${c.name}`,
-        );
-      } finally {
-        await storage.close();
-      }
-    }
-  }
 });
 
 Deno.test("a version 1 database is migrated: what lay below a room's oldest message counts as trimmed", async () => {
