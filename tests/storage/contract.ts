@@ -65,6 +65,19 @@ export interface Subject {
    * (memory, SQLite); Redis expires its keys on its own clock.
    */
   windowByMessageTime: boolean;
+  /**
+   * The order of a user's offline messages: as they were written (memory,
+   * Redis's list) or by timestamp, then as written (SQLite). They differ
+   * only for messages written out of timestamp order (a clock set back).
+   */
+  offlineOrder: "written" | "timestamp";
+  /**
+   * Whether an `undelivered` op keeps the message it carries even when it
+   * was never written (memory, Redis: a cluster's node pages a message
+   * another node stored) or only marks the stored row (SQLite: on one node
+   * the runner always wrote it first, as delivered).
+   */
+  undeliveredStores: boolean;
   /** Whether its data survives a restart ({@linkcode Harness.restart}). */
   restarts: boolean;
   /**

@@ -343,6 +343,72 @@ const offline: ContractCase[] = [...recipients, ...caps, {
     await storage.write([{ kind: "delivered", ids: [message.id] }]);
     assert.deepEqual(await storage.offline("carol"), [], "once");
   },
+}, {
+  name: "offline: undelivered, never written before",
+  async run(subject, { storage }) {
+    const message = chat("p-paged", "carol");
+    assert.deepEqual(await write(storage, [{ kind: "undelivered", message }]), [
+      OK,
+    ]);
+    assert.deepEqual(
+      await storage.offline("carol"),
+      subject.undeliveredStores ? [message] : [],
+    );
+  },
+}, {
+  name: "offline: written out of timestamp order",
+  async run(subject, { storage }) {
+    await bobHoldsAToken(storage);
+    const messages = [
+      chat("late", "bob", 30),
+      chat("early", "bob", 10),
+      chat("tie-1", "bob", 20),
+      chat("tie-2", "bob", 20),
+    ];
+    await storage.write(messages.map((message): WriteOp => ({
+      kind: "private",
+      message,
+      delivered: false,
+    })));
+    assert.deepEqual(
+      (await storage.offline("bob")).map((m) => m.id),
+      subject.offlineOrder === "written"
+        ? ["late", "early", "tie-1", "tie-2"]
+        : ["early", "tie-1", "tie-2", "late"],
+    );
+    // Marks anywhere in the page, and an id that waits nowhere.
+    assert.deepEqual(
+      await write(storage, [{
+        kind: "delivered",
+        ids: ["early", "tie-2", "nope"],
+      }]),
+      [OK],
+    );
+    assert.deepEqual(
+      (await storage.offline("bob")).map((m) => m.id),
+      subject.offlineOrder === "written"
+        ? ["late", "tie-1"]
+        : ["tie-1", "late"],
+    );
+    assert.deepEqual(await storage.offline("alice"), []);
+  },
+}, {
+  name: "offline: a refused op in a batch refuses only itself",
+  async run(_subject, { storage }) {
+    await bobHoldsAToken(storage);
+    const toBob = chat("p2", "bob", 2);
+    assert.deepEqual(
+      await write(storage, [
+        { kind: "private", message: chat("p1", "dave", 1), delivered: false },
+        { kind: "private", message: toBob, delivered: false },
+        { ...capped(chat("p3", "bob", 3)), maxWaiting: 1 } as WriteOp,
+        { kind: "private", message: chat("p4", "dave", 4), delivered: true },
+      ]),
+      [UNKNOWN_USER, OK, INBOX_FULL, OK],
+    );
+    assert.deepEqual(await storage.offline("bob"), [toBob]);
+    assert.deepEqual(await storage.offline("dave"), []);
+  },
 }];
 
 /** The token and offline part of the contract. */

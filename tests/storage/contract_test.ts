@@ -39,6 +39,8 @@ Deno.test("storage contract: memory", async (t) => {
   await runContract(t, CONTRACT, {
     name: "memory",
     assignsSeq: false,
+    offlineOrder: "written",
+    undeliveredStores: true,
     windowByMessageTime: true,
     restarts: false,
     open: ({ historySize }) =>
@@ -56,6 +58,8 @@ Deno.test("storage contract: SQLite", async (t) => {
     await runContract(t, CONTRACT, {
       name: "SQLite",
       assignsSeq: false,
+      offlineOrder: "timestamp",
+      undeliveredStores: false,
       windowByMessageTime: true,
       restarts: true,
       failureText: /^database or disk is full$/,
@@ -100,6 +104,8 @@ Deno.test("storage contract: Redis", async (t) => {
     const subject: Subject = {
       name: "Redis",
       assignsSeq: true,
+      offlineOrder: "written",
+      undeliveredStores: true,
       windowByMessageTime: false,
       restarts: true,
       failureText: /^OOM /,

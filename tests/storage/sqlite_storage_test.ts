@@ -1,9 +1,9 @@
 /**
  * What only `SqliteStorage` has: its file (schema version, WAL, migrations,
  * tokens stored hashed), a batch as one transaction, I/O errors and
- * read-only files, offline messages ordered by timestamp, and trimming
- * across restarts with another `HISTORY_SIZE`. The rules every storage
- * shares are in the storage contract (`contract_test.ts`).
+ * read-only files, and trimming across restarts with another
+ * `HISTORY_SIZE`. The rules every storage shares, and where SQLite differs
+ * from them, are in the storage contract (`contract_test.ts`).
  *
  * @module
  */
@@ -110,46 +110,6 @@ Deno.test(":memory: needs no file and close is idempotent", async () => {
   await assert.rejects(
     storage.history("a", { kind: "last", count: 1, upTo: 1 }),
   );
-});
-
-// Memory and Redis keep offline messages in the order they came; SQLite
-// orders them by timestamp, which differs only when a clock went back.
-Deno.test("offline is oldest first by timestamp and delivered messages leave it", async () => {
-  const storage = openSqliteStorage(":memory:", 10);
-  try {
-    await storage.createToken("tok-bob", { username: "bob", expiresAt: 10 }, 1);
-    const messages = [
-      chat("late", "bob", 30),
-      chat("early", "bob", 10),
-      chat("tie-1", "bob", 20),
-      chat("tie-2", "bob", 20),
-    ];
-    await storage.write(
-      messages.map((message) => ({
-        kind: "private",
-        message,
-        delivered: false,
-      })),
-    );
-    assert.deepEqual(
-      (await storage.offline("bob")).map((m) => m.id),
-      ["early", "tie-1", "tie-2", "late"],
-    );
-    assert.deepEqual(
-      await storage.write([{
-        kind: "delivered",
-        ids: ["early", "tie-2", "nope"],
-      }]),
-      [OK],
-    );
-    assert.deepEqual(
-      (await storage.offline("bob")).map((m) => m.id),
-      ["tie-1", "late"],
-    );
-    assert.deepEqual(await storage.offline("alice"), []);
-  } finally {
-    await storage.close();
-  }
 });
 
 // The token rules (expiry, revocation, listing) are in the storage contract
