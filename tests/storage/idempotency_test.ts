@@ -9,7 +9,6 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { StoredGroupChat } from "../../src/wire/protocol.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { connectRedis } from "../../src/redis/connection.ts";
 import { KEYS, RedisStorage } from "../../src/redis/storage.ts";
@@ -27,30 +26,12 @@ import {
   type WriteOp,
 } from "../../src/chat/storage.ts";
 import { waitFor } from "../support/helpers.ts";
-
-const T0 = 1_700_000_000_000;
-
-function message(
-  n: number,
-  sender: string,
-  at: number,
-  content: string,
-  room = "r",
-): StoredGroupChat {
-  return {
-    id: `server-${n}`,
-    seq: n,
-    room,
-    sender_username: sender,
-    content,
-    timestamp: at,
-  };
-}
+import { group, T0 } from "./contract.ts";
 
 /** A `GroupChat` number `n` from alice with the client id `ref`. */
 const g = (n: number, ref: string): WriteOp => ({
   kind: "group",
-  message: message(n, "alice", T0 + n, `text ${ref}`),
+  message: group("r", n, `text ${ref}`),
   ref,
 });
 
@@ -66,7 +47,7 @@ Deno.test("idempotency, Redis: a key lives for the window (Redis's clock)", asyn
     });
     const [result] = await storage.write([{
       kind: "group",
-      message: { ...message(1, "alice", T0, "text k"), seq: 0 },
+      message: group("r", 0, "text k"),
       ref: "k",
     }]);
     assert.deepEqual(result, { ok: true, seq: 1 });
