@@ -9,7 +9,6 @@
  */
 import {
   changedSettings,
-  type Config,
   ConfigError,
   helpText,
   loadConfig,
@@ -59,6 +58,16 @@ async function main(): Promise<number> {
   return 0;
 }
 
+/** The settings a start-up error names. */
+interface StartupSettings {
+  /** Address the server listens on. */
+  host: string;
+  /** Port the server listens on. */
+  port: number;
+  /** SQLite file. */
+  databasePath: string;
+}
+
 /** `NAME (--flag)` of a setting, as the config errors name it. */
 function setting(key: keyof typeof SETTINGS): string {
   return `${SETTINGS[key].env} (--${SETTINGS[key].flag})`;
@@ -68,7 +77,10 @@ function setting(key: keyof typeof SETTINGS): string {
  * One line saying what failed at start, naming the file, port or setting,
  * and what to do. Exported for tests.
  */
-export function startupError(error: unknown, config: Config): string {
+export function startupError(
+  error: unknown,
+  config: StartupSettings,
+): string {
   const detail = (error instanceof Error ? error.message : String(error))
     .replace(/\s+/g, " ").trim();
   const where = `${config.host}:${config.port}`;

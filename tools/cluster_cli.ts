@@ -7,23 +7,24 @@
  * ADMIN_TOKEN=s3cret deno task cluster --nodes 2 --port 9000 --auth
  * REDIS_URL=redis://127.0.0.1:6379 deno task cluster --nodes 2
  * deno task cluster --nodes 2 --port 0        # each node on a free port of its own
+ * deno task cluster --redis-port 6390         # its redis-server on 6390, not a free port
  * ```
  *
  * It starts `main.ts` once per node as a subprocess, on consecutive ports
  * from `--port` (or `PORT`, default 8080), each with `REDIS_URL` set. Without
  * `REDIS_URL` (flag, environment or `.env`) it starts a redis-server of its
- * own on a free port, with its data in a temporary directory. Every other
+ * own on a free port (or `--redis-port`), with its data in a temporary directory. Every other
  * flag goes to every node unchanged. A stop (Ctrl-C, `SIGTERM`) stops every
  * node with `SIGTERM`, waits for them, then stops that redis-server.
  *
  * @module
  */
+import { parseArgs } from "node:util";
 import {
   ConfigError,
   loadConfig,
   readDotenv,
-  SETTINGS,
-  type SettingSpec,
+  SERVER_FLAG_OPTIONS,
 } from "../src/runtime/config.ts";
 import { type LocalRedis, startLocalRedis } from "./local_redis.ts";
 
@@ -39,6 +40,8 @@ export interface ClusterArgs {
   port?: string;
   /** `--redis` as given, when it was. */
   redis?: string;
+  /** `--redis-port`: the port of the redis-server started here, when given. */
+  redisPort?: number;
 }
 
 /** The nodes started when `--nodes` is not given. */
@@ -46,7 +49,7 @@ export const DEFAULT_NODES = 2;
 
 /** The text of `deno task cluster --help`. */
 export function clusterHelp(): string {
-  return `Usage: deno task cluster [--nodes N] [--port P] [server flags]
+  return `Usage: deno task cluster [--nodes N] [--port P] [--redis-port N] [server flags]
 
 Starts N nodes of the chat server (main.ts) as one cluster through Redis,
 on ports P, P+1, ..., P+N-1, and prints the URL of each.
@@ -57,6 +60,8 @@ on ports P, P+1, ..., P+N-1, and prints the URL of each.
   --redis URL    the Redis every node uses (default: REDIS_URL); without one,
                  a redis-server is started on a free port, with its data in a
                  temporary directory, and stopped with the nodes
+  --redis-port N the port of that redis-server (127.0.0.1), instead of a free
+                 one; not with --redis or REDIS_URL
   -h, --help     this text
 
 Every other flag goes to every node unchanged (see deno task start --help).
@@ -73,17 +78,33 @@ then the redis-server this command started. Another Ctrl-C, a second or more
 later, kills the nodes at once.`;
 }
 
-/** Flags of the server that take a value, to step over it when parsing. */
-const VALUE_FLAGS = new Set(
-  (Object.values(SETTINGS) as SettingSpec[])
-    .filter((spec) => spec.negation === undefined)
-    .map((spec) => spec.flag),
-);
+/** This command's own flags; every other one is the server's. */
+const OWN_OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  nodes: { type: "string" },
+  port: { type: "string" },
+  redis: { type: "string" },
+  "redis-port": { type: "string" },
+} as const;
+
+/** A port number as text, checked: 1 to 65535. */
+function portNumber(flag: string, value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 65535) {
+    throw new ConfigError(
+      `--${flag} takes a whole number from 1 to 65535; got '${value}'`,
+    );
+  }
+  return Number(value);
+}
 
 /**
- * Splits the command line into this command's flags and the server's.
+ * Splits the command line into this command's flags and the server's,
+ * through `node:util`'s `parseArgs` (not strict: the server's flags are
+ * passed on as given, each with its value, and checked by the server's own
+ * parser).
  *
- * @throws {ConfigError} on a bad `--nodes` or a flag without its value.
+ * @throws {ConfigError} on a bad `--nodes` or `--redis-port`, or a flag
+ * without its value.
  */
 export function parseClusterArgs(args: readonly string[]): ClusterArgs {
   const parsed: ClusterArgs = {
@@ -91,25 +112,44 @@ export function parseClusterArgs(args: readonly string[]): ClusterArgs {
     nodes: DEFAULT_NODES,
     passthrough: [],
   };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string;
-    if (arg === "--help" || arg === "-h") {
+  const { tokens } = parseArgs({
+    args: [...args],
+    options: { ...SERVER_FLAG_OPTIONS, ...OWN_OPTIONS },
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      parsed.passthrough.push(token.value);
+      continue;
+    }
+    if (token.kind === "option-terminator") {
+      parsed.passthrough.push("--");
+      continue;
+    }
+    if (token.name === "help") {
       parsed.help = true;
       continue;
     }
-    const eq = arg.indexOf("=");
-    const flag = arg.startsWith("--")
-      ? arg.slice(2, eq === -1 ? undefined : eq)
-      : undefined;
-    const takeValue = (): string => {
-      if (eq !== -1) return arg.slice(eq + 1);
-      const value = args[++i];
-      if (value === undefined) throw new ConfigError(`--${flag} needs a value`);
-      return value;
-    };
-    switch (flag) {
-      case "nodes": {
-        const value = takeValue();
+    const own = token.rawName.startsWith("--") &&
+      Object.hasOwn(OWN_OPTIONS, token.name);
+    if (!own) {
+      // A server flag goes along as given, with its value.
+      if (token.inlineValue) {
+        parsed.passthrough.push(`${token.rawName}=${token.value}`);
+      } else {
+        parsed.passthrough.push(token.rawName);
+        if (token.value !== undefined) parsed.passthrough.push(token.value);
+      }
+      continue;
+    }
+    const value = token.value;
+    if (value === undefined) {
+      throw new ConfigError(`--${token.name} needs a value`);
+    }
+    switch (token.name) {
+      case "nodes":
         if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 256) {
           throw new ConfigError(
             `--nodes takes a whole number from 1 to 256; got '${value}'`,
@@ -117,24 +157,21 @@ export function parseClusterArgs(args: readonly string[]): ClusterArgs {
         }
         parsed.nodes = Number(value);
         break;
-      }
       case "port":
-        parsed.port = takeValue();
+        parsed.port = value;
         break;
       case "redis":
-        parsed.redis = takeValue();
+        parsed.redis = value;
         break;
-      default:
-        parsed.passthrough.push(arg);
-        // A server flag's value goes along with it.
-        if (flag !== undefined && eq === -1 && VALUE_FLAGS.has(flag)) {
-          const value = args[i + 1];
-          if (value !== undefined) {
-            parsed.passthrough.push(value);
-            i++;
-          }
-        }
+      case "redis-port":
+        parsed.redisPort = portNumber("redis-port", value);
+        break;
     }
+  }
+  if (parsed.redis !== undefined && parsed.redisPort !== undefined) {
+    throw new ConfigError(
+      "--redis-port is the port of the redis-server this command starts; with --redis none is started",
+    );
   }
   return parsed;
 }
@@ -299,6 +336,11 @@ export async function main(
     });
     if (loaded.kind === "help") throw new Error("unreachable");
     ({ config, sources } = loaded);
+    if (config.redisUrl !== undefined && parsed.redisPort !== undefined) {
+      throw new ConfigError(
+        "--redis-port is the port of the redis-server this command starts; with REDIS_URL set none is started",
+      );
+    }
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(`error: ${error.message}`);
@@ -356,7 +398,10 @@ export async function main(
       }
       try {
         // Redis's own default: a trial cluster need not fsync every reply.
-        redis = await startLocalRedis({ appendfsync: "everysec" });
+        redis = await startLocalRedis({
+          appendfsync: "everysec",
+          port: parsed.redisPort,
+        });
       } catch (error) {
         console.error(
           `error: could not start a local redis-server: ${

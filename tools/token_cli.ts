@@ -7,6 +7,8 @@
  * deno task token create alice --ttl 3600
  * deno task token list
  * deno task token revoke 4f0d1c52-7c8a-4b8e-9a55-7a8ab3c2f9e1
+ * deno task token revoke 9b1f04c2aa71   # the HASH column of list, for a lost token
+ * deno task token revoke --user alice   # every token of alice
  * ```
  *
  * The database is found as the server finds it: `--database`, then
@@ -17,13 +19,15 @@
  * created here works on a running server at once; a token revoked here is
  * refused at once to new connections, and the server closes the connections
  * that already use it at its next re-check, within `TOKEN_RECHECK_MS`
- * (5 seconds).
+ * (5 seconds). Tokens revoked by id or by user are known here only by their
+ * hash, so a cluster's nodes too end their connections at that re-check.
  *
  * Exit status: `0` on success, `1` when the command failed (an unknown token,
  * a database error), `2` on bad usage.
  *
  * @module
  */
+import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, readDotenv } from "../src/runtime/config.ts";
 import { usernameProblem } from "../src/wire/names.ts";
 import { publishRevocation } from "../src/redis/bus.ts";
@@ -31,11 +35,11 @@ import { createLogger } from "../src/runtime/log.ts";
 import { connectRedis, type RedisConnection } from "../src/redis/connection.ts";
 import { RedisStorage } from "../src/redis/storage.ts";
 import { SqliteStorage } from "../src/storage/sqlite_storage.ts";
-import type { Storage, TokenRow } from "../src/chat/storage.ts";
+import type { Storage, TokenAdmin, TokenRow } from "../src/chat/storage.ts";
 
 /** The usage line, printed with every usage error. */
 export const USAGE =
-  "usage: deno task token [--database <path> | --redis <url>] (create <username> [--ttl <seconds>] | list | revoke <token>)";
+  "usage: deno task token [--database <path> | --redis <url>] (create <username> [--ttl <seconds>] | list | revoke (<token> | <id> | --user <username>))";
 
 /** The longest `--ttl`, as the token API allows: ten years. */
 const MAX_TTL_SECONDS = 10 * 365 * 86400;
@@ -47,9 +51,15 @@ const HELP = `${USAGE}
 Commands:
   create <username> [--ttl <seconds>]  issue a token; --ttl defaults to TOKEN_TTL_SECONDS (86400)
   list                                 every token, newest first (tokens are stored hashed: the
-                                       HASH column is the start of the token's SHA-256)
+                                       HASH column is the start of the token's SHA-256, and the
+                                       id revoke takes)
   revoke <token>                       revoke a token; connections using it are closed within 5 seconds
                                        (at once with --redis: the nodes are told)
+  revoke <id>                          revoke the token whose HASH in list starts with <id> (6 to 12
+                                       hexadecimal digits, naming one token): for a token you no
+                                       longer have; its connections are closed within 5 seconds
+  revoke --user <username>             revoke every token of a user; their connections are closed
+                                       within 5 seconds
 
 Options:
   --database <path>  SQLite file of the server (DATABASE_PATH, default data/chat.db)
@@ -73,12 +83,18 @@ export interface CliIo {
 /** A usage error: exit status 2 with the usage line. */
 class UsageError extends Error {}
 
+/** What `revoke` revokes: one token, the token of a listed id, or every token of a user. */
+type RevokeTarget =
+  | { token: string }
+  | { id: string }
+  | { username: string };
+
 /** The command line, parsed. */
 type Command =
   | { kind: "help" }
   | { kind: "create"; username: string; ttlSeconds: number | undefined }
   | { kind: "list" }
-  | { kind: "revoke"; token: string };
+  | { kind: "revoke"; target: RevokeTarget };
 
 interface Parsed {
   command: Command;
@@ -86,32 +102,58 @@ interface Parsed {
   configArgs: string[];
 }
 
-/** Splits `args` into the command's words and its flags. */
-function parseArgs(args: readonly string[]): Parsed {
+/** The command's options, for `parseArgs`. */
+const OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  database: { type: "string" },
+  redis: { type: "string" },
+  ttl: { type: "string" },
+  user: { type: "string" },
+} as const;
+
+/** A listed id: the start of a token's hash, 6 to 12 hexadecimal digits. */
+const ID = /^[0-9a-f]{6,12}$/i;
+
+/**
+ * Splits `args` into the command's words and its flags, through
+ * `node:util`'s `parseArgs` (not strict: its tokens are checked here so each
+ * error names the option).
+ */
+function parseCommandLine(args: readonly string[]): Parsed {
+  const { tokens } = parseArgs({
+    args: [...args],
+    options: OPTIONS,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
   const words: string[] = [];
   const configArgs: string[] = [];
-  let ttl: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string;
-    if (arg === "-h" || arg === "--help") {
-      return { command: { kind: "help" }, configArgs };
-    }
-    if (!arg.startsWith("-") || arg === "-") {
-      words.push(arg);
+  const values: { ttl?: string; user?: string } = {};
+  if (
+    tokens.some((token) => token.kind === "option" && token.name === "help")
+  ) {
+    return { command: { kind: "help" }, configArgs };
+  }
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      words.push(token.value);
       continue;
     }
-    const eq = arg.indexOf("=");
-    const flag = eq === -1 ? arg : arg.slice(0, eq);
-    if (flag !== "--database" && flag !== "--redis" && flag !== "--ttl") {
+    if (token.kind === "option-terminator") {
+      throw new UsageError("unexpected argument '--'");
+    }
+    const flag = token.rawName;
+    if (!flag.startsWith("--") || !Object.hasOwn(OPTIONS, token.name)) {
       throw new UsageError(`unknown option ${flag}`);
     }
-    let value: string | undefined;
-    if (eq !== -1) value = arg.slice(eq + 1);
-    else value = args[++i];
+    const value = token.value;
     if (value === undefined) throw new UsageError(`${flag} needs a value`);
-    if (flag === "--database" || flag === "--redis") {
+    if (token.name === "database" || token.name === "redis") {
       configArgs.push(flag, value);
-    } else ttl = value;
+    } else if (token.name === "ttl" || token.name === "user") {
+      values[token.name] = value;
+    }
   }
   const [name, ...rest] = words;
   const expect = (count: number, what: string) => {
@@ -123,47 +165,77 @@ function parseArgs(args: readonly string[]): Parsed {
       );
     }
   };
-  if (ttl !== undefined && name !== "create") {
+  if (values.ttl !== undefined && name !== "create") {
     throw new UsageError("--ttl goes with create only");
+  }
+  if (values.user !== undefined && name !== "revoke") {
+    throw new UsageError("--user goes with revoke only");
   }
   switch (name) {
     case "create": {
       expect(1, "a username");
       const username = rest[0] as string;
-      const problem = usernameProblem(username);
-      if (problem !== null) {
-        throw new UsageError(`username: ${problem}; got '${username}'`);
-      }
-      let ttlSeconds: number | undefined;
-      if (ttl !== undefined) {
-        ttlSeconds = /^\d+$/.test(ttl) ? Number(ttl) : NaN;
-        if (!(ttlSeconds >= 1 && ttlSeconds <= MAX_TTL_SECONDS)) {
-          throw new UsageError(
-            `--ttl takes a whole number of seconds from 1 to ${MAX_TTL_SECONDS}; got '${ttl}'`,
-          );
-        }
-      }
-      return { command: { kind: "create", username, ttlSeconds }, configArgs };
+      checkUsername(username);
+      return {
+        command: { kind: "create", username, ttlSeconds: ttl(values.ttl) },
+        configArgs,
+      };
     }
     case "list":
       expect(0, "nothing");
       return { command: { kind: "list" }, configArgs };
     case "revoke": {
-      expect(1, "a token");
-      const token = rest[0] as string;
-      if (!UUID.test(token)) {
-        throw new UsageError(`token: must be a UUID; got '${token}'`);
+      if (values.user !== undefined) {
+        expect(0, "nothing");
+        checkUsername(values.user);
+        return {
+          command: { kind: "revoke", target: { username: values.user } },
+          configArgs,
+        };
       }
-      return {
-        command: { kind: "revoke", token: token.toLowerCase() },
-        configArgs,
-      };
+      expect(1, "a token, an id from list, or --user <username>");
+      const given = rest[0] as string;
+      if (UUID.test(given)) {
+        return {
+          command: { kind: "revoke", target: { token: given.toLowerCase() } },
+          configArgs,
+        };
+      }
+      if (ID.test(given)) {
+        return {
+          command: { kind: "revoke", target: { id: given.toLowerCase() } },
+          configArgs,
+        };
+      }
+      throw new UsageError(
+        `token: must be a UUID, or an id from list (6 to 12 hexadecimal digits); got '${given}'`,
+      );
     }
     case undefined:
       throw new UsageError("a command is required");
     default:
       throw new UsageError(`unknown command '${name}'`);
   }
+}
+
+/** @throws {UsageError} when `username` is not a valid username. */
+function checkUsername(username: string): void {
+  const problem = usernameProblem(username);
+  if (problem !== null) {
+    throw new UsageError(`username: ${problem}; got '${username}'`);
+  }
+}
+
+/** `--ttl` in seconds, checked; `undefined` when not given. */
+function ttl(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const seconds = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(seconds >= 1 && seconds <= MAX_TTL_SECONDS)) {
+    throw new UsageError(
+      `--ttl takes a whole number of seconds from 1 to ${MAX_TTL_SECONDS}; got '${text}'`,
+    );
+  }
+  return seconds;
 }
 
 function exists(path: string): boolean {
@@ -228,7 +300,7 @@ export async function main(
   let redisUrl: string | undefined;
   let defaultTtl: number;
   try {
-    parsed = parseArgs(args);
+    parsed = parseCommandLine(args);
     if (parsed.command.kind === "help") {
       out(HELP);
       return 0;
@@ -257,7 +329,7 @@ export async function main(
   }
 
   const { command } = parsed;
-  let storage: Storage;
+  let storage: Storage & TokenAdmin;
   let redis: RedisConnection | undefined;
   const where = redisUrl === undefined ? databasePath : "Redis";
   if (redisUrl !== undefined) {
@@ -312,18 +384,8 @@ export async function main(
         else for (const line of table(rows, now())) out(line);
         return 0;
       }
-      case "revoke": {
-        if (await storage.revokeToken(command.token)) {
-          // A cluster's nodes hear of it at once, not after their cache.
-          if (redis) {
-            await publishRevocation(redis, "token-cli", command.token);
-          }
-          out(`revoked ${command.token}`);
-          return 0;
-        }
-        err(`error: no live token ${command.token} (unknown or revoked)`);
-        return 1;
-      }
+      case "revoke":
+        return await revoke(storage, redis, command.target, out, err);
     }
     // `help` returned before the storage was opened.
     return 2;
@@ -334,6 +396,60 @@ export async function main(
     await storage.close();
     await redis?.close();
   }
+}
+
+/**
+ * Revokes what `target` names; the exit status. A token given whole is
+ * announced to a cluster's nodes at once; tokens named by id or by user are
+ * known only by their hash here, so the nodes end their connections at their
+ * next re-check (within `TOKEN_RECHECK_MS`, 5 seconds), as a single server
+ * does.
+ */
+async function revoke(
+  storage: Storage & TokenAdmin,
+  redis: RedisConnection | undefined,
+  target: RevokeTarget,
+  out: (line: string) => void,
+  err: (line: string) => void,
+): Promise<number> {
+  if ("token" in target) {
+    if (await storage.revokeToken(target.token)) {
+      // A cluster's nodes hear of it at once, not after their cache.
+      if (redis) await publishRevocation(redis, "token-cli", target.token);
+      out(`revoked ${target.token}`);
+      return 0;
+    }
+    err(`error: no live token ${target.token} (unknown or revoked)`);
+    return 1;
+  }
+  if ("username" in target) {
+    const count = await storage.revokeTokensWhere(target);
+    if (count === 0) {
+      err(`error: ${target.username} has no live token (none, or all revoked)`);
+      return 1;
+    }
+    out(
+      `revoked ${count} token${count === 1 ? "" : "s"} of ${target.username}`,
+    );
+    return 0;
+  }
+  const rows = (await storage.listTokens()).filter((row) =>
+    row.hashPrefix.startsWith(target.id)
+  );
+  if (rows.length > 1) {
+    err(
+      `error: id ${target.id} names ${rows.length} tokens; give more of it (the whole HASH of list)`,
+    );
+    return 1;
+  }
+  const row = rows[0];
+  if (row === undefined || row.revoked) {
+    err(`error: no live token with id ${target.id} (unknown or revoked)`);
+    return 1;
+  }
+  await storage.revokeTokensWhere({ hashPrefix: row.hashPrefix });
+  out(`revoked ${row.hashPrefix} (${row.username})`);
+  return 0;
 }
 
 /** How long the command waits for Redis to answer. */

@@ -137,6 +137,34 @@ export interface TokenRow extends TokenGrant {
   revoked: boolean;
 }
 
+/** Tokens to revoke in bulk: by the start of their hash (the listed id) or by user. */
+export type TokenMatch =
+  | { readonly hashPrefix: string }
+  | { readonly username: string };
+
+/**
+ * What the operator's token command needs beyond {@linkcode Storage} (the
+ * server itself revokes one token at a time, by the token).
+ */
+export interface TokenAdmin {
+  /**
+   * Revokes every token not yet revoked whose hash starts with `hashPrefix`
+   * or that belongs to `username`; resolves with how many it revoked.
+   */
+  revokeTokensWhere(match: TokenMatch): Promise<number>;
+}
+
+/** Whether the token `row` (hash `hash`) is one `match` names. */
+export function tokenMatches(
+  match: TokenMatch,
+  hash: string,
+  username: string,
+): boolean {
+  return "username" in match
+    ? username === match.username
+    : hash.startsWith(match.hashPrefix);
+}
+
 /** What the server needs of a database. */
 export interface Storage {
   /** The last `seq` of every room that has one. */
@@ -266,7 +294,7 @@ interface SentKey extends StoredAs {
 const TRIM_SLACK = 256;
 
 /** A {@linkcode Storage} that keeps everything in memory and nothing after. */
-export class MemoryStorage implements Storage {
+export class MemoryStorage implements Storage, TokenAdmin {
   #historySize: number;
   #rooms = new Map<string, StoredGroupChat[]>();
   #seqs = new Map<string, number>();
@@ -468,6 +496,17 @@ export class MemoryStorage implements Storage {
     return Promise.resolve(
       [...this.#tokens.values()].sort((a, b) => b.createdAt - a.createdAt),
     );
+  }
+
+  revokeTokensWhere(match: TokenMatch): Promise<number> {
+    let count = 0;
+    for (const [hash, row] of this.#tokens) {
+      if (!row.revoked && tokenMatches(match, hash, row.username)) {
+        row.revoked = true;
+        count++;
+      }
+    }
+    return Promise.resolve(count);
   }
 
   close(): Promise<void> {

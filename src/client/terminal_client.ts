@@ -9,7 +9,11 @@
  * TEXT`, `/who`, `/history [N]`, `/help` and `/quit` do the rest. Incoming
  * messages print as `HH:MM:SS [room] sender: text`, direct messages as
  * `HH:MM:SS [dm] sender -> target: text`. It reconnects by itself and
- * catches up on what it missed, like the web client.
+ * catches up on what it missed, like the web client. When it cannot connect
+ * at the start, it says why (connection refused, host not found, or the
+ * server's HTTP refusal with its reason) and exits 1 after
+ * {@linkcode FIRST_CONNECT_TRIES} tries, at once for a refusal that trying
+ * again cannot change (HTTP 401, 403, 404).
  *
  * @module
  */
@@ -165,6 +169,141 @@ export function formatRoomMessage(message: StoredGroupChat): string {
   } [${message.room}] ${message.sender_username}: ${message.content}`;
 }
 
+/** Tries before a client that never connected gives up. */
+export const FIRST_CONNECT_TRIES = 3;
+
+/** Why a WebSocket could not be opened, as {@linkcode diagnoseConnect} finds. */
+export interface ConnectProblem {
+  /** One line for the user: what failed, and what to do. */
+  text: string;
+  /** Whether trying again cannot help (an HTTP 4xx other than 408 and 429). */
+  final: boolean;
+}
+
+/** How long {@linkcode diagnoseConnect} waits for the server to answer. */
+const PROBE_MS = 3000;
+
+/**
+ * Finds out why a WebSocket to `url` does not open: the WebSocket API says
+ * only that it closed, so this connects again itself and sends the upgrade
+ * request by hand to read the answer. Names a refused connection, a host
+ * not found, and an HTTP refusal with its status and the server's reason.
+ */
+export async function diagnoseConnect(url: string): Promise<ConnectProblem> {
+  const target = new URL(url);
+  const secure = target.protocol === "wss:";
+  const hostname = target.hostname.replace(/^\[|\]$/g, "");
+  const port = Number(target.port) || (secure ? 443 : 80);
+  const where = `${target.hostname}:${port}`;
+  let conn: Deno.Conn;
+  try {
+    conn = secure
+      ? await Deno.connectTls({ hostname, port })
+      : await Deno.connect({ hostname, port });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (error instanceof Deno.errors.ConnectionRefused) {
+      return {
+        text:
+          `connection refused: nothing listens on ${where} (is the server running? is --url right?)`,
+        final: false,
+      };
+    }
+    if (
+      error instanceof Deno.errors.NotFound ||
+      /lookup address|not known|nodename nor servname/i.test(message)
+    ) {
+      return {
+        text: `host not found: ${target.hostname} (is --url right?)`,
+        final: false,
+      };
+    }
+    return { text: `cannot reach ${where}: ${message}`, final: false };
+  }
+  const timer = setTimeout(() => conn.close(), PROBE_MS);
+  try {
+    const key = btoa(
+      String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))),
+    );
+    await conn.write(
+      new TextEncoder().encode(
+        `GET ${target.pathname}${target.search} HTTP/1.1\r\nHost: ${target.host}\r\n` +
+          `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\n` +
+          "Sec-WebSocket-Version: 13\r\n\r\n",
+      ),
+    );
+    const answer = await readAnswer(conn);
+    const status = Number(/^HTTP\/\d(?:\.\d)? (\d{3})/.exec(answer)?.[1]);
+    if (!status) {
+      return {
+        text: `${where} does not answer as a chat server (no HTTP answer)`,
+        final: false,
+      };
+    }
+    if (status === 101) {
+      return {
+        text:
+          "the server accepted the connection, then closed it before welcoming this client",
+        final: false,
+      };
+    }
+    const body = answer.slice(answer.indexOf("\r\n\r\n") + 4).trim();
+    let reason = body.slice(0, 200);
+    try {
+      const error = (JSON.parse(body) as { error?: unknown }).error;
+      if (typeof error === "string") reason = error;
+    } catch {
+      // not JSON: the text as it came
+    }
+    return {
+      text: `the server refused with HTTP ${status}${
+        reason === "" ? "" : `: ${reason}`
+      }`,
+      final: status >= 400 && status < 500 && status !== 408 && status !== 429,
+    };
+  } catch (error) {
+    return {
+      text: `${where} did not answer the upgrade: ${
+        error instanceof Error ? error.message : String(error)
+      }`,
+      final: false,
+    };
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // closed by the timer
+    }
+  }
+}
+
+/** The head and body of an HTTP answer, up to 8 KB, until the body is whole. */
+async function readAnswer(conn: Deno.Conn): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const buffer = new Uint8Array(4096);
+  for (;;) {
+    const read = await conn.read(buffer).catch(() => null);
+    if (read === null) break;
+    chunks.push(buffer.slice(0, read));
+    size += read;
+    const text = new TextDecoder().decode(
+      new Uint8Array(chunks.flatMap((chunk) => [...chunk])),
+    );
+    const end = text.indexOf("\r\n\r\n");
+    if (end !== -1) {
+      if (/^HTTP\/\S+ 101/.test(text)) return text;
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text)?.[1]);
+      if (Number.isFinite(length) && size >= end + 4 + length) return text;
+    }
+    if (size >= 8192) return text;
+  }
+  return new TextDecoder().decode(
+    new Uint8Array(chunks.flatMap((chunk) => [...chunk])),
+  );
+}
+
 /** Runs the client until `/quit` or the end of input; returns the exit code. */
 export async function runTerminal(
   options: TerminalOptions,
@@ -182,8 +321,12 @@ export async function runTerminal(
   let everOpen = false;
 
   const note = (text: string) => print(`* ${text}`);
-  const fail = (error: unknown) =>
-    print(`! ${error instanceof Error ? error.message : String(error)}`);
+  const fail = (error: unknown) => {
+    // After giving up, what the closing client rejects is no news.
+    if (!stopped) {
+      print(`! ${error instanceof Error ? error.message : String(error)}`);
+    }
+  };
   const shown = (messages: StoredGroupChat[]) => {
     for (const message of messages) {
       const seen = oldest.get(message.room);
@@ -194,13 +337,41 @@ export async function runTerminal(
     }
   };
 
+  // A client that never connected says why, and gives up after a few tries
+  // (at once when trying again cannot help); once connected, it reconnects
+  // for as long as it runs.
+  let failures = 0;
+  let stopped = false;
+  const gaveUp = Promise.withResolvers<null>();
   client.on("state", (event) => {
+    if (stopped) return;
     if (event.state === "open") {
       note(everOpen ? "reconnected" : `connected to ${options.url}`);
       everOpen = true;
-    } else if (event.state === "reconnecting") {
+    } else if (event.state === "reconnecting" && everOpen) {
       const wait = ((event.delayMs ?? 0) / 1000).toFixed(1);
       note(`connection lost; reconnecting in ${wait} s`);
+    } else if (event.state === "reconnecting") {
+      const tries = ++failures;
+      const wait = ((event.delayMs ?? 0) / 1000).toFixed(1);
+      diagnoseConnect(connectUrl(options)).then((problem) => {
+        if (stopped || everOpen) return;
+        if (problem.final || tries >= FIRST_CONNECT_TRIES) {
+          print(
+            `! cannot connect to ${options.url}: ${problem.text}; giving up${
+              problem.final
+                ? ""
+                : ` after ${tries} tr${tries === 1 ? "y" : "ies"}`
+            }`,
+          );
+          stopped = true;
+          gaveUp.resolve(null);
+        } else {
+          print(
+            `! cannot connect to ${options.url}: ${problem.text}; trying again in ${wait} s (${tries} of ${FIRST_CONNECT_TRIES} tries failed)`,
+          );
+        }
+      });
     }
   });
   client.on("group_chat", ({ body }) => shown([body]));
@@ -330,9 +501,15 @@ export async function runTerminal(
   };
 
   const reader = lines.getReader();
+  let code = 0;
   try {
     while (!quit) {
-      const { value, done } = await reader.read();
+      const next = await Promise.race([reader.read(), gaveUp.promise]);
+      if (next === null) {
+        code = 1;
+        break;
+      }
+      const { value, done } = next;
       if (done) break;
       buffer += value;
       let newline;
@@ -342,13 +519,21 @@ export async function runTerminal(
         await handle(line);
       }
     }
-    if (!quit && buffer !== "") await handle(buffer);
+    if (!quit && code === 0 && buffer !== "") await handle(buffer);
   } finally {
+    stopped ||= code !== 0;
     await reader.cancel().catch(() => {});
     await client.close();
   }
-  note("bye");
-  return 0;
+  if (code === 0) note("bye");
+  return code;
+}
+
+/** The URL the client connects to: `--url`, with `?token=` when it has one. */
+function connectUrl(options: TerminalOptions): string {
+  const url = new URL(options.url);
+  if (options.token) url.searchParams.set("token", options.token);
+  return url.href;
 }
 
 if (import.meta.main) {

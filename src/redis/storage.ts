@@ -46,7 +46,10 @@ import {
   isComplete,
   type Storage,
   type StoredAs,
+  type TokenAdmin,
   type TokenGrant,
+  type TokenMatch,
+  tokenMatches,
   type TokenRow,
   wantedRange,
   type WriteOp,
@@ -340,7 +343,7 @@ export interface RedisStorageOptions {
  * A {@linkcode Storage} on a standalone Redis shared by the cluster's nodes.
  * Every call fails at once while Redis is down.
  */
-export class RedisStorage implements Storage {
+export class RedisStorage implements Storage, TokenAdmin {
   #connection: RedisConnection;
   #nodeId: string;
   #historySize: number;
@@ -621,6 +624,27 @@ export class RedisStorage implements Storage {
         revoked: revoked === "1",
       }]
     );
+  }
+
+  /** Revokes every live token `match` names; how many. */
+  async revokeTokensWhere(match: TokenMatch): Promise<number> {
+    const hashes = await this.#connection.command<string[]>([
+      "ZRANGE",
+      KEYS.tokens,
+      "0",
+      "-1",
+    ]);
+    let count = 0;
+    for (const hash of hashes) {
+      const username = await this.#connection.command<string | null>([
+        "HGET",
+        KEYS.token(hash),
+        "username",
+      ]);
+      if (username === null || !tokenMatches(match, hash, username)) continue;
+      if (await REVOKE_TOKEN.run(this.#connection, [hash]) === 1) count++;
+    }
+    return count;
   }
 
   /** Nothing: the connection belongs to the caller, who closes it. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { parseEnv } from "node:util";
+import { parseArgs, parseEnv } from "node:util";
 import { z } from "zod";
 import { NAME_PATTERN } from "../wire/names.ts";
 
@@ -281,41 +281,41 @@ export const SETTINGS = {
   },
 } as const satisfies Record<string, SettingSpec>;
 
-/** The validated settings of one server. */
-export interface Config {
-  host: string;
-  port: number;
-  maxConnections: number;
-  authEnabled: boolean;
-  tokenAtUpgrade: boolean;
-  adminToken: string | undefined;
-  tokenTtlSeconds: number;
-  defaultRoom: string;
-  maxMessageBytes: number;
-  maxContentChars: number;
-  maxRoomsPerConnection: number;
-  rateLimitPerSecond: number;
-  rateLimitBurst: number;
-  maxConsecutiveErrors: number;
-  maxBufferedBytes: number;
-  idleTimeoutSeconds: number;
-  allowedOrigins: string[];
-  authTimeoutSeconds: number;
-  maxConnectionsPerIp: number;
-  maxUnauthenticatedPerIp: number;
-  maxUnauthenticated: number;
-  /** Absent: no proxy is trusted. */
-  trustedProxies: string[] | undefined;
-  historySize: number;
-  maxOfflineMessages: number;
-  databasePath: string;
-  redisUrl: string | undefined;
-  shutdownGraceSeconds: number;
-  logLevel: LogLevel;
+/** A key of the settings table, and of {@linkcode Config}. */
+export type SettingName = keyof typeof SETTINGS;
+
+/**
+ * The shape of {@linkcode Config} as a zod object: each setting's schema, made
+ * optional when the setting has no default.
+ */
+type ConfigShape = {
+  [K in SettingName]: (typeof SETTINGS)[K] extends { fallback: string }
+    ? (typeof SETTINGS)[K]["schema"]
+    : z.ZodOptional<(typeof SETTINGS)[K]["schema"]>;
+};
+
+function configShape(): ConfigShape {
+  const shape: Record<string, z.ZodType> = {};
+  for (const [name, spec] of settingEntries()) {
+    shape[name] = spec.fallback === undefined
+      ? spec.schema.optional()
+      : spec.schema;
+  }
+  // The loop above builds exactly ConfigShape; TypeScript cannot follow a
+  // loop over keys, so the type is stated once here, on the schema, never on
+  // a parse result.
+  return shape as ConfigShape;
 }
 
-/** A key of {@linkcode Config}. */
-export type SettingName = keyof typeof SETTINGS;
+/** The whole settings table as one schema: text values in, {@linkcode Config} out. */
+const CONFIG_SCHEMA = z.object(configShape());
+
+/**
+ * The validated settings of one server, derived from {@linkcode SETTINGS}: a
+ * setting without a default may be `undefined` (for `trustedProxies`: no
+ * proxy is trusted).
+ */
+export type Config = z.output<typeof CONFIG_SCHEMA>;
 
 /** Where each setting's value came from, for the startup log. */
 export type Sources = Partial<Record<SettingName, "flag" | "env" | ".env">>;
@@ -344,32 +344,80 @@ export interface ConfigInputs {
   dotenv: string | undefined;
 }
 
-const FLAG_INDEX = new Map<string, { name: SettingName; value?: string }>();
-for (
-  const [name, spec] of Object.entries(SETTINGS) as [
-    SettingName,
-    SettingSpec,
-  ][]
-) {
-  FLAG_INDEX.set(spec.flag, { name });
+/** Every row of the table with its name, in the table's order. */
+function settingEntries(): [SettingName, SettingSpec][] {
+  return Object.entries(SETTINGS) as [SettingName, SettingSpec][];
+}
+
+/** A flag of the server: the setting it sets and, for booleans, the value. */
+interface FlagEntry {
+  name: SettingName;
+  value?: "true" | "false";
+}
+
+const FLAG_INDEX = new Map<string, FlagEntry>();
+/** The options for `parseArgs`: every flag of the table, and `--help`. */
+const FLAG_OPTIONS: Record<
+  string,
+  { type: "string" | "boolean"; short?: string }
+> = {
+  help: { type: "boolean", short: "h" },
+};
+for (const [name, spec] of settingEntries()) {
   if (spec.negation) {
     FLAG_INDEX.set(spec.flag, { name, value: "true" });
     FLAG_INDEX.set(spec.negation, { name, value: "false" });
+    FLAG_OPTIONS[spec.flag] = { type: "boolean" };
+    FLAG_OPTIONS[spec.negation] = { type: "boolean" };
+  } else {
+    FLAG_INDEX.set(spec.flag, { name });
+    FLAG_OPTIONS[spec.flag] = { type: "string" };
   }
 }
 
+/** The server's flags in the form `parseArgs` takes, for commands that pass them on. */
+export const SERVER_FLAG_OPTIONS: Readonly<
+  Record<string, { readonly type: "string" | "boolean" }>
+> = Object.fromEntries(
+  Object.entries(FLAG_OPTIONS).filter(([flag]) => flag !== "help"),
+);
+
+/**
+ * The flags given, by setting, through `node:util`'s `parseArgs` (not strict:
+ * its tokens are checked here so every error names the flag and says what to
+ * do). The last of a repeated flag wins.
+ */
 function parseFlags(
   args: readonly string[],
 ): Map<SettingName, string> | "help" {
+  const { tokens } = parseArgs({
+    args: [...args],
+    options: FLAG_OPTIONS,
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  if (
+    tokens.some((token) => token.kind === "option" && token.name === "help")
+  ) {
+    return "help";
+  }
   const values = new Map<SettingName, string>();
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string;
-    if (arg === "--help" || arg === "-h") return "help";
-    if (!arg.startsWith("--")) {
-      throw new ConfigError(`unexpected argument '${arg}' (see --help)`);
+  for (const token of tokens) {
+    if (token.kind === "positional") {
+      throw new ConfigError(
+        `unexpected argument '${token.value}' (see --help)`,
+      );
     }
-    const eq = arg.indexOf("=");
-    const flag = arg.slice(2, eq === -1 ? undefined : eq);
+    if (token.kind === "option-terminator") {
+      throw new ConfigError("unexpected argument '--' (see --help)");
+    }
+    if (!token.rawName.startsWith("--")) {
+      throw new ConfigError(
+        `unexpected argument '${token.rawName}' (see --help)`,
+      );
+    }
+    const flag = token.name;
     const entry = FLAG_INDEX.get(flag);
     if (!entry) throw new ConfigError(`unknown flag --${flag} (see --help)`);
     const spec: SettingSpec = SETTINGS[entry.name];
@@ -380,18 +428,13 @@ function parseFlags(
       );
     }
     if (entry.value !== undefined) {
-      if (eq !== -1) {
+      if (token.inlineValue) {
         throw new ConfigError(`--${flag} takes no value`);
       }
       values.set(entry.name, entry.value);
       continue;
     }
-    let value: string | undefined;
-    if (eq !== -1) value = arg.slice(eq + 1);
-    else {
-      value = args[i + 1];
-      i++;
-    }
+    const value = token.value;
     if (value === undefined) {
       throw new ConfigError(`--${flag} needs a value`);
     }
@@ -416,42 +459,38 @@ export function loadConfig(inputs: ConfigInputs): LoadResult {
   const dotenv = inputs.dotenv === undefined
     ? {}
     : parseEnv(inputs.dotenv) as Record<string, string>;
-  const config: Record<string, unknown> = {};
+  const raw: Partial<Record<SettingName, string>> = {};
   const sources: Sources = {};
-  for (
-    const [name, spec] of Object.entries(SETTINGS) as [
-      SettingName,
-      SettingSpec,
-    ][]
-  ) {
-    let raw: string | undefined;
+  for (const [name, spec] of settingEntries()) {
     const flag = flags.get(name);
+    let value: string | undefined;
     if (flag !== undefined) {
-      raw = flag;
+      value = flag;
       sources[name] = "flag";
     } else if (inputs.env[spec.env] !== undefined) {
-      raw = inputs.env[spec.env];
+      value = inputs.env[spec.env];
       sources[name] = "env";
     } else if (dotenv[spec.env] !== undefined) {
-      raw = dotenv[spec.env];
+      value = dotenv[spec.env];
       sources[name] = ".env";
-    } else raw = spec.fallback;
-    if (raw === undefined) {
-      config[name] = undefined;
-      continue;
-    }
-    const parsed = spec.schema.safeParse(raw.trim());
-    if (!parsed.success) {
-      const what = parsed.error.issues[0]?.message ?? "an invalid value";
-      // One line, always; a secret is never echoed.
-      const got = spec.secret ? "(hidden)" : JSON.stringify(raw).slice(1, -1);
-      throw new ConfigError(
-        `${spec.env} (--${spec.flag}) ${what}; got '${got}'`,
-      );
-    }
-    config[name] = parsed.data;
+    } else value = spec.fallback;
+    if (value !== undefined) raw[name] = value;
   }
-  return { kind: "config", config: config as unknown as Config, sources };
+  const trimmed = Object.fromEntries(
+    Object.entries(raw).map(([name, value]) => [name, value.trim()]),
+  );
+  const parsed = CONFIG_SCHEMA.safeParse(trimmed);
+  if (parsed.success) return { kind: "config", config: parsed.data, sources };
+  // The first issue, in the table's order: the setting it names.
+  const issue = parsed.error.issues[0];
+  const name = issue?.path[0] as SettingName;
+  const spec: SettingSpec = SETTINGS[name];
+  const what = issue?.message ?? "an invalid value";
+  // One line, always; a secret is never echoed.
+  const got = spec.secret
+    ? "(hidden)"
+    : JSON.stringify(raw[name] ?? "").slice(1, -1);
+  throw new ConfigError(`${spec.env} (--${spec.flag}) ${what}; got '${got}'`);
 }
 
 /** The settings table, as printed by `--help`. */
@@ -463,7 +502,7 @@ export function helpText(): string {
     "Precedence: flag > environment > .env > default.",
     "",
   ];
-  for (const spec of Object.values(SETTINGS) as SettingSpec[]) {
+  for (const [, spec] of settingEntries()) {
     const flag = spec.envOnly
       ? "(environment or .env only)"
       : spec.negation

@@ -18,7 +18,9 @@ import {
   isComplete,
   type Storage,
   type StoredAs,
+  type TokenAdmin,
   type TokenGrant,
+  type TokenMatch,
   type TokenRow,
   type WriteOp,
   type WriteResult,
@@ -134,7 +136,7 @@ export interface SqliteOptions {
 }
 
 /** A {@linkcode Storage} kept in one SQLite file (or `:memory:`). */
-export class SqliteStorage implements Storage {
+export class SqliteStorage implements Storage, TokenAdmin {
   #db!: DatabaseSync;
   #path: string;
   #historySize: number;
@@ -173,6 +175,8 @@ export class SqliteStorage implements Storage {
   #findToken!: StatementSync;
   #revoke!: StatementSync;
   #tokens!: StatementSync;
+  #revokeByPrefix!: StatementSync;
+  #revokeByUser!: StatementSync;
 
   /**
    * Opens (creating and migrating as needed) the database at `path`, or an
@@ -272,6 +276,11 @@ export class SqliteStorage implements Storage {
     );
     this.#tokens = sql(`SELECT hash, username, expires_at, created_at, revoked
       FROM tokens ORDER BY created_at DESC, rowid DESC`);
+    this.#revokeByPrefix = sql(`UPDATE tokens SET revoked = 1
+      WHERE substr(hash, 1, length(?1)) = ?1 AND revoked = 0`);
+    this.#revokeByUser = sql(
+      "UPDATE tokens SET revoked = 1 WHERE username = ? AND revoked = 0",
+    );
   }
 
   /**
@@ -607,6 +616,17 @@ export class SqliteStorage implements Storage {
         createdAt: Number(row.created_at),
         revoked: Number(row.revoked) !== 0,
       }))
+    );
+  }
+
+  /** Revokes every live token `match` names; how many. */
+  revokeTokensWhere(match: TokenMatch): Promise<number> {
+    return Promise.try(() =>
+      Number(
+        ("username" in match
+          ? this.#revokeByUser.run(match.username)
+          : this.#revokeByPrefix.run(match.hashPrefix)).changes,
+      )
     );
   }
 

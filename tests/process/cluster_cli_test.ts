@@ -424,3 +424,60 @@ Deno.test("cluster: a node that dies is reported, and the exit status is 1", asy
   assert.equal(status.code, 1);
   assert.ok(cluster.stderr.includes("redis-server stopped"));
 });
+
+Deno.test("cluster: --redis-port is parsed, checked, and refused beside --redis", () => {
+  assert.equal(parseClusterArgs(["--redis-port", "7001"]).redisPort, 7001);
+  assert.equal(parseClusterArgs(["--redis-port=7001"]).redisPort, 7001);
+  for (
+    const bad of [["--redis-port", "0"], ["--redis-port", "x"], [
+      "--redis-port",
+      "70000",
+    ], ["--redis-port"]]
+  ) {
+    assert.throws(() => parseClusterArgs(bad), /--redis-port/);
+  }
+  assert.throws(
+    () =>
+      parseClusterArgs(["--redis", "redis://r:6379", "--redis-port", "7001"]),
+    /--redis-port .*with --redis none is started/,
+  );
+  assert.match(clusterHelp(), /--redis-port N/);
+});
+
+Deno.test("cluster: --redis-port N starts its redis-server on port N", async () => {
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const redisPort = free.addr.port;
+  free.close();
+  {
+    await using cluster = new Cluster([
+      ...twoNodesOnFreePorts("warn"),
+      "--redis-port",
+      String(redisPort),
+    ]);
+    await cluster.line(
+      new RegExp(
+        `^redis: +redis://127\\.0\\.0\\.1:${redisPort} \\(local redis-server`,
+      ),
+    );
+    await cluster.line(/^cluster: 2 nodes up/);
+    assert.equal(await listening(redisPort), true);
+    const { status } = await cluster.stop("SIGTERM");
+    assert.equal(status.code, 0, cluster.stderr.join("\n"));
+  }
+  assert.equal(await listening(redisPort), false);
+});
+
+Deno.test("cluster: --redis-port with REDIS_URL set exits 2", async () => {
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "--redis-port", "7001"],
+    cwd: ROOT,
+    env: childEnv({ REDIS_URL: "redis://127.0.0.1:6379" }),
+    clearEnv: true,
+    stdin: "null",
+  }).output();
+  assert.equal(code, 2);
+  assert.match(
+    new TextDecoder().decode(stderr),
+    /--redis-port .*with REDIS_URL set none is started/,
+  );
+});

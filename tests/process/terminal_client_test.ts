@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { SERVER_ERROR_TEXT } from "../../src/client/error_text.ts";
 import {
+  diagnoseConnect,
+  FIRST_CONNECT_TRIES,
   formatTime,
   parseCommand,
   parseTerminalArgs,
@@ -75,6 +77,13 @@ class Terminal implements AsyncDisposable {
       });
       clearTimeout(timer);
     }
+  }
+
+  /** Waits for the process to end by itself. */
+  async ended(): Promise<Deno.CommandStatus> {
+    const status = await this.#process.status;
+    await this.#reading;
+    return status;
   }
 
   /** Sends `/quit` and waits for the process to end. */
@@ -201,4 +210,117 @@ Deno.test("terminal client: arguments and commands are parsed", () => {
   assert.deepEqual(parseCommand("   "), { kind: "empty" });
   assert.deepEqual(parseCommand("/quit"), { kind: "quit" });
   assert.match(formatTime(Date.UTC(2024, 0, 1, 12, 3, 4)), /^\d\d:03:04$/);
+});
+
+/** A port nothing listens on (it was free a moment ago). */
+function deadPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
+Deno.test("terminal client: a dead port is named, and it gives up after a few tries with exit 1", async () => {
+  const url = `ws://127.0.0.1:${deadPort()}/ws`;
+  await using terminal = new Terminal(["--name", "alice", "--url", url]);
+  for (let i = 1; i < FIRST_CONNECT_TRIES; i++) {
+    await terminal.expect(
+      new RegExp(
+        `^! cannot connect to ${
+          escape(url)
+        }: connection refused: nothing listens on 127\\.0\\.0\\.1:\\d+ .*; trying again in [\\d.]+ s \\(${i} of ${FIRST_CONNECT_TRIES} tries failed\\)$`,
+      ),
+      10_000,
+    );
+  }
+  await terminal.expect(
+    new RegExp(
+      `^! cannot connect to ${
+        escape(url)
+      }: connection refused: .*; giving up after ${FIRST_CONNECT_TRIES} tries$`,
+    ),
+    10_000,
+  );
+  assert.equal((await terminal.ended()).code, 1);
+  assert.ok(
+    !terminal.lines.some((line) => /connection lost|reconnecting/.test(line)),
+    terminal.lines.join("\n"),
+  );
+});
+
+/** An HTTP server that refuses every upgrade with `status` and `reason`. */
+function refusing(
+  status: number,
+  reason: string,
+): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () =>
+      new Response(JSON.stringify({ error: reason }), {
+        status,
+        headers: { "content-type": "application/json" },
+      }),
+  );
+}
+
+/** A refusal at upgrade and what the client says of it. */
+interface RefusalCase {
+  status: number;
+  reason: string;
+  /** Whether it gives up at the first try (trying again cannot help). */
+  final: boolean;
+}
+
+const REFUSALS: readonly RefusalCase[] = [
+  {
+    status: 403,
+    reason: "origin https://evil.example is not allowed",
+    final: true,
+  },
+  { status: 404, reason: "not found", final: true },
+  { status: 503, reason: "server shutting down", final: false },
+];
+
+for (const { status, reason, final } of REFUSALS) {
+  Deno.test(`terminal client: HTTP ${status} at upgrade is named with its reason`, async () => {
+    await using server = refusing(status, reason);
+    const url = `ws://127.0.0.1:${server.addr.port}/ws`;
+    await using terminal = new Terminal(["--name", "alice", "--url", url]);
+    const said = `^! cannot connect to ${
+      escape(url)
+    }: the server refused with HTTP ${status}: ${escape(reason)}; `;
+    if (!final) {
+      await terminal.expect(new RegExp(`${said}trying again in`), 10_000);
+    }
+    await terminal.expect(
+      new RegExp(
+        `${said}giving up${
+          final ? "" : ` after ${FIRST_CONNECT_TRIES} tries`
+        }$`,
+      ),
+      15_000,
+    );
+    assert.equal((await terminal.ended()).code, 1);
+  });
+}
+
+Deno.test("terminal client: a wrong path on a real server is its 404, a missing token its 401", async () => {
+  await using server = await serve({ authEnabled: true, tokenAtUpgrade: true });
+  const wrongPath = new URL(server.wsUrl);
+  wrongPath.pathname = "/nope";
+  assert.deepEqual(await diagnoseConnect(wrongPath.href), {
+    text: "the server refused with HTTP 404: not found",
+    final: true,
+  });
+  assert.deepEqual(await diagnoseConnect(server.wsUrl), {
+    text:
+      "the server refused with HTTP 401: a token is required at upgrade: /ws?token=<token>",
+    final: true,
+  });
+});
+
+Deno.test("terminal client: a host that does not resolve is named", async () => {
+  const problem = await diagnoseConnect("ws://no-such-host.invalid/ws");
+  assert.equal(problem.final, false);
+  assert.match(problem.text, /^host not found: no-such-host\.invalid/);
 });

@@ -19,6 +19,16 @@ import {
 import { RawPeer } from "../support/helpers.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { main, USAGE } from "../../tools/token_cli.ts";
+import {
+  hashToken,
+  MemoryStorage,
+  type Storage,
+  type TokenAdmin,
+} from "../../src/chat/storage.ts";
+import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
+import { RedisStorage } from "../../src/redis/storage.ts";
+import { connectRedis } from "../../src/redis/connection.ts";
+import { createLogger } from "../../src/runtime/log.ts";
 
 const UUID_V4 =
   /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -427,3 +437,237 @@ Deno.test("token command with --redis works on a cluster's tokens, seen by every
   assert.equal(await main(["--redis", redis.url, "list"], io), 1);
   assert.match(out.join("\n"), /cannot reach Redis/);
 });
+
+/** Runs the command in-process on `io`'s database; its status and output lines. */
+async function run(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; out: string[]; err: string[] }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(args, {
+    env,
+    dotenv: undefined,
+    out: (line) => out.push(line),
+    err: (line) => err.push(line),
+  });
+  return { code, out, err };
+}
+
+/** The HASH (the id `revoke` takes) of each row of `list` for `username`. */
+function listedIds(lines: string[], username: string): string[] {
+  return lines.filter((line) => line.split(/\s+/)[1] === username)
+    .map((line) => line.split(/\s+/)[0]!);
+}
+
+Deno.test("token command: revoke takes an id from list, and --user revokes every token of a user", async () => {
+  await using db = await tempDb();
+  const env = { DATABASE_PATH: db.path };
+  for (const user of ["alice", "alice", "bob"]) {
+    assert.equal((await run(["create", user], env)).code, 0);
+  }
+  const ids = listedIds((await run(["list"], env)).out, "alice");
+  assert.equal(ids.length, 2);
+  assert.match(ids[0]!, /^[0-9a-f]{12}$/);
+
+  // The listed id, whole or its first 6 digits, upper case too.
+  const byId = await run(["revoke", ids[0]!.slice(0, 8).toUpperCase()], env);
+  assert.equal(byId.code, 0, byId.err.join("\n"));
+  assert.deepEqual(byId.out, [`revoked ${ids[0]} (alice)`]);
+  const listed = (await run(["list"], env)).out;
+  assert.ok(
+    listed.some((line) =>
+      /^\S+\s+alice\s+revoked/.test(line) && line.startsWith(ids[0]!)
+    ),
+  );
+  assert.ok(
+    listed.some((line) =>
+      /^\S+\s+alice\s+active/.test(line) && line.startsWith(ids[1]!)
+    ),
+  );
+  // Again, or an id nobody has: exit 1, naming it.
+  const again = await run(["revoke", ids[0]!], env);
+  assert.equal(again.code, 1);
+  assert.match(again.err[0]!, new RegExp(`no live token with id ${ids[0]}`));
+  const unknown = await run(["revoke", "000000"], env);
+  assert.equal(unknown.code, 1);
+
+  // --user: alice's last live token, not bob's.
+  const byUser = await run(["revoke", "--user", "alice"], env);
+  assert.equal(byUser.code, 0, byUser.err.join("\n"));
+  assert.deepEqual(byUser.out, ["revoked 1 token of alice"]);
+  const after = (await run(["list"], env)).out;
+  assert.ok(!after.some((line) => /alice\s+active/.test(line)));
+  assert.ok(after.some((line) => /bob\s+active/.test(line)));
+  const none = await run(["revoke", "--user", "alice"], env);
+  assert.equal(none.code, 1);
+  assert.match(none.err[0]!, /alice has no live token/);
+
+  // Usage errors: exit 2 with the usage line.
+  for (
+    const args of [
+      ["revoke", "--user"],
+      ["revoke", "--user", "a b"],
+      ["revoke", "--user", "alice", ids[1]!],
+      ["list", "--user", "alice"],
+      ["revoke", "abcde"],
+      ["revoke", "abcdef0123456"],
+    ]
+  ) {
+    const { code, err } = await run(args, env);
+    assert.equal(code, 2, args.join(" "));
+    assert.equal(err.at(-1), USAGE, args.join(" "));
+  }
+});
+
+Deno.test("token command: a token revoked by id or by user ends its connections at the server's re-check", async () => {
+  await using db = await tempDb();
+  await using server = await serve({
+    databasePath: db.path,
+    adminToken: ADMIN,
+    authEnabled: true,
+  });
+  const env = { DATABASE_PATH: db.path };
+  const tokens = [];
+  for (const user of ["alice", "bob", "bob"]) {
+    tokens.push((await issueToken(server.httpUrl, user)).token);
+  }
+  await using alice = await connectWithToken(server.wsUrl, tokens[0]!);
+  await enterWith(alice, "alice", {}, { id: "e1" });
+  await using bob1 = await connectWithToken(server.wsUrl, tokens[1]!);
+  await enterWith(bob1, "bob", {}, { id: "e2" });
+  await using bob2 = await connectWithToken(server.wsUrl, tokens[2]!);
+  await enterWith(bob2, "bob", {}, { id: "e3" });
+
+  const [aliceId] = listedIds((await run(["list"], env)).out, "alice");
+  const started = Date.now();
+  assert.equal((await run(["revoke", aliceId!], env)).code, 0);
+  assert.deepEqual(
+    (await run(["revoke", "--user", "bob"], env)).out,
+    ["revoked 2 tokens of bob"],
+  );
+  // Refused at once to new connections; the open ones closed within the
+  // 5-second re-check.
+  for (const token of tokens) {
+    assert.equal(await upgradeStatus(server.server.port, token), 401);
+  }
+  for (const peer of [alice, bob1, bob2]) {
+    assert.equal((await peer.closed).code, 1008);
+  }
+  assert.ok(
+    Date.now() - started < 7_000,
+    `closed after ${Date.now() - started} ms`,
+  );
+});
+
+Deno.test("token command with --redis: revoke by id and --user on a cluster's tokens", async () => {
+  await using redis = await startLocalRedis();
+  const env = { REDIS_URL: redis.url };
+  for (const user of ["alice", "alice", "bob"]) {
+    assert.equal((await run(["create", user], env)).code, 0);
+  }
+  await using node = await serve({ redisUrl: redis.url, authEnabled: true });
+  const created = await run(["create", "carol"], env);
+  const carol = createdToken(created.out.join("\n"));
+  await using onNode = await connectWithToken(node.wsUrl, carol);
+  await enterWith(onNode, "carol", {}, { id: "e1" });
+
+  const listed = (await run(["list"], env)).out;
+  const [carolId] = listedIds(listed, "carol");
+  assert.equal((await run(["revoke", carolId!], env)).code, 0);
+  assert.deepEqual(
+    (await run(["revoke", "--user", "alice"], env)).out,
+    ["revoked 2 tokens of alice"],
+  );
+  const after = (await run(["list"], env)).out;
+  assert.equal(after.filter((line) => /\bactive\b/.test(line)).length, 1);
+  assert.ok(after.some((line) => /bob\s+active/.test(line)));
+  assert.equal(await upgradeStatus(node.server.port, carol), 401);
+  assert.equal((await onNode.closed).code, 1008);
+});
+
+/** A storage to run the bulk revocation on, opened fresh, and how to close it. */
+interface StorageCase {
+  name: string;
+  open: () => Promise<
+    { storage: Storage & TokenAdmin; close: () => Promise<void> }
+  >;
+}
+
+const STORAGES: readonly StorageCase[] = [
+  {
+    name: "memory",
+    open: () => {
+      const storage = new MemoryStorage(0);
+      return Promise.resolve({ storage, close: () => storage.close() });
+    },
+  },
+  {
+    name: "SQLite",
+    open: () => {
+      const storage = new SqliteStorage(":memory:", 0);
+      return Promise.resolve({ storage, close: () => storage.close() });
+    },
+  },
+  {
+    name: "Redis",
+    open: async () => {
+      const redis = await startLocalRedis();
+      const connection = connectRedis(redis.url, {
+        name: "test",
+        log: createLogger("error"),
+      });
+      while (!connection.up) await new Promise((r) => setTimeout(r, 10));
+      const storage = new RedisStorage(connection, {
+        nodeId: "test",
+        historySize: 0,
+        authEnabled: true,
+      });
+      return {
+        storage,
+        close: async () => {
+          await storage.close();
+          await connection.close();
+          await redis.stop();
+        },
+      };
+    },
+  },
+];
+
+for (const { name, open } of STORAGES) {
+  Deno.test(`revokeTokensWhere on ${name}: by the start of the hash, by user, live tokens only`, async () => {
+    const { storage, close } = await open();
+    try {
+      const far = Date.now() + 60_000;
+      const tokens = ["t-a1", "t-a2", "t-b1"];
+      for (const [i, token] of tokens.entries()) {
+        await storage.createToken(token, {
+          username: i < 2 ? "alice" : "bob",
+          expiresAt: far,
+        }, 1000 + i);
+      }
+      const hash = await hashToken("t-a1");
+      assert.equal(
+        await storage.revokeTokensWhere({ hashPrefix: hash.slice(0, 12) }),
+        1,
+      );
+      assert.equal(await storage.checkToken("t-a1", Date.now()), null);
+      assert.notEqual(await storage.checkToken("t-a2", Date.now()), null);
+      // Already revoked: not counted again.
+      assert.equal(
+        await storage.revokeTokensWhere({ hashPrefix: hash.slice(0, 12) }),
+        0,
+      );
+      assert.equal(await storage.revokeTokensWhere({ username: "alice" }), 1);
+      assert.equal(await storage.revokeTokensWhere({ username: "alice" }), 0);
+      assert.equal(await storage.revokeTokensWhere({ username: "carol" }), 0);
+      assert.deepEqual(
+        (await storage.listTokens()).map((row) => [row.username, row.revoked]),
+        [["bob", false], ["alice", true], ["alice", true]],
+      );
+    } finally {
+      await close();
+    }
+  });
+}

@@ -1,0 +1,91 @@
+/**
+ * The README's first session, pasted whole into a real `deno repl` against a
+ * running server: it must work as a reader would paste it (no send before the
+ * socket is open). It does not test the protocol itself (tests/server do).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { serve } from "../support/helpers.ts";
+
+const README = new URL("../../README.md", import.meta.url);
+
+/** The `js` block of the README's "A first session", as written there. */
+async function firstSession(): Promise<string> {
+  const text = await Deno.readTextFile(README);
+  const section = text.slice(text.indexOf("## A first session"));
+  const block = /```js\n([\s\S]*?)```/.exec(section)?.[1];
+  assert.ok(block, "README.md has no js block under 'A first session'");
+  return block;
+}
+
+/** Reads `stream` into `lines`, waking `notify` on every chunk. */
+async function collect(
+  stream: ReadableStream<Uint8Array<ArrayBuffer>>,
+  lines: string[],
+  notify: () => void,
+): Promise<void> {
+  let buffer = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffer += chunk;
+    const parts = buffer.split("\n");
+    buffer = parts.pop() ?? "";
+    lines.push(...parts);
+    notify();
+  }
+  if (buffer) lines.push(buffer);
+  notify();
+}
+
+Deno.test("README: the first session works when pasted whole into deno repl", async () => {
+  await using server = await serve();
+  const snippet = await firstSession();
+  assert.ok(snippet.includes('"ws://127.0.0.1:8080/"'));
+  const port = new URL(server.httpUrl).port;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["repl", "--allow-net"],
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines: string[] = [];
+  let wake = () => {};
+  const reading = Promise.all([
+    collect(child.stdout, lines, () => wake()),
+    collect(child.stderr, lines, () => wake()),
+  ]);
+  const stdin = child.stdin.getWriter();
+  const encoder = new TextEncoder();
+  try {
+    // Pasted at once: every line is in before the REPL runs the first.
+    await stdin.write(
+      encoder.encode(
+        snippet.replace("ws://127.0.0.1:8080/", `ws://127.0.0.1:${port}/`),
+      ),
+    );
+    const deadline = Date.now() + 20_000;
+    while (!lines.some((line) => line.includes('"ref":"m1"'))) {
+      if (Date.now() > deadline || lines.some((l) => /Uncaught/.test(l))) {
+        break;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 200);
+      });
+    }
+    await stdin.write(encoder.encode("ws.close();\nclose();\n"));
+  } finally {
+    await stdin.close().catch(() => {});
+  }
+  assert.equal((await child.status).code, 0);
+  await reading;
+  const output = lines.join("\n");
+  assert.doesNotMatch(output, /Uncaught|InvalidStateError/, output);
+  const types = lines
+    .filter((line) => line.startsWith('{"message_type":'))
+    .map((line) => JSON.parse(line).message_type);
+  assert.deepEqual(types, ["Welcome", "Presence", "GroupChat", "Ack"], output);
+  assert.match(output, /"members":\["user1"\]/);
+  assert.match(output, /"content":"hello"/);
+});
