@@ -20,7 +20,13 @@ const SOURCE_DIRS = ["../client/", "./"].map((path) =>
 );
 
 /** Files in those folders that are not part of the bundle. */
-const NOT_SOURCES = new Set(["bundle_generated.ts", "build_bundle.ts"]);
+/** Files in those folders that are not part of the bundle. */
+const NOT_SOURCES = new Set([
+  "bundle_generated.ts",
+  "build_bundle.ts",
+  "page.ts",
+  "terminal_client.ts",
+]);
 
 const encoder = new TextEncoder();
 

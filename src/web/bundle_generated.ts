@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "UFJt65X3XIcBPKnPdB1LVKwf/Jv208KAtfn08zbYlcQ=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "8ec6278222bf99c407d1078dfd40ebe27441608f2cff1c4306bebd1e8738e703";
+  "cb556c72dd8974c48de2bf9e52a5f2c199367896c8b87f73038288ca612f98fa";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
