@@ -196,6 +196,13 @@ export interface EnterOptions {
    * asks with `since` instead.
    */
   history?: number;
+  /**
+   * The highest `seq` already shown from this room (e.g. before a page
+   * reload): the first `Enter` asks with `since` for what came after, as a
+   * `history` event with reason `recovery`, instead of `history`. Ignored
+   * when the client is already in the room.
+   */
+  since?: number;
 }
 
 /** Options of {@linkcode ChatClient.history}. */
@@ -516,7 +523,7 @@ export class ChatClient {
     if (!track) {
       track = {
         history: options.history,
-        lastSeq: undefined,
+        lastSeq: options.since,
         seen: new Set(),
         waiters: [],
         joined: false,
