@@ -289,6 +289,8 @@ class ChatApp {
   #parked: Session | null = null;
   /** Whether the current socket got its `Welcome`. */
   #welcomed = false;
+  /** Whether any socket of this page got its `Welcome`. */
+  #everWelcomed = false;
   /** A socket was refused while the server answered: once more, then end. */
   #suspect = false;
   #diagnosing = false;
@@ -648,7 +650,17 @@ class ChatApp {
     const refused = event.state === "reconnecting" && !this.#welcomed;
     this.#welcomed = event.state === "open";
     if (event.state === "open") this.#suspect = false;
-    if (refused && this.#signedIn) void this.#diagnose();
+    // With a token, each refusal is looked into: it may be revoked. Without
+    // one, only a resumed page's first (a refused origin, a token now
+    // required); a page that was connected just waits for the server.
+    if (
+      refused && this.#signedIn &&
+      (this.#token || (!this.#checked && !this.#everWelcomed))
+    ) {
+      this.#checked = true;
+      void this.#diagnose();
+    }
+    if (event.state === "open") this.#everWelcomed = true;
     switch (event.state) {
       case "open":
         el.connectionText.textContent = "Online";
