@@ -747,11 +747,13 @@ export class ChatClient {
     }
     const delayMs = backoffDelay(this.#attempt, this.#backoff, this.#random);
     this.#attempt++;
-    this.#setState("reconnecting", { delayMs, closeCode: code });
+    // The timer first: a listener of the state may call reconnectNow(),
+    // which must cancel it (else a second socket opens after the delay).
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#open();
     }, delayMs);
+    this.#setState("reconnecting", { delayMs, closeCode: code });
   }
 
   /**
