@@ -196,6 +196,13 @@ export interface EnterOptions {
    * asks with `since` instead.
    */
   history?: number;
+  /**
+   * The highest `seq` already shown from this room (e.g. before a page
+   * reload): the first `Enter` asks with `since` for what came after, as a
+   * `history` event with reason `recovery`, instead of `history`. Ignored
+   * when the client is already in the room.
+   */
+  since?: number;
 }
 
 /** Options of {@linkcode ChatClient.history}. */
@@ -516,7 +523,7 @@ export class ChatClient {
     if (!track) {
       track = {
         history: options.history,
-        lastSeq: undefined,
+        lastSeq: options.since,
         seen: new Set(),
         waiters: [],
         joined: false,
@@ -740,11 +747,13 @@ export class ChatClient {
     }
     const delayMs = backoffDelay(this.#attempt, this.#backoff, this.#random);
     this.#attempt++;
-    this.#setState("reconnecting", { delayMs, closeCode: code });
+    // The timer first: a listener of the state may call reconnectNow(),
+    // which must cancel it (else a second socket opens after the delay).
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#open();
     }, delayMs);
+    this.#setState("reconnecting", { delayMs, closeCode: code });
   }
 
   /**

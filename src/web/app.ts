@@ -7,6 +7,11 @@
  * Message content only ever reaches the page through `textContent` (see
  * `h` in `dom.ts`): nothing a user sends is parsed as HTML.
  *
+ * The session (name, token, rooms with their last `seq`, direct-message
+ * conversations) is kept in `sessionStorage` through `session.ts`, so a
+ * reload signs the user back in and each room catches up with `since`;
+ * "Sign out" forgets it. The page keeps no state anywhere else.
+ *
  * @module
  */
 import {
@@ -18,9 +23,18 @@ import {
   type StoredGroupChat,
   type StoredPrivateChat,
   usernameProblem,
+  type WelcomeBody,
 } from "../client/chat_client.ts";
 import { describeError } from "../client/error_text.ts";
 import { byId, h } from "./dom.ts";
+import {
+  clearSession,
+  loadSession,
+  MAX_SAVED_MESSAGES,
+  type SavedRoom,
+  saveSession,
+  type Session,
+} from "./session.ts";
 
 /** Messages asked for on entering a room and per page of older ones. */
 const HISTORY_PAGE = 50;
@@ -29,6 +43,25 @@ const GROUP_MS = 5 * 60_000;
 const NAME_KEY = "chat.name";
 const NAME_RULE =
   "Names are 1 to 32 letters, digits, '_', '-' or '.', without spaces.";
+/** Tries of the first room on resume while the name is still held. */
+const TAKEN_RETRIES = 3;
+/** Server codes that end a resumed session: the identity is not accepted. */
+const IDENTITY_CODES = new Set([
+  "auth_required",
+  "invalid_token",
+  "sender_mismatch",
+  "username_taken",
+  "not_entered",
+]);
+/** Client codes that say nothing about the room: it stays. */
+const TRANSIENT_CODES = new Set([
+  "closed",
+  "disconnected",
+  "timeout",
+  "not_connected",
+]);
+const TOKEN_ENDED =
+  "Your access token was revoked or has expired. Paste a new one to continue.";
 
 const SHORT_TIME = new Intl.DateTimeFormat(undefined, {
   hour: "2-digit",
@@ -81,6 +114,8 @@ interface Conversation {
   loadingOlder: boolean;
   draft: string;
   button: HTMLButtonElement;
+  /** The `seq` a restored room was saved with, until the client knows one. */
+  since?: number;
 }
 
 function compare(a: SortKey, b: SortKey): number {
@@ -131,6 +166,46 @@ function remember(name: string): void {
   }
 }
 
+function forgetName(): void {
+  try {
+    localStorage.removeItem(NAME_KEY);
+  } catch {
+    // Storage may be off: nothing was kept.
+  }
+}
+
+/** The tab's `sessionStorage`, or nothing when the browser turned it off. */
+function tabStorage(): Storage | undefined {
+  let storage: Storage | undefined;
+  try {
+    // Reading it throws where the browser blocks storage for the site.
+    storage = globalThis.sessionStorage;
+  } catch {
+    storage = undefined;
+  }
+  return storage;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A same-origin JSON answer, or `null` when there is none (no server). */
+async function getJson(path: string): Promise<Record<string, unknown> | null> {
+  try {
+    const response = await fetch(new URL(path, location.href), {
+      cache: "no-store",
+    });
+    if (!response.ok) return null;
+    const body: unknown = await response.json();
+    return typeof body === "object" && body !== null
+      ? body as Record<string, unknown>
+      : null;
+  } catch {
+    return null;
+  }
+}
+
 function socketUrl(): URL {
   const url = new URL("/ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
@@ -151,6 +226,7 @@ const elements = () => ({
   signinStatus: byId("signin-status", HTMLParagraphElement),
   chat: byId("chat", HTMLDivElement),
   me: byId("me", HTMLElement),
+  signout: byId("signout-button", HTMLButtonElement),
   roomList: byId("room-list", HTMLUListElement),
   joinForm: byId("join-form", HTMLFormElement),
   joinRoom: byId("join-room", HTMLInputElement),
@@ -202,14 +278,315 @@ class ChatApp {
   #needsToken = false;
   #bannerTimer: ReturnType<typeof setTimeout> | undefined;
   #pending = 0;
+  /** Where the session is kept (see docs/client.md). */
+  #storage = tabStorage();
+  /** The token the session signed in with, if the server wanted one. */
+  #token: string | undefined;
+  /** False once signing out: nothing is written any more. */
+  #persist = true;
+  #saveQueued = false;
+  /** An ended session, brought back when the same user signs in again. */
+  #parked: Session | null = null;
+  /** Whether the current socket got its `Welcome`. */
+  #welcomed = false;
+  /** Whether any socket of this page got its `Welcome`. */
+  #everWelcomed = false;
+  /** A socket was refused while the server answered: once more, then end. */
+  #suspect = false;
+  #diagnosing = false;
 
   constructor() {
     this.#el = elements();
     this.#client = new ChatClient({ url: socketUrl() });
     this.#wireClient();
     this.#wirePage();
-    this.#el.signinName.value = remembered();
+    const saved = loadSession(this.#storage);
+    if (saved?.ended !== undefined) {
+      this.#showEnded(saved);
+    } else if (saved) {
+      this.#resume(saved);
+    } else {
+      this.#el.signinName.value = remembered();
+    }
     this.#client.connect().catch(() => {});
+  }
+
+  // ---------------------------------------------------------------- session
+
+  /** What would be kept now. */
+  #snapshot(): Session {
+    const session: Session = { name: this.#me, rooms: [], dms: [] };
+    if (this.#token !== undefined) session.token = this.#token;
+    for (const conv of this.#ordered()) {
+      if (conv.kind === "room") {
+        const seq = this.#client.lastSeq(conv.name) ?? conv.since;
+        session.rooms.push(
+          seq === undefined ? { name: conv.name } : { name: conv.name, seq },
+        );
+        continue;
+      }
+      const messages = conv.items.flatMap((item) =>
+        item.kind === "message" && !item.pending && item.key.startsWith("m:")
+          ? [{
+            id: item.key.slice(2),
+            sender: item.sender,
+            content: item.content,
+            timestamp: item.timestamp,
+          }]
+          : []
+      );
+      session.dms.push({
+        name: conv.name,
+        messages: messages.slice(-MAX_SAVED_MESSAGES),
+      });
+    }
+    if (this.#active) session.active = this.#active.key;
+    return session;
+  }
+
+  /** Saves once the current task is done (many changes, one write). */
+  #saveSoon(): void {
+    if (this.#saveQueued) return;
+    this.#saveQueued = true;
+    queueMicrotask(() => {
+      this.#saveQueued = false;
+      this.#saveNow();
+    });
+  }
+
+  #saveNow(): void {
+    if (!this.#persist || !this.#signedIn) return;
+    saveSession(this.#storage, this.#snapshot());
+  }
+
+  /** Rebuilds the sidebar (and the direct messages) of a kept session. */
+  #restoreConversations(saved: Session): void {
+    for (const room of saved.rooms) {
+      const conv = this.#conversation("room", room.name);
+      conv.since ??= room.seq;
+    }
+    for (const dm of saved.dms) {
+      const conv = this.#conversation("dm", dm.name);
+      this.#insert(
+        conv,
+        dm.messages.map((m) =>
+          this.#messageItem(
+            `m:${m.id}`,
+            [m.timestamp, conv.counter++],
+            m.sender,
+            m.content,
+            m.timestamp,
+          )
+        ),
+      );
+    }
+  }
+
+  /** After a reload: back in with the kept name or token, rooms and all. */
+  #resume(saved: Session): void {
+    const client = this.#client;
+    this.#me = saved.name;
+    this.#token = saved.token;
+    client.username = saved.name;
+    if (saved.token !== undefined) client.setToken(saved.token);
+    if (saved.token === undefined && saved.rooms.length === 0) {
+      // Without a token only an Enter binds the name: ask for a room.
+      this.#showEnded({ ...saved, ended: "Pick a room to go on chatting." });
+      return;
+    }
+    this.#restoreConversations(saved);
+    this.#showChat();
+    this.#activate(
+      this.#conversations.get(saved.active ?? "") ?? this.#ordered()[0],
+    );
+    void this.#resumeRooms(saved.rooms);
+  }
+
+  /**
+   * Enters the kept rooms, the first alone: it binds the name, which the
+   * connection of the page before the reload may still hold for a moment.
+   */
+  async #resumeRooms(rooms: SavedRoom[]): Promise<void> {
+    const queue = [...rooms];
+    let taken = 0;
+    while (queue.length > 0) {
+      const room = queue[0]!;
+      try {
+        await this.#enterSaved(room);
+        queue.shift();
+        break;
+      } catch (error) {
+        if (!this.#signedIn) return;
+        const code = error instanceof ChatError ? error.code : "";
+        if (TRANSIENT_CODES.has(code)) return;
+        if (code === "username_taken" && taken < TAKEN_RETRIES) {
+          await delay(500 * 2 ** taken++);
+          if (!this.#signedIn) return;
+          continue;
+        }
+        if (IDENTITY_CODES.has(code)) {
+          this.#end(errorText(error));
+          return;
+        }
+        this.#roomLost(room.name, error);
+        queue.shift();
+      }
+    }
+    for (const room of queue) {
+      this.#enterSaved(room).catch((error) => {
+        if (this.#signedIn) this.#roomLost(room.name, error);
+      });
+    }
+  }
+
+  /**
+   * Enters a room: with `since` when it was shown before (what came after,
+   * exactly once) and then one page of what came before, for context;
+   * otherwise with the last messages.
+   */
+  async #enterSaved(room: SavedRoom): Promise<void> {
+    const seq = room.seq;
+    await this.#client.enter(
+      room.name,
+      seq === undefined ? { history: HISTORY_PAGE } : { since: seq },
+    );
+    if (seq === undefined) return;
+    const conv = this.#conversations.get(`room:${room.name}`) ??
+      this.#conversation("room", room.name);
+    if (seq === 0) {
+      conv.reachedStart = true;
+      if (this.#active === conv) this.#renderHistoryTop();
+      return;
+    }
+    await this.#loadBefore(conv, seq + 1);
+  }
+
+  /** A kept room that cannot be entered again: said, and dropped. */
+  #roomLost(room: string, error: unknown): void {
+    const code = error instanceof ChatError ? error.code : "";
+    if (TRANSIENT_CODES.has(code)) return;
+    this.#toast(`#${room}: ${errorText(error)}`);
+    const conv = this.#conversations.get(`room:${room}`);
+    if (!conv) return;
+    this.#conversations.delete(conv.key);
+    this.#renderLists();
+    if (this.#active === conv) {
+      this.#activate([...this.#conversations.values()][0]);
+    }
+    this.#saveSoon();
+  }
+
+  /**
+   * The session cannot go on (token refused, name taken): back to the
+   * sign-in with `text`. The rooms and conversations are kept (without the
+   * token) and come back when the same user signs in again.
+   */
+  #end(text: string): void {
+    const client = this.#client;
+    const session: Session = { ...this.#snapshot(), ended: text };
+    delete session.token;
+    const hadToken = this.#token !== undefined;
+    this.#token = undefined;
+    this.#signedIn = false;
+    this.#suspect = false;
+    if (this.#persist) saveSession(this.#storage, session);
+    for (const room of client.rooms) client.leave(room).catch(() => {});
+    this.#showEnded(session);
+    if (hadToken) {
+      // Stop presenting the refused token: a plain socket shows the form.
+      client.setToken(undefined);
+      client.reconnectNow({ force: true });
+    }
+  }
+
+  /** The sign-in form for an ended session, ready to sign in again. */
+  #showEnded(session: Session): void {
+    const el = this.#el;
+    this.#parked = session;
+    this.#signedIn = false;
+    this.#conversations.clear();
+    this.#active = undefined;
+    this.#renderLists();
+    el.chat.hidden = true;
+    el.signin.hidden = false;
+    el.signinName.value = session.name;
+    const room = session.rooms[0]?.name;
+    if (room !== undefined) el.signinRoom.value = room;
+    el.signinError.textContent = session.ended ?? "";
+    const welcome = this.#client.welcome;
+    if (welcome) this.#configureSignin(welcome);
+    (el.signinTokenField.hidden ? el.signinName : el.signinToken).focus();
+    document.title = "Chat";
+  }
+
+  async #signOut(): Promise<void> {
+    const el = this.#el;
+    const client = this.#client;
+    el.signout.disabled = true;
+    this.#persist = false;
+    clearSession(this.#storage);
+    forgetName();
+    this.#signedIn = false;
+    if (client.state === "open") {
+      // Others see "left", not "went offline"; briefly, at most.
+      await Promise.race([
+        Promise.allSettled(client.rooms.map((room) => client.leave(room))),
+        delay(1500),
+      ]);
+    }
+    await client.close();
+    location.reload();
+  }
+
+  /** Signed in, and no socket open: what `#diagnose` looks into. */
+  #stillRefused(): boolean {
+    return this.#signedIn && this.#client.state !== "open";
+  }
+
+  /**
+   * A socket of a signed-in page was refused. A browser hides why; when the
+   * server answers HTTP and is healthy, one more refusal means the token is
+   * refused (revoked or expired): the page asks for a new one instead of
+   * retrying forever. No server at all: the retries go on.
+   */
+  async #diagnose(): Promise<void> {
+    if (this.#diagnosing) return;
+    this.#diagnosing = true;
+    const client = this.#client;
+    try {
+      const check = await getJson(
+        `/api/upgrade-check?origin=${encodeURIComponent(location.origin)}`,
+      );
+      if (!check || !this.#stillRefused()) return;
+      if (check.origin_allowed === false) {
+        this.#blocked = "origin";
+        this.#end(
+          `This server does not accept connections from pages of ${location.origin}.`,
+        );
+        void client.close();
+        this.#el.signinSubmit.disabled = true;
+        return;
+      }
+      if (this.#token === undefined) {
+        if (check.token_at_upgrade === true) {
+          this.#needsToken = true;
+          this.#blocked = "token";
+          this.#end("This server needs an access token. Paste yours.");
+        }
+        return;
+      }
+      const health = await getJson("/healthz");
+      if (health?.status !== "ok") return;
+      if (!this.#stillRefused()) return;
+      if (!this.#suspect) {
+        this.#suspect = true;
+        client.reconnectNow();
+        return;
+      }
+      this.#end(TOKEN_ENDED);
+    } finally {
+      this.#diagnosing = false;
+    }
   }
 
   // ------------------------------------------------------------ client side
@@ -218,15 +595,14 @@ class ChatApp {
     const client = this.#client;
     client.on("state", (event) => this.#onState(event));
     client.on("welcome", ({ body }) => {
-      if (this.#signedIn) return;
-      const el = this.#el;
-      el.signinStatus.textContent = `Connected to ${body.server}.`;
-      el.signinTokenField.hidden = !body.auth_required;
-      el.signinNameField.hidden = body.auth_required;
-      el.signinLead.textContent = body.auth_required
-        ? "This server needs an access token. Paste yours and pick a room."
-        : "Pick a name and a room to start talking.";
-      if (!el.signinRoom.value) el.signinRoom.value = body.default_room;
+      if (this.#signedIn) {
+        if (body.username !== undefined && body.username !== this.#me) {
+          this.#me = body.username;
+          this.#el.me.textContent = body.username;
+        }
+        return;
+      }
+      this.#configureSignin(body);
     });
     client.on("presence", ({ body }) => {
       this.#conversation("room", body.room);
@@ -249,6 +625,20 @@ class ChatApp {
     client.on("error", ({ body, handled }) => {
       if (!handled) this.#toast(describeError(body.code, body.message));
     });
+    // Any frame may change what is kept (a seq, a conversation): save.
+    client.on("*", () => this.#saveSoon());
+  }
+
+  #configureSignin(body: WelcomeBody): void {
+    const el = this.#el;
+    const auth = body.auth_required || this.#needsToken;
+    el.signinStatus.textContent = `Connected to ${body.server}.`;
+    el.signinTokenField.hidden = !auth;
+    el.signinNameField.hidden = auth;
+    el.signinLead.textContent = auth
+      ? "This server needs an access token. Paste yours and pick a room."
+      : "Pick a name and a room to start talking.";
+    if (!el.signinRoom.value) el.signinRoom.value = body.default_room;
   }
 
   #onState(event: ChatEventOf<"state">): void {
@@ -257,6 +647,20 @@ class ChatApp {
     this.#countdown = undefined;
     el.connection.dataset.state = event.state;
     el.connection.dataset.attempt = String(event.attempt);
+    const refused = event.state === "reconnecting" && !this.#welcomed;
+    this.#welcomed = event.state === "open";
+    if (event.state === "open") this.#suspect = false;
+    // With a token, each refusal is looked into: it may be revoked. Without
+    // one, only a resumed page's first (a refused origin, a token now
+    // required); a page that was connected just waits for the server.
+    if (
+      refused && this.#signedIn &&
+      (this.#token || (!this.#checked && !this.#everWelcomed))
+    ) {
+      this.#checked = true;
+      void this.#diagnose();
+    }
+    if (event.state === "open") this.#everWelcomed = true;
     switch (event.state) {
       case "open":
         el.connectionText.textContent = "Online";
@@ -342,6 +746,7 @@ class ChatApp {
     this.#conversations.set(key, conv);
     this.#renderButton(conv);
     this.#renderLists();
+    this.#saveSoon();
     return conv;
   }
 
@@ -356,6 +761,7 @@ class ChatApp {
       while (at > 0 && compare(conv.items[at - 1]!.sort, item.sort) > 0) at--;
       conv.items.splice(at, 0, item);
     }
+    if (added) this.#saveSoon();
     return added;
   }
 
@@ -504,6 +910,9 @@ class ChatApp {
     });
     el.input.addEventListener("input", () => this.#autosize());
     el.leaveButton.addEventListener("click", () => void this.#leave());
+    el.signout.addEventListener("click", () => void this.#signOut());
+    // The last word before a reload or a close: what is shown now.
+    addEventListener("pagehide", () => this.#saveNow());
     el.bannerRetry.addEventListener(
       "click",
       () => this.#client.reconnectNow(),
@@ -604,6 +1013,7 @@ class ChatApp {
       );
     }
     el.signinSubmit.disabled = true;
+    const parked = this.#parked;
     try {
       if (auth) {
         await this.#connectWithToken(token);
@@ -613,11 +1023,27 @@ class ChatApp {
         // Closed for not joining in time: open again now, not after the wait.
         if (client.state === "reconnecting") client.reconnectNow();
       }
-      await client.enter(room, { history: HISTORY_PAGE });
-      this.#me = client.username ?? name;
+      const me = client.username ?? name;
+      // The same user again after an ended session: everything comes back.
+      const resumed = parked?.name === me ? parked : null;
+      const kept = resumed?.rooms.find((r) => r.name === room);
+      await this.#enterSaved(kept ?? { name: room });
+      this.#me = me;
+      this.#token = auth ? token : undefined;
+      this.#parked = null;
       remember(this.#me);
       this.#showChat();
+      if (resumed) {
+        this.#restoreConversations(resumed);
+        for (const other of resumed.rooms) {
+          if (other.name === room) continue;
+          this.#enterSaved(other).catch((error) => {
+            if (this.#signedIn) this.#roomLost(other.name, error);
+          });
+        }
+      }
       this.#activate(this.#conversation("room", room));
+      this.#saveSoon();
     } catch (error) {
       const field = error instanceof ChatError &&
           error.code === "username_taken"
@@ -659,6 +1085,8 @@ class ChatApp {
     this.#signedIn = true;
     el.signin.hidden = true;
     el.chat.hidden = false;
+    el.signout.disabled = false;
+    el.signinError.textContent = "";
     el.me.textContent = this.#me;
     if (this.#client.state !== "open") {
       this.#onState({
@@ -722,6 +1150,7 @@ class ChatApp {
     this.#conversations.delete(conv.key);
     this.#renderLists();
     this.#activate([...this.#conversations.values()][0]);
+    this.#saveSoon();
   }
 
   async #send(): Promise<void> {
@@ -788,11 +1217,16 @@ class ChatApp {
       this.#renderHistoryTop();
       return;
     }
+    await this.#loadBefore(conv, oldest);
+  }
+
+  /** Asks for the page of messages before `before`; shows them in place. */
+  async #loadBefore(conv: Conversation, before: number): Promise<void> {
     conv.loadingOlder = true;
-    this.#renderHistoryTop();
+    if (this.#active === conv) this.#renderHistoryTop();
     try {
       const page = await this.#client.history(conv.name, {
-        before: oldest,
+        before,
         limit: HISTORY_PAGE,
       });
       if (
@@ -805,7 +1239,9 @@ class ChatApp {
         conv.truncated = true;
       }
     } catch (error) {
-      this.#toast(errorText(error));
+      if (this.#conversations.get(conv.key) === conv) {
+        this.#toast(errorText(error));
+      }
     } finally {
       conv.loadingOlder = false;
       if (this.#active === conv) this.#renderHistoryTop();
@@ -891,6 +1327,7 @@ class ChatApp {
     }
     conv.unread = 0;
     this.#renderButton(conv);
+    this.#saveSoon();
     el.title.textContent = conv.kind === "room"
       ? `# ${conv.name}`
       : `@ ${conv.name}`;

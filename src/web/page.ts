@@ -57,6 +57,9 @@ button { cursor: pointer; }
 .side-head .mark { width: 34px; height: 34px; font-size: 17px; border-radius: 9px; }
 .side-head strong { display: block; color: #fff; }
 .side-head span { font-size: 13px; color: var(--side-muted); }
+.signout { margin-left: auto; flex: none; background: none; border: 1px solid rgb(255 255 255 / .16); border-radius: 7px; padding: 4px 9px; font-size: 13px; color: var(--side-muted); }
+.signout:hover { background: var(--side-hover); color: #fff; }
+.signout:disabled { opacity: .6; cursor: progress; }
 .side-scroll { flex: 1; overflow-y: auto; padding: 0 10px 16px; }
 .side-scroll h2 { font-size: 12px; text-transform: uppercase; letter-spacing: .07em; color: var(--side-muted); margin: 18px 8px 6px; }
 .conv-list { list-style: none; margin: 0; padding: 0; display: grid; gap: 2px; }
@@ -171,6 +174,7 @@ const BODY = `
     <div class="side-head">
       <div class="mark" aria-hidden="true">#</div>
       <div><strong>Chat</strong><span>Signed in as <b id="me"></b></span></div>
+      <button id="signout-button" class="signout" type="button" title="Forget this session on this tab">Sign out</button>
     </div>
     <div class="side-scroll">
       <h2 id="rooms-heading">Rooms</h2>

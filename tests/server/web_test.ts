@@ -4,7 +4,6 @@
  * through playwright-core) against real servers.
  */
 import assert from "node:assert/strict";
-import { type Browser, chromium, type Page } from "playwright-core";
 import { ChatClient } from "../../src/client/chat_client.ts";
 import { SERVER_ERROR_TEXT } from "../../src/client/error_text.ts";
 import {
@@ -18,102 +17,17 @@ import {
   WEB_BUNDLE_SHA256,
   WEB_BUNDLE_SOURCES,
 } from "../../src/web/bundle_generated.ts";
+import {
+  browser,
+  contents,
+  freePort,
+  isSocketNoise,
+  openPage,
+  send,
+  signIn,
+  waitForMessage,
+} from "../support/browser.ts";
 import { serve, TestClient } from "../support/helpers.ts";
-
-const CHROMIUM = "/usr/bin/chromium";
-
-/** Launches Debian's Chromium; fails (never skips) when it is missing. */
-async function launch(): Promise<Browser> {
-  try {
-    await Deno.stat(CHROMIUM);
-  } catch {
-    throw new Error(
-      `Chromium is missing at ${CHROMIUM}: the web tests need it. ` +
-        "Install it with `apt-get install -y chromium` (.ci/run does).",
-    );
-  }
-  return await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-}
-
-/** A browser that `await using` closes. */
-async function browser(): Promise<Browser & AsyncDisposable> {
-  const opened = await launch();
-  return Object.assign(opened, {
-    [Symbol.asyncDispose]: () => opened.close(),
-  });
-}
-
-/** A page in its own context (its own storage), with its failures recorded. */
-async function openPage(
-  from: Browser,
-  viewport = { width: 1280, height: 800 },
-): Promise<Page & { problems: string[]; dialogs: string[] }> {
-  const context = await from.newContext({ viewport });
-  const page = await context.newPage();
-  page.setDefaultTimeout(10_000);
-  const problems: string[] = [];
-  const dialogs: string[] = [];
-  page.on("pageerror", (error) => problems.push(`page error: ${error}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(message.text());
-  });
-  page.on("dialog", (dialog) => {
-    dialogs.push(dialog.message());
-    void dialog.dismiss();
-  });
-  return Object.assign(page, { problems, dialogs });
-}
-
-async function signIn(
-  page: Page,
-  url: string,
-  name: string,
-  room = "general",
-): Promise<void> {
-  await page.goto(url);
-  await page.fill("#signin-name", name);
-  await page.fill("#signin-room", room);
-  await page.click("#signin-submit");
-  await page.waitForSelector("#chat:not([hidden])");
-  await page.waitForSelector(`#conv-title:has-text("# ${room}")`);
-}
-
-async function send(page: Page, text: string): Promise<void> {
-  await page.fill("#composer-input", text);
-  await page.press("#composer-input", "Enter");
-}
-
-/** The contents of the open conversation's messages, in order. */
-async function contents(page: Page): Promise<string[]> {
-  return await page.locator("#message-list .message:not(.pending) .content")
-    .allTextContents();
-}
-
-/** Waits until a message with `text` is shown as delivered (not pending). */
-async function waitForMessage(page: Page, text: string): Promise<void> {
-  await page.locator("#message-list .message:not(.pending) .content", {
-    hasText: text,
-  }).first().waitFor();
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
-}
 
 Deno.test("web: the committed bundle is up to date", async () => {
   const stale =
@@ -373,11 +287,6 @@ Deno.test("web: after a server restart the page reconnects by itself and shows w
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-/** Chromium logs failed WebSocket attempts to the console; they are expected here. */
-function isSocketNoise(problem: string): boolean {
-  return problem.includes("WebSocket connection to");
-}
 
 Deno.test("web: scrolling up loads older history", async () => {
   await using server = await serve({ rateLimitPerSecond: 0 });
