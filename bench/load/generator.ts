@@ -1,7 +1,7 @@
 /**
- * A load generator process of the benchmark. `bench/run.ts` starts several,
+ * A load generator process of the benchmark. `bench/load/cli.ts` starts several,
  * each with its share of the clients, and drives them with the commands of
- * `bench/control.ts` on stdin; each answers on stdout, one JSON line per
+ * `bench/load/control.ts` on stdin; each answers on stdout, one JSON line per
  * reply. It uses Deno's own `WebSocket` client.
  *
  * A message's `content` carries its run, its sender, the sender's count and

@@ -18,13 +18,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { rssBytes } from "./proc.ts";
+import { rssBytes } from "../load/proc.ts";
 
 const { values } = parseArgs({
   options: {
     server: {
       type: "string",
-      default: new URL("../main.ts", import.meta.url).pathname,
+      default: new URL("../../main.ts", import.meta.url).pathname,
     },
     connections: { type: "string", default: "10" },
     mb: { type: "string", default: "50" },

@@ -32,10 +32,11 @@
  *
  * @module
  */
+import { parseArgs } from "node:util";
 import { createClient } from "@redis/client";
 import { Redis } from "ioredis";
-import { type LocalRedis, startLocalRedis } from "../tools/local_redis.ts";
-import { machineInfo } from "./proc.ts";
+import { type LocalRedis, startLocalRedis } from "../../tools/local_redis.ts";
+import { machineInfo } from "../load/proc.ts";
 
 /** Seconds each throughput sample lasts (after a short warm-up). */
 const SAMPLE_SECONDS = 2;
@@ -176,7 +177,11 @@ interface RestartResult {
 export async function main(
   args: readonly string[] = Deno.args,
 ): Promise<number> {
-  const quick = args.includes("--quick");
+  const { values } = parseArgs({
+    args: [...args],
+    options: { quick: { type: "boolean", default: false } },
+  });
+  const quick = values.quick;
   const seconds = quick ? 0.3 : SAMPLE_SECONDS;
   const reps = quick ? 1 : REPS;
   const messageCount = quick ? 10_000 : PUBSUB_MESSAGES;
@@ -322,7 +327,7 @@ export async function main(
     console.log(
       formatTables(variants.map((v) => v.name), results, versions),
     );
-    const dir = new URL("./results/", import.meta.url);
+    const dir = new URL("../results/", import.meta.url);
     await Deno.mkdir(dir, { recursive: true });
     const file = new URL(
       `redis_clients-${started.toISOString().replace(/[:.]/g, "-")}.json`,
@@ -788,7 +793,7 @@ function infoField(info: string, name: string): string {
 /** The import map of `deno.json`. */
 async function readImports(): Promise<Record<string, string>> {
   const text = await Deno.readTextFile(
-    new URL("../deno.json", import.meta.url),
+    new URL("../../deno.json", import.meta.url),
   );
   const config = JSON.parse(text) as { imports?: Record<string, string> };
   return config.imports ?? {};
