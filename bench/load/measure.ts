@@ -174,26 +174,32 @@ export function latency(h: Histogram): Latency {
   };
 }
 
-/** The replies of every generator to one run, added up. */
-export interface Merged {
-  sent: number;
-  expected: number;
-  received: number;
-  expectedAlive: number;
-  receivedAlive: number;
-  echoes: number;
-  errors: number;
-  stale: number;
-  outOfOrder: number;
-  duplicates: number;
-  alive: number;
-  closes: Record<string, number>;
+/**
+ * The replies of every generator to one run, added up: the counts summed,
+ * the latency histograms merged, the times the longest of any generator.
+ */
+export interface Merged extends
+  Pick<
+    RunReply,
+    | "sent"
+    | "expected"
+    | "received"
+    | "expectedAlive"
+    | "receivedAlive"
+    | "echoes"
+    | "errors"
+    | "stale"
+    | "outOfOrder"
+    | "duplicates"
+    | "alive"
+    | "closes"
+    | "receivedByWindow"
+    | "maxLagMs"
+    | "sendMs"
+    | "drainMs"
+  > {
   hist: Histogram;
   windows: { sent: number; received: number; hist: Histogram }[];
-  receivedByWindow: number[];
-  maxLagMs: number;
-  sendMs: number;
-  drainMs: number;
   generatorCpuSeconds: number[];
 }
 

@@ -11,7 +11,7 @@
  */
 import type { ClientSpec, Command, ConnectReply, Reply } from "./control.ts";
 import { type LocalRedis, startLocalRedis } from "../../tools/local_redis.ts";
-import { type LoadContext, ROOT } from "./context.ts";
+import { type BenchOptions, type LoadContext, ROOT } from "./context.ts";
 import { cpuSeconds } from "./proc.ts";
 import { log } from "./report.ts";
 
@@ -35,6 +35,7 @@ export class ServerProcess {
     name: string,
     cwd: string,
     args: string[],
+    env: Record<string, string> = {},
   ): Promise<ServerProcess> {
     const child = new Deno.Command(Deno.execPath(), {
       args,
@@ -46,6 +47,7 @@ export class ServerProcess {
         MAX_CONNECTIONS_PER_IP: "0",
         MAX_UNAUTHENTICATED_PER_IP: "0",
         MAX_UNAUTHENTICATED: "0",
+        ...env,
       },
       stdin: "null",
       stdout: "null",
@@ -216,6 +218,8 @@ export interface ServerSetup {
   kind: ServerKind;
   /** Extra flags for the chat server. */
   extra?: string[];
+  /** Extra environment for the chat server (secrets such as `ADMIN_TOKEN`). */
+  env?: Record<string, string>;
   /** `chat-redis`: nodes sharing one local redis-server (default 1). */
   nodes?: number;
 }
@@ -310,7 +314,7 @@ async function startServer(
     "--shutdown-grace",
     "5",
     ...(setup.extra ?? []),
-  ]);
+  ], setup.env);
 }
 
 /**
@@ -414,6 +418,35 @@ export async function connectAll(
     failed,
     seconds: Math.round((performance.now() - started) / 100) / 10,
   };
+}
+
+/**
+ * How the fan-out and direct-message clients (`--clients` in rooms of
+ * `--room-size`) are dealt: to how many generators, each one's clients
+ * (named `prefix` and a number), and each one's share of the rate.
+ */
+export function roomLoad(
+  options: BenchOptions,
+  prefix: string,
+): {
+  generators: number;
+  specs: ClientSpec[][];
+  total: number;
+  shares: number[];
+} {
+  const generators = Math.min(
+    options.generators,
+    Math.ceil(options.clients / options.roomSize),
+  );
+  const specs = roomClients(
+    options.clients,
+    options.roomSize,
+    generators,
+    prefix,
+  );
+  const total = specs.reduce((s, l) => s + l.length, 0);
+  const shares = specs.map((l) => l.length / total);
+  return { generators, specs, total, shares };
 }
 
 /**

@@ -28,6 +28,7 @@ import {
   type Generator,
   nodeUrls,
   roomClients,
+  roomLoad,
   type ServerKind,
   type ServerSetup,
   session,
@@ -375,13 +376,7 @@ async function withClimber<T>(
   fn: (climber: Climber) => Promise<T>,
 ): Promise<T> {
   const { options } = context;
-  const g = Math.min(
-    options.generators,
-    Math.ceil(options.clients / options.roomSize),
-  );
-  const counts = roomClients(options.clients, options.roomSize, g, "u");
-  const total = counts.reduce((s, l) => s + l.length, 0);
-  const shares = counts.map((l) => l.length / total);
+  const { generators: g, total, shares } = roomLoad(options, "u");
   const recipients = mode === "group" ? Math.min(options.roomSize, total) : 1;
   return await session(context, setup, g, async (servers, generators) => {
     const specs = roomClients(

@@ -22,7 +22,7 @@ import {
 } from "../measure.ts";
 import {
   connectAll,
-  roomClients,
+  roomLoad,
   type ServerKind,
   type ServerSetup,
   session,
@@ -74,13 +74,7 @@ export async function overload(
   ceiling: number,
 ): Promise<OverloadResult> {
   const { options } = context;
-  const g = Math.min(
-    options.generators,
-    Math.ceil(options.clients / options.roomSize),
-  );
-  const specs = roomClients(options.clients, options.roomSize, g, "o");
-  const total = specs.reduce((s, l) => s + l.length, 0);
-  const shares = specs.map((l) => l.length / total);
+  const { generators: g, specs, total, shares } = roomLoad(options, "o");
   const recipients = Math.min(options.roomSize, total);
   const calm = options.quick ? 3 : 5;
   const after = options.quick ? 6 : 10;

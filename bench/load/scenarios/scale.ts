@@ -76,7 +76,9 @@ export async function scale(
   const auth = setup.kind !== "baseline" && users < n;
   const admin = "bench-admin-secret";
   const full: ServerSetup = auth
-    ? { ...setup, extra: ["--auth", "--admin-token", admin] }
+    // The admin token goes in the environment: the server refuses secrets
+    // on its command line.
+    ? { ...setup, extra: ["--auth"], env: { ADMIN_TOKEN: admin } }
     : setup;
   const cluster = setup.kind === "chat-redis";
   return await session(context, full, g, async (servers, generators) => {
@@ -94,7 +96,10 @@ export async function scale(
             `http://127.0.0.1:${node.port}/api/tokens`,
             {
               method: "POST",
-              headers: { authorization: `Bearer ${admin}` },
+              headers: {
+                authorization: `Bearer ${admin}`,
+                "content-type": "application/json",
+              },
               body: JSON.stringify({ username: `s${u}`, ttl_seconds: 3600 }),
             },
           );
