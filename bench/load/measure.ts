@@ -29,6 +29,7 @@ export interface Snapshot {
   machine: ReturnType<typeof machineTicks>;
 }
 
+/** CPU seconds of every process of the run and the machine's ticks, now. */
 export function snapshot(
   deployment: Deployment,
   generators: Generator[],
