@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { Runner } from "../src/runtime/runner.ts";
+import type { Runner } from "../../src/runtime/runner.ts";
 import {
   benchUsername as name,
   createBenchRunner,
@@ -73,7 +73,7 @@ function measure(
 }
 
 /**
- * What `bench/baseline_server.ts` does with a frame, on the same counting
+ * What `bench/load/baseline_server.ts` does with a frame, on the same counting
  * sockets: parse it, find the room or target, send the received text.
  */
 function measureRelay(

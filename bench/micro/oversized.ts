@@ -18,13 +18,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { rssBytes } from "./proc.ts";
+import { rssBytes, statusBytes } from "../load/proc.ts";
 
 const { values } = parseArgs({
   options: {
     server: {
       type: "string",
-      default: new URL("../main.ts", import.meta.url).pathname,
+      default: new URL("../../main.ts", import.meta.url).pathname,
     },
     connections: { type: "string", default: "10" },
     mb: { type: "string", default: "50" },
@@ -39,13 +39,7 @@ const bytes = Number(values.mb) * 1_000_000;
 
 /** Peak resident memory of a process (`VmHWM`), in bytes. */
 function peakBytes(pid: number): number | null {
-  try {
-    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const match = status.match(/^VmHWM:\s+(\d+) kB/m);
-    return match ? Number(match[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
+  return statusBytes(pid, "VmHWM");
 }
 
 /** One masked text frame of `size` bytes, built once and sent on every socket. */

@@ -5,11 +5,11 @@
  *
  * @module
  */
-import { createState } from "../src/chat/reducer.ts";
-import { Runner } from "../src/runtime/runner.ts";
-import { MemoryStorage } from "../src/chat/storage.ts";
-import { Metrics } from "../src/runtime/metrics.ts";
-import { createLogger } from "../src/runtime/log.ts";
+import { createState } from "../../src/chat/reducer.ts";
+import { Runner } from "../../src/runtime/runner.ts";
+import { MemoryStorage } from "../../src/chat/storage.ts";
+import { Metrics } from "../../src/runtime/metrics.ts";
+import { createLogger } from "../../src/runtime/log.ts";
 
 /** A fresh runner on `MemoryStorage`, logging warnings only. */
 export function createBenchRunner(): Runner {

@@ -15,7 +15,7 @@ import {
   encodePrivateChat,
   type StoredGroupChat,
   type StoredPrivateChat,
-} from "../src/wire/protocol.ts";
+} from "../../src/wire/protocol.ts";
 
 const decoder = createDecoder({ maxContentChars: 4000 });
 const content = "x".repeat(64);

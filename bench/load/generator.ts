@@ -1,14 +1,21 @@
 /**
- * A load generator process of the benchmark. `bench/run.ts` starts several,
- * each with its share of the clients, and drives them with the commands of
- * `bench/control.ts` on stdin; each answers on stdout, one JSON line per
- * reply. It uses Deno's own `WebSocket` client.
+ * A load generator process of the benchmark. `bench/load/cli.ts` starts
+ * several, each with its share of the clients, and drives them with the
+ * commands of `bench/load/control.ts` on stdin; each answers on stdout, one
+ * JSON line per reply. It uses Deno's own `WebSocket` client. It measures
+ * only what its clients see (sends, receipts, latency, order, closes); the
+ * servers' CPU and memory are `measure.ts`'s.
  *
  * A message's `content` carries its run, its sender, the sender's count and
  * the time it was sent (`performance.timeOrigin + performance.now()`), padded
  * to the content size: `#step|sender|n|time|.....`. All members of a room,
  * and all targets of a client's `PrivateChat`, live in the same generator, so
  * sender and receiver read one clock.
+ *
+ * Why this file is long (about 550 lines): it is one process's whole
+ * program, and its clients, the tally of the current run and the command
+ * loop share that process's state; split into modules, each would reach
+ * into the others'.
  *
  * @module
  */

@@ -14,6 +14,7 @@
  * @module
  */
 import process from "node:process";
+import { parseArgs } from "node:util";
 import {
   benchUsername as name,
   createBenchRunner,
@@ -137,5 +138,9 @@ async function measure(): Promise<void> {
   }
 }
 
-if (Deno.args[0] === "--clients") await clients(Number(Deno.args[1]));
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { clients: { type: "string" } },
+});
+if (values.clients !== undefined) await clients(Number(values.clients));
 else await measure();

@@ -1,6 +1,6 @@
 /**
- * The messages between the benchmark's orchestrator (`bench/run.ts`) and its
- * load generator processes (`bench/load.ts`): one JSON object per line, on
+ * The messages between the benchmark's orchestrator (`bench/load/cli.ts`) and its
+ * load generator processes (`bench/load/generator.ts`): one JSON object per line, on
  * the generator's stdin (commands) and stdout (replies). Every command has an
  * `id`, and its reply carries it back.
  *

@@ -17,14 +17,15 @@
  * Still no validation, no storage, no `Ack`.
  *
  * ```sh
- * deno run --allow-net bench/baseline_server.ts --port 0
- * deno run --allow-net bench/baseline_server.ts --port 0 --framed
+ * deno run --allow-net bench/load/baseline_server.ts --port 0
+ * deno run --allow-net bench/load/baseline_server.ts --port 0 --framed
  * ```
  *
  * It logs one JSON line `{"msg":"listening","port":N}` on stderr.
  *
  * @module
  */
+import { parseArgs } from "node:util";
 
 /** What one connection holds. */
 interface Peer {
@@ -161,17 +162,18 @@ export function startBaseline(
   return listening.promise.then((port) => ({ port, server }));
 }
 
-function flag(name: string, fallback: string): string {
-  const index = Deno.args.indexOf(`--${name}`);
-  return index >= 0 ? Deno.args[index + 1] ?? fallback : fallback;
-}
-
 if (import.meta.main) {
-  const { port } = await startBaseline(
-    flag("host", "127.0.0.1"),
-    Number(flag("port", "8090")),
-    { framed: Deno.args.includes("--framed") },
-  );
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "8090" },
+      framed: { type: "boolean", default: false },
+    },
+  });
+  const { port } = await startBaseline(values.host, Number(values.port), {
+    framed: values.framed,
+  });
   console.error(JSON.stringify({ msg: "listening", port }));
   // Nothing to flush: stop at once, open sockets and all.
   const stop = () => Deno.exit(0);

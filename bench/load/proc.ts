@@ -24,9 +24,20 @@ export function cpuSeconds(pid: number | "self"): number | null {
 
 /** Resident memory of a process in bytes (`VmRSS`); `null` once it is gone. */
 export function rssBytes(pid: number | "self"): number | null {
+  return statusBytes(pid, "VmRSS");
+}
+
+/**
+ * A memory figure of a process from `/proc/<pid>/status`, in bytes: `VmRSS`
+ * (resident now) or `VmHWM` (the peak); `null` once the process is gone.
+ */
+export function statusBytes(
+  pid: number | "self",
+  field: "VmRSS" | "VmHWM",
+): number | null {
   try {
     const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const match = status.match(/^VmRSS:\s+(\d+) kB/m);
+    const match = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
     return match ? Number(match[1]) * 1024 : null;
   } catch {
     return null;

@@ -4,7 +4,7 @@
  *
  * ```sh
  * deno task bench --scenario fanout --cpu-prof /tmp/prof
- * deno run --allow-read bench/profile_summary.ts /tmp/prof/*.cpuprofile
+ * deno run --allow-read bench/load/profile_summary.ts /tmp/prof/*.cpuprofile
  * ```
  *
  * @module
