@@ -1,0 +1,46 @@
+/**
+ * The smallest steps every handler shares: sending one frame to one
+ * connection, an `Ack`, resetting the error streak, and letting a
+ * connection that waited for I/O go on. Effects only: no rule about who
+ * gets what lives here (see `rooms.ts` for fan-out, `closing.ts` for
+ * refusals).
+ *
+ * @module
+ */
+import { encode, type ServerType } from "../wire/protocol.ts";
+import type { Connection, ConnId, Ctx, Effect } from "./types.ts";
+
+/** Sends one frame to one connection. */
+export function send(
+  out: Effect[],
+  conn: ConnId,
+  kind: ServerType,
+  body: object,
+): void {
+  out.push({ type: "send", conn, data: encode(kind, body), kind });
+}
+
+/** Sends `Ack` for a message that carried an `id`; nothing without one. */
+export function ack(
+  out: Effect[],
+  conn: Connection,
+  ref: string | undefined,
+  body: object,
+): void {
+  if (ref !== undefined) send(out, conn.id, "Ack", { ref, ...body });
+}
+
+/** A message was accepted: the connection's error streak starts again. */
+export function accept(conn: Connection): void {
+  conn.errorStreak = 0;
+}
+
+/**
+ * The I/O answer a connection waited for has come: it no longer waits, and
+ * `reduce` handles its queued frames (or finishes its close) after the
+ * event. Handlers never handle another connection's frames themselves.
+ */
+export function goOn(ctx: Ctx, conn: Connection): void {
+  conn.busy = false;
+  ctx.ready.push(conn);
+}
