@@ -9,7 +9,7 @@ import {
   encodeGroupChat,
   encodePrivateChat,
   type StoredGroupChat,
-} from "../wire/protocol.ts";
+} from "../wire/server_frames.ts";
 import type { StoredAs, WriteResult } from "./storage.ts";
 import { answerClosing, refuse } from "./closing.ts";
 import { arriveInOrder, finishAck } from "./cluster.ts";

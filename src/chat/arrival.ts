@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { WelcomeBody } from "../wire/server_frames.ts";
 import { authenticate } from "./auth.ts";
 import { bind, bindToken } from "./binding.ts";
 import { close, refOf, refuse, wait } from "./closing.ts";
@@ -47,7 +48,7 @@ export function open(ctx: Ctx, event: Extract<Event, { type: "open" }>): void {
     bind(ctx, conn, event.grant.username);
     bindToken(ctx, conn, event.token, event.grant.expiresAt);
   }
-  const welcome: Record<string, unknown> = {
+  const welcome: WelcomeBody = {
     server: settings.serverName,
     connection_id: conn.publicId,
     auth_required: settings.authEnabled,

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { ClientMessage } from "../wire/protocol.ts";
+import type { ClientMessage } from "../wire/client_frames.ts";
 import { armToken, bind, bindToken } from "./binding.ts";
 import { close, refuse } from "./closing.ts";
 import { goOn } from "./emit.ts";

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { encodeGroupChat, encodePrivateChat } from "../wire/protocol.ts";
-import type { EnterBody } from "../wire/protocol.ts";
+import { encodeGroupChat, encodePrivateChat } from "../wire/server_frames.ts";
+import type { EnterBody } from "../wire/client_frames.ts";
 import { revoked } from "./auth.ts";
 import { bind } from "./binding.ts";
 import { answerClosing, refuse } from "./closing.ts";

@@ -7,11 +7,13 @@
  */
 import type {
   GroupChatBody,
-  HistoryBody,
+  HistoryRequestBody,
   PrivateChatBody,
+} from "../wire/client_frames.ts";
+import type {
   StoredGroupChat,
   StoredPrivateChat,
-} from "../wire/protocol.ts";
+} from "../wire/server_frames.ts";
 import { refuse } from "./closing.ts";
 import { accept } from "./emit.ts";
 import { checkSender, targetRoom } from "./membership.ts";
@@ -115,7 +117,7 @@ export function privateChat(
 export function history(
   ctx: Ctx,
   conn: Connection,
-  body: HistoryBody,
+  body: HistoryRequestBody,
   ref: string | undefined,
 ): void {
   const { state, out } = ctx;

@@ -7,15 +7,20 @@
  *
  * @module
  */
-import { encode, type ServerType } from "../wire/protocol.ts";
+import {
+  type AckBody,
+  encode,
+  type ServerBodies,
+  type ServerType,
+} from "../wire/server_frames.ts";
 import type { Connection, ConnId, Ctx, Effect } from "./types.ts";
 
-/** Sends one frame to one connection. */
-export function send(
+/** Sends one frame to one connection; its body is checked against its type. */
+export function send<K extends ServerType>(
   out: Effect[],
   conn: ConnId,
-  kind: ServerType,
-  body: object,
+  kind: K,
+  body: ServerBodies[K],
 ): void {
   out.push({ type: "send", conn, data: encode(kind, body), kind });
 }
@@ -25,7 +30,7 @@ export function ack(
   out: Effect[],
   conn: Connection,
   ref: string | undefined,
-  body: object,
+  body: Omit<AckBody, "ref">,
 ): void {
   if (ref !== undefined) send(out, conn.id, "Ack", { ref, ...body });
 }

@@ -6,7 +6,7 @@
  * @module
  */
 import { foldName } from "../wire/names.ts";
-import type { EnterBody, LeaveBody } from "../wire/protocol.ts";
+import type { EnterBody, LeaveBody } from "../wire/client_frames.ts";
 import { bind } from "./binding.ts";
 import { refuse } from "./closing.ts";
 import { joinCluster } from "./cluster.ts";

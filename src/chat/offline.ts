@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { encodePrivateChat } from "../wire/protocol.ts";
+import { encodePrivateChat } from "../wire/server_frames.ts";
 import {
   type Ctx,
   type Event,

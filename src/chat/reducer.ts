@@ -25,7 +25,7 @@
  *
  * @module
  */
-import { createDecoder } from "../wire/protocol.ts";
+import { createDecoder } from "../wire/client_frames.ts";
 import { offlineLoaded, offlineWritten } from "./offline.ts";
 import { historyLoaded, persisted } from "./answers.ts";
 import { admit, arrive, open, resume } from "./arrival.ts";

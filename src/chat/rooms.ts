@@ -7,7 +7,7 @@
  * @module
  */
 import type { LeaveReason } from "../wire/codes.ts";
-import { encode, type ServerType } from "../wire/protocol.ts";
+import { encode, type ServerType } from "../wire/server_frames.ts";
 import type { HistoryQuery } from "./storage.ts";
 import { ack } from "./emit.ts";
 import type {

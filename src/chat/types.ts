@@ -11,12 +11,12 @@
  * @module
  */
 import type { ErrorCode, LeaveReason } from "../wire/codes.ts";
+import type { Decoder } from "../wire/client_frames.ts";
 import type {
-  Decoder,
   ServerType,
   StoredGroupChat,
   StoredPrivateChat,
-} from "../wire/protocol.ts";
+} from "../wire/server_frames.ts";
 import type {
   HistoryPage,
   HistoryQuery,

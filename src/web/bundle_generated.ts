@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "UFJt65X3XIcBPKnPdB1LVKwf/Jv208KAtfn08zbYlcQ=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "6121e01ead3d2ce71e7060451ea750cfcf42f65fdc10d10d5dbea680fc2b8e34";
+  "a7527a3f624b905b36282fee5086476058916cf563b35cec7c7f1085c7e72408";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
