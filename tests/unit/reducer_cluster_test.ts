@@ -7,163 +7,26 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { StoredGroupChat } from "../../src/wire/protocol.ts";
+import type { StoredGroupChat } from "../../src/wire/server_frames.ts";
 import {
-  type BusMessage,
-  type ChatSettings,
-  type ChatState,
   type ConnId,
   contributions,
-  createState,
   type Effect,
-  type Event,
   GAP_WAIT_MS,
   type JoinResult,
   MAX_PENDING,
-  reduce,
 } from "../../src/chat/reducer.ts";
 import type { WriteResult } from "../../src/chat/storage.ts";
-
-const SETTINGS: ChatSettings = {
-  serverName: "chat-test/1.0",
-  authEnabled: false,
-  defaultRoom: "general",
-  maxMessageBytes: 512,
-  maxContentChars: 64,
-  maxRoomsPerConnection: 4,
-  rateLimitPerSecond: 0,
-  rateLimitBurst: 8,
-  maxConsecutiveErrors: 5,
-  cluster: true,
-};
-const T0 = 1_700_000_000_000;
-
-/** A frame as a connection gets it. */
-interface Frame {
-  type: string;
-  // deno-lint-ignore no-explicit-any
-  body: any;
-}
-
-/** One node's reducer, with the effects it made, frames per connection. */
-class Node {
-  state: ChatState;
-  now = T0;
-  #ids = 0;
-  /** Every effect, oldest first; cluster effects are answered by hand. */
-  effects: Effect[] = [];
-
-  constructor(settings: Partial<ChatSettings> = {}) {
-    this.state = createState({ ...SETTINGS, ...settings });
-  }
-
-  dispatch(event: Event): Effect[] {
-    const [state, effects] = reduce(this.state, event);
-    this.state = state;
-    this.effects.push(...effects);
-    return effects;
-  }
-
-  open(conn: ConnId): void {
-    this.dispatch({ type: "open", conn, now: this.now, publicId: `p${conn}` });
-  }
-
-  send(conn: ConnId, type: string, body: object, ref?: string): Effect[] {
-    const text = JSON.stringify({
-      message_type: type,
-      message_body: body,
-      ...(ref ? { id: ref } : {}),
-    });
-    return this.dispatch({
-      type: "frame",
-      conn,
-      now: this.now,
-      text,
-      size: text.length,
-      id: `m${++this.#ids}`,
-    });
-  }
-
-  close(conn: ConnId): Effect[] {
-    return this.dispatch({ type: "closed", conn, now: this.now, code: 1000 });
-  }
-
-  /** Takes the oldest effect of `type` not taken yet. */
-  take<T extends Effect["type"]>(type: T): Extract<Effect, { type: T }> {
-    const index = this.effects.findIndex((effect) => effect.type === type);
-    assert.ok(index >= 0, `an effect ${type}`);
-    return this.effects.splice(index, 1)[0] as Extract<Effect, { type: T }>;
-  }
-
-  /** Answers the oldest `join`. */
-  joined(result: JoinResult | null): Effect[] {
-    const { request } = this.take("join");
-    return this.dispatch({ type: "joined", now: this.now, request, result });
-  }
-
-  /** Answers the oldest `persist`. */
-  persisted(result: WriteResult): Effect[] {
-    const { request } = this.take("persist");
-    return this.dispatch({ type: "persisted", now: this.now, request, result });
-  }
-
-  bus(message: BusMessage): Effect[] {
-    return this.dispatch({ type: "bus", now: this.now, message });
-  }
-
-  /** Enters `conn` as `user` into `room`, the cluster answering `result`. */
-  enter(conn: ConnId, user: string, room: string, result: JoinResult): void {
-    this.send(conn, "Enter", { sender_username: user, room });
-    this.joined(result);
-  }
-}
-
-/** The frames `conn` gets from `effects`, in order. */
-function framesTo(effects: readonly Effect[], conn: ConnId): Frame[] {
-  const frames: Frame[] = [];
-  for (const effect of effects) {
-    const to = effect.type === "send"
-      ? effect.conn === conn
-      : effect.type === "broadcast"
-      ? [...effect.conns].includes(conn) && effect.except !== conn
-      : false;
-    if (!to || !("data" in effect)) continue;
-    const parsed = JSON.parse(effect.data);
-    frames.push({ type: parsed.message_type, body: parsed.message_body });
-  }
-  return frames;
-}
-
-function types(frames: readonly Frame[]): string[] {
-  return frames.map((frame) => frame.type);
-}
-
-function of<T extends Effect["type"]>(
-  effects: readonly Effect[],
-  type: T,
-): Extract<Effect, { type: T }>[] {
-  return effects.filter((effect): effect is Extract<Effect, { type: T }> =>
-    effect.type === type
-  );
-}
-
-function joinedAt(seq: number, members: string[], isNew = true): JoinResult {
-  return { kind: "joined", seq, isNew, members };
-}
-
-function chat(seq: number, room = "r", sender = "bob"): StoredGroupChat {
-  return {
-    id: `g${seq}`,
-    seq,
-    room,
-    sender_username: sender,
-    content: `hello ${seq}`,
-    timestamp: T0 + seq,
-  };
-}
-
-// ---------------------------------------------------------------------------
-// Enter: the cluster decides
+import {
+  chat,
+  framesTo,
+  joinedAt,
+  Node,
+  type ReceivedFrame,
+  types,
+} from "../support/cluster_node.ts";
+import { T0 } from "../support/reducer_frames.ts";
+import { effectsOf } from "../support/reducer_harness.ts";
 
 Deno.test("cluster Enter: asks the cluster, answers only after joined", () => {
   const node = new Node();
@@ -179,7 +42,7 @@ Deno.test("cluster Enter: asks the cluster, answers only after joined", () => {
     [],
     "nothing before the cluster answers",
   );
-  const join = of(asked, "join")[0];
+  const join = effectsOf(asked, "join")[0];
   assert.deepEqual(
     join && { ...join.request, timestamp: 0 },
     {
@@ -200,7 +63,11 @@ Deno.test("cluster Enter: asks the cluster, answers only after joined", () => {
   ]);
   assert.equal(node.state.rooms.get("r")?.deliveredSeq, 4);
   assert.deepEqual([...node.state.users.keys()], ["alice"]);
-  assert.deepEqual(of(answered, "claim"), [], "the join claimed the name");
+  assert.deepEqual(
+    effectsOf(answered, "claim"),
+    [],
+    "the join claimed the name",
+  );
 });
 
 interface JoinCase {
@@ -230,7 +97,8 @@ for (const { name, result, code } of JOIN_REFUSALS) {
     assert.deepEqual([...node.state.claiming], []);
     // The connection goes on: its next Enter is asked again.
     assert.equal(
-      of(node.send(1, "Enter", { sender_username: "alice" }), "join").length,
+      effectsOf(node.send(1, "Enter", { sender_username: "alice" }), "join")
+        .length,
       1,
     );
   });
@@ -250,7 +118,7 @@ Deno.test("cluster Enter: a name being claimed on this node is taken", () => {
   assert.deepEqual(framesTo(second, 2).map((f) => f.body.code), [
     "username_taken",
   ]);
-  assert.equal(of(second, "join").length, 0);
+  assert.equal(effectsOf(second, "join").length, 0);
 });
 
 Deno.test("cluster Enter: Enter broadcast to local members only when new on every node", () => {
@@ -273,12 +141,14 @@ Deno.test("cluster Enter: closed while joining gives back what the cluster recor
   node.close(1);
   const answered = node.joined(joinedAt(0, ["alice"]));
   assert.deepEqual(
-    of(answered, "part").map((p) => [p.room, p.username, p.empty]),
+    effectsOf(answered, "part").map((p) => [p.room, p.username, p.empty]),
     [
       ["r", "alice", true],
     ],
   );
-  assert.deepEqual(of(answered, "release").map((r) => r.username), ["alice"]);
+  assert.deepEqual(effectsOf(answered, "release").map((r) => r.username), [
+    "alice",
+  ]);
   assert.deepEqual([...node.state.rooms.keys()], []);
 });
 
@@ -358,10 +228,12 @@ Deno.test("cluster close: parts every room and releases the name", () => {
   node.joined(joinedAt(0, ["alice"]));
   const closed = node.close(1);
   assert.deepEqual(
-    of(closed, "part").map((p) => [p.room, p.reason, p.empty]).sort(),
+    effectsOf(closed, "part").map((p) => [p.room, p.reason, p.empty]).sort(),
     [["r", "disconnected", true], ["s", "disconnected", true]],
   );
-  assert.deepEqual(of(closed, "release").map((r) => r.username), ["alice"]);
+  assert.deepEqual(effectsOf(closed, "release").map((r) => r.username), [
+    "alice",
+  ]);
 });
 
 Deno.test("cluster auth: a token's user is claimed (shared) and released with the last connection", () => {
@@ -376,10 +248,12 @@ Deno.test("cluster auth: a token's user is claimed (shared) and released with th
       token: "t",
       grant,
     });
-  assert.deepEqual(of(opened(1), "claim").map((c) => c.username), ["alice"]);
-  assert.deepEqual(of(opened(2), "claim"), [], "claimed once per node");
-  assert.deepEqual(of(node.close(1), "release"), []);
-  assert.deepEqual(of(node.close(2), "release").map((r) => r.username), [
+  assert.deepEqual(effectsOf(opened(1), "claim").map((c) => c.username), [
+    "alice",
+  ]);
+  assert.deepEqual(effectsOf(opened(2), "claim"), [], "claimed once per node");
+  assert.deepEqual(effectsOf(node.close(1), "release"), []);
+  assert.deepEqual(effectsOf(node.close(2), "release").map((r) => r.username), [
     "alice",
   ]);
 });
@@ -451,7 +325,7 @@ for (const testCase of HELD_JOIN_CASES) {
       joinedAt(0, ["alice", "carol"]),
     );
     const sent = node.send(2, "Enter", { sender_username: "alice", room: "r" });
-    assert.equal(of(sent, "join")[0]?.request.held, testCase.held);
+    assert.equal(effectsOf(sent, "join")[0]?.request.held, testCase.held);
     const joined = node.joined(
       joinedAt(0, ["alice", "carol"], testCase.isNew),
     );
@@ -476,7 +350,7 @@ Deno.test("cluster GroupChat: Redis gives the seq; members get seq order; the Ac
     content: "hi",
     room: "r",
   }, "g1");
-  const persist = of(sent, "persist")[0];
+  const persist = effectsOf(sent, "persist")[0];
   assert.equal(
     persist?.request.op.kind === "group" && persist.request.op.message.seq,
     0,
@@ -579,12 +453,12 @@ for (const { name, found, delivered, open } of GAPS) {
     node.bus({ kind: "group", message: chat(7) });
     node.now = T0 + GAP_WAIT_MS - 1;
     assert.deepEqual(
-      of(node.dispatch({ type: "tick", now: node.now }), "fill_gap"),
+      effectsOf(node.dispatch({ type: "tick", now: node.now }), "fill_gap"),
       [],
       "not yet",
     );
     node.now = T0 + GAP_WAIT_MS;
-    const asked = of(
+    const asked = effectsOf(
       node.dispatch({ type: "tick", now: node.now }),
       "fill_gap",
     );
@@ -596,7 +470,7 @@ for (const { name, found, delivered, open } of GAPS) {
       bound: 7,
     }]);
     assert.deepEqual(
-      of(node.dispatch({ type: "tick", now: node.now + 1 }), "fill_gap"),
+      effectsOf(node.dispatch({ type: "tick", now: node.now + 1 }), "fill_gap"),
       [],
       "one read at a time",
     );
@@ -617,7 +491,7 @@ Deno.test("cluster bus_synced: every known room reads what it may have missed", 
   node.open(1);
   node.enter(1, "alice", "r", joinedAt(3, ["alice"]));
   const synced = node.dispatch({ type: "bus_synced", now: node.now });
-  assert.deepEqual(of(synced, "fill_gap"), [{
+  assert.deepEqual(effectsOf(synced, "fill_gap"), [{
     type: "fill_gap",
     room: "r",
     after: 3,
@@ -792,7 +666,7 @@ for (const { name, since, page, during, after, got } of SINCE) {
       { kind: "since", since, upTo: Number.MAX_SAFE_INTEGER },
       "up to the room's current seq in storage, not what this node delivered",
     );
-    const frames: Frame[] = [];
+    const frames: ReceivedFrame[] = [];
     for (const seq of during) {
       frames.push(
         ...framesTo(node.bus({ kind: "group", message: chat(seq) }), 2),
@@ -899,7 +773,7 @@ Deno.test("cluster PrivateChat: to a user on no node (auth off) is user_not_foun
     target_username: "zed",
     content: "?",
   }, "d1");
-  const persist = of(sent, "persist")[0];
+  const persist = effectsOf(sent, "persist")[0];
   assert.equal(
     persist?.request.op.kind === "private" && persist.request.op.delivered,
     false,
@@ -984,7 +858,9 @@ for (const testCase of PAGING_BUS_CASES) {
       timestamp: T0,
     };
     const got = node.bus({ kind: "private", message: dm });
-    const persists = of(got, "persist").map((effect) => effect.request.op);
+    const persists = effectsOf(got, "persist").map((effect) =>
+      effect.request.op
+    );
     assert.deepEqual(
       persists,
       testCase.paging ? [{ kind: "undelivered", message: dm }] : [],
@@ -1060,10 +936,12 @@ Deno.test("cluster Enter taken: what a resync may have recorded is taken back", 
   node.send(1, "Enter", { sender_username: "alice", room: "r" });
   const answered = node.joined({ kind: "taken" });
   assert.deepEqual(
-    of(answered, "part").map((p) => [p.room, p.username, p.empty]),
+    effectsOf(answered, "part").map((p) => [p.room, p.username, p.empty]),
     [["r", "alice", true]],
   );
-  assert.deepEqual(of(answered, "release").map((r) => r.username), ["alice"]);
+  assert.deepEqual(effectsOf(answered, "release").map((r) => r.username), [
+    "alice",
+  ]);
 });
 
 Deno.test("cluster gap: at most MAX_PENDING messages wait; then the room goes on without the missing seq", () => {
