@@ -13,10 +13,10 @@ import {
 import type { StoredAs, WriteResult } from "./storage.ts";
 import { answerClosing, refuse } from "./closing.ts";
 import { arriveInOrder, finishAck } from "./cluster.ts";
-import { ack, goOn, send } from "./emit.ts";
+import { ack, deliverPrivate, goOn, send } from "./emit.ts";
 import { nextOfflinePage, startOffline } from "./offline.ts";
 import { toRoom } from "./rooms.ts";
-import type { Connection, ConnId, Ctx, Event, Pending } from "./types.ts";
+import type { Connection, Ctx, Event, Pending } from "./types.ts";
 
 /** The answer to `persist`: the message goes out and its sender gets `Ack` or `Error`. */
 export function persisted(
@@ -85,11 +85,6 @@ export function persisted(
       // meanwhile gets it from its offline load (read after this write), in
       // order with the older ones; sending it here too would duplicate it.
       const targets = state.users.get(message.target_username);
-      // Cluster: not stored when another node holds the target; this
-      // node's connections of the target get it live too.
-      const recipients = new Set<ConnId>(
-        op.delivered || result.remote ? targets : undefined,
-      );
       if (
         !op.delivered && !result.remote && targets &&
         state.settings.authEnabled
@@ -108,18 +103,9 @@ export function persisted(
           request: { conn: null, op: { kind: "undelivered", message } },
         });
       }
-      for (const id of state.users.get(message.sender_username) ?? []) {
-        recipients.add(id);
-      }
-      if (recipients.size > 0) {
-        out.push({
-          type: "broadcast",
-          conns: recipients,
-          count: recipients.size,
-          data: encodePrivateChat(message),
-          kind: "PrivateChat",
-        });
-      }
+      // Cluster: not stored when another node holds the target; this
+      // node's connections of the target get it live too.
+      deliverPrivate(ctx, message, op.delivered || result.remote === true);
       if (conn) {
         ack(out, conn, request.ref, {
           id: message.id,

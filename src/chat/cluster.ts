@@ -6,12 +6,12 @@
  *
  * @module
  */
-import { encodeGroupChat, encodePrivateChat } from "../wire/server_frames.ts";
+import { encodeGroupChat } from "../wire/server_frames.ts";
 import type { EnterBody } from "../wire/client_frames.ts";
 import { revoked } from "./auth.ts";
 import { bind } from "./binding.ts";
 import { answerClosing, refuse } from "./closing.ts";
-import { ack, goOn, send } from "./emit.ts";
+import { ack, deliverPrivate, goOn, send } from "./emit.ts";
 import {
   addMember,
   announce,
@@ -23,7 +23,6 @@ import {
 import {
   type BusMessage,
   type Connection,
-  type ConnId,
   type Ctx,
   type Effect,
   type Event,
@@ -188,21 +187,7 @@ export function fromBus(ctx: Ctx, message: BusMessage): void {
           request: { conn: null, op: { kind: "undelivered", message: chat } },
         });
       }
-      const recipients = new Set<ConnId>(
-        paging ? undefined : state.users.get(chat.target_username),
-      );
-      for (const id of state.users.get(chat.sender_username) ?? []) {
-        recipients.add(id);
-      }
-      if (recipients.size > 0) {
-        out.push({
-          type: "broadcast",
-          conns: recipients,
-          count: recipients.size,
-          data: encodePrivateChat(chat),
-          kind: "PrivateChat",
-        });
-      }
+      deliverPrivate(ctx, chat, !paging);
       break;
     }
     case "enter":

@@ -1,6 +1,7 @@
 /**
  * The smallest steps every handler shares: sending one frame to one
- * connection, an `Ack`, resetting the error streak, and letting a
+ * connection, an `Ack`, a `PrivateChat` to its users' connections here,
+ * resetting the error streak, and letting a
  * connection that waited for I/O go on. Effects only: no rule about who
  * gets what lives here (see `rooms.ts` for fan-out, `closing.ts` for
  * refusals).
@@ -10,8 +11,10 @@
 import {
   type AckBody,
   encode,
+  encodePrivateChat,
   type ServerBodies,
   type ServerType,
+  type StoredPrivateChat,
 } from "../wire/server_frames.ts";
 import type { Connection, ConnId, Ctx, Effect } from "./types.ts";
 
@@ -48,4 +51,31 @@ export function accept(conn: Connection): void {
 export function goOn(ctx: Ctx, conn: Connection): void {
   conn.busy = false;
   ctx.ready.push(conn);
+}
+
+/**
+ * Sends a `PrivateChat` to its sender's connections on this node and, with
+ * `toTarget`, its target's: each connection once, in one broadcast.
+ */
+export function deliverPrivate(
+  ctx: Ctx,
+  message: StoredPrivateChat,
+  toTarget: boolean,
+): void {
+  const { state, out } = ctx;
+  const recipients = new Set<ConnId>(
+    toTarget ? state.users.get(message.target_username) : undefined,
+  );
+  for (const id of state.users.get(message.sender_username) ?? []) {
+    recipients.add(id);
+  }
+  if (recipients.size > 0) {
+    out.push({
+      type: "broadcast",
+      conns: recipients,
+      count: recipients.size,
+      data: encodePrivateChat(message),
+      kind: "PrivateChat",
+    });
+  }
 }
