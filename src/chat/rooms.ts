@@ -109,6 +109,10 @@ export function toRoom(
   out.push(effect);
 }
 
+/**
+ * Tells a room's members that `username` entered (`reason` null) or left;
+ * `except` is the connection that caused it.
+ */
 export function announce(
   room: Room,
   username: string,

@@ -2,6 +2,9 @@
  * Reducer tables for authentication: tokens in messages and at upgrade,
  * lookups, and tokens ending connections (revocation, expiry, re-check).
  *
+ * Why this file is long (about 600 lines): mostly case tables, one row a
+ * scenario; a rule's table stays in one place.
+ *
  * Conventions (see `tests/support/reducer_harness.ts`): connections 1, 2
  * and 3 are opened first and usually enter as alice, bob and carol; the
  * event under test happens at `WHEN_AT` and a frame under test gets the

@@ -4,6 +4,9 @@
  * clock or storage: the harness builds a state with `createState`, feeds
  * events with explicit times and ids, and plays the runner's part.
  *
+ * Why this file is long (about 600 lines): mostly case tables, one row a
+ * scenario; a rule's table stays in one place.
+ *
  * Conventions (see `tests/support/reducer_harness.ts`): connections 1, 2
  * and 3 are opened first and usually enter as alice, bob and carol; the
  * event under test happens at `WHEN_AT` and a frame under test gets the
