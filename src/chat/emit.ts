@@ -50,7 +50,7 @@ export function accept(conn: Connection): void {
  */
 export function goOn(ctx: Ctx, conn: Connection): void {
   conn.busy = false;
-  ctx.ready.push(conn);
+  ctx.state.ready.push(conn);
 }
 
 /**

@@ -19,8 +19,8 @@
  * (`arrival`, `auth`, `binding`, `membership`, `commands`, `answers`,
  * `offline`, `cluster`, `rooms`, `closing`, `emit`), each handler taking one
  * {@linkcode Ctx}. A handler whose connection no longer waits for I/O only
- * lists it (`goOn`); `reduce` handles its queued frames after the event, so
- * no handler runs another's frames. This file holds the dispatch and what
+ * lists it (`goOn`, in `state.ready`); `reduce` handles its queued frames
+ * after the event, so no handler runs another's frames. This file holds the dispatch and what
  * belongs to no one concern (the clock tick, the cluster's contributions).
  *
  * @module
@@ -76,13 +76,15 @@ export function createState(
     draining: false,
     overloaded: false,
     now: 0,
+    ready: [],
   };
 }
 
 /** Applies one event to the state. Pure: see the module documentation. */
 export function reduce(state: ChatState, event: Event): Transition {
-  const ctx: Ctx = { state, out: [], ready: [] };
-  const { out, ready } = ctx;
+  const ctx: Ctx = { state, out: [] };
+  const { out } = ctx;
+  const { ready } = state;
   state.now = event.now;
   switch (event.type) {
     case "open":
@@ -203,6 +205,7 @@ export function reduce(state: ChatState, event: Event): Transition {
     const conn = ready[i] as Connection;
     if (!conn.busy && state.connections.has(conn.id)) resume(ctx, conn);
   }
+  ready.length = 0;
   return [state, out];
 }
 

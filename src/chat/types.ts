@@ -245,6 +245,13 @@ export interface ChatState {
   overloaded: boolean;
   /** The time of the event being reduced. */
   now: number;
+  /**
+   * The connections a handler let go on during the event being reduced (no
+   * longer waiting for I/O): `reduce` handles their queued frames after the
+   * event. Always empty between events; kept here so an event allocates no
+   * list for it.
+   */
+  readonly ready: Connection[];
 }
 
 /** A write the reducer asks for, with what it needs to finish the message. */
@@ -487,15 +494,10 @@ export type Effect =
 /** The result of {@linkcode reduce}. */
 export type Transition = [ChatState, Effect[]];
 
-/**
- * What every handler works on while one event is reduced: the state, the
- * effects going out, and the connections a handler let go on (no longer
- * waiting for I/O), whose queued frames `reduce` handles after the event.
- */
+/** What every handler works on while one event is reduced: the state and the effects going out. */
 export interface Ctx {
   readonly state: ChatState;
   readonly out: Effect[];
-  readonly ready: Connection[];
 }
 
 /** The `Error` that frames still waiting get when the server closes their connection. */
