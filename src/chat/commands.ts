@@ -14,6 +14,7 @@ import type {
   StoredGroupChat,
   StoredPrivateChat,
 } from "../wire/server_frames.ts";
+import type { WriteOp } from "./storage.ts";
 import { refuse } from "./closing.ts";
 import { accept } from "./emit.ts";
 import { checkSender, targetRoom } from "./membership.ts";
@@ -27,7 +28,7 @@ export function groupChat(
   ref: string | undefined,
   frame: QueuedFrame,
 ): void {
-  const { state, out } = ctx;
+  const { state } = ctx;
   if (!checkSender(ctx, conn, body.sender_username, ref)) return;
   const room = targetRoom(ctx, conn, body.room, ref);
   if (!room) return;
@@ -46,19 +47,16 @@ export function groupChat(
     content: body.content,
     timestamp: frame.now,
   };
-  conn.busy = true;
-  out.push({
-    type: "persist",
-    request: {
-      conn: conn.id,
-      ref,
-      // The client's id is the message's idempotency key: a resend after
-      // an unknown outcome is not stored twice.
-      op: ref === undefined
-        ? { kind: "group", message }
-        : { kind: "group", message, ref },
-    },
-  });
+  // The client's id is the message's idempotency key: a resend after an
+  // unknown outcome is not stored twice.
+  write(
+    ctx,
+    conn,
+    ref,
+    ref === undefined
+      ? { kind: "group", message }
+      : { kind: "group", message, ref },
+  );
 }
 
 /** `PrivateChat`: written (kept for an offline target); delivered once stored. */
@@ -69,7 +67,7 @@ export function privateChat(
   ref: string | undefined,
   frame: QueuedFrame,
 ): void {
-  const { state, out } = ctx;
+  const { state } = ctx;
   if (!checkSender(ctx, conn, body.sender_username, ref)) return;
   const online = state.users.has(body.target_username);
   const { maxOfflineMessages } = state.settings;
@@ -92,25 +90,28 @@ export function privateChat(
     content: body.content,
     timestamp: frame.now,
   };
-  conn.busy = true;
-  out.push({
-    type: "persist",
-    request: {
-      conn: conn.id,
-      ref,
-      op: {
-        kind: "private",
-        message,
-        // Behind older offline messages still being paged out: stored, and
-        // delivered in order by the pager.
-        delivered: online && !state.offlineLoading.has(body.target_username),
-        ...(maxOfflineMessages === undefined
-          ? {}
-          : { maxWaiting: maxOfflineMessages }),
-        ...(ref === undefined ? {} : { ref }),
-      },
-    },
+  write(ctx, conn, ref, {
+    kind: "private",
+    message,
+    // Behind older offline messages still being paged out: stored, and
+    // delivered in order by the pager.
+    delivered: online && !state.offlineLoading.has(body.target_username),
+    ...(maxOfflineMessages === undefined
+      ? {}
+      : { maxWaiting: maxOfflineMessages }),
+    ...(ref === undefined ? {} : { ref }),
   });
+}
+
+/** Asks for a chat message's write; the connection waits for the answer. */
+function write(
+  ctx: Ctx,
+  conn: Connection,
+  ref: string | undefined,
+  op: WriteOp,
+): void {
+  conn.busy = true;
+  ctx.out.push({ type: "persist", request: { conn: conn.id, ref, op } });
 }
 
 /** `History`: a page of a room's messages before `before`, read from storage. */

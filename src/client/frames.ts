@@ -13,25 +13,13 @@ import type {
   HistoryReplyBody,
   LeaveNotice,
   PresenceBody,
-  ServerLimits,
   StoredGroupChat,
   StoredPrivateChat,
   WelcomeBody,
 } from "../wire/server_frames.ts";
 
-export type {
-  AckBody,
-  EnterNotice,
-  ErrorBody,
-  ErrorCode,
-  HistoryReplyBody,
-  LeaveNotice,
-  PresenceBody,
-  ServerLimits,
-  StoredGroupChat,
-  StoredPrivateChat,
-  WelcomeBody,
-};
+export type { ErrorCode };
+export type * from "../wire/server_frames.ts";
 
 /** One server frame, parsed: a discriminated union on `type`. */
 export type ServerFrame =
