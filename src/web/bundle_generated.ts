@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "UFJt65X3XIcBPKnPdB1LVKwf/Jv208KAtfn08zbYlcQ=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "a7527a3f624b905b36282fee5086476058916cf563b35cec7c7f1085c7e72408";
+  "11784d643f02b5a84b9a380b001b82d06c5b23336a1f0bb952d09c0bf6eb5bca";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
