@@ -48,7 +48,7 @@ import {
   type AckBody,
   type EnterNotice,
   type ErrorBody,
-  type HistoryBody,
+  type HistoryReplyBody,
   type LeaveNotice,
   parseServerFrame,
   type PresenceBody,
@@ -62,7 +62,7 @@ export type {
   AckBody,
   EnterNotice,
   ErrorBody,
-  HistoryBody,
+  HistoryReplyBody,
   LeaveNotice,
   PresenceBody,
   StoredGroupChat,
@@ -113,7 +113,7 @@ export type HistoryReason =
  */
 export type ChatEvent =
   | Exclude<ServerFrame, { type: "history" | "error" }>
-  | { type: "history"; body: HistoryBody; reason: HistoryReason }
+  | { type: "history"; body: HistoryReplyBody; reason: HistoryReason }
   | {
     type: "error";
     body: ErrorBody;
@@ -300,9 +300,9 @@ type Pending =
   | {
     kind: "history";
     room: string;
-    deferred: Deferred<HistoryBody>;
+    deferred: Deferred<HistoryReplyBody>;
     timer: Timer;
-    result?: HistoryBody;
+    result?: HistoryReplyBody;
   };
 
 type Timer = ReturnType<typeof setTimeout>;
@@ -622,11 +622,14 @@ export class ChatClient {
    * whole `History` body; the `history` event carries the ones not seen
    * before.
    */
-  history(room: string, options: HistoryOptions = {}): Promise<HistoryBody> {
+  history(
+    room: string,
+    options: HistoryOptions = {},
+  ): Promise<HistoryReplyBody> {
     const body: Record<string, unknown> = { room };
     if (options.before !== undefined) body.before = options.before;
     if (options.limit !== undefined) body.limit = options.limit;
-    return this.#request<HistoryBody>(
+    return this.#request<HistoryReplyBody>(
       "History",
       body,
       undefined,
@@ -987,7 +990,7 @@ export class ChatClient {
     }
   }
 
-  #history(body: HistoryBody): void {
+  #history(body: HistoryReplyBody): void {
     const track = this.#rooms.get(body.room);
     if (!track) {
       this.#emit({ type: "history", body, reason: "request" });

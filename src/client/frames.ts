@@ -1,108 +1,25 @@
 /**
  * The server frames as typed values, and a parser that turns one text frame
- * into one of them. No I/O; runs in browsers, Deno and Node.
+ * into one of them. The bodies are the server's own types
+ * (`src/wire/server_frames.ts`). No I/O; runs in browsers, Deno and Node.
  *
  * @module
  */
 import type { ErrorCode } from "../wire/codes.ts";
-import type { StoredGroupChat, StoredPrivateChat } from "../wire/protocol.ts";
+import type {
+  AckBody,
+  EnterNotice,
+  ErrorBody,
+  HistoryReplyBody,
+  LeaveNotice,
+  PresenceBody,
+  StoredGroupChat,
+  StoredPrivateChat,
+  WelcomeBody,
+} from "../wire/server_frames.ts";
 
-export type { ErrorCode, StoredGroupChat, StoredPrivateChat };
-
-/** The limits a server announces in `Welcome`. */
-export interface ServerLimits {
-  /** The largest frame, in bytes; a larger one closes the connection. */
-  max_message_bytes: number;
-  /** The longest `content`, in Unicode code points. */
-  max_content_chars: number;
-  /** The most rooms one connection may be in. */
-  max_rooms: number;
-  /** Sustained frames per second; 0 is no limit. */
-  rate_limit_per_second: number;
-  /** Frames that may be sent at once before the rate applies. */
-  rate_limit_burst: number;
-}
-
-/** The body of `Welcome`, the first frame of every connection. */
-export interface WelcomeBody {
-  /** The server's name and version. */
-  server: string;
-  /** This connection's id. */
-  connection_id: string;
-  /** Whether messages need a token. */
-  auth_required: boolean;
-  /** Present when an upgrade token already bound the connection. */
-  username?: string;
-  /** The room of an `Enter` without `room`. */
-  default_room: string;
-  /** What the server accepts. */
-  limits: ServerLimits;
-}
-
-/** The body of `Presence`: who is in a room the connection entered. */
-export interface PresenceBody {
-  /** The room entered. */
-  room: string;
-  /** Usernames, sorted. */
-  members: string[];
-}
-
-/** The body of a server `Enter`: someone joined a room. */
-export interface EnterNotice {
-  /** The room. */
-  room: string;
-  /** Who joined. */
-  sender_username: string;
-  /** Milliseconds since the epoch. */
-  timestamp: number;
-}
-
-/** The body of a server `Leave`: someone left a room. */
-export interface LeaveNotice {
-  /** The room. */
-  room: string;
-  /** Who left. */
-  sender_username: string;
-  /** Milliseconds since the epoch. */
-  timestamp: number;
-  /**
-   * `left` by a `Leave`; `disconnected` when the last connection closed;
-   * `token_revoked` / `token_expired` when its token ended it.
-   */
-  reason: "left" | "disconnected" | "token_revoked" | "token_expired";
-}
-
-/** The body of a server `History`. */
-export interface HistoryBody {
-  /** The room. */
-  room: string;
-  /** Oldest first. */
-  messages: StoredGroupChat[];
-  /** `false` when the kept history did not reach back far enough. */
-  complete: boolean;
-}
-
-/** The body of `Ack`; chat messages add `id`, `timestamp` and, in rooms, `seq`. */
-export interface AckBody {
-  /** The `id` of the message it answers. */
-  ref: string;
-  /** A chat message's server id. */
-  id?: string;
-  /** A room message's place in the room. */
-  seq?: number;
-  /** A chat message's time, in milliseconds since the epoch. */
-  timestamp?: number;
-}
-
-/** The body of `Error`. */
-export interface ErrorBody {
-  /** What went wrong, as a code of `ERROR_CODES`. */
-  code: ErrorCode;
-  /** For people, naming the field at fault. */
-  message: string;
-  /** The `id` of the message it answers, when it had a valid one. */
-  ref?: string;
-}
+export type { ErrorCode };
+export type * from "../wire/server_frames.ts";
 
 /** One server frame, parsed: a discriminated union on `type`. */
 export type ServerFrame =
@@ -112,7 +29,7 @@ export type ServerFrame =
   | { type: "leave"; body: LeaveNotice }
   | { type: "group_chat"; body: StoredGroupChat }
   | { type: "private_chat"; body: StoredPrivateChat }
-  | { type: "history"; body: HistoryBody }
+  | { type: "history"; body: HistoryReplyBody }
   | { type: "ack"; body: AckBody }
   | { type: "error"; body: ErrorBody }
   /** Not JSON, not an envelope, or a type or shape this client does not know. */

@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "qAQA6npFImuGzkOlTQzIwSpDrDdlKf1XGQ82+K/OIho=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "6991299d7404f51e4baab23e4f4290671e9bc63ea91625f1891795a80768c102";
+  "875913a70c37ed3b879bfc777380076b05279e98fa39930dda278f0d8d31b0a9";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";

@@ -11,7 +11,7 @@ import {
   encodePrivateChat,
   type StoredGroupChat,
   type StoredPrivateChat,
-} from "../../src/wire/protocol.ts";
+} from "../../src/wire/server_frames.ts";
 
 interface Case {
   name: string;

@@ -1,169 +1,17 @@
 /**
- * Tables for the chat rules of one cluster node (`settings.cluster`): the
- * reducer asks the cluster (`join`, `part`, `claim`, `release`,
- * `fill_gap`) and hears other nodes (`bus`), with no Redis here. The test
- * answers each cluster effect itself, as the runner would with Redis.
+ * Tables for one cluster node's `Enter` and `Leave` (`settings.cluster`): the
+ * reducer asks the cluster (`join`, `part`, `claim`, `release`) and the test
+ * answers each cluster effect itself, as the runner would with Redis; no
+ * Redis here. Ordering and gaps are in `reducer_cluster_order_test.ts`, the
+ * bus in `reducer_cluster_bus_test.ts`.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import type { StoredGroupChat } from "../../src/wire/protocol.ts";
-import {
-  type BusMessage,
-  type ChatSettings,
-  type ChatState,
-  type ConnId,
-  contributions,
-  createState,
-  type Effect,
-  type Event,
-  GAP_WAIT_MS,
-  type JoinResult,
-  MAX_PENDING,
-  reduce,
-} from "../../src/chat/reducer.ts";
-import type { WriteResult } from "../../src/chat/storage.ts";
-
-const SETTINGS: ChatSettings = {
-  serverName: "chat-test/1.0",
-  authEnabled: false,
-  defaultRoom: "general",
-  maxMessageBytes: 512,
-  maxContentChars: 64,
-  maxRoomsPerConnection: 4,
-  rateLimitPerSecond: 0,
-  rateLimitBurst: 8,
-  maxConsecutiveErrors: 5,
-  cluster: true,
-};
-const T0 = 1_700_000_000_000;
-
-/** A frame as a connection gets it. */
-interface Frame {
-  type: string;
-  // deno-lint-ignore no-explicit-any
-  body: any;
-}
-
-/** One node's reducer, with the effects it made, frames per connection. */
-class Node {
-  state: ChatState;
-  now = T0;
-  #ids = 0;
-  /** Every effect, oldest first; cluster effects are answered by hand. */
-  effects: Effect[] = [];
-
-  constructor(settings: Partial<ChatSettings> = {}) {
-    this.state = createState({ ...SETTINGS, ...settings });
-  }
-
-  dispatch(event: Event): Effect[] {
-    const [state, effects] = reduce(this.state, event);
-    this.state = state;
-    this.effects.push(...effects);
-    return effects;
-  }
-
-  open(conn: ConnId): void {
-    this.dispatch({ type: "open", conn, now: this.now, publicId: `p${conn}` });
-  }
-
-  send(conn: ConnId, type: string, body: object, ref?: string): Effect[] {
-    const text = JSON.stringify({
-      message_type: type,
-      message_body: body,
-      ...(ref ? { id: ref } : {}),
-    });
-    return this.dispatch({
-      type: "frame",
-      conn,
-      now: this.now,
-      text,
-      size: text.length,
-      id: `m${++this.#ids}`,
-    });
-  }
-
-  close(conn: ConnId): Effect[] {
-    return this.dispatch({ type: "closed", conn, now: this.now, code: 1000 });
-  }
-
-  /** Takes the oldest effect of `type` not taken yet. */
-  take<T extends Effect["type"]>(type: T): Extract<Effect, { type: T }> {
-    const index = this.effects.findIndex((effect) => effect.type === type);
-    assert.ok(index >= 0, `an effect ${type}`);
-    return this.effects.splice(index, 1)[0] as Extract<Effect, { type: T }>;
-  }
-
-  /** Answers the oldest `join`. */
-  joined(result: JoinResult | null): Effect[] {
-    const { request } = this.take("join");
-    return this.dispatch({ type: "joined", now: this.now, request, result });
-  }
-
-  /** Answers the oldest `persist`. */
-  persisted(result: WriteResult): Effect[] {
-    const { request } = this.take("persist");
-    return this.dispatch({ type: "persisted", now: this.now, request, result });
-  }
-
-  bus(message: BusMessage): Effect[] {
-    return this.dispatch({ type: "bus", now: this.now, message });
-  }
-
-  /** Enters `conn` as `user` into `room`, the cluster answering `result`. */
-  enter(conn: ConnId, user: string, room: string, result: JoinResult): void {
-    this.send(conn, "Enter", { sender_username: user, room });
-    this.joined(result);
-  }
-}
-
-/** The frames `conn` gets from `effects`, in order. */
-function framesTo(effects: readonly Effect[], conn: ConnId): Frame[] {
-  const frames: Frame[] = [];
-  for (const effect of effects) {
-    const to = effect.type === "send"
-      ? effect.conn === conn
-      : effect.type === "broadcast"
-      ? [...effect.conns].includes(conn) && effect.except !== conn
-      : false;
-    if (!to || !("data" in effect)) continue;
-    const parsed = JSON.parse(effect.data);
-    frames.push({ type: parsed.message_type, body: parsed.message_body });
-  }
-  return frames;
-}
-
-function types(frames: readonly Frame[]): string[] {
-  return frames.map((frame) => frame.type);
-}
-
-function of<T extends Effect["type"]>(
-  effects: readonly Effect[],
-  type: T,
-): Extract<Effect, { type: T }>[] {
-  return effects.filter((effect): effect is Extract<Effect, { type: T }> =>
-    effect.type === type
-  );
-}
-
-function joinedAt(seq: number, members: string[], isNew = true): JoinResult {
-  return { kind: "joined", seq, isNew, members };
-}
-
-function chat(seq: number, room = "r", sender = "bob"): StoredGroupChat {
-  return {
-    id: `g${seq}`,
-    seq,
-    room,
-    sender_username: sender,
-    content: `hello ${seq}`,
-    timestamp: T0 + seq,
-  };
-}
-
-// ---------------------------------------------------------------------------
-// Enter: the cluster decides
+import type { ConnId, JoinResult } from "../../src/chat/reducer.ts";
+import { framesTo, joinedAt, Node, types } from "../support/cluster_node.ts";
+import { T0 } from "../support/reducer_frames.ts";
+import { effectsOf } from "../support/reducer_harness.ts";
 
 Deno.test("cluster Enter: asks the cluster, answers only after joined", () => {
   const node = new Node();
@@ -179,7 +27,7 @@ Deno.test("cluster Enter: asks the cluster, answers only after joined", () => {
     [],
     "nothing before the cluster answers",
   );
-  const join = of(asked, "join")[0];
+  const join = effectsOf(asked, "join")[0];
   assert.deepEqual(
     join && { ...join.request, timestamp: 0 },
     {
@@ -200,7 +48,11 @@ Deno.test("cluster Enter: asks the cluster, answers only after joined", () => {
   ]);
   assert.equal(node.state.rooms.get("r")?.deliveredSeq, 4);
   assert.deepEqual([...node.state.users.keys()], ["alice"]);
-  assert.deepEqual(of(answered, "claim"), [], "the join claimed the name");
+  assert.deepEqual(
+    effectsOf(answered, "claim"),
+    [],
+    "the join claimed the name",
+  );
 });
 
 interface JoinCase {
@@ -230,7 +82,8 @@ for (const { name, result, code } of JOIN_REFUSALS) {
     assert.deepEqual([...node.state.claiming], []);
     // The connection goes on: its next Enter is asked again.
     assert.equal(
-      of(node.send(1, "Enter", { sender_username: "alice" }), "join").length,
+      effectsOf(node.send(1, "Enter", { sender_username: "alice" }), "join")
+        .length,
       1,
     );
   });
@@ -250,7 +103,7 @@ Deno.test("cluster Enter: a name being claimed on this node is taken", () => {
   assert.deepEqual(framesTo(second, 2).map((f) => f.body.code), [
     "username_taken",
   ]);
-  assert.equal(of(second, "join").length, 0);
+  assert.equal(effectsOf(second, "join").length, 0);
 });
 
 Deno.test("cluster Enter: Enter broadcast to local members only when new on every node", () => {
@@ -273,12 +126,14 @@ Deno.test("cluster Enter: closed while joining gives back what the cluster recor
   node.close(1);
   const answered = node.joined(joinedAt(0, ["alice"]));
   assert.deepEqual(
-    of(answered, "part").map((p) => [p.room, p.username, p.empty]),
+    effectsOf(answered, "part").map((p) => [p.room, p.username, p.empty]),
     [
       ["r", "alice", true],
     ],
   );
-  assert.deepEqual(of(answered, "release").map((r) => r.username), ["alice"]);
+  assert.deepEqual(effectsOf(answered, "release").map((r) => r.username), [
+    "alice",
+  ]);
   assert.deepEqual([...node.state.rooms.keys()], []);
 });
 
@@ -358,10 +213,12 @@ Deno.test("cluster close: parts every room and releases the name", () => {
   node.joined(joinedAt(0, ["alice"]));
   const closed = node.close(1);
   assert.deepEqual(
-    of(closed, "part").map((p) => [p.room, p.reason, p.empty]).sort(),
+    effectsOf(closed, "part").map((p) => [p.room, p.reason, p.empty]).sort(),
     [["r", "disconnected", true], ["s", "disconnected", true]],
   );
-  assert.deepEqual(of(closed, "release").map((r) => r.username), ["alice"]);
+  assert.deepEqual(effectsOf(closed, "release").map((r) => r.username), [
+    "alice",
+  ]);
 });
 
 Deno.test("cluster auth: a token's user is claimed (shared) and released with the last connection", () => {
@@ -376,10 +233,12 @@ Deno.test("cluster auth: a token's user is claimed (shared) and released with th
       token: "t",
       grant,
     });
-  assert.deepEqual(of(opened(1), "claim").map((c) => c.username), ["alice"]);
-  assert.deepEqual(of(opened(2), "claim"), [], "claimed once per node");
-  assert.deepEqual(of(node.close(1), "release"), []);
-  assert.deepEqual(of(node.close(2), "release").map((r) => r.username), [
+  assert.deepEqual(effectsOf(opened(1), "claim").map((c) => c.username), [
+    "alice",
+  ]);
+  assert.deepEqual(effectsOf(opened(2), "claim"), [], "claimed once per node");
+  assert.deepEqual(effectsOf(node.close(1), "release"), []);
+  assert.deepEqual(effectsOf(node.close(2), "release").map((r) => r.username), [
     "alice",
   ]);
 });
@@ -451,7 +310,7 @@ for (const testCase of HELD_JOIN_CASES) {
       joinedAt(0, ["alice", "carol"]),
     );
     const sent = node.send(2, "Enter", { sender_username: "alice", room: "r" });
-    assert.equal(of(sent, "join")[0]?.request.held, testCase.held);
+    assert.equal(effectsOf(sent, "join")[0]?.request.held, testCase.held);
     const joined = node.joined(
       joinedAt(0, ["alice", "carol"], testCase.isNew),
     );
@@ -461,623 +320,3 @@ for (const testCase of HELD_JOIN_CASES) {
     );
   });
 }
-
-// ---------------------------------------------------------------------------
-// GroupChat: one seq order from the cluster
-
-Deno.test("cluster GroupChat: Redis gives the seq; members get seq order; the Ack waits for its turn", () => {
-  const node = new Node();
-  node.open(1);
-  node.open(2);
-  node.enter(1, "alice", "r", joinedAt(5, ["alice", "bob"]));
-  node.enter(2, "carol", "r", joinedAt(5, ["alice", "bob", "carol"]));
-  const sent = node.send(1, "GroupChat", {
-    sender_username: "alice",
-    content: "hi",
-    room: "r",
-  }, "g1");
-  const persist = of(sent, "persist")[0];
-  assert.equal(
-    persist?.request.op.kind === "group" && persist.request.op.message.seq,
-    0,
-    "no local seq",
-  );
-  // Redis gave 7: seq 6 (another node's) has not arrived yet.
-  const early = node.persisted({ ok: true, seq: 7 });
-  assert.deepEqual(framesTo(early, 1), [], "held behind seq 6, Ack included");
-  const late = node.bus({ kind: "group", message: chat(6) });
-  assert.deepEqual(
-    framesTo(late, 1).map((f) => [f.type, f.body.seq]),
-    [["GroupChat", 6], ["GroupChat", 7], ["Ack", 7]],
-  );
-  assert.deepEqual(framesTo(late, 2).map((f) => f.body.seq), [6, 7]);
-  assert.equal(node.state.rooms.get("r")?.deliveredSeq, 7);
-});
-
-Deno.test("cluster GroupChat: a seq already delivered is dropped (no duplicates)", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(5, ["alice"]));
-  assert.deepEqual(
-    types(framesTo(node.bus({ kind: "group", message: chat(6) }), 1)),
-    ["GroupChat"],
-  );
-  assert.deepEqual(
-    framesTo(node.bus({ kind: "group", message: chat(6) }), 1),
-    [],
-  );
-  assert.deepEqual(
-    framesTo(node.bus({ kind: "group", message: chat(3) }), 1),
-    [],
-  );
-});
-
-Deno.test("cluster GroupChat: messages that arrive while joining wait for the room's seq", () => {
-  const node = new Node();
-  node.open(1);
-  node.send(1, "Enter", { sender_username: "alice", room: "r" }, "e1");
-  node.bus({ kind: "group", message: chat(5) });
-  node.bus({ kind: "group", message: chat(6) });
-  const answered = node.joined(joinedAt(5, ["alice", "bob"]));
-  assert.deepEqual(
-    framesTo(answered, 1).map((f) => [f.type, f.body.seq]),
-    [["Presence", undefined], ["Ack", undefined], ["GroupChat", 6]],
-    "seq 5 was before the join: not delivered; 6 after Presence",
-  );
-});
-
-Deno.test("cluster GroupChat: a failed write answers unavailable", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-  node.send(1, "GroupChat", { sender_username: "alice", content: "hi" }, "g1");
-  const answered = node.persisted({ ok: false, reason: "failed" });
-  assert.deepEqual(framesTo(answered, 1).map((f) => f.body.code), [
-    "unavailable",
-  ]);
-});
-
-// ---------------------------------------------------------------------------
-// Gaps: read back from history
-
-interface GapCase {
-  name: string;
-  /** What the history read finds between the delivered seq and the pending one. */
-  found: StoredGroupChat[] | null;
-  /** The seqs the member gets. */
-  delivered: number[];
-  /** Whether the gap is still open afterwards. */
-  open: boolean;
-}
-
-const GAPS: readonly GapCase[] = [
-  {
-    name: "history has the missing seq",
-    found: [chat(6)],
-    delivered: [6, 7],
-    open: false,
-  },
-  {
-    name: "history no longer has it (trimmed)",
-    found: [],
-    delivered: [7],
-    open: false,
-  },
-  {
-    name: "the read failed: wait and ask again",
-    found: null,
-    delivered: [],
-    open: true,
-  },
-];
-
-for (const { name, found, delivered, open } of GAPS) {
-  Deno.test(`cluster gap: ${name}`, () => {
-    const node = new Node();
-    node.open(1);
-    node.enter(1, "alice", "r", joinedAt(5, ["alice"]));
-    node.bus({ kind: "group", message: chat(7) });
-    node.now = T0 + GAP_WAIT_MS - 1;
-    assert.deepEqual(
-      of(node.dispatch({ type: "tick", now: node.now }), "fill_gap"),
-      [],
-      "not yet",
-    );
-    node.now = T0 + GAP_WAIT_MS;
-    const asked = of(
-      node.dispatch({ type: "tick", now: node.now }),
-      "fill_gap",
-    );
-    assert.deepEqual(asked, [{
-      type: "fill_gap",
-      room: "r",
-      after: 5,
-      before: null,
-      bound: 7,
-    }]);
-    assert.deepEqual(
-      of(node.dispatch({ type: "tick", now: node.now + 1 }), "fill_gap"),
-      [],
-      "one read at a time",
-    );
-    const filled = node.dispatch({
-      type: "gap_filled",
-      now: node.now,
-      room: "r",
-      messages: found,
-      bound: 7,
-    });
-    assert.deepEqual(framesTo(filled, 1).map((f) => f.body.seq), delivered);
-    assert.equal(node.state.rooms.get("r")?.gapSince !== null, open);
-  });
-}
-
-Deno.test("cluster bus_synced: every known room reads what it may have missed", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(3, ["alice"]));
-  const synced = node.dispatch({ type: "bus_synced", now: node.now });
-  assert.deepEqual(of(synced, "fill_gap"), [{
-    type: "fill_gap",
-    room: "r",
-    after: 3,
-    before: null,
-    bound: 3,
-  }]);
-  const filled = node.dispatch({
-    type: "gap_filled",
-    now: node.now,
-    room: "r",
-    messages: [chat(4), chat(5)],
-    bound: 3,
-  });
-  assert.deepEqual(framesTo(filled, 1).map((f) => f.body.seq), [4, 5]);
-});
-
-/** Answers the oldest `fill_gap` as Redis would, from the room's kept `history`. */
-function answerFill(node: Node, history: readonly number[]): Effect[] {
-  const { room, after, before, bound } = node.take("fill_gap");
-  const messages = history
-    .filter((seq) => seq > after && (before === null || seq < before))
-    .map((seq) => chat(seq, room));
-  return node.dispatch({
-    type: "gap_filled",
-    now: node.now,
-    room,
-    messages,
-    bound,
-  });
-}
-
-interface WholeGapCase {
-  name: string;
-  /** Seqs the node hears before its gap read is issued. */
-  arrive: number[];
-  /** What history holds when the read runs. */
-  history: number[];
-  /** Seqs the node hears while the read is out. */
-  late?: number[];
-  /** The seqs the member gets, in order, after the read answers. */
-  delivered: number[];
-  /** Whether the room still waits for a seq afterwards. */
-  open: boolean;
-}
-
-/** Issue 12: a gap is filled over its whole range; only what history provably lost is skipped. */
-const WHOLE_GAPS: readonly WholeGapCase[] = [
-  {
-    name:
-      "a hole above the first pending one is read too (1..4, heard 2 and 4)",
-    arrive: [2, 4],
-    history: [1, 2, 3, 4],
-    delivered: [1, 2, 3, 4],
-    open: false,
-  },
-  {
-    name: "several holes, newer messages found past the last pending one",
-    arrive: [3, 6],
-    history: [1, 2, 3, 4, 5, 6, 7],
-    delivered: [1, 2, 3, 4, 5, 6, 7],
-    open: false,
-  },
-  {
-    name: "trimmed below the oldest kept: skipped, the rest delivered",
-    arrive: [5],
-    history: [3, 4, 5],
-    delivered: [3, 4, 5],
-    open: false,
-  },
-  {
-    name: "a seq stored after the read ran is not skipped",
-    arrive: [2],
-    history: [1, 2],
-    late: [4],
-    delivered: [1, 2],
-    open: true,
-  },
-];
-
-for (const { name, arrive, history, late, delivered, open } of WHOLE_GAPS) {
-  Deno.test(`cluster whole gap: ${name}`, () => {
-    const node = new Node();
-    node.open(1);
-    node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-    for (const seq of arrive) node.bus({ kind: "group", message: chat(seq) });
-    node.now = T0 + GAP_WAIT_MS;
-    node.dispatch({ type: "tick", now: node.now });
-    const got: number[] = [];
-    for (const seq of late ?? []) {
-      const heard = node.bus({ kind: "group", message: chat(seq) });
-      got.push(...framesTo(heard, 1).map((f) => f.body.seq));
-    }
-    const filled = answerFill(node, history);
-    got.push(...framesTo(filled, 1).map((f) => f.body.seq));
-    assert.deepEqual(got, delivered);
-    assert.equal(node.state.rooms.get("r")?.gapSince !== null, open);
-  });
-}
-
-Deno.test("cluster whole gap: what was stored after a read comes with the next read", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-  node.bus({ kind: "group", message: chat(2) });
-  node.now = T0 + GAP_WAIT_MS;
-  node.dispatch({ type: "tick", now: node.now });
-  node.bus({ kind: "group", message: chat(4) });
-  const first = answerFill(node, [1, 2]);
-  node.now += GAP_WAIT_MS;
-  node.dispatch({ type: "tick", now: node.now });
-  const second = answerFill(node, [1, 2, 3, 4]);
-  assert.deepEqual(
-    [...framesTo(first, 1), ...framesTo(second, 1)].map((f) => f.body.seq),
-    [1, 2, 3, 4],
-  );
-});
-
-// ---------------------------------------------------------------------------
-// Enter with since on a node that is behind the cluster (issue 12)
-
-interface SinceCase {
-  name: string;
-  since: number;
-  /** What the history read replays. */
-  page: number[];
-  /** Seqs the node delivers to the room while the read is out. */
-  during: number[];
-  /** Seqs it delivers after the replay. */
-  after: number[];
-  /** The seqs the entering connection gets, `History` first. */
-  got: (number | "History")[];
-}
-
-const SINCE: readonly SinceCase[] = [
-  {
-    name: "saw 1-3 elsewhere, this node delivers 1-3 later: none again",
-    since: 3,
-    page: [],
-    during: [],
-    after: [1, 2, 3, 4],
-    got: ["History", 4],
-  },
-  {
-    name: "replay reaches past what this node delivered",
-    since: 1,
-    page: [2, 3],
-    during: [],
-    after: [1, 2, 3, 4, 5],
-    got: ["History", 2, 3, 4, 5],
-  },
-  {
-    name: "delivered while the read is out: only what the replay lacks",
-    since: 0,
-    page: [1, 2],
-    during: [1],
-    after: [2, 3],
-    got: ["History", 1, 2, 3],
-  },
-];
-
-for (const { name, since, page, during, after, got } of SINCE) {
-  Deno.test(`cluster Enter since: ${name}`, () => {
-    const node = new Node();
-    node.open(1);
-    node.open(2);
-    node.enter(1, "bob", "r", joinedAt(0, ["bob"]));
-    node.send(2, "Enter", { sender_username: "alice", room: "r", since }, "e");
-    node.joined(joinedAt(4, ["alice", "bob"]));
-    const { request } = node.take("load_history");
-    assert.deepEqual(
-      request.query,
-      { kind: "since", since, upTo: Number.MAX_SAFE_INTEGER },
-      "up to the room's current seq in storage, not what this node delivered",
-    );
-    const frames: Frame[] = [];
-    for (const seq of during) {
-      frames.push(
-        ...framesTo(node.bus({ kind: "group", message: chat(seq) }), 2),
-      );
-    }
-    frames.push(...framesTo(
-      node.dispatch({
-        type: "history_loaded",
-        now: node.now,
-        request,
-        page: { messages: page.map((seq) => chat(seq)), complete: true },
-      }),
-      2,
-    ));
-    for (const seq of after) {
-      if (seq <= (node.state.rooms.get("r")?.deliveredSeq ?? 0)) continue;
-      frames.push(
-        ...framesTo(node.bus({ kind: "group", message: chat(seq) }), 2),
-      );
-    }
-    const seen = frames.flatMap((f): (number | "History")[] =>
-      f.type === "History"
-        ? ["History", ...f.body.messages.map((m: StoredGroupChat) => m.seq)]
-        : f.type === "GroupChat"
-        ? [f.body.seq]
-        : []
-    );
-    assert.deepEqual(seen, got);
-    assert.equal(node.state.rooms.get("r")?.floors.size, 0, "floor dropped");
-  });
-}
-
-// ---------------------------------------------------------------------------
-// The bus: other nodes' presence and direct messages
-
-Deno.test("cluster bus: Enter and Leave of users on other nodes reach local members of the room", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-  const entered = node.bus({
-    kind: "enter",
-    room: "r",
-    username: "bob",
-    timestamp: T0,
-  });
-  assert.deepEqual(framesTo(entered, 1), [{
-    type: "Enter",
-    body: { room: "r", sender_username: "bob", timestamp: T0 },
-  }]);
-  const left = node.bus({
-    kind: "leave",
-    room: "r",
-    username: "bob",
-    timestamp: T0,
-    reason: "disconnected",
-  });
-  assert.deepEqual(framesTo(left, 1), [
-    {
-      type: "Leave",
-      body: {
-        room: "r",
-        sender_username: "bob",
-        timestamp: T0,
-        reason: "disconnected",
-      },
-    },
-  ]);
-  assert.deepEqual(
-    node.bus({
-      kind: "enter",
-      room: "elsewhere",
-      username: "bob",
-      timestamp: T0,
-    }),
-    [],
-  );
-});
-
-Deno.test("cluster bus: a PrivateChat reaches the target's and the sender's local connections", () => {
-  const node = new Node();
-  for (const conn of [1, 2, 3]) node.open(conn);
-  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-  node.enter(2, "bob", "r", joinedAt(0, ["alice", "bob"]));
-  node.enter(3, "carol", "r", joinedAt(0, ["alice", "bob", "carol"]));
-  const dm = {
-    id: "d1",
-    sender_username: "bob",
-    target_username: "alice",
-    content: "psst",
-    timestamp: T0,
-  };
-  const got = node.bus({ kind: "private", message: dm });
-  assert.deepEqual(types(framesTo(got, 1)), ["PrivateChat"]);
-  assert.deepEqual(types(framesTo(got, 2)), ["PrivateChat"]);
-  assert.deepEqual(types(framesTo(got, 3)), []);
-});
-
-Deno.test("cluster PrivateChat: to a user on no node (auth off) is user_not_found from the write", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-  const sent = node.send(1, "PrivateChat", {
-    sender_username: "alice",
-    target_username: "zed",
-    content: "?",
-  }, "d1");
-  const persist = of(sent, "persist")[0];
-  assert.equal(
-    persist?.request.op.kind === "private" && persist.request.op.delivered,
-    false,
-  );
-  const answered = node.persisted({ ok: false, reason: "not_connected" });
-  assert.deepEqual(framesTo(answered, 1).map((f) => f.body.code), [
-    "user_not_found",
-  ]);
-});
-
-interface PagingBusCase {
-  name: string;
-  /** Whether alice's offline messages are still being paged out here. */
-  paging: boolean;
-  /** How the `undelivered` write is answered, when one is made. */
-  result?: WriteResult;
-  /** The pager's last (empty) read is answered before the write. */
-  pagerEndsFirst?: boolean;
-  /** Alice's frames from the bus message and the write's answer. */
-  alice: string[];
-  /** Effects asked for after the write's answer. */
-  after: string[];
-}
-
-const PAGING_BUS_CASES: PagingBusCase[] = [
-  {
-    name: "no backlog: live at once",
-    paging: false,
-    alice: ["PrivateChat"],
-    after: [],
-  },
-  {
-    name: "backlog going out: kept behind it, not live",
-    paging: true,
-    result: { ok: true },
-    alice: [],
-    after: [],
-  },
-  {
-    name: "kept after the pager's last read: the pager runs again",
-    paging: true,
-    result: { ok: true },
-    pagerEndsFirst: true,
-    alice: [],
-    after: ["load_offline"],
-  },
-  {
-    name: "backlog going out, the write fails: live rather than lost",
-    paging: true,
-    result: { ok: false, reason: "failed" },
-    alice: ["PrivateChat"],
-    after: [],
-  },
-];
-
-for (const testCase of PAGING_BUS_CASES) {
-  Deno.test(`cluster bus, auth: a PrivateChat from another node; ${testCase.name}`, () => {
-    const node = new Node({ authEnabled: true });
-    node.dispatch({
-      type: "open",
-      conn: 1,
-      now: T0,
-      publicId: "p1",
-      token: "t",
-      grant: { username: "alice", expiresAt: T0 + 60_000 },
-    });
-    node.take("claim");
-    const load = node.take("load_offline");
-    if (!testCase.paging) {
-      node.dispatch({
-        type: "offline_loaded",
-        now: T0,
-        username: load.username,
-        messages: [],
-      });
-    }
-    const dm = {
-      id: "d1",
-      sender_username: "bob",
-      target_username: "alice",
-      content: "later",
-      timestamp: T0,
-    };
-    const got = node.bus({ kind: "private", message: dm });
-    const persists = of(got, "persist").map((effect) => effect.request.op);
-    assert.deepEqual(
-      persists,
-      testCase.paging ? [{ kind: "undelivered", message: dm }] : [],
-    );
-    if (testCase.pagerEndsFirst) {
-      node.dispatch({
-        type: "offline_loaded",
-        now: T0,
-        username: "alice",
-        messages: [],
-      });
-    }
-    const answered = testCase.result ? node.persisted(testCase.result) : [];
-    assert.deepEqual(
-      types(framesTo([...got, ...answered], 1)),
-      testCase.alice,
-    );
-    assert.deepEqual(
-      answered.filter((effect) => effect.type !== "broadcast").map((e) =>
-        e.type
-      ),
-      testCase.after,
-    );
-  });
-}
-
-Deno.test("cluster bus: a revoked token ends this node's connections of it at once", () => {
-  const node = new Node({ authEnabled: true });
-  const grant = { username: "alice", expiresAt: T0 + 60_000 };
-  node.dispatch({
-    type: "open",
-    conn: 1,
-    now: T0,
-    publicId: "p1",
-    token: "t",
-    grant,
-  });
-  const effects = node.bus({ kind: "revoked", token: "t" });
-  assert.deepEqual(
-    effects.flatMap((e) => e.type === "close" ? [[e.conn, e.code]] : []),
-    [[1, 1008]],
-  );
-  assert.equal(node.state.connections.has(1), false);
-});
-
-Deno.test("contributions: what the node holds, for the resync", () => {
-  const node = new Node();
-  node.open(1);
-  node.open(2);
-  node.enter(1, "alice", "r", joinedAt(2, ["alice"]));
-  node.enter(2, "bob", "s", joinedAt(9, ["bob"]));
-  assert.deepEqual(contributions(node.state), {
-    users: ["alice", "bob"],
-    presence: [["r", "alice"], ["s", "bob"]],
-    seqs: [["r", 2], ["s", 9]],
-  });
-});
-
-Deno.test("contributions: joins in flight are listed, their records may be in Redis", () => {
-  const node = new Node();
-  node.open(1);
-  node.send(1, "Enter", { sender_username: "alice", room: "r" });
-  assert.deepEqual(contributions(node.state), {
-    users: ["alice"],
-    presence: [["r", "alice"]],
-    seqs: [],
-  });
-});
-
-Deno.test("cluster Enter taken: what a resync may have recorded is taken back", () => {
-  const node = new Node();
-  node.open(1);
-  node.send(1, "Enter", { sender_username: "alice", room: "r" });
-  const answered = node.joined({ kind: "taken" });
-  assert.deepEqual(
-    of(answered, "part").map((p) => [p.room, p.username, p.empty]),
-    [["r", "alice", true]],
-  );
-  assert.deepEqual(of(answered, "release").map((r) => r.username), ["alice"]);
-});
-
-Deno.test("cluster gap: at most MAX_PENDING messages wait; then the room goes on without the missing seq", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(5, ["alice"]));
-  // seq 6 never comes (and history cannot be read): 7.. pile up.
-  for (let seq = 7; seq < 7 + MAX_PENDING; seq++) {
-    assert.deepEqual(node.bus({ kind: "group", message: chat(seq) }), []);
-  }
-  const over = node.bus({ kind: "group", message: chat(7 + MAX_PENDING) });
-  const seqs = framesTo(over, 1).map((f) => f.body.seq);
-  assert.equal(seqs.length, MAX_PENDING + 1);
-  assert.equal(seqs[0], 7);
-  assert.equal(seqs.at(-1), 7 + MAX_PENDING);
-  assert.equal(node.state.rooms.get("r")?.pending.size, 0);
-});

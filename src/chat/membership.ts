@@ -1,0 +1,158 @@
+/**
+ * Membership: `Enter` (binding the username on the first one) and `Leave`,
+ * with the checks a message's sender and room get. The cluster's part of
+ * an `Enter` is in `cluster.ts`; rooms themselves in `rooms.ts`.
+ *
+ * @module
+ */
+import { foldName } from "../wire/names.ts";
+import type { EnterBody, LeaveBody } from "../wire/client_frames.ts";
+import { bind } from "./binding.ts";
+import { refuse } from "./closing.ts";
+import { joinCluster } from "./cluster.ts";
+import { accept, ack, send } from "./emit.ts";
+import { addMember, announce, entered, exitRoom, openRoom } from "./rooms.ts";
+import type { Connection, Ctx, Room } from "./types.ts";
+
+/** `Enter`: binds the username on the first one, joins the room, sends `Presence`. */
+export function enter(
+  ctx: Ctx,
+  conn: Connection,
+  body: EnterBody,
+  ref: string | undefined,
+): void {
+  const { state, out } = ctx;
+  const now = state.now;
+  const name = body.room ?? state.settings.defaultRoom;
+  if (conn.username === null) {
+    // One name however it is cased or written (NFKC): `Alice` is `alice`.
+    const folded = foldName(body.sender_username);
+    const holder = state.names.get(folded) ??
+      [...state.claiming].find((name) => foldName(name) === folded);
+    if (holder !== undefined) {
+      refuse(
+        ctx,
+        conn,
+        "username_taken",
+        `message_body.sender_username: '${body.sender_username}' is taken${
+          holder !== undefined && holder !== body.sender_username
+            ? ` (as '${holder}')`
+            : ""
+        }`,
+        ref,
+      );
+      return;
+    }
+  } else if (!checkSender(ctx, conn, body.sender_username, ref)) return;
+  const already = conn.rooms.has(name);
+  if (!already && conn.rooms.size >= state.settings.maxRoomsPerConnection) {
+    refuse(
+      ctx,
+      conn,
+      "too_many_rooms",
+      `message_body.room: at most ${state.settings.maxRoomsPerConnection} rooms per connection`,
+      ref,
+    );
+    return;
+  }
+  accept(conn);
+  if (state.settings.cluster) {
+    joinCluster(ctx, conn, name, body, ref);
+    return;
+  }
+  if (conn.username === null) bind(ctx, conn, body.sender_username);
+  const username = conn.username as string;
+  const room = openRoom(state, name, true);
+  if (!already && addMember(ctx, conn, room) === 0) {
+    announce(room, username, now, null, out, conn.id);
+  }
+  send(out, conn.id, "Presence", {
+    room: name,
+    members: [...room.users.keys()].sort(),
+  });
+  entered(ctx, conn, room, body, ref);
+}
+
+/** `Leave`: the connection leaves one room; the others see it if it was its user's last. */
+export function leave(
+  ctx: Ctx,
+  conn: Connection,
+  body: LeaveBody,
+  ref: string | undefined,
+): void {
+  const { out } = ctx;
+  if (!checkSender(ctx, conn, body.sender_username, ref)) return;
+  const room = targetRoom(ctx, conn, body.room, ref);
+  if (!room) return;
+  accept(conn);
+  exitRoom(ctx, conn, room, "left");
+  ack(out, conn, ref, {});
+}
+
+/** Checks `sender_username` against the connection's username. */
+export function checkSender(
+  ctx: Ctx,
+  conn: Connection,
+  sender: string,
+  ref: string | undefined,
+): boolean {
+  if (conn.username === null) {
+    refuse(
+      ctx,
+      conn,
+      "not_entered",
+      "send Enter first: this connection has no username yet",
+      ref,
+    );
+    return false;
+  }
+  if (sender !== conn.username) {
+    refuse(
+      ctx,
+      conn,
+      "sender_mismatch",
+      `message_body.sender_username: this connection is '${conn.username}'`,
+      ref,
+    );
+    return false;
+  }
+  return true;
+}
+
+/** The room a `Leave` or `GroupChat` is for, or `null` after an `Error`. */
+export function targetRoom(
+  ctx: Ctx,
+  conn: Connection,
+  room: string | undefined,
+  ref: string | undefined,
+): Room | null {
+  const { state } = ctx;
+  let name = room;
+  if (name === undefined) {
+    if (conn.rooms.size !== 1) {
+      refuse(
+        ctx,
+        conn,
+        "room_required",
+        conn.rooms.size === 0
+          ? "message_body.room: required, this connection is in no room"
+          : "message_body.room: required, this connection is in several rooms",
+        ref,
+      );
+      return null;
+    }
+    name = conn.rooms.values().next().value as string;
+  }
+  const found = conn.rooms.has(name) ? state.rooms.get(name) : undefined;
+  if (!found) {
+    refuse(
+      ctx,
+      conn,
+      "not_in_room",
+      `message_body.room: not in room '${name}'`,
+      ref,
+    );
+    return null;
+  }
+  return found;
+}

@@ -1,0 +1,507 @@
+/**
+ * The chat core's data: the state the reducer owns, the events it is given,
+ * the effects it returns, the settings it depends on, and the limits it
+ * enforces. Types and constants only: the rules are in `reducer.ts` and the
+ * handler modules beside it.
+ *
+ * Why this file is long (about 500 lines): `Event` and `Effect` are the
+ * reducer's whole interface with the runner, and are kept in one place so
+ * every variant is read beside the others.
+ *
+ * @module
+ */
+import type { ErrorCode, LeaveReason } from "../wire/codes.ts";
+import type { Decoder } from "../wire/client_frames.ts";
+import type {
+  ServerType,
+  StoredGroupChat,
+  StoredPrivateChat,
+} from "../wire/server_frames.ts";
+import type {
+  HistoryPage,
+  HistoryQuery,
+  TokenGrant,
+  WriteOp,
+  WriteResult,
+} from "./storage.ts";
+
+/** A connection's id, given by the runner. */
+export type ConnId = number;
+
+/** How long a checked token is trusted before it is looked up again. */
+export const TOKEN_RECHECK_MS = 5_000;
+
+/** Frames one connection may have waiting behind an I/O answer, at least; `RATE_LIMIT_BURST` when larger. */
+export const MAX_QUEUED_FRAMES = 64;
+
+/** The settings the chat rules depend on. */
+export interface ChatSettings {
+  /** Name and version, sent in `Welcome`. */
+  readonly serverName: string;
+  readonly authEnabled: boolean;
+  readonly defaultRoom: string;
+  readonly maxMessageBytes: number;
+  readonly maxContentChars: number;
+  readonly maxRoomsPerConnection: number;
+  /** `0` is no limit. */
+  readonly rateLimitPerSecond: number;
+  readonly rateLimitBurst: number;
+  readonly maxConsecutiveErrors: number;
+  /**
+   * A connection with no username (not authenticated, or no `Enter` yet)
+   * this long after it opened is closed with 1008; `0` or absent: never.
+   */
+  readonly authTimeoutMs?: number;
+  /**
+   * `PrivateChat`s that may wait for one offline user
+   * (`MAX_OFFLINE_MESSAGES`); the next gets `inbox_full`. Absent: no cap.
+   */
+  readonly maxOfflineMessages?: number;
+  /**
+   * Bytes of one page of offline messages, at most (default
+   * {@linkcode OFFLINE_PAGE_BYTES}); the runner keeps it well under
+   * `MAX_BUFFERED_BYTES`.
+   */
+  readonly offlinePageBytes?: number;
+  /**
+   * One node of a cluster (`REDIS_URL`): `seq`, presence and username
+   * ownership are decided by the cluster (effects `join`, `part`, `claim`,
+   * `release`) and other nodes' messages arrive as `bus` events.
+   */
+  readonly cluster?: boolean;
+}
+
+/** Offline `PrivateChat`s read from storage at a time, for one page. */
+export const OFFLINE_PAGE = 200;
+
+/**
+ * Bytes of encoded `PrivateChat`s in one offline page, at most (one message
+ * at least; the last one may pass it): the next page is sent once this one
+ * has left the send buffer.
+ */
+export const OFFLINE_PAGE_BYTES = 64 * 1024;
+
+/** How long a cluster room waits for a missing `seq` before reading it back from history. */
+export const GAP_WAIT_MS = 250;
+
+/**
+ * Messages a cluster room keeps waiting behind a missing `seq`, at most:
+ * past that (history cannot be read, and the room goes on) it gives up the
+ * missing ones rather than grow.
+ */
+export const MAX_PENDING = 1000;
+
+/** A frame that passed the arrival checks and waits for its turn. */
+/** A frame that passed the arrival checks and waits for its turn. */
+export type QueuedFrame = Extract<Event, { type: "frame" }>;
+
+/**
+ * A frame refused on arrival while earlier frames of its connection still
+ * wait: its `Error` waits its turn too, so answers go out in the order sent.
+ */
+export interface QueuedRefusal {
+  readonly type: "refusal";
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly ref: string | undefined;
+}
+
+/** What waits on a connection: frames to handle, refusals to send. */
+export type Queued = QueuedFrame | QueuedRefusal;
+
+/**
+ * Entries one connection may have waiting, refusals included; past that the
+ * connection is closed with 1008 (every entry answered first).
+ */
+export const MAX_WAITING = 256;
+
+/** A close the server decided; it waits for the I/O answer the connection is owed. */
+export interface Closing {
+  readonly code: number;
+  readonly reason: string;
+  /** The `Error` that frames still waiting get instead of being handled. */
+  readonly answer: ErrorCode;
+  readonly message: string;
+}
+
+/** One open connection. */
+export interface Connection {
+  readonly id: ConnId;
+  /** The id shown to the client in `Welcome`. */
+  readonly publicId: string;
+  /** Bound by the first `Enter`, or by a token. */
+  username: string | null;
+  /** The token presented at upgrade, used for messages that carry none. */
+  token: string | null;
+  readonly rooms: Set<string>;
+  /** Token bucket of the rate limit. */
+  allowance: number;
+  refilledAt: number;
+  errorStreak: number;
+  /** Waiting for an I/O answer; later frames queue. */
+  busy: boolean;
+  readonly queue: Queued[];
+  /**
+   * Tokens this connection was authenticated with (at upgrade, or in a
+   * message): when any of them is revoked or expires, the connection ends.
+   */
+  readonly tokens: Set<string>;
+  /**
+   * Set when the server decided to close it: it has left its rooms and gets
+   * no chat frame; the close goes out once the I/O answer it waits for has.
+   */
+  closing: Closing | null;
+}
+
+/** Frames held for a member whose `History` has not been sent yet. */
+export interface Held {
+  seq: number;
+  data: string;
+  kind: ServerType;
+}
+
+/** A cluster message that waits for the `seq`s before it, with the `Ack` it owes. */
+export interface Pending {
+  message: StoredGroupChat;
+  ack?: { conn: ConnId; ref: string | undefined };
+}
+
+/** A room with at least one member (in a cluster: or a member joining). */
+export interface Room {
+  readonly name: string;
+  /** Connections in the room, the fan-out list. */
+  readonly members: Set<ConnId>;
+  /** Connections per username: presence is per user. */
+  readonly users: Map<string, number>;
+  /** The `seq` of the last `GroupChat` sent to the members. */
+  deliveredSeq: number;
+  /** Members waiting for their `History`: what the room sent them meanwhile. */
+  readonly held: Map<ConnId, Held[]>;
+  /** Cluster: whether `deliveredSeq` is known yet (the first `joined` tells). */
+  known: boolean;
+  /** Cluster: messages that arrived ahead of a missing `seq`, by `seq`. */
+  readonly pending: Map<number, Pending>;
+  /** Cluster: since when a `seq` is missing; `null` when none is. */
+  gapSince: number | null;
+  /** Cluster: a `fill_gap` read is out. */
+  filling: boolean;
+  /**
+   * Members that were replayed history up to a `seq` the room has not
+   * delivered yet: they get no `GroupChat` with a `seq` at or below it.
+   */
+  readonly floors: Map<ConnId, number>;
+  /** Cluster: `join`s in flight per username. */
+  readonly joining: Map<string, number>;
+}
+
+/** A token lookup, remembered for {@linkcode TOKEN_RECHECK_MS}. */
+export interface CachedToken {
+  grant: TokenGrant | null;
+  checkedAt: number;
+  /** Revoked through the API: a lookup answered later must not undo it. */
+  revoked?: boolean;
+}
+
+/** A token that live connections were authenticated with. */
+export interface BoundToken {
+  /** The connections it authenticated. */
+  readonly conns: Set<ConnId>;
+  /** When its grant ends. */
+  expiresAt: number;
+}
+
+/** The whole state of the chat rules. */
+export interface ChatState {
+  readonly settings: ChatSettings;
+  readonly decoder: Decoder;
+  readonly connections: Map<ConnId, Connection>;
+  /** Live connections per bound username. */
+  readonly users: Map<string, Set<ConnId>>;
+  /** Bound usernames by their folded form ({@linkcode foldName}). */
+  readonly names: Map<string, string>;
+  /** Connections with no username yet, with when they opened, oldest first. */
+  readonly unbound: Map<ConnId, number>;
+  readonly rooms: Map<string, Room>;
+  /** Last `seq` assigned per room, whether or not the room has members. */
+  readonly seqs: Map<string, number>;
+  readonly tokens: Map<string, CachedToken>;
+  /** Connections waiting for a token lookup, per token. */
+  readonly tokenWaiters: Map<string, Set<ConnId>>;
+  /**
+   * Tokens of live connections: each has a timer (effect `token_timer`) at
+   * its expiry or its next re-check, whichever comes first.
+   */
+  readonly bound: Map<string, BoundToken>;
+  /**
+   * Users whose offline messages are being delivered, a page at a time (a
+   * read, or a page waiting to be written): one pager per user. While it
+   * runs, new `PrivateChat`s to the user are stored and wait their turn.
+   */
+  readonly offlineLoading: Set<string>;
+  /** Cluster: usernames a first `Enter` is claiming from the cluster. */
+  readonly claiming: Set<string>;
+  draining: boolean;
+  /** The runner reports an overload: chat messages are refused. */
+  overloaded: boolean;
+  /** The time of the event being reduced. */
+  now: number;
+  /**
+   * The connections a handler let go on during the event being reduced (no
+   * longer waiting for I/O): `reduce` handles their queued frames after the
+   * event. Always empty between events; kept here so an event allocates no
+   * list for it.
+   */
+  readonly ready: Connection[];
+}
+
+/** A write the reducer asks for, with what it needs to finish the message. */
+export interface PersistRequest {
+  readonly conn: ConnId | null;
+  readonly ref?: string | undefined;
+  readonly op: WriteOp;
+}
+
+/** A cluster `join`: enters a user's connection into a room on every node. */
+export interface JoinRequest {
+  readonly conn: ConnId;
+  readonly room: string;
+  readonly username: string;
+  /**
+   * `exclusive`: the first `Enter` of a connection binds a username no other
+   * connection may hold (authentication off); `none`: already bound.
+   */
+  readonly claim: "exclusive" | "none";
+  readonly ref?: string | undefined;
+  readonly since?: number | undefined;
+  readonly history?: number | undefined;
+  readonly timestamp: number;
+  /**
+   * This node already has the user in the room (another connection): the
+   * join announces nobody, even if Redis lost the record (restarted empty).
+   */
+  readonly held?: boolean;
+}
+
+/** The cluster's answer to a {@linkcode JoinRequest}. */
+export type JoinResult =
+  | { kind: "taken" }
+  | {
+    kind: "joined";
+    /** The room's last `seq` when the node joined it. */
+    seq: number;
+    /** The user was in the room on no node before. */
+    isNew: boolean;
+    /** Usernames in the room on every node, this one included. */
+    members: string[];
+  };
+
+/** What other nodes send this node through the cluster bus. */
+export type BusMessage =
+  | { kind: "group"; message: StoredGroupChat }
+  | { kind: "private"; message: StoredPrivateChat }
+  | { kind: "enter"; room: string; username: string; timestamp: number }
+  | {
+    kind: "leave";
+    room: string;
+    username: string;
+    timestamp: number;
+    reason: LeaveReason;
+  }
+  | { kind: "revoked"; token: string };
+
+/** A history read the reducer asks for. */
+export interface HistoryRequest {
+  readonly conn: ConnId;
+  readonly room: string;
+  readonly ref?: string | undefined;
+  readonly query: HistoryQuery;
+}
+
+/** Everything that happens to the server. */
+export type Event =
+  | {
+    type: "open";
+    conn: ConnId;
+    now: number;
+    publicId: string;
+    /** A token that was valid at upgrade (`?token=`), and its grant. */
+    token?: string;
+    grant?: TokenGrant;
+  }
+  | {
+    type: "frame";
+    conn: ConnId;
+    now: number;
+    text: string;
+    /** Size of the frame in bytes. */
+    size: number;
+    /** A fresh id, used if the frame becomes a chat message. */
+    id: string;
+  }
+  | { type: "binary"; conn: ConnId; now: number; size: number }
+  | { type: "closed"; conn: ConnId; now: number; code: number }
+  /** The connection's unsent data passed `MAX_BUFFERED_BYTES`. */
+  | { type: "overflow"; conn: ConnId; now: number }
+  | { type: "tick"; now: number }
+  | {
+    type: "persisted";
+    now: number;
+    request: PersistRequest;
+    result: WriteResult;
+  }
+  | {
+    type: "history_loaded";
+    now: number;
+    request: HistoryRequest;
+    /** `null` when the read failed. */
+    page: HistoryPage | null;
+  }
+  | {
+    type: "token_checked";
+    now: number;
+    token: string;
+    /** `null` for unknown, revoked or expired; `undefined` if the lookup failed. */
+    grant: TokenGrant | null | undefined;
+  }
+  | { type: "token_revoked"; now: number; token: string }
+  /** A token's timer (effect `token_timer`) fired: its expiry or re-check is due. */
+  | { type: "token_due"; now: number; token: string }
+  | {
+    type: "offline_loaded";
+    now: number;
+    username: string;
+    messages: StoredPrivateChat[];
+  }
+  /**
+   * The answer to `watch_written`: `written` when every watched connection
+   * still open has written all it was sent (at least one was still open).
+   */
+  | {
+    type: "offline_written";
+    now: number;
+    username: string;
+    ids: string[];
+    written: boolean;
+  }
+  /** The runner's event loop fell behind (`true`) or caught up (`false`). */
+  | { type: "load"; now: number; overloaded: boolean }
+  /** Cluster: the answer to a `join`; `null` when Redis could not be reached. */
+  | {
+    type: "joined";
+    now: number;
+    request: JoinRequest;
+    result: JoinResult | null;
+  }
+  /** Cluster: the answer to a `part`; `gone` is `null` when Redis could not be reached. */
+  | {
+    type: "parted";
+    now: number;
+    room: string;
+    username: string;
+    reason: LeaveReason;
+    timestamp: number;
+    /** The user is now in the room on no node. */
+    gone: boolean | null;
+  }
+  /** Cluster: a message from another node. */
+  | { type: "bus"; now: number; message: BusMessage }
+  /** Cluster: the answer to a `fill_gap` read; `null` when it failed. */
+  | {
+    type: "gap_filled";
+    now: number;
+    room: string;
+    messages: StoredGroupChat[] | null;
+    /** The `bound` of the `fill_gap` effect this answers. */
+    bound: number;
+  }
+  /** Cluster: the node is connected and in sync with the cluster again. */
+  | { type: "bus_synced"; now: number }
+  | { type: "shutdown"; now: number };
+
+/** A counter the runner keeps for `/metrics`. */
+export type Metric = "frames_in" | "errors" | "closes";
+
+/** Everything the server does. */
+export type Effect =
+  | { type: "send"; conn: ConnId; data: string; kind: ServerType }
+  | {
+    type: "broadcast";
+    /** Recipients; read when the effect is applied, right after `reduce`. */
+    conns: Iterable<ConnId>;
+    /** How many recipients, for metrics. */
+    count: number;
+    except?: ConnId;
+    data: string;
+    kind: ServerType;
+  }
+  | { type: "close"; conn: ConnId; code: number; reason: string }
+  | { type: "persist"; request: PersistRequest }
+  | { type: "load_history"; request: HistoryRequest }
+  | { type: "check_token"; token: string }
+  /**
+   * Arms the token's one timer for `at` (replacing the one armed before), or
+   * cancels it (`null`); when it fires, the runner sends `token_due`.
+   */
+  | { type: "token_timer"; token: string; at: number | null }
+  /** Read the oldest `limit` undelivered `PrivateChat`s to `username`. */
+  | { type: "load_offline"; username: string; limit: number }
+  /**
+   * Answer `offline_written` once `conns` have written everything sent to
+   * them so far (their send buffers drained), or have all closed.
+   */
+  | {
+    type: "watch_written";
+    username: string;
+    conns: ConnId[];
+    ids: string[];
+  }
+  | {
+    type: "log";
+    level: "debug" | "info" | "warn" | "error";
+    msg: string;
+    fields?: Record<string, unknown>;
+  }
+  | { type: "count"; metric: Metric; label: string }
+  /** Cluster: enter a connection's user into a room on every node. */
+  | { type: "join"; request: JoinRequest }
+  /** Cluster: this node no longer holds `username` in `room`. */
+  | {
+    type: "part";
+    room: string;
+    username: string;
+    reason: LeaveReason;
+    timestamp: number;
+    /** This node has no member left in the room. */
+    empty: boolean;
+  }
+  /** Cluster: this node holds a connection of `username` (authentication on). */
+  | { type: "claim"; username: string }
+  /** Cluster: this node holds no connection of `username` any more. */
+  | { type: "release"; username: string }
+  /**
+   * Cluster: read a room's messages with `after < seq < before` back from
+   * history; `bound` is the highest `seq` known stored when it was asked,
+   * handed back in `gap_filled`.
+   */
+  | {
+    type: "fill_gap";
+    room: string;
+    after: number;
+    before: number | null;
+    bound: number;
+  };
+
+/** The result of {@linkcode reduce}. */
+export type Transition = [ChatState, Effect[]];
+
+/** What every handler works on while one event is reduced: the state and the effects going out. */
+export interface Ctx {
+  readonly state: ChatState;
+  readonly out: Effect[];
+}
+
+/** The `Error` that frames still waiting get when the server closes their connection. */
+export interface CloseAnswer {
+  answer: ErrorCode;
+  message: string;
+}

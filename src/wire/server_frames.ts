@@ -1,0 +1,189 @@
+/**
+ * The frames the server sends: their types, the body of each, and their
+ * encoders. No zod and no I/O, so the web and terminal clients import the
+ * same types the server encodes with (`src/client/frames.ts` parses them).
+ * Client frames and their validation are in `client_frames.ts`.
+ *
+ * @module
+ */
+import type { ErrorCode, LeaveReason } from "./codes.ts";
+
+/** The message types the server sends. */
+export const SERVER_TYPES = [
+  "Welcome",
+  "Presence",
+  "Enter",
+  "Leave",
+  "GroupChat",
+  "PrivateChat",
+  "History",
+  "Ack",
+  "Error",
+] as const;
+
+/** A message type the server sends. */
+export type ServerType = typeof SERVER_TYPES[number];
+
+/** A `GroupChat` as stored and sent: the body of the server frame. */
+export interface StoredGroupChat {
+  id: string;
+  seq: number;
+  room: string;
+  sender_username: string;
+  content: string;
+  timestamp: number;
+}
+
+/** A `PrivateChat` as stored and sent: the body of the server frame. */
+export interface StoredPrivateChat {
+  id: string;
+  sender_username: string;
+  target_username: string;
+  content: string;
+  timestamp: number;
+}
+
+/** The limits a server announces in `Welcome`. */
+export interface ServerLimits {
+  /** The largest frame, in bytes; a larger one closes the connection. */
+  max_message_bytes: number;
+  /** The longest `content`, in Unicode code points. */
+  max_content_chars: number;
+  /** The most rooms one connection may be in. */
+  max_rooms: number;
+  /** Sustained frames per second; 0 is no limit. */
+  rate_limit_per_second: number;
+  /** Frames that may be sent at once before the rate applies. */
+  rate_limit_burst: number;
+}
+
+/** The body of `Welcome`, the first frame of every connection. */
+export interface WelcomeBody {
+  /** The server's name and version. */
+  server: string;
+  /** This connection's id. */
+  connection_id: string;
+  /** Whether messages need a token. */
+  auth_required: boolean;
+  /** Present when an upgrade token already bound the connection. */
+  username?: string;
+  /** The room of an `Enter` without `room`. */
+  default_room: string;
+  /** What the server accepts. */
+  limits: ServerLimits;
+}
+
+/** The body of `Presence`: who is in a room the connection entered. */
+export interface PresenceBody {
+  /** The room entered. */
+  room: string;
+  /** Usernames, sorted. */
+  members: string[];
+}
+
+/** The body of a server `Enter`: someone joined a room. */
+export interface EnterNotice {
+  /** The room. */
+  room: string;
+  /** Who joined. */
+  sender_username: string;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+}
+
+/** The body of a server `Leave`: someone left a room. */
+export interface LeaveNotice {
+  /** The room. */
+  room: string;
+  /** Who left. */
+  sender_username: string;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+  /**
+   * `left` by a `Leave`; `disconnected` when the last connection closed;
+   * `token_revoked` / `token_expired` when its token ended it.
+   */
+  reason: LeaveReason;
+}
+
+/** The body of a server `History`: the reply to a `History` request or to `Enter` with `history`/`since`. */
+export interface HistoryReplyBody {
+  /** The room. */
+  room: string;
+  /** Oldest first. */
+  messages: StoredGroupChat[];
+  /** `false` when the kept history did not reach back far enough. */
+  complete: boolean;
+}
+
+/** The body of `Ack`; chat messages add `id`, `timestamp` and, in rooms, `seq`. */
+export interface AckBody {
+  /** The `id` of the message it answers. */
+  ref: string;
+  /** A chat message's server id. */
+  id?: string;
+  /** A room message's place in the room. */
+  seq?: number;
+  /** A chat message's time, in milliseconds since the epoch. */
+  timestamp?: number;
+}
+
+/** The body of `Error`. */
+export interface ErrorBody {
+  /** What went wrong, as a code of `ERROR_CODES`. */
+  code: ErrorCode;
+  /** For people, naming the field at fault. */
+  message: string;
+  /** The `id` of the message it answers, when it had a valid one. */
+  ref?: string;
+}
+
+/** The body of each server frame, by `message_type`. */
+export interface ServerBodies {
+  Welcome: WelcomeBody;
+  Presence: PresenceBody;
+  Enter: EnterNotice;
+  Leave: LeaveNotice;
+  GroupChat: StoredGroupChat;
+  PrivateChat: StoredPrivateChat;
+  History: HistoryReplyBody;
+  Ack: AckBody;
+  Error: ErrorBody;
+}
+
+/**
+ * Encodes one server frame; called once per broadcast, never per recipient.
+ * The body is checked against the frame's type ({@linkcode ServerBodies}).
+ */
+export function encode<K extends ServerType>(
+  type: K,
+  body: ServerBodies[K],
+): string {
+  return JSON.stringify({ message_type: type, message_body: body });
+}
+
+const quote = JSON.stringify;
+
+/**
+ * `encode("GroupChat", message)`, the same text, about twice as fast
+ * (`deno task bench:codec`): the busiest frame skips building and walking an
+ * object. Strings still go through `JSON.stringify`, so escaping is the same.
+ * `message` must be well formed: one from another node is checked by
+ * {@linkcode parseStoredGroupChat} first.
+ */
+export function encodeGroupChat(message: StoredGroupChat): string {
+  return '{"message_type":"GroupChat","message_body":{"id":' +
+    quote(message.id) + ',"seq":' + message.seq + ',"room":' +
+    quote(message.room) + ',"sender_username":' +
+    quote(message.sender_username) + ',"content":' + quote(message.content) +
+    ',"timestamp":' + message.timestamp + "}}";
+}
+
+/** `encode("PrivateChat", message)`, the same text; see {@linkcode encodeGroupChat}. */
+export function encodePrivateChat(message: StoredPrivateChat): string {
+  return '{"message_type":"PrivateChat","message_body":{"id":' +
+    quote(message.id) + ',"sender_username":' +
+    quote(message.sender_username) + ',"target_username":' +
+    quote(message.target_username) + ',"content":' +
+    quote(message.content) + ',"timestamp":' + message.timestamp + "}}";
+}
