@@ -15,7 +15,6 @@ import {
   type HistoryPage,
   type HistoryQuery,
   IDEMPOTENCY_WINDOW_MS,
-  isComplete,
   type Storage,
   type StoredAs,
   type TokenGrant,
@@ -23,6 +22,7 @@ import {
   type WriteOp,
   type WriteResult,
 } from "../chat/storage.ts";
+import { isComplete } from "../chat/history_rules.ts";
 
 /** The schema, one migration per version: never edit one, append. */
 const MIGRATIONS: readonly string[] = [

@@ -169,7 +169,7 @@ Deno.test("token API: 401 without the admin header or with a wrong one", async (
     assert.ok(answer.headers.get("www-authenticate"));
   }
   // Nothing was issued by the refused requests.
-  assert.deepEqual(await server.server.runner.checkToken(token), null);
+  assert.deepEqual(await server.server.tokens.check(token), null);
 });
 
 Deno.test("token API: 404 without ADMIN_TOKEN, whatever the request", async () => {

@@ -22,12 +22,14 @@ import {
 import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
 import {
   IDEMPOTENCY_WINDOW_MS,
-  MEMORY_SENT_MAX,
-  MemoryStorage,
   type Storage,
   type WriteOp,
   type WriteResult,
 } from "../../src/chat/storage.ts";
+import {
+  MEMORY_SENT_MAX,
+  MemoryStorage,
+} from "../../src/storage/memory_storage.ts";
 import { waitFor } from "../support/helpers.ts";
 
 const T0 = 1_700_000_000_000;

@@ -14,10 +14,10 @@ import { KEYS, MIN_KEPT, RedisStorage } from "../../src/redis/storage.ts";
 import {
   hashToken,
   type HistoryQuery,
-  MemoryStorage,
   type WriteOp,
   type WriteResult,
 } from "../../src/chat/storage.ts";
+import { MemoryStorage } from "../../src/storage/memory_storage.ts";
 
 const quiet: Logger = () => {};
 

@@ -10,12 +10,9 @@ import {
   SCHEMA_VERSION,
   SqliteStorage,
 } from "../../src/storage/sqlite_storage.ts";
-import {
-  hashToken,
-  type HistoryQuery,
-  MemoryStorage,
-  selectHistory,
-} from "../../src/chat/storage.ts";
+import { hashToken, type HistoryQuery } from "../../src/chat/storage.ts";
+import { selectHistory } from "../../src/chat/history_rules.ts";
+import { MemoryStorage } from "../../src/storage/memory_storage.ts";
 
 async function withDir(
   fn: (dir: string) => void | Promise<void>,
