@@ -7,9 +7,9 @@ import type {
 } from "../../src/wire/protocol.ts";
 import {
   openSqliteStorage,
-  SCHEMA_VERSION,
   SqliteStorage,
 } from "../../src/storage/sqlite_storage.ts";
+import { SCHEMA_VERSION } from "../../src/storage/sqlite_schema.ts";
 import { hashToken, type HistoryQuery } from "../../src/chat/storage.ts";
 import { selectHistory } from "../../src/chat/history_rules.ts";
 import { MemoryStorage } from "../../src/storage/memory_storage.ts";
