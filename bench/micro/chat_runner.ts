@@ -7,7 +7,7 @@
  */
 import { createState } from "../../src/chat/reducer.ts";
 import { Runner } from "../../src/runtime/runner.ts";
-import { MemoryStorage } from "../../src/chat/storage.ts";
+import { MemoryStorage } from "../../src/storage/memory_storage.ts";
 import { Metrics } from "../../src/runtime/metrics.ts";
 import { createLogger } from "../../src/runtime/log.ts";
 

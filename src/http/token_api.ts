@@ -12,17 +12,14 @@ import {
   NAME_RULE,
   SCRIPT_RULE,
 } from "../wire/names.ts";
-import type { IssuedToken } from "../runtime/runner.ts";
+import type { TokenService } from "./token_service.ts";
 
 /** What the token API needs of the server. */
 export interface TokenApiOptions {
   adminToken: string | undefined;
   /** Lifetime of a token whose request names none. */
   ttlSeconds: number;
-  tokens: {
-    createToken(username: string, ttlSeconds: number): Promise<IssuedToken>;
-    revokeToken(token: string): Promise<boolean>;
-  };
+  tokens: Pick<TokenService, "issue" | "revoke">;
 }
 
 /** The largest body `POST /api/tokens` reads; a larger one gets 413. */
@@ -187,7 +184,7 @@ export async function handleTokenApi(
       return answer(400, { error: reason });
     }
     try {
-      const issued = await options.tokens.createToken(
+      const issued = await options.tokens.issue(
         parsed.data.username,
         parsed.data.ttl_seconds ?? options.ttlSeconds,
       );
@@ -202,7 +199,7 @@ export async function handleTokenApi(
   if (!UUID.test(token)) return answer(400, { error: "token: must be a UUID" });
   let revoked: boolean;
   try {
-    revoked = await options.tokens.revokeToken(token);
+    revoked = await options.tokens.revoke(token);
   } catch {
     return unavailable();
   }

@@ -36,6 +36,7 @@ import type {
   JoinRequest,
   JoinResult,
 } from "../chat/reducer.ts";
+import type { ClusterPort } from "../chat/cluster_port.ts";
 import { type RedisConnection, RedisScript } from "./connection.ts";
 import { KEYS, LUA, PAYLOAD } from "./storage.ts";
 
@@ -318,7 +319,7 @@ export function parseBusPayload(payload: string): BusMessage | null {
 }
 
 /** One node's link to the others, through Redis. */
-export class RedisBus {
+export class RedisBus implements ClusterPort {
   #commands: RedisConnection;
   #subscriber: RedisConnection;
   #listener: BusListener;

@@ -43,7 +43,6 @@ import {
   type HistoryPage,
   type HistoryQuery,
   IDEMPOTENCY_WINDOW_MS,
-  isComplete,
   type Storage,
   type StoredAs,
   type TokenAdmin,
@@ -51,10 +50,10 @@ import {
   type TokenMatch,
   tokenMatches,
   type TokenRow,
-  wantedRange,
   type WriteOp,
   type WriteResult,
 } from "../chat/storage.ts";
+import { isComplete, wantedRange } from "../chat/history_rules.ts";
 
 /** The names of the cluster's Redis keys and channels. */
 export const KEYS = {

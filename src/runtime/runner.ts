@@ -3,9 +3,16 @@
  * timers. It feeds events to the reducer one at a time, applies the effects
  * that come back, and turns the answers of asynchronous I/O into events.
  *
+ * This file wires the parts and owns the sockets and the event queue; each
+ * other job has a file of its own under `src/runtime/`: batched writes
+ * (`batch_writer.ts`), the storage call queue (`io_queue.ts`), storage
+ * health and probes (`storage_health.ts`), offline pages waiting to be
+ * written (`written_watcher.ts`), token expiry timers (`token_timers.ts`),
+ * cluster effects (`cluster_effects.ts`) and event-loop lag (`lag_watch.ts`).
+ * It decides no chat rule.
+ *
  * @module
  */
-import { setImmediate } from "node:timers";
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import {
@@ -14,17 +21,20 @@ import {
   type ConnId,
   type Effect,
   type Event,
-  type PersistRequest,
   reduce,
 } from "../chat/reducer.ts";
-import type { Storage, TokenGrant, WriteResult } from "../chat/storage.ts";
-import type { RedisBus } from "../redis/bus.ts";
-
-/** What the runner asks of the cluster bus (`src/redis/bus.ts`). */
-export type ClusterPort = Pick<
-  RedisBus,
-  "join" | "part" | "claim" | "release" | "fillGap" | "revoked"
->;
+import type { Storage, TokenGrant } from "../chat/storage.ts";
+import type { ClusterPort } from "../chat/cluster_port.ts";
+import { BatchWriter } from "./batch_writer.ts";
+import {
+  applyClusterEffect,
+  type ClusterEffectContext,
+} from "./cluster_effects.ts";
+import { IoQueue } from "./io_queue.ts";
+import { LagWatch } from "./lag_watch.ts";
+import { type StorageFault, StorageHealth } from "./storage_health.ts";
+import { TokenTimers } from "./token_timers.ts";
+import { WrittenWatcher } from "./written_watcher.ts";
 
 /** What the runner needs besides the state. */
 export interface RunnerOptions {
@@ -41,14 +51,6 @@ export interface RunnerOptions {
   bus?: ClusterPort;
 }
 
-/** A token as the token API answers it. */
-export interface IssuedToken {
-  token: string;
-  username: string;
-  /** Milliseconds since the epoch. */
-  expires_at: number;
-}
-
 /** What the transport knows about a new connection. */
 export interface Attachment {
   /** A token valid at upgrade (`?token=`), with its grant. */
@@ -58,69 +60,14 @@ export interface Attachment {
 
 const encoder = new TextEncoder();
 
-/** A page of offline messages waiting to leave its connections' send buffers. */
-interface WrittenWatch {
-  username: string;
-  conns: ConnId[];
-  ids: string[];
-}
-
-/**
- * How often sockets that carry a page of offline messages are looked at
- * until they have written it (Deno counts a send in `bufferedAmount` until
- * its write completes).
- */
-const WRITTEN_POLL_MS = 2;
-
 /** How often the runner looks for slow consumers and measures its lag. */
 const SWEEP_MS = 100;
-
-/**
- * Event-loop lag that means overload when it lasts {@linkcode LAGGING_SWEEPS}
- * sweeps in a row (one garbage collection is no overload), and the lag that
- * ends it.
- */
-const OVERLOAD_LAG_MS = 50;
-const LAGGING_SWEEPS = 3;
-const RECOVERED_LAG_MS = 10;
-
-/**
- * While storage writes fail, at most one log line per this many
- * milliseconds between the line that says so and the one that says they
- * work again.
- */
-export const STORAGE_REPORT_MS = 10_000;
-
-/** How long storage must have been idle while failing before a probe write. */
-export const STORAGE_PROBE_MS = 1000;
-
-/** Storage writes failing: since when, why, and how many so far. */
-export interface StorageFault {
-  /** Milliseconds since the epoch of the first failed batch. */
-  since: number;
-  /** The last failure's cause. */
-  error: string;
-  /** Failed batches (transactions) and writes since `since`. */
-  failedBatches: number;
-  failedWrites: number;
-}
 
 /** Size in bytes of a text frame; exact only when it could pass `limit`. */
 function frameSize(text: string, limit: number): number {
   // UTF-8 takes at most 3 bytes per UTF-16 unit, so short frames skip the count.
   if (text.length * 3 <= limit) return text.length;
   return encoder.encode(text).length;
-}
-
-/**
- * Whether a write failed in storage, or got no answer (not a refusal such as
- * `unknown_user`).
- */
-function isFailure(
-  result: WriteResult,
-): result is Extract<WriteResult, { reason: "failed" | "unknown" }> {
-  return !result.ok &&
-    (result.reason === "failed" || result.reason === "unknown");
 }
 
 /** Runs the reducer against the world. */
@@ -137,28 +84,22 @@ export class Runner {
   /** Connections over `MAX_BUFFERED_BYTES` at the last sweep. */
   #suspects = new Set<ConnId>();
   #sweeper: ReturnType<typeof setInterval>;
-  #lastSweep = performance.now();
-  #laggingSweeps = 0;
-  #overloaded = false;
+  #lag = new LagWatch(SWEEP_MS);
   #nextId = 1;
   #events: Event[] = [];
   #running = false;
-  #batch: PersistRequest[] = [];
-  #flushScheduled = false;
-  #io: Promise<void> = Promise.resolve();
   #ticker: ReturnType<typeof setInterval>;
-  /** One timer per token of a live connection (effect `token_timer`). */
-  #tokenTimers = new Map<string, ReturnType<typeof setTimeout>>();
   #allClosed: (() => void) | null = null;
-  #storageFault: StorageFault | undefined;
-  /** When the last storage fault line was logged, and the counts then. */
-  #faultReported = { at: 0, batches: 0, writes: 0 };
-  /** When storage was last written to or probed, on the runner's clock. */
-  #lastStorageTry = 0;
-  #probing = false;
-  /** Offline pages waiting to be written, and the timer that looks at them. */
-  #watches: WrittenWatch[] = [];
-  #watchTimer: ReturnType<typeof setTimeout> | undefined;
+  #queue: IoQueue;
+  #health: StorageHealth;
+  #writer: BatchWriter;
+  #tokenTimers: TokenTimers;
+  #watcher: WrittenWatcher;
+  #clusterContext: ClusterEffectContext = {
+    dispatch: (event) => this.dispatch(event),
+    now: () => this.#now(),
+    failed: (what, error) => this.#failed(what, error),
+  };
 
   /** Starts the tick timer; {@linkcode Runner.shutdown} stops it. */
   constructor(state: ChatState, options: RunnerOptions) {
@@ -168,10 +109,40 @@ export class Runner {
     this.#metrics = options.metrics;
     this.#log = options.log;
     this.#maxBufferedBytes = options.maxBufferedBytes;
-    this.#now = options.now ?? Date.now;
+    const now = this.#now = options.now ?? Date.now;
+    const emit = (event: Event) => {
+      this.#events.push(event);
+    };
+    const drain = () => this.#drain();
+    this.#queue = new IoQueue(this.#log);
+    this.#health = new StorageHealth({
+      storage: this.#storage,
+      metrics: this.#metrics,
+      log: this.#log,
+      now,
+      queue: this.#queue,
+    });
+    this.#writer = new BatchWriter({
+      storage: this.#storage,
+      queue: this.#queue,
+      health: this.#health,
+      now,
+      emit,
+      drain,
+    });
+    this.#tokenTimers = new TokenTimers(
+      (token) => this.dispatch({ type: "token_due", now: now(), token }),
+      now,
+    );
+    this.#watcher = new WrittenWatcher({
+      socket: (conn) => this.#sockets.get(conn),
+      now,
+      emit,
+      drain,
+    });
     this.#ticker = setInterval(() => {
       this.dispatch({ type: "tick", now: this.#now() });
-      this.#probeStorage();
+      this.#health.probe();
     }, options.tickMs ?? 1000);
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
   }
@@ -183,12 +154,17 @@ export class Runner {
 
   /** Storage writes failing now, or `undefined` while they work. */
   get storageFault(): StorageFault | undefined {
-    return this.#storageFault && { ...this.#storageFault };
+    return this.#health.fault;
   }
 
   /** Open sockets, closing ones included: what `MAX_CONNECTIONS` counts. */
   get openSockets(): number {
     return this.#open.size;
+  }
+
+  /** Whether the server sheds load; upgrades are refused meanwhile. */
+  get overloaded(): boolean {
+    return this.#lag.overloaded;
   }
 
   /** Takes over a socket fresh from the upgrade; returns its connection id. */
@@ -294,30 +270,12 @@ export class Runner {
         break;
       }
       case "persist":
-        if (this.#storage.writeNow) {
-          const [result = { ok: false, reason: "failed" } as const] = this
-            .#storage.writeNow([effect.request.op]);
-          if (this.#storageFault || isFailure(result)) {
-            this.#storageOutcome([result]);
-          }
-          this.#events.push({
-            type: "persisted",
-            now: this.#now(),
-            request: effect.request,
-            result,
-          });
-          break;
-        }
-        this.#batch.push(effect.request);
-        if (!this.#flushScheduled) {
-          this.#flushScheduled = true;
-          setImmediate(() => this.#flush());
-        }
+        this.#writer.persist(effect.request);
         break;
       case "load_history": {
         const { request } = effect;
-        this.#flush();
-        this.#enqueue(async () => {
+        this.#writer.flush();
+        this.#queue.enqueue(async () => {
           const page = await this.#storage.history(request.room, request.query)
             .catch((error) => this.#failed("history read", error));
           this.dispatch({
@@ -331,7 +289,7 @@ export class Runner {
       }
       case "check_token": {
         const { token } = effect;
-        this.#enqueue(async () => {
+        this.#queue.enqueue(async () => {
           const grant = await this.#storage.checkToken(token, this.#now())
             .catch((error) => this.#failed("token check", error) ?? undefined);
           this.dispatch({
@@ -343,25 +301,14 @@ export class Runner {
         });
         break;
       }
-      case "token_timer": {
-        const { token, at } = effect;
-        clearTimeout(this.#tokenTimers.get(token));
-        this.#tokenTimers.delete(token);
-        if (at === null) break;
-        this.#tokenTimers.set(
-          token,
-          setTimeout(() => {
-            this.#tokenTimers.delete(token);
-            this.dispatch({ type: "token_due", now: this.#now(), token });
-          }, Math.max(0, at - this.#now())),
-        );
+      case "token_timer":
+        this.#tokenTimers.set(effect.token, effect.at);
         break;
-      }
       case "load_offline": {
         const { username, limit } = effect;
         // After the writes asked for so far: a page marked delivered.
-        this.#flush();
-        this.#enqueue(async () => {
+        this.#writer.flush();
+        this.#queue.enqueue(async () => {
           const messages = await this.#storage.offline(username, limit).catch(
             (error) => {
               this.#failed("offline read", error);
@@ -378,11 +325,7 @@ export class Runner {
         break;
       }
       case "watch_written":
-        this.#watches.push(effect);
-        this.#watchTimer ??= setTimeout(
-          () => this.#checkWatches(),
-          WRITTEN_POLL_MS,
-        );
+        this.#watcher.watch(effect);
         break;
       case "log":
         this.#log(effect.level, effect.msg, effect.fields);
@@ -391,125 +334,13 @@ export class Runner {
         this.#metrics.count(effect.metric, effect.label);
         break;
       default:
-        this.#applyCluster(effect);
-    }
-  }
-
-  /** The cluster's effects: each answer comes back as an event. */
-  #applyCluster(
-    effect: Extract<
-      Effect,
-      { type: "join" | "part" | "claim" | "release" | "fill_gap" }
-    >,
-  ): void {
-    const bus = this.#bus;
-    if (!bus) {
-      this.#log("error", "cluster effect without a bus", { type: effect.type });
-      return;
-    }
-    switch (effect.type) {
-      case "join": {
-        const { request } = effect;
-        this.#answer(bus.join(request), "cluster join", (result, now) => ({
-          type: "joined",
-          now,
-          request,
-          result,
-        }));
-        break;
-      }
-      case "part": {
-        const { room, username, reason, timestamp, empty } = effect;
-        this.#answer(
-          bus.part(room, username, reason, timestamp, empty),
-          "cluster part",
-          (gone, now) => ({
-            type: "parted",
-            now,
-            room,
-            username,
-            reason,
-            timestamp,
-            gone,
-          }),
-        );
-        break;
-      }
-      case "claim":
-        // A failure is mended by the resync after Redis returns.
-        bus.claim(effect.username).catch((error) =>
-          this.#failed("cluster claim", error)
-        );
-        break;
-      case "release":
-        bus.release(effect.username).catch((error) =>
-          this.#failed("cluster release", error)
-        );
-        break;
-      case "fill_gap": {
-        const { room, after, before, bound } = effect;
-        this.#answer(
-          bus.fillGap(room, after, before),
-          "cluster history read",
-          (messages, now) => ({
-            type: "gap_filled",
-            now,
-            room,
-            messages,
-            bound,
-          }),
-        );
-        break;
-      }
-    }
-  }
-
-  /** Feeds the answer of a cluster call back as an event; `null` when it failed. */
-  #answer<T>(
-    call: Promise<T>,
-    what: string,
-    event: (result: T | null, now: number) => Event,
-  ): void {
-    call.then((result) => result, (error) => this.#failed(what, error))
-      .then((result) => this.dispatch(event(result, this.#now())));
-  }
-
-  /**
-   * Answers each offline page whose open connections have written all they
-   * were sent (their send buffer is empty), or whose connections all closed
-   * first; looks again shortly while any page is left.
-   */
-  #checkWatches(): void {
-    this.#watchTimer = undefined;
-    const left: WrittenWatch[] = [];
-    for (const watch of this.#watches) {
-      let open = 0;
-      let pending = false;
-      for (const conn of watch.conns) {
-        const socket = this.#sockets.get(conn);
-        if (!socket || socket.readyState !== WebSocket.OPEN) continue;
-        open++;
-        if (socket.bufferedAmount > 0) pending = true;
-      }
-      if (pending) {
-        left.push(watch);
-        continue;
-      }
-      this.#events.push({
-        type: "offline_written",
-        now: this.#now(),
-        username: watch.username,
-        ids: watch.ids,
-        written: open > 0,
-      });
-    }
-    this.#watches = left;
-    this.#drain();
-    if (this.#watches.length > 0) {
-      this.#watchTimer ??= setTimeout(
-        () => this.#checkWatches(),
-        WRITTEN_POLL_MS,
-      );
+        if (!this.#bus) {
+          this.#log("error", "cluster effect without a bus", {
+            type: effect.type,
+          });
+          break;
+        }
+        applyClusterEffect(effect, this.#bus, this.#clusterContext);
     }
   }
 
@@ -520,44 +351,25 @@ export class Runner {
   }
 
   /**
-   * Tells the reducer when the event loop falls behind: a timer late by more
-   * than {@linkcode OVERLOAD_LAG_MS} means more work arrives than the server
-   * can do, and queueing it would only make every answer later.
-   */
-  #watchLag(): void {
-    const now = performance.now();
-    const lag = now - this.#lastSweep - SWEEP_MS;
-    this.#lastSweep = now;
-    this.#laggingSweeps = lag > OVERLOAD_LAG_MS ? this.#laggingSweeps + 1 : 0;
-    const overloaded = this.#overloaded
-      ? lag > RECOVERED_LAG_MS
-      : this.#laggingSweeps >= LAGGING_SWEEPS;
-    if (overloaded === this.#overloaded) return;
-    this.#overloaded = overloaded;
-    this.#log(
-      overloaded ? "warn" : "info",
-      overloaded ? "overloaded" : "load normal",
-      {
-        lag_ms: Math.round(lag),
-      },
-    );
-    this.#events.push({ type: "load", now: this.#now(), overloaded });
-  }
-
-  /** Whether the server sheds load; upgrades are refused meanwhile. */
-  get overloaded(): boolean {
-    return this.#overloaded;
-  }
-
-  /**
-   * Finds slow consumers off the hot path. Deno counts a send as buffered
-   * until its write completes on a later turn, so one look cannot tell a
-   * burst from a backlog: a socket over `MAX_BUFFERED_BYTES` at two sweeps in
-   * a row is a slow consumer. The reducer hears of it: the connection leaves
-   * its rooms at once, gets the answers it is owed, and is closed with 1008.
+   * Finds slow consumers off the hot path, and tells the reducer when the
+   * event loop falls behind ({@linkcode LagWatch}). Deno counts a send as
+   * buffered until its write completes on a later turn, so one look cannot
+   * tell a burst from a backlog: a socket over `MAX_BUFFERED_BYTES` at two
+   * sweeps in a row is a slow consumer. The reducer hears of it: the
+   * connection leaves its rooms at once, gets the answers it is owed, and
+   * is closed with 1008.
    */
   #sweep(): void {
-    this.#watchLag();
+    const change = this.#lag.measure();
+    if (change) {
+      const { overloaded } = change;
+      this.#log(
+        overloaded ? "warn" : "info",
+        overloaded ? "overloaded" : "load normal",
+        { lag_ms: Math.round(change.lagMs) },
+      );
+      this.#events.push({ type: "load", now: this.#now(), overloaded });
+    }
     const over = new Set<ConnId>();
     for (const [conn, socket] of this.#sockets) {
       if (socket.bufferedAmount <= this.#maxBufferedBytes) continue;
@@ -576,171 +388,20 @@ export class Runner {
     return null;
   }
 
-  /** Runs storage calls one after another, so reads see earlier writes. */
-  #enqueue(job: () => Promise<void>): void {
-    this.#io = this.#io.then(job).catch((error) => {
-      this.#log("error", "storage job failed", { error: String(error) });
-    });
-  }
-
-  /** Commits the writes gathered this turn of the event loop in one transaction. */
-  #flush(): void {
-    this.#flushScheduled = false;
-    if (this.#batch.length === 0) return;
-    const batch = this.#batch;
-    this.#batch = [];
-    this.#enqueue(async () => {
-      const results = await this.#storage.write(
-        batch.map((request) => request.op),
-      )
-        .catch((cause): WriteResult[] => {
-          const error = cause instanceof Error ? cause.message : String(cause);
-          return batch.map(() => ({ ok: false, reason: "failed", error }));
-        });
-      this.#storageOutcome(results);
-      const now = this.#now();
-      batch.forEach((request, index) => {
-        const result = results[index] ??
-          { ok: false, reason: "failed" } as const;
-        this.#events.push({ type: "persisted", now, request, result });
-      });
-      this.#drain();
-    });
-  }
-
   /**
-   * Counts a batch's outcome, and tells the operator when storage starts
-   * failing, how often it goes on failing (one line per
-   * {@linkcode STORAGE_REPORT_MS} at most), and when it works again.
+   * A token was revoked (see `TokenService`): its connections here are
+   * closed at once, and the other nodes of a cluster are told.
    */
-  #storageOutcome(results: readonly WriteResult[]): void {
-    this.#lastStorageTry = this.#now();
-    const failures = results.filter(isFailure);
-    const failed = failures.length;
-    this.#metrics.countBatch(failed === 0, results.length - failed, failed);
-    const fault = this.#storageFault;
-    const now = this.#now();
-    if (failed === 0) {
-      this.#recovered();
-      return;
-    }
-    const error = failures.find((result) => result.error)?.error ??
-      "unknown";
-    if (!fault) {
-      this.#storageFault = {
-        since: now,
-        error,
-        failedBatches: 1,
-        failedWrites: failed,
-      };
-      this.#faultReported = { at: now, batches: 1, writes: failed };
-      this.#log("error", "storage writes failing", {
-        error,
-        failed_writes: failed,
-      });
-      return;
-    }
-    fault.error = error;
-    fault.failedBatches++;
-    fault.failedWrites += failed;
-    const reported = this.#faultReported;
-    if (now - reported.at < STORAGE_REPORT_MS) return;
-    this.#log("error", "storage writes still failing", {
-      error,
-      failing_ms: now - fault.since,
-      failed_batches: fault.failedBatches - reported.batches,
-      failed_writes: fault.failedWrites - reported.writes,
-    });
-    this.#faultReported = {
-      at: now,
-      batches: fault.failedBatches,
-      writes: fault.failedWrites,
-    };
-  }
-
-  /**
-   * While storage fails and nothing has been written for a second, tries a
-   * probe write (see `Storage.probe`), so that the fault's end shows in the
-   * log and `/healthz` without waiting for a client's message.
-   */
-  #probeStorage(): void {
-    const probe = this.#storage.probe?.bind(this.#storage);
-    if (!probe || !this.#storageFault || this.#probing) return;
-    if (this.#now() - this.#lastStorageTry < STORAGE_PROBE_MS) return;
-    this.#probing = true;
-    this.#enqueue(async () => {
-      try {
-        await probe();
-        this.#lastStorageTry = this.#now();
-        this.#recovered();
-      } catch (cause) {
-        this.#lastStorageTry = this.#now();
-        const fault = this.#storageFault;
-        if (fault) {
-          fault.error = cause instanceof Error ? cause.message : String(cause);
-        }
-      } finally {
-        this.#probing = false;
-      }
-    });
-  }
-
-  /** Ends a storage fault: one log line, and `/healthz` is `ok` again. */
-  #recovered(): void {
-    const fault = this.#storageFault;
-    if (!fault) return;
-    this.#storageFault = undefined;
-    this.#log("error", "storage writes work again", {
-      failing_ms: this.#now() - fault.since,
-      failed_batches: fault.failedBatches,
-      failed_writes: fault.failedWrites,
-      last_error: fault.error,
-    });
-  }
-
-  /** Looks a token up, for the transport's `?token=` check at upgrade. */
-  checkToken(token: string): Promise<TokenGrant | null> {
-    return this.#storage.checkToken(token, this.#now());
-  }
-
-  /** Issues a token: a UUID v4, stored hashed. */
-  async createToken(
-    username: string,
-    ttlSeconds: number,
-  ): Promise<IssuedToken> {
-    const token = crypto.randomUUID();
-    const now = this.#now();
-    const expiresAt = now + ttlSeconds * 1000;
-    await this.#storage.createToken(token, { username, expiresAt }, now);
-    return { token, username, expires_at: expiresAt };
-  }
-
-  /** Revokes a token; connections using it are closed at once. `false` if unknown. */
-  async revokeToken(token: string): Promise<boolean> {
-    const normalized = token.toLowerCase();
-    const revoked = await this.#storage.revokeToken(normalized);
-    if (revoked) {
-      this.dispatch({
-        type: "token_revoked",
-        now: this.#now(),
-        token: normalized,
-      });
-      await this.#bus?.revoked(normalized).catch((error) =>
-        this.#failed("cluster revocation", error)
-      );
-    }
-    return revoked;
+  async tokenRevoked(token: string): Promise<void> {
+    this.dispatch({ type: "token_revoked", now: this.#now(), token });
+    await this.#bus?.revoked(token).catch((error) =>
+      this.#failed("cluster revocation", error)
+    );
   }
 
   /** Waits until every storage call issued so far has finished. */
-  async settle(): Promise<void> {
-    let seen: Promise<void>;
-    do {
-      // Answers may raise new writes (frames queued behind a write): repeat.
-      this.#flush();
-      seen = this.#io;
-      await seen;
-    } while (seen !== this.#io || this.#batch.length > 0);
+  settle(): Promise<void> {
+    return this.#writer.settle();
   }
 
   /**
@@ -751,7 +412,7 @@ export class Runner {
   async shutdown(graceMs: number): Promise<void> {
     clearInterval(this.#ticker);
     clearInterval(this.#sweeper);
-    this.#clearTokenTimers();
+    this.#tokenTimers.clear();
     await this.settle();
     this.dispatch({ type: "shutdown", now: this.#now() });
     if (this.#open.size > 0) {
@@ -764,13 +425,7 @@ export class Runner {
       this.dispatch({ type: "shutdown", now: this.#now() });
     }
     await this.settle();
-    clearTimeout(this.#watchTimer);
-    this.#watchTimer = undefined;
-    this.#clearTokenTimers();
-  }
-
-  #clearTokenTimers(): void {
-    for (const timer of this.#tokenTimers.values()) clearTimeout(timer);
+    this.#watcher.stop();
     this.#tokenTimers.clear();
   }
 }

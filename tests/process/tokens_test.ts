@@ -21,10 +21,10 @@ import { startLocalRedis } from "../../tools/local_redis.ts";
 import { main, USAGE } from "../../tools/token_cli.ts";
 import {
   hashToken,
-  MemoryStorage,
   type Storage,
   type TokenAdmin,
 } from "../../src/chat/storage.ts";
+import { MemoryStorage } from "../../src/storage/memory_storage.ts";
 import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
 import { RedisStorage } from "../../src/redis/storage.ts";
 import { connectRedis } from "../../src/redis/connection.ts";
@@ -179,7 +179,7 @@ Deno.test("token API: 401 without the admin header or with a wrong one", async (
     assert.ok(answer.headers.get("www-authenticate"));
   }
   // Nothing was issued by the refused requests.
-  assert.deepEqual(await server.server.runner.checkToken(token), null);
+  assert.deepEqual(await server.server.tokens.check(token), null);
 });
 
 Deno.test("token API: 404 without ADMIN_TOKEN, whatever the request", async () => {

@@ -9,12 +9,8 @@ import { fileURLToPath } from "node:url";
 import { Metrics } from "../../src/runtime/metrics.ts";
 import { type ChatSettings, createState } from "../../src/chat/reducer.ts";
 import { Runner } from "../../src/runtime/runner.ts";
-import {
-  MemoryStorage,
-  type Storage,
-  type WriteOp,
-  type WriteResult,
-} from "../../src/chat/storage.ts";
+import type { Storage, WriteOp, WriteResult } from "../../src/chat/storage.ts";
+import { MemoryStorage } from "../../src/storage/memory_storage.ts";
 import { childEnv, RawPeer, serve, TestClient } from "../support/helpers.ts";
 import {
   ADMIN,

@@ -427,10 +427,10 @@ Deno.test("PrivateChat: to the target and the sender only; Ack after it", async 
 Deno.test("PrivateChat: every connection of the target and of the sender", async () => {
   // Several connections per user exist only with authentication on.
   await using server = await serve({ authEnabled: true });
-  const { runner } = server.server;
-  const aliceToken = (await runner.createToken("alice", 60)).token;
-  const bobToken = (await runner.createToken("bob", 60)).token;
-  const carolToken = (await runner.createToken("carol", 60)).token;
+  const { tokens } = server.server;
+  const aliceToken = (await tokens.issue("alice", 60)).token;
+  const bobToken = (await tokens.issue("bob", 60)).token;
+  const carolToken = (await tokens.issue("carol", 60)).token;
   const url = (token: string) => `${server.wsUrl}?token=${token}`;
   await using alice1 = await TestClient.connect(url(aliceToken));
   await using alice2 = await TestClient.connect(url(aliceToken));

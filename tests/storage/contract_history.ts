@@ -8,7 +8,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type HistoryQuery, selectHistory } from "../../src/chat/storage.ts";
+import type { HistoryQuery } from "../../src/chat/storage.ts";
+import { selectHistory } from "../../src/chat/history_rules.ts";
 import { MIN_KEPT } from "../../src/redis/storage.ts";
 import {
   ALL,

@@ -9,7 +9,7 @@
  * @module
  */
 import { join } from "node:path";
-import { MemoryStorage } from "../../src/chat/storage.ts";
+import { MemoryStorage } from "../../src/storage/memory_storage.ts";
 import { SqliteStorage } from "../../src/storage/sqlite_storage.ts";
 import { RedisStorage } from "../../src/redis/storage.ts";
 import {

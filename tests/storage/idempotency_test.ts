@@ -19,12 +19,11 @@ import {
   type Event,
   reduce,
 } from "../../src/chat/reducer.ts";
+import { IDEMPOTENCY_WINDOW_MS, type WriteOp } from "../../src/chat/storage.ts";
 import {
-  IDEMPOTENCY_WINDOW_MS,
   MEMORY_SENT_MAX,
   MemoryStorage,
-  type WriteOp,
-} from "../../src/chat/storage.ts";
+} from "../../src/storage/memory_storage.ts";
 import { waitFor } from "../support/helpers.ts";
 import { group, T0 } from "./contract.ts";
 

@@ -16,10 +16,10 @@ import type {
 } from "../../src/wire/protocol.ts";
 import {
   openSqliteStorage,
-  SCHEMA_VERSION,
   SqliteStorage,
 } from "../../src/storage/sqlite_storage.ts";
 import { hashToken } from "../../src/chat/storage.ts";
+import { SCHEMA_VERSION } from "../../src/storage/sqlite_schema.ts";
 
 async function withDir(
   fn: (dir: string) => void | Promise<void>,
