@@ -17,6 +17,7 @@ import {
   tempDb,
 } from "../support/db_helpers.ts";
 import { RawPeer } from "../support/helpers.ts";
+import { waitForHealth } from "../support/cluster_helpers.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { main, USAGE } from "../../tools/token_cli.ts";
 import {
@@ -404,6 +405,9 @@ Deno.test("token command with --redis works on a cluster's tokens, seen by every
   };
   await using a = await serve(overrides);
   await using b = await serve(overrides);
+  // Until a node is in sync with Redis it answers a token upgrade with 503.
+  await waitForHealth(a.httpUrl, "ok", 10_000);
+  await waitForHealth(b.httpUrl, "ok", 10_000);
   const out: string[] = [];
   const io = {
     env: {},
