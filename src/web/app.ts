@@ -12,6 +12,16 @@
  * reload signs the user back in and each room catches up with `since`;
  * "Sign out" forgets it. The page keeps no state anywhere else.
  *
+ * Drawing lives in `render.ts`, the page's elements in `elements.ts`, the
+ * conversation model in `conversation.ts`, what a session keeps in
+ * `session_snapshot.ts` and the browser helpers in `browser.ts`.
+ *
+ * Why this file is long (about 1,200 lines): `ChatApp` is one controller
+ * whose handlers (sign-in, resume, connection state, sending, history,
+ * rooms) all read and change the same private state (the signed-in user,
+ * the conversations, the open one, the token, the ended session); splitting
+ * its methods across files would mean exposing that state.
+ *
  * @module
  */
 import {
@@ -27,6 +37,7 @@ import {
 } from "../client/chat_client.ts";
 import { describeError } from "../client/error_text.ts";
 import { h } from "./dom.ts";
+import { sessionSnapshot } from "./session_snapshot.ts";
 import {
   delay,
   forgetName,
@@ -46,11 +57,11 @@ import {
 import { type Elements, elements } from "./elements.ts";
 import {
   autosize,
-  avatar,
   errorText,
   renderButton,
   renderHistoryTop,
   renderLists,
+  renderMembers,
   renderMessages,
   seconds,
   toast,
@@ -58,7 +69,6 @@ import {
 import {
   clearSession,
   loadSession,
-  MAX_SAVED_MESSAGES,
   type SavedRoom,
   saveSession,
   type Session,
@@ -144,33 +154,13 @@ class ChatApp {
 
   /** What would be kept now. */
   #snapshot(): Session {
-    const session: Session = { name: this.#me, rooms: [], dms: [] };
-    if (this.#token !== undefined) session.token = this.#token;
-    for (const conv of this.#ordered()) {
-      if (conv.kind === "room") {
-        const seq = this.#client.lastSeq(conv.name) ?? conv.since;
-        session.rooms.push(
-          seq === undefined ? { name: conv.name } : { name: conv.name, seq },
-        );
-        continue;
-      }
-      const messages = conv.items.flatMap((item) =>
-        item.kind === "message" && !item.pending && item.key.startsWith("m:")
-          ? [{
-            id: item.key.slice(2),
-            sender: item.sender,
-            content: item.content,
-            timestamp: item.timestamp,
-          }]
-          : []
-      );
-      session.dms.push({
-        name: conv.name,
-        messages: messages.slice(-MAX_SAVED_MESSAGES),
-      });
-    }
-    if (this.#active) session.active = this.#active.key;
-    return session;
+    return sessionSnapshot(
+      this.#me,
+      this.#token,
+      this.#ordered(),
+      (room) => this.#client.lastSeq(room),
+      this.#active,
+    );
   }
 
   /** Saves once the current task is done (many changes, one write). */
@@ -1200,42 +1190,13 @@ class ChatApp {
   }
 
   #renderMembers(): void {
-    const el = this.#el;
-    const conv = this.#active;
-    if (!conv || conv.kind !== "room") return;
-    const members = this.#client.members(conv.name);
-    el.membersCount.textContent = String(members.length);
-    el.subtitle.textContent = members.length === 1
-      ? "1 member"
-      : `${members.length} members`;
-    el.memberList.replaceChildren(...members.map((name) => {
-      if (name === this.#me) {
-        return h(
-          "li",
-          {},
-          h(
-            "div",
-            { class: "member" },
-            avatar(name),
-            name,
-            h("small", {}, "you"),
-          ),
-        );
-      }
-      const button = h(
-        "button",
-        {
-          class: "member",
-          attrs: { type: "button", title: `Send ${name} a direct message` },
-        },
-        avatar(name),
-        name,
-      );
-      button.addEventListener("click", () => {
-        this.#activate(this.#conversation("dm", name));
-      });
-      return h("li", {}, button);
-    }));
+    renderMembers(
+      this.#el,
+      this.#active,
+      (room) => this.#client.members(room),
+      this.#me,
+      (name) => this.#activate(this.#conversation("dm", name)),
+    );
   }
 
   #renderHistoryTop(): void {

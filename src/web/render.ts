@@ -1,8 +1,8 @@
 /// <reference lib="dom" />
 /**
- * The web app's view: how conversations, their buttons in the sidebar,
- * messages and notices, the top of a history, the composer's height and
- * toasts are drawn, and the text of times, errors and delays.
+ * The web app's view: how the sidebar's conversation buttons, the member
+ * list, messages and notices, the top of a history, the composer's height
+ * and toasts are drawn, and the text of times, errors and delays.
  *
  * Drawing only, from the values it is given: it never talks to the client
  * or the server and keeps no state of its own (a message's node is cached
@@ -111,6 +111,53 @@ export function renderButton(conv: Conversation): void {
     );
   }
   button.replaceChildren(...parts);
+}
+
+/**
+ * Draws the open room's member list and count; `membersOf` gives a room's
+ * members, `onPick` opens a direct conversation with one of them.
+ */
+export function renderMembers(
+  el: Elements,
+  conv: Conversation | undefined,
+  membersOf: (room: string) => string[],
+  me: string,
+  onPick: (name: string) => void,
+): void {
+  if (!conv || conv.kind !== "room") return;
+  const members = membersOf(conv.name);
+  el.membersCount.textContent = String(members.length);
+  el.subtitle.textContent = members.length === 1
+    ? "1 member"
+    : `${members.length} members`;
+  el.memberList.replaceChildren(...members.map((name) => {
+    if (name === me) {
+      return h(
+        "li",
+        {},
+        h(
+          "div",
+          { class: "member" },
+          avatar(name),
+          name,
+          h("small", {}, "you"),
+        ),
+      );
+    }
+    const button = h(
+      "button",
+      {
+        class: "member",
+        attrs: { type: "button", title: `Send ${name} a direct message` },
+      },
+      avatar(name),
+      name,
+    );
+    button.addEventListener("click", () => {
+      onPick(name);
+    });
+    return h("li", {}, button);
+  }));
 }
 
 /** Draws the top of the message list: "load older" or where it begins. */
