@@ -35,7 +35,7 @@
  * in flight in `pending.ts` and the per-room tracking in `room_track.ts`;
  * this module re-exports every public name, so import from here.
  *
- * Why this file is long (about 800 lines): the `ChatClient` class is one
+ * Why this file is long (about 900 lines): the `ChatClient` class is one
  * state machine (connection, rooms, requests in flight, resends) whose
  * handlers all read and change the same private fields; splitting its
  * methods across files would mean exposing that state.

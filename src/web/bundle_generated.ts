@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "75L7Urzl11L1iPjBUQKAU6N29kIqrtS+puD06Iyvlp4=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "523d2f403035e59e698d9a288ca755c79c385bb1e6e67e69b4f0030683884036";
+  "90908da5e3e8a408293ac256b7248786fe5a8595c8d52e38d04eef3367419458";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";
