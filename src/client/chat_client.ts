@@ -32,7 +32,8 @@
  * ```
  *
  * The public types live in `client_types.ts`, the bookkeeping of requests
- * in flight in `pending.ts` and the per-room tracking in `room_track.ts`;
+ * in flight in `pending.ts`, the per-room tracking in `room_track.ts` and
+ * the event listeners in `listeners.ts`;
  * this module re-exports every public name, so import from here.
  *
  * Why this file is long (about 900 lines): the `ChatClient` class is one
@@ -78,6 +79,7 @@ import {
   maxSeq,
   type RoomTrack,
 } from "./room_track.ts";
+import { Listeners } from "./listeners.ts";
 import {
   type AckBody,
   type EnterNotice,
@@ -159,7 +161,7 @@ export class ChatClient {
   #welcome: WelcomeBody | undefined;
   #attempt = 0;
   #retryTimer: Timer | undefined;
-  #listeners = new Map<string, Set<(event: ChatEvent) => void>>();
+  #listeners = new Listeners();
   #rooms = new Map<string, RoomTrack>();
   #pending = new Map<string, Pending>();
   #connectWaiters: Deferred<WelcomeBody>[] = [];
@@ -238,11 +240,7 @@ export class ChatClient {
   /** Registers a listener for every event. */
   on(type: "*", listener: (event: ChatEvent) => void): () => void;
   on(type: string, listener: (event: never) => void): () => void {
-    let set = this.#listeners.get(type);
-    if (!set) this.#listeners.set(type, set = new Set());
-    const wrapped = listener as (event: ChatEvent) => void;
-    set.add(wrapped);
-    return () => set.delete(wrapped);
+    return this.#listeners.add(type, listener as (event: ChatEvent) => void);
   }
 
   /**
@@ -455,20 +453,7 @@ export class ChatClient {
   // ---------------------------------------------------------------- internals
 
   #emit(event: ChatEvent): void {
-    for (const key of [event.type, "*"]) {
-      const set = this.#listeners.get(key);
-      if (!set) continue;
-      for (const listener of [...set]) {
-        try {
-          listener(event);
-        } catch (error) {
-          // A listener's bug must not break the connection; surface it.
-          queueMicrotask(() => {
-            throw error;
-          });
-        }
-      }
-    }
+    this.#listeners.emit(event);
   }
 
   #setState(state: ConnectionState, extra: {
