@@ -31,6 +31,16 @@
  * await client.close();
  * ```
  *
+ * The public types live in `client_types.ts`, the bookkeeping of requests
+ * in flight in `pending.ts`, the per-room tracking in `room_track.ts` and
+ * the event listeners in `listeners.ts`;
+ * this module re-exports every public name, so import from here.
+ *
+ * Why this file is long (about 900 lines): the `ChatClient` class is one
+ * state machine (connection, rooms, requests in flight, resends) whose
+ * handlers all read and change the same private fields; splitting its
+ * methods across files would mean exposing that state.
+ *
  * @module
  */
 import { NAME_PATTERN, usernameProblem } from "../wire/names.ts";
@@ -39,11 +49,37 @@ import {
   type BackoffOptions,
   DEFAULT_BACKOFF,
 } from "./backoff.ts";
+import type { LocalErrorCode } from "./error_text.ts";
 import {
-  type ClientErrorCode,
-  describeError,
-  type LocalErrorCode,
-} from "./error_text.ts";
+  type ChatClientOptions,
+  ChatError,
+  type ChatEvent,
+  type ChatEventType,
+  type ChatListener,
+  type ConnectionState,
+  type EnterOptions,
+  type GroupChatAck,
+  type HistoryOptions,
+  type PrivateChatAck,
+  type SendOptions,
+  type SendState,
+  type WebSocketConstructor,
+} from "./client_types.ts";
+import {
+  type Deferred,
+  deferred,
+  MAX_RESEND_DELAY_MS,
+  type Pending,
+  randomId,
+  type Resend,
+  type Timer,
+} from "./pending.ts";
+import {
+  type HistoryExpectation,
+  maxSeq,
+  type RoomTrack,
+} from "./room_track.ts";
+import { Listeners } from "./listeners.ts";
 import {
   type AckBody,
   type EnterNotice,
@@ -52,7 +88,6 @@ import {
   type LeaveNotice,
   parseServerFrame,
   type PresenceBody,
-  type ServerFrame,
   type StoredGroupChat,
   type StoredPrivateChat,
   type WelcomeBody,
@@ -76,259 +111,24 @@ export type {
   LocalErrorCode,
 } from "./error_text.ts";
 
-/**
- * Where the client stands:
- * - `idle`: created, {@linkcode ChatClient.connect} not called yet;
- * - `connecting`: a socket is opening (first time or a retry);
- * - `open`: the server's `Welcome` arrived; requests can be sent;
- * - `reconnecting`: the connection dropped; the next attempt is scheduled;
- * - `closed`: {@linkcode ChatClient.close} was called; final.
- */
-export type ConnectionState =
-  | "idle"
-  | "connecting"
-  | "open"
-  | "reconnecting"
-  | "closed";
-
-/** Where a chat message stands; see the `send_state` event. */
-export type SendState = "unknown" | "acked" | "failed";
-
-/** Why a `History` frame came: which request it answers. */
-export type HistoryReason =
-  /** `enter` with `history`. */
-  | "enter"
-  /** Re-entering after a reconnect, with `since`: what was missed. */
-  | "recovery"
-  /** A {@linkcode ChatClient.history} request for older messages. */
-  | "request";
-
-/**
- * Everything a client reports, as a discriminated union on `type`. One
- * event per server frame (`welcome` … `error`, `unknown` for a frame it
- * cannot read), plus `state` for the connection.
- *
- * Room messages are deduplicated: a `group_chat` is emitted once per `seq`
- * and room, and a `history` event holds only messages not emitted before.
- */
-export type ChatEvent =
-  | Exclude<ServerFrame, { type: "history" | "error" }>
-  | { type: "history"; body: HistoryReplyBody; reason: HistoryReason }
-  | {
-    type: "error";
-    body: ErrorBody;
-    /** Whether a request's promise was rejected with it too. */
-    handled: boolean;
-  }
-  | {
-    /**
-     * A chat message's outcome: `unknown` (sent, not answered yet after a
-     * drop, a timeout or `unavailable`: it will be sent again with the same
-     * `id`), then `acked` or `failed` (refused for good).
-     */
-    type: "send_state";
-    /** The message's client `id` (the `ref` of its answer). */
-    id: string;
-    state: SendState;
-  }
-  | {
-    type: "state";
-    state: ConnectionState;
-    /** Failed attempts since the last good connection. */
-    attempt: number;
-    /** With `reconnecting`: milliseconds until the next attempt. */
-    delayMs?: number;
-    /** With `reconnecting`: the close code of the connection that dropped. */
-    closeCode?: number;
-  };
-
-/** The `type` of a {@linkcode ChatEvent}. */
-export type ChatEventType = ChatEvent["type"];
-
-/** The event of one `type`. */
-export type ChatEventOf<T extends ChatEventType> = Extract<
-  ChatEvent,
-  { type: T }
->;
-
-/** A request refused by the server, or lost on the way. */
-export class ChatError extends Error {
-  /** A server `Error.code`, or one of the client's own codes. */
-  readonly code: ClientErrorCode;
-  /** The `id` of the request. */
-  readonly ref: string | undefined;
-  /** The server's own message, naming the field at fault. */
-  readonly detail: string | undefined;
-
-  /** Builds an error; `message` is the sentence for people. */
-  constructor(code: ClientErrorCode, detail?: string, ref?: string) {
-    super(describeError(code, detail));
-    this.name = "ChatError";
-    this.code = code;
-    this.ref = ref;
-    this.detail = detail;
-  }
-}
-
-/** What the `Ack` of a `GroupChat` tells. */
-export interface GroupChatAck {
-  /** The message's server id. */
-  id: string;
-  /** Its place in the room. */
-  seq: number;
-  /** Milliseconds since the epoch. */
-  timestamp: number;
-}
-
-/** What the `Ack` of a `PrivateChat` tells. */
-export interface PrivateChatAck {
-  /** The message's server id. */
-  id: string;
-  /** Milliseconds since the epoch. */
-  timestamp: number;
-}
-
-/** Options of {@linkcode ChatClient.enter}. */
-export interface EnterOptions {
-  /**
-   * How many recent messages to receive as a `history` event (0 to 100).
-   * Only for the first entry: once the client saw a message of the room, it
-   * asks with `since` instead.
-   */
-  history?: number;
-  /**
-   * The highest `seq` already shown from this room (e.g. before a page
-   * reload): the first `Enter` asks with `since` for what came after, as a
-   * `history` event with reason `recovery`, instead of `history`. Ignored
-   * when the client is already in the room.
-   */
-  since?: number;
-}
-
-/** Options of {@linkcode ChatClient.history}. */
-export interface HistoryOptions {
-  /** Only messages with a smaller `seq`; without it, the newest. */
-  before?: number;
-  /** 1 to 100; the server's default is 50. */
-  limit?: number;
-}
-
-/** The WebSocket constructor the client uses; the global one by default. */
-export type WebSocketConstructor = new (url: string) => WebSocket;
-
-/** Options of {@linkcode ChatClient}. */
-export interface ChatClientOptions {
-  /** The server's WebSocket URL, e.g. `ws://127.0.0.1:8080/ws`. */
-  url: string | URL;
-  /**
-   * The name to enter rooms with. With an upgrade token the server's
-   * `Welcome.username` replaces it.
-   */
-  username?: string;
-  /** A token: sent as `?token=` at upgrade and with every message. */
-  token?: string;
-  /** Reconnect after a drop; default `true`. */
-  reconnect?: boolean;
-  /** Reconnect delays; defaults in {@linkcode DEFAULT_BACKOFF}. */
-  backoff?: Partial<BackoffOptions>;
-  /** How long a request waits for its answer; default 15 s. */
-  requestTimeoutMs?: number;
-  /** For runtimes without a global `WebSocket`. */
-  WebSocket?: WebSocketConstructor;
-  /** Random numbers in [0, 1) for the jitter; `Math.random` by default. */
-  random?: () => number;
-}
-
-/** A listener of events of type `T`. */
-export type ChatListener<T extends ChatEventType> = (
-  event: ChatEventOf<T>,
-) => void;
-
-interface Deferred<T> {
-  resolve(value: T): void;
-  reject(error: unknown): void;
-}
-
-/** `Promise.withResolvers`, for runtimes that lack it (Node 20, older Safari). */
-function deferred<T>(): Deferred<T> & { promise: Promise<T> } {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((yes, no) => {
-    resolve = yes;
-    reject = no;
-  });
-  return { promise, resolve, reject };
-}
-
-type HistoryExpectation = {
-  id: string;
-  reason: HistoryReason | "watermark";
-};
-
-interface RoomTrack {
-  /** `history` asked for by the first `enter`. */
-  history: number | undefined;
-  /** The highest `seq` seen (or known to exist) in the room. */
-  lastSeq: number | undefined;
-  /** Every `seq` emitted, to drop duplicates. */
-  seen: Set<number>;
-  /** `enter()` calls waiting for the room's next `Ack`. */
-  waiters: Deferred<AckBody>[];
-  /** Accepted by the server at least once. */
-  joined: boolean;
-  /** `History` frames to come on this connection, in order. */
-  expected: HistoryExpectation[];
-  /** Members, from `Presence`, `Enter` and `Leave`. */
-  members: Set<string>;
-}
-
-type Pending =
-  | { kind: "enter"; room: string; rejoin: boolean; timer: Timer }
-  | { kind: "leave"; deferred: Deferred<AckBody>; timer: Timer }
-  | {
-    kind: "group_chat";
-    deferred: Deferred<GroupChatAck>;
-    timer: Timer;
-    resend: Resend;
-  }
-  | {
-    kind: "private_chat";
-    deferred: Deferred<PrivateChatAck>;
-    timer: Timer;
-    resend: Resend;
-  }
-  | {
-    kind: "history";
-    room: string;
-    deferred: Deferred<HistoryReplyBody>;
-    timer: Timer;
-    result?: HistoryReplyBody;
-  };
-
-type Timer = ReturnType<typeof setTimeout>;
-
 export { NAME_PATTERN, usernameProblem };
-
-/** A chat message kept for sending again with the same `id`. */
-interface Resend {
-  type: string;
-  body: Record<string, unknown>;
-  /** Sends so far without an answer that settles it. */
-  attempts: number;
-  /** Whether its outcome was reported `unknown`. */
-  unknown: boolean;
-  /** Told each change of the message's state. */
-  onState?: ((state: SendState) => void) | undefined;
-}
-
-/** Options of {@linkcode ChatClient.groupChat} and {@linkcode ChatClient.privateChat}. */
-export interface SendOptions {
-  /** Told when the outcome becomes unknown, and when it is `acked` or `failed`. */
-  onState?: (state: SendState) => void;
-}
-
-/** The longest wait before sending a message whose outcome is unknown again. */
-const MAX_RESEND_DELAY_MS = 5_000;
+export { ChatError };
+export type {
+  ChatClientOptions,
+  ChatEvent,
+  ChatEventOf,
+  ChatEventType,
+  ChatListener,
+  ConnectionState,
+  EnterOptions,
+  GroupChatAck,
+  HistoryOptions,
+  HistoryReason,
+  PrivateChatAck,
+  SendOptions,
+  SendState,
+  WebSocketConstructor,
+} from "./client_types.ts";
 
 /** Whether the server would take `name` as a room or a `target_username`. */
 export function isValidName(name: string): boolean {
@@ -340,22 +140,6 @@ const CLOSED = 3;
 
 /** The close code the client uses when it drops a connection on purpose. */
 const RETRY_CLOSE_CODE = 4000;
-
-/** 12 random base-36 characters. */
-function randomId(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(8));
-  let n = 0n;
-  for (const byte of bytes) n = (n << 8n) | BigInt(byte);
-  return n.toString(36).padStart(12, "0").slice(-12);
-}
-
-function maxSeq(start: number | undefined, messages: StoredGroupChat[]) {
-  let max = start;
-  for (const message of messages) {
-    if (max === undefined || message.seq > max) max = message.seq;
-  }
-  return max;
-}
 
 /**
  * A chat connection that survives drops. Create it, register listeners with
@@ -377,7 +161,7 @@ export class ChatClient {
   #welcome: WelcomeBody | undefined;
   #attempt = 0;
   #retryTimer: Timer | undefined;
-  #listeners = new Map<string, Set<(event: ChatEvent) => void>>();
+  #listeners = new Listeners();
   #rooms = new Map<string, RoomTrack>();
   #pending = new Map<string, Pending>();
   #connectWaiters: Deferred<WelcomeBody>[] = [];
@@ -456,11 +240,7 @@ export class ChatClient {
   /** Registers a listener for every event. */
   on(type: "*", listener: (event: ChatEvent) => void): () => void;
   on(type: string, listener: (event: never) => void): () => void {
-    let set = this.#listeners.get(type);
-    if (!set) this.#listeners.set(type, set = new Set());
-    const wrapped = listener as (event: ChatEvent) => void;
-    set.add(wrapped);
-    return () => set.delete(wrapped);
+    return this.#listeners.add(type, listener as (event: ChatEvent) => void);
   }
 
   /**
@@ -673,20 +453,7 @@ export class ChatClient {
   // ---------------------------------------------------------------- internals
 
   #emit(event: ChatEvent): void {
-    for (const key of [event.type, "*"]) {
-      const set = this.#listeners.get(key);
-      if (!set) continue;
-      for (const listener of [...set]) {
-        try {
-          listener(event);
-        } catch (error) {
-          // A listener's bug must not break the connection; surface it.
-          queueMicrotask(() => {
-            throw error;
-          });
-        }
-      }
-    }
+    this.#listeners.emit(event);
   }
 
   #setState(state: ConnectionState, extra: {

@@ -12,6 +12,16 @@
  * reload signs the user back in and each room catches up with `since`;
  * "Sign out" forgets it. The page keeps no state anywhere else.
  *
+ * Drawing lives in `render.ts`, the page's elements in `elements.ts`, the
+ * conversation model in `conversation.ts`, what a session keeps in
+ * `session_snapshot.ts` and the browser helpers in `browser.ts`.
+ *
+ * Why this file is long (about 1,200 lines): `ChatApp` is one controller
+ * whose handlers (sign-in, resume, connection state, sending, history,
+ * rooms) all read and change the same private state (the signed-in user,
+ * the conversations, the open one, the token, the ended session); splitting
+ * its methods across files would mean exposing that state.
+ *
  * @module
  */
 import {
@@ -26,11 +36,39 @@ import {
   type WelcomeBody,
 } from "../client/chat_client.ts";
 import { describeError } from "../client/error_text.ts";
-import { byId, h } from "./dom.ts";
+import { h } from "./dom.ts";
+import { sessionSnapshot } from "./session_snapshot.ts";
+import {
+  delay,
+  forgetName,
+  getJson,
+  remember,
+  remembered,
+  socketUrl,
+  tabStorage,
+} from "./browser.ts";
+import {
+  compare,
+  type Conversation,
+  type Item,
+  type MessageItem,
+  type SortKey,
+} from "./conversation.ts";
+import { type Elements, elements } from "./elements.ts";
+import {
+  autosize,
+  errorText,
+  renderButton,
+  renderHistoryTop,
+  renderLists,
+  renderMembers,
+  renderMessages,
+  seconds,
+  toast,
+} from "./render.ts";
 import {
   clearSession,
   loadSession,
-  MAX_SAVED_MESSAGES,
   type SavedRoom,
   saveSession,
   type Session,
@@ -38,9 +76,6 @@ import {
 
 /** Messages asked for on entering a room and per page of older ones. */
 const HISTORY_PAGE = 50;
-/** Consecutive messages of one sender within this time share a header. */
-const GROUP_MS = 5 * 60_000;
-const NAME_KEY = "chat.name";
 const NAME_RULE =
   "Names are 1 to 32 letters, digits, '_', '-' or '.', without spaces.";
 /** Tries of the first room on resume while the name is still held. */
@@ -62,202 +97,6 @@ const TRANSIENT_CODES = new Set([
 ]);
 const TOKEN_ENDED =
   "Your access token was revoked or has expired. Paste a new one to continue.";
-
-const SHORT_TIME = new Intl.DateTimeFormat(undefined, {
-  hour: "2-digit",
-  minute: "2-digit",
-});
-const LONG_TIME = new Intl.DateTimeFormat(undefined, {
-  dateStyle: "medium",
-  timeStyle: "medium",
-});
-
-type SortKey = readonly [number, number];
-
-interface MessageItem {
-  kind: "message";
-  key: string;
-  sort: SortKey;
-  sender: string;
-  content: string;
-  timestamp: number;
-  seq: number | undefined;
-  pending: boolean;
-  /** Sent, but the server's answer is not known yet: being sent again. */
-  unknown?: boolean;
-  node?: HTMLLIElement;
-}
-
-interface NoticeItem {
-  kind: "notice";
-  key: string;
-  sort: SortKey;
-  text: string;
-  timestamp: number;
-  node?: HTMLLIElement;
-}
-
-type Item = MessageItem | NoticeItem;
-
-interface Conversation {
-  key: string;
-  kind: "room" | "dm";
-  name: string;
-  /** Sorted by `sort`. */
-  items: Item[];
-  keys: Set<string>;
-  unread: number;
-  maxSeq: number;
-  counter: number;
-  reachedStart: boolean;
-  truncated: boolean;
-  loadingOlder: boolean;
-  draft: string;
-  button: HTMLButtonElement;
-  /** The `seq` a restored room was saved with, until the client knows one. */
-  since?: number;
-}
-
-function compare(a: SortKey, b: SortKey): number {
-  return a[0] - b[0] || a[1] - b[1];
-}
-
-function hue(name: string): number {
-  let value = 7;
-  for (const char of name) {
-    value = (value * 31 + (char.codePointAt(0) ?? 0)) % 360;
-  }
-  return value;
-}
-
-function avatar(name: string): HTMLDivElement {
-  const element = h(
-    "div",
-    { class: "avatar", attrs: { "aria-hidden": "true" } },
-    ([...name][0] ?? "?").toUpperCase(),
-  );
-  element.style.setProperty("--hue", String(hue(name)));
-  return element;
-}
-
-function errorText(error: unknown): string {
-  if (error instanceof ChatError) return error.message;
-  return error instanceof Error ? error.message : String(error);
-}
-
-function seconds(ms: number): string {
-  const s = Math.max(1, Math.ceil(ms / 1000));
-  return s === 1 ? "1 second" : `${s} seconds`;
-}
-
-function remembered(): string {
-  try {
-    return localStorage.getItem(NAME_KEY) ?? "";
-  } catch {
-    return "";
-  }
-}
-
-function remember(name: string): void {
-  try {
-    localStorage.setItem(NAME_KEY, name);
-  } catch {
-    // Storage may be off; the name is only a convenience.
-  }
-}
-
-function forgetName(): void {
-  try {
-    localStorage.removeItem(NAME_KEY);
-  } catch {
-    // Storage may be off: nothing was kept.
-  }
-}
-
-/** The tab's `sessionStorage`, or nothing when the browser turned it off. */
-function tabStorage(): Storage | undefined {
-  let storage: Storage | undefined;
-  try {
-    // Reading it throws where the browser blocks storage for the site.
-    storage = globalThis.sessionStorage;
-  } catch {
-    storage = undefined;
-  }
-  return storage;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A same-origin JSON answer, or `null` when there is none (no server). */
-async function getJson(path: string): Promise<Record<string, unknown> | null> {
-  try {
-    const response = await fetch(new URL(path, location.href), {
-      cache: "no-store",
-    });
-    if (!response.ok) return null;
-    const body: unknown = await response.json();
-    return typeof body === "object" && body !== null
-      ? body as Record<string, unknown>
-      : null;
-  } catch {
-    return null;
-  }
-}
-
-function socketUrl(): URL {
-  const url = new URL("/ws", location.href);
-  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  return url;
-}
-
-const elements = () => ({
-  signin: byId("signin", HTMLElement),
-  signinForm: byId("signin-form", HTMLFormElement),
-  signinLead: byId("signin-lead", HTMLParagraphElement),
-  signinNameField: byId("signin-name-field", HTMLLabelElement),
-  signinName: byId("signin-name", HTMLInputElement),
-  signinTokenField: byId("signin-token-field", HTMLLabelElement),
-  signinToken: byId("signin-token", HTMLInputElement),
-  signinRoom: byId("signin-room", HTMLInputElement),
-  signinError: byId("signin-error", HTMLParagraphElement),
-  signinSubmit: byId("signin-submit", HTMLButtonElement),
-  signinStatus: byId("signin-status", HTMLParagraphElement),
-  chat: byId("chat", HTMLDivElement),
-  me: byId("me", HTMLElement),
-  signout: byId("signout-button", HTMLButtonElement),
-  roomList: byId("room-list", HTMLUListElement),
-  joinForm: byId("join-form", HTMLFormElement),
-  joinRoom: byId("join-room", HTMLInputElement),
-  dmList: byId("dm-list", HTMLUListElement),
-  dmForm: byId("dm-form", HTMLFormElement),
-  dmUser: byId("dm-user", HTMLInputElement),
-  connection: byId("connection", HTMLDivElement),
-  connectionText: byId("connection-text", HTMLSpanElement),
-  scrim: byId("scrim", HTMLDivElement),
-  menuButton: byId("menu-button", HTMLButtonElement),
-  title: byId("conv-title", HTMLHeadingElement),
-  subtitle: byId("conv-subtitle", HTMLParagraphElement),
-  membersButton: byId("members-button", HTMLButtonElement),
-  membersCount: byId("members-count", HTMLSpanElement),
-  leaveButton: byId("leave-button", HTMLButtonElement),
-  banner: byId("banner", HTMLDivElement),
-  bannerText: byId("banner-text", HTMLSpanElement),
-  bannerRetry: byId("banner-retry", HTMLButtonElement),
-  messages: byId("messages", HTMLDivElement),
-  loadOlder: byId("load-older", HTMLButtonElement),
-  historyStart: byId("history-start", HTMLParagraphElement),
-  messageList: byId("message-list", HTMLOListElement),
-  empty: byId("empty", HTMLDivElement),
-  members: byId("members", HTMLElement),
-  memberList: byId("member-list", HTMLUListElement),
-  composer: byId("composer", HTMLFormElement),
-  input: byId("composer-input", HTMLTextAreaElement),
-  toasts: byId("toasts", HTMLDivElement),
-});
-
-type Elements = ReturnType<typeof elements>;
 
 /** The whole page: sign-in, conversations, connection state. */
 class ChatApp {
@@ -315,33 +154,13 @@ class ChatApp {
 
   /** What would be kept now. */
   #snapshot(): Session {
-    const session: Session = { name: this.#me, rooms: [], dms: [] };
-    if (this.#token !== undefined) session.token = this.#token;
-    for (const conv of this.#ordered()) {
-      if (conv.kind === "room") {
-        const seq = this.#client.lastSeq(conv.name) ?? conv.since;
-        session.rooms.push(
-          seq === undefined ? { name: conv.name } : { name: conv.name, seq },
-        );
-        continue;
-      }
-      const messages = conv.items.flatMap((item) =>
-        item.kind === "message" && !item.pending && item.key.startsWith("m:")
-          ? [{
-            id: item.key.slice(2),
-            sender: item.sender,
-            content: item.content,
-            timestamp: item.timestamp,
-          }]
-          : []
-      );
-      session.dms.push({
-        name: conv.name,
-        messages: messages.slice(-MAX_SAVED_MESSAGES),
-      });
-    }
-    if (this.#active) session.active = this.#active.key;
-    return session;
+    return sessionSnapshot(
+      this.#me,
+      this.#token,
+      this.#ordered(),
+      (room) => this.#client.lastSeq(room),
+      this.#active,
+    );
   }
 
   /** Saves once the current task is done (many changes, one write). */
@@ -1354,51 +1173,11 @@ class ChatApp {
   // -------------------------------------------------------------- rendering
 
   #renderLists(): void {
-    const el = this.#el;
-    const rooms: HTMLLIElement[] = [];
-    const dms: HTMLLIElement[] = [];
-    for (const conv of this.#conversations.values()) {
-      const item = conv.button.parentElement instanceof HTMLLIElement
-        ? conv.button.parentElement
-        : h("li", {}, conv.button);
-      (conv.kind === "room" ? rooms : dms).push(item);
-    }
-    const same = (list: HTMLUListElement, items: HTMLLIElement[]) =>
-      list.children.length === items.length &&
-      items.every((item, i) => list.children[i] === item);
-    if (!same(el.roomList, rooms)) el.roomList.replaceChildren(...rooms);
-    if (!same(el.dmList, dms)) el.dmList.replaceChildren(...dms);
+    renderLists(this.#el, this.#conversations.values());
   }
 
   #renderButton(conv: Conversation): void {
-    const button = conv.button;
-    button.classList.toggle("unread", conv.unread > 0);
-    const parts: Node[] = [
-      h(
-        "span",
-        { class: "sigil", attrs: { "aria-hidden": "true" } },
-        conv.kind === "room" ? "#" : "@",
-      ),
-      h("span", { class: "label" }, conv.name),
-    ];
-    if (conv.unread > 0) {
-      parts.push(
-        h(
-          "span",
-          { class: "badge", attrs: { "aria-hidden": "true" } },
-          conv.unread > 99 ? "99+" : String(conv.unread),
-        ),
-        h("span", { class: "visually-hidden" }, `, ${conv.unread} unread`),
-      );
-    }
-    if (conv.kind === "dm") {
-      parts.splice(
-        2,
-        0,
-        h("span", { class: "visually-hidden" }, " (direct message)"),
-      );
-    }
-    button.replaceChildren(...parts);
+    renderButton(conv);
   }
 
   #renderTitle(): void {
@@ -1411,148 +1190,25 @@ class ChatApp {
   }
 
   #renderMembers(): void {
-    const el = this.#el;
-    const conv = this.#active;
-    if (!conv || conv.kind !== "room") return;
-    const members = this.#client.members(conv.name);
-    el.membersCount.textContent = String(members.length);
-    el.subtitle.textContent = members.length === 1
-      ? "1 member"
-      : `${members.length} members`;
-    el.memberList.replaceChildren(...members.map((name) => {
-      if (name === this.#me) {
-        return h(
-          "li",
-          {},
-          h(
-            "div",
-            { class: "member" },
-            avatar(name),
-            name,
-            h("small", {}, "you"),
-          ),
-        );
-      }
-      const button = h(
-        "button",
-        {
-          class: "member",
-          attrs: { type: "button", title: `Send ${name} a direct message` },
-        },
-        avatar(name),
-        name,
-      );
-      button.addEventListener("click", () => {
-        this.#activate(this.#conversation("dm", name));
-      });
-      return h("li", {}, button);
-    }));
+    renderMembers(
+      this.#el,
+      this.#active,
+      (room) => this.#client.members(room),
+      this.#me,
+      (name) => this.#activate(this.#conversation("dm", name)),
+    );
   }
 
   #renderHistoryTop(): void {
-    const el = this.#el;
-    const conv = this.#active;
-    el.loadOlder.hidden = !conv || conv.kind !== "room" || conv.reachedStart;
-    el.loadOlder.disabled = conv?.loadingOlder ?? false;
-    el.loadOlder.textContent = conv?.loadingOlder
-      ? "Loading older messages…"
-      : "Load older messages";
-    let text = "";
-    if (conv?.kind === "room" && conv.reachedStart) {
-      text = conv.truncated
-        ? "Older messages are no longer kept."
-        : `This is the beginning of #${conv.name}.`;
-    } else if (conv?.kind === "dm") {
-      text =
-        `Your direct messages with ${conv.name}. Only the two of you see them.`;
-    }
-    el.historyStart.textContent = text;
-  }
-
-  #node(item: Item): HTMLLIElement {
-    if (item.node) return item.node;
-    if (item.kind === "notice") {
-      item.node = h(
-        "li",
-        { class: "notice" },
-        `${item.text} · ${SHORT_TIME.format(item.timestamp)}`,
-      );
-      return item.node;
-    }
-    const time = h("time", {
-      attrs: {
-        datetime: new Date(item.timestamp).toISOString(),
-        title: LONG_TIME.format(item.timestamp),
-      },
-    }, SHORT_TIME.format(item.timestamp));
-    const classes = ["message"];
-    if (item.sender === this.#me) classes.push("mine");
-    if (item.pending) classes.push("pending");
-    if (item.unknown) classes.push("unknown");
-    const attrs: Record<string, string> = { "data-sender": item.sender };
-    if (item.seq !== undefined) attrs["data-seq"] = String(item.seq);
-    item.node = h(
-      "li",
-      { class: classes.join(" "), attrs },
-      avatar(item.sender),
-      h(
-        "div",
-        { class: "meta" },
-        h("span", { class: "sender" }, item.sender),
-        time,
-        ...(item.pending
-          ? [h("span", { class: "visually-hidden" }, "sending")]
-          : []),
-      ),
-      // The content: as text, never as HTML.
-      h("div", { class: "content" }, item.content),
-      ...(item.unknown
-        ? [h(
-          "div",
-          { class: "outcome", attrs: { role: "status" } },
-          "Not confirmed yet: sending again…",
-        )]
-        : []),
-    );
-    return item.node;
+    renderHistoryTop(this.#el, this.#active);
   }
 
   #renderMessages(mode: "stick" | "keep" | "bottom"): void {
-    const el = this.#el;
-    const conv = this.#active;
-    if (!conv) {
-      el.messageList.replaceChildren();
-      return;
-    }
-    const box = el.messages;
-    const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 48;
-    const fromBottom = box.scrollHeight - box.scrollTop;
-    let previous: MessageItem | undefined;
-    const nodes = conv.items.map((item) => {
-      const node = this.#node(item);
-      if (item.kind === "message") {
-        const continued = previous !== undefined &&
-          previous.sender === item.sender &&
-          item.timestamp - previous.timestamp < GROUP_MS;
-        node.classList.toggle("continued", continued);
-        previous = item;
-      } else {
-        previous = undefined;
-      }
-      return node;
-    });
-    el.messageList.replaceChildren(...nodes);
-    if (mode === "bottom" || (mode === "stick" && atBottom)) {
-      box.scrollTop = box.scrollHeight;
-    } else if (mode === "keep") {
-      box.scrollTop = box.scrollHeight - fromBottom;
-    }
+    renderMessages(this.#el, this.#active, mode, this.#me);
   }
 
   #autosize(): void {
-    const input = this.#el.input;
-    input.style.height = "auto";
-    input.style.height = `${Math.min(input.scrollHeight + 2, 240)}px`;
+    autosize(this.#el.input);
   }
 
   #banner(
@@ -1579,21 +1235,7 @@ class ChatApp {
   }
 
   #toast(text: string, tone: "error" | "info" = "error"): void {
-    const el = this.#el;
-    const close = h("button", {
-      attrs: { type: "button", "aria-label": "Dismiss" },
-    }, "×");
-    const toast = h(
-      "div",
-      { class: `toast ${tone}`, attrs: { role: "alert" } },
-      h("p", {}, text),
-      close,
-    );
-    const remove = () => toast.remove();
-    close.addEventListener("click", remove);
-    setTimeout(remove, 8000);
-    el.toasts.append(toast);
-    while (el.toasts.children.length > 4) el.toasts.firstElementChild?.remove();
+    toast(this.#el, text, tone);
   }
 }
 
