@@ -8,8 +8,9 @@
  * or a network that drops packets without a reset) is caught too: a
  * command through {@linkcode RedisConnection.command} that gets no reply
  * within {@linkcode REPLY_TIMEOUT_MS} fails, and the connection counts as
- * down until a `PING` is answered again. We support a standalone Redis only (no Cluster, no Sentinel): our
- * scripts touch keys they are not given as `KEYS`.
+ * down until a `PING` is answered again. Every script declares all its
+ * keys in `KEYS`, and all of them share one hash slot (see
+ * `src/redis/keys.ts`).
  *
  * @module
  */
@@ -277,8 +278,8 @@ export function connectRedis(
 /**
  * A Lua script run with `EVALSHA`, falling back to `EVAL` when Redis does
  * not know it (`NOSCRIPT`: after a restart or `SCRIPT FLUSH`). Every script
- * of ours takes 0 `KEYS` and reads its keys from `ARGV`, which a standalone
- * Redis allows; Redis Cluster is not supported.
+ * of ours is given every key it touches in `KEYS`, all in one hash slot, as
+ * Redis Cluster requires.
  */
 export class RedisScript {
   /** The Lua source. */
@@ -299,28 +300,30 @@ export class RedisScript {
   }
 
   /**
-   * Runs the script with `args` as `ARGV` (numbers sent as strings). The
+   * Runs the script with `keys` as `KEYS` and `args` as `ARGV` (numbers
+   * sent as strings). The
    * command is issued before this returns, so calls made in one turn are
    * pipelined in order. Before the SHA1 is known, sends `EVAL`.
    */
   async run(
     connection: Pick<RedisConnection, "command">,
+    keys: readonly string[],
     args: readonly (string | number)[],
   ): Promise<unknown> {
-    const argv = args.map(String);
+    const argv = [String(keys.length), ...keys, ...args.map(String)];
     const sha = this.#sha;
     if (sha === undefined) {
-      return await connection.command(["EVAL", this.source, "0", ...argv]);
+      return await connection.command(["EVAL", this.source, ...argv]);
     }
     try {
-      return await connection.command(["EVALSHA", sha, "0", ...argv]);
+      return await connection.command(["EVALSHA", sha, ...argv]);
     } catch (error) {
       if (
         !(error instanceof ErrorReply && error.message.startsWith("NOSCRIPT"))
       ) {
         throw error;
       }
-      return await connection.command(["EVAL", this.source, "0", ...argv]);
+      return await connection.command(["EVAL", this.source, ...argv]);
     }
   }
 }

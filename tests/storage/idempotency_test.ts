@@ -11,7 +11,8 @@ import assert from "node:assert/strict";
 import type { StoredGroupChat } from "../../src/wire/protocol.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { connectRedis } from "../../src/redis/connection.ts";
-import { KEYS, RedisStorage } from "../../src/redis/storage.ts";
+import { RedisStorage } from "../../src/redis/storage.ts";
+import { KEYS } from "../../src/redis/keys.ts";
 import {
   type ChatSettings,
   createState,
@@ -231,7 +232,7 @@ Deno.test("idempotency, Redis: the table, and the key expires after the window",
       }
     }
     const ttl = Number(
-      await connection.command(["PTTL", KEYS.sent("alice", "k")]),
+      await connection.command(["PTTL", KEYS.groupSent("r", "alice", "k")]),
     );
     assert.ok(
       ttl > IDEMPOTENCY_WINDOW_MS - 60_000 && ttl <= IDEMPOTENCY_WINDOW_MS,

@@ -10,7 +10,8 @@ import {
   type RedisConnection,
   RedisScript,
 } from "../../src/redis/connection.ts";
-import { KEYS, MIN_KEPT, RedisStorage } from "../../src/redis/storage.ts";
+import { MIN_KEPT, RedisStorage } from "../../src/redis/storage.ts";
+import { KEYS } from "../../src/redis/keys.ts";
 import {
   hashToken,
   type HistoryQuery,
@@ -677,16 +678,16 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
         assert.equal(script.sha, sha);
         const exists = async () =>
           await admin.client.sendCommand<number[]>(["SCRIPT", "EXISTS", sha]);
-        assert.equal(await script.run(admin, ["a", 1]), "a:1");
+        assert.equal(await script.run(admin, [], ["a", 1]), "a:1");
         assert.deepEqual(await exists(), [1]);
         await admin.client.sendCommand(["SCRIPT", "FLUSH"]);
         assert.deepEqual(await exists(), [0]);
-        assert.equal(await script.run(admin, [2, "b"]), "2:b");
+        assert.equal(await script.run(admin, [], [2, "b"]), "2:b");
         assert.deepEqual(await exists(), [1]);
         // Errors other than NOSCRIPT are not retried.
         const failing = new RedisScript("return redis.error_reply('ERR nope')");
         await failing.ready;
-        await assert.rejects(failing.run(admin, []), /nope/);
+        await assert.rejects(failing.run(admin, [], []), /nope/);
       },
     );
 
