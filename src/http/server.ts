@@ -17,7 +17,7 @@ import {
   createState,
   OFFLINE_PAGE_BYTES,
 } from "../chat/reducer.ts";
-import { connectRedis, type RedisConnection } from "../redis/connection.ts";
+import { openRedis, type RedisConnection } from "../redis/connection.ts";
 import { RedisStorage } from "../redis/storage.ts";
 import { Runner } from "../runtime/runner.ts";
 import { openSqliteStorage } from "../storage/sqlite_storage.ts";
@@ -172,7 +172,7 @@ export async function startServer(
     storage = options.storage ?? openStorage(config);
   } else {
     // A cluster keeps history and tokens in Redis, not in DATABASE_PATH.
-    redis = connectRedis(config.redisUrl, { name: "commands", log });
+    redis = openRedis(config.redisUrl, { name: "commands", log });
     storage = new RedisStorage(redis, {
       nodeId,
       historySize: config.historySize,

@@ -333,7 +333,7 @@ export class RedisBus {
   /** The subscriber is (again) connected: node-redis has resubscribed by now. */
   async #subscriberReady(): Promise<void> {
     if (this.#stopped) return;
-    this.#subscription ??= this.#subscriber.client.subscribe(
+    this.#subscription ??= this.#subscriber.subscribe(
       KEYS.channel(this.#nodeId),
       (payload: string) => {
         const message = parseBusPayload(payload);

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { createClient, ErrorReply } from "@redis/client";
+import { createClient, createCluster, ErrorReply } from "@redis/client";
 import type { Logger } from "../runtime/log.ts";
 
 /** The node-redis client of a {@linkcode RedisConnection}. */
@@ -50,17 +50,28 @@ export type RedisConnectionHooks = Pick<
   "onReady" | "onDown"
 >;
 
-/** A node-redis client that reconnects by itself; see {@linkcode connectRedis}. */
+/** What a pub/sub subscription hears: each message's payload. */
+export type PayloadListener = (payload: string) => void;
+
+/**
+ * A Redis that reconnects by itself, standalone ({@linkcode connectRedis})
+ * or a Redis Cluster ({@linkcode openRedis}).
+ */
 export interface RedisConnection {
-  /** The client; its commands reject at once while {@linkcode up} is false. */
-  readonly client: RedisClient;
   /** Whether the connection is ready for commands (and Redis answers). */
   readonly up: boolean;
   /**
    * Sends one command; rejects at once while not {@linkcode up}, and after
    * {@linkcode REPLY_TIMEOUT_MS} without a reply (the command may still run).
+   * On a Redis Cluster it goes to the master of its first key (`KEYS[1]`
+   * of a script; any node for a command without a key).
    */
   command<T = unknown>(args: readonly string[]): Promise<T>;
+  /**
+   * Subscribes to a (classic) pub/sub channel; the client subscribes again
+   * by itself after a reconnect.
+   */
+  subscribe(channel: string, listener: PayloadListener): Promise<void>;
   /**
    * A new connection to the same Redis with the same settings and the given
    * `name` (for a pub/sub subscriber); callbacks are not copied, pass them
@@ -86,7 +97,15 @@ export function reconnectDelay(
   return Math.round(base * (1 + RECONNECT_JITTER * (2 * random() - 1)));
 }
 
-class KeptConnection implements RedisConnection {
+/** A connection to one standalone Redis, with its node-redis client. */
+export interface StandaloneConnection extends RedisConnection {
+  /** The client; its commands reject at once while {@linkcode up} is false. */
+  readonly client: RedisClient;
+  /** A new standalone connection; see {@linkcode RedisConnection.duplicate}. */
+  duplicate(name: string, hooks?: RedisConnectionHooks): StandaloneConnection;
+}
+
+class KeptConnection implements StandaloneConnection {
   readonly client: RedisClient;
   #url: string;
   #options: RedisConnectionOptions;
@@ -176,6 +195,10 @@ class KeptConnection implements RedisConnection {
       .finally(() => clearTimeout(timer));
   }
 
+  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
+    await this.client.subscribe(channel, listener);
+  }
+
   /** Redis keeps the connection but does not answer: count it as down. */
   #stall(): void {
     if (this.#stalled || this.#closed) return;
@@ -198,7 +221,10 @@ class KeptConnection implements RedisConnection {
     }, PROBE_MS);
   }
 
-  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
+  duplicate(
+    name: string,
+    hooks: RedisConnectionHooks = {},
+  ): StandaloneConnection {
     return new KeptConnection(this.#url, {
       name,
       log: this.#options.log,
@@ -271,8 +297,249 @@ class KeptConnection implements RedisConnection {
 export function connectRedis(
   url: string,
   options: RedisConnectionOptions,
-): RedisConnection {
+): StandaloneConnection {
   return new KeptConnection(url, options);
+}
+
+/** The key a command is routed by on a Redis Cluster (none: any node). */
+export function routingKey(args: readonly string[]): string | undefined {
+  const name = args[0]?.toUpperCase();
+  if (name === "EVAL" || name === "EVALSHA") {
+    return Number(args[2]) > 0 ? args[3] : undefined;
+  }
+  if (name === "PUBLISH" || name === "PING") return undefined;
+  return args[1];
+}
+
+/** How often at most a cluster connection asks for the topology again. */
+const REDISCOVER_MS = 250;
+
+/**
+ * A connection to a Redis Cluster (node-redis `createCluster`): commands go
+ * to the master of their key's slot. While a slot has no master, commands
+ * for it fail (the other slots answer); each failure that is not an answer
+ * from Redis asks for the topology again (at most every 250 ms), so a
+ * replica promoted after a master's death is found without a restart.
+ */
+class ClusterConnection implements RedisConnection {
+  #urls: readonly string[];
+  #options: RedisConnectionOptions;
+  #cluster: ReturnType<typeof createCluster>;
+  #up = false;
+  #closed = false;
+  #downLogged = false;
+  #connecting: Promise<void> | undefined;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #lastRediscover = 0;
+  #rediscovering = false;
+
+  constructor(urls: readonly string[], options: RedisConnectionOptions) {
+    this.#urls = urls;
+    this.#options = options;
+    const { log, name } = options;
+    this.#cluster = createCluster({
+      rootNodes: urls.map((url) => ({ url })),
+      defaults: {
+        name,
+        disableOfflineQueue: true,
+        socket: {
+          reconnectStrategy: (retries: number) =>
+            this.#closed ? false : reconnectDelay(retries),
+        },
+      },
+    });
+    this.#cluster.on("error", (error: unknown) => {
+      if (this.#closed || this.#downLogged) return;
+      this.#downLogged = true;
+      log("warn", "redis down", { redis: name, error: String(error) });
+    });
+    // A node lost: its slots may move to a replica; ask where.
+    this.#cluster.on("node-error", () => this.#rediscover());
+    this.#connect(0);
+  }
+
+  #connect(attempt: number): void {
+    if (this.#closed) return;
+    this.#connecting = this.#cluster.connect().then(() => {
+      this.#connecting = undefined;
+      if (this.#closed) return;
+      this.#up = true;
+      this.#downLogged = false;
+      this.#options.log("info", "redis up", {
+        redis: this.#options.name,
+        cluster: true,
+      });
+      this.#options.onReady?.();
+    }, (error) => {
+      this.#connecting = undefined;
+      if (this.#closed) return;
+      if (!this.#downLogged) {
+        this.#downLogged = true;
+        this.#options.log("warn", "redis down", {
+          redis: this.#options.name,
+          error: String(error),
+        });
+      }
+      this.#retry = setTimeout(
+        () => this.#connect(attempt + 1),
+        reconnectDelay(attempt),
+      );
+    });
+  }
+
+  get up(): boolean {
+    return this.#up && !this.#closed;
+  }
+
+  /** Asks the cluster for its topology again (throttled). */
+  #rediscover(): void {
+    if (!this.#up || this.#closed || this.#rediscovering) return;
+    const now = performance.now();
+    if (now - this.#lastRediscover < REDISCOVER_MS) {
+      this.#rediscovering = true;
+      setTimeout(() => {
+        this.#rediscovering = false;
+        this.#rediscover();
+      }, REDISCOVER_MS);
+      return;
+    }
+    this.#lastRediscover = now;
+    const start = this.#cluster.masters.find((node) => node.client)?.client;
+    if (!start) return;
+    this.#rediscovering = true;
+    this.#cluster._slots.rediscover(start as never).catch(() => {})
+      .finally(() => this.#rediscovering = false);
+  }
+
+  command<T = unknown>(args: readonly string[]): Promise<T> {
+    if (!this.up) return Promise.reject(new Error("redis is not available"));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.#rediscover();
+        reject(new Error(`redis answered nothing in ${REPLY_TIMEOUT_MS} ms`));
+      }, REPLY_TIMEOUT_MS);
+    });
+    const sent = this.#cluster.sendCommand<T>(
+      routingKey(args),
+      false,
+      [...args],
+    ).catch((error) => {
+      if (
+        !(error instanceof ErrorReply) ||
+        /^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK)/.test(error.message)
+      ) {
+        this.#rediscover();
+      }
+      throw error;
+    });
+    return Promise.race([sent, late]).finally(() => clearTimeout(timer));
+  }
+
+  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
+    await this.#cluster.subscribe(channel, listener);
+  }
+
+  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
+    return new ClusterConnection(this.#urls, {
+      name,
+      log: this.#options.log,
+      ...hooks,
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#up = false;
+    clearTimeout(this.#retry);
+    await this.#connecting?.catch(() => {});
+    if (this.#cluster.isOpen) this.#cluster.destroy();
+  }
+}
+
+/**
+ * Opens a connection to the Redis of `url`, as {@linkcode connectRedis}
+ * does, choosing the client: several comma-separated URLs are seed nodes of
+ * a Redis Cluster; one URL is a standalone Redis unless its `INFO cluster`
+ * says `cluster_enabled:1` (asked on its first connection; until then the
+ * connection is not up).
+ */
+export function openRedis(
+  url: string,
+  options: RedisConnectionOptions,
+): RedisConnection {
+  const urls = url.split(",").map((part) => part.trim()).filter(Boolean);
+  if (urls.length > 1) return new ClusterConnection(urls, options);
+  return new DetectingConnection(url, options);
+}
+
+/**
+ * A standalone connection that becomes a cluster connection when the
+ * server says it is a Redis Cluster node.
+ */
+class DetectingConnection implements RedisConnection {
+  #url: string;
+  #options: RedisConnectionOptions;
+  #inner: RedisConnection;
+  /** Whether the server was asked and this is the connection to keep. */
+  #decided = false;
+
+  constructor(url: string, options: RedisConnectionOptions) {
+    this.#url = url;
+    this.#options = options;
+    const standalone: StandaloneConnection = new KeptConnection(url, {
+      ...options,
+      onReady: () => {
+        if (this.#decided) {
+          options.onReady?.();
+          return;
+        }
+        standalone.command<string>(["INFO", "cluster"]).then((info) => {
+          if (this.#decided) return;
+          this.#decided = true;
+          if (!/cluster_enabled:1/.test(info)) {
+            options.onReady?.();
+            return;
+          }
+          this.#inner = new ClusterConnection([url], options);
+          standalone.close();
+        }, () => {
+          // Lost again: the next ready asks again.
+        });
+      },
+      onDown: () => {
+        if (this.#decided) options.onDown?.();
+      },
+    });
+    this.#inner = standalone;
+  }
+
+  get up(): boolean {
+    return this.#decided && this.#inner.up;
+  }
+
+  command<T = unknown>(args: readonly string[]): Promise<T> {
+    if (!this.up) return Promise.reject(new Error("redis is not available"));
+    return this.#inner.command<T>(args);
+  }
+
+  subscribe(channel: string, listener: PayloadListener): Promise<void> {
+    return this.#inner.subscribe(channel, listener);
+  }
+
+  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
+    return new DetectingConnection(this.#url, {
+      name,
+      log: this.#options.log,
+      ...hooks,
+    });
+  }
+
+  close(): Promise<void> {
+    this.#decided = true;
+    return this.#inner.close();
+  }
 }
 
 /**

@@ -117,7 +117,7 @@ async function listen(redis: LocalRedis, nodes: readonly string[]) {
      */
     async drain(client: RedisConnection): Promise<typeof received> {
       for (const channel of channels.keys()) {
-        await client.client.sendCommand(["PUBLISH", channel, "END"]);
+        await client.command(["PUBLISH", channel, "END"]);
       }
       await until(() =>
         received.filter(({ payload }) => payload === "END").length ===
