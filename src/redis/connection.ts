@@ -440,12 +440,31 @@ class ClusterConnection implements RedisConnection {
     await this.#cluster.subscribe(channel, listener);
   }
 
+  /**
+   * A subscriber: one node of the cluster at a time, the next one when it
+   * is lost (classic pub/sub reaches every node of a cluster). Not for
+   * commands routed by key.
+   */
   duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
-    return new ClusterConnection(this.#urls, {
+    return new RotatingSubscriber(() => this.#nodeUrls(), {
       name,
       log: this.#options.log,
       ...hooks,
     });
+  }
+
+  /** The seeds, then every node the cluster told of (with the first seed's credentials). */
+  #nodeUrls(): string[] {
+    const base = new URL(this.#urls[0]!);
+    const known = [...this.#cluster.masters, ...this.#cluster.replicas].map(
+      (node) => {
+        const url = new URL(base);
+        url.hostname = node.host;
+        url.port = String(node.port);
+        return url.href.replace(/\/$/, "");
+      },
+    );
+    return [...new Set([...known, ...this.#urls])];
   }
 
   async close(): Promise<void> {
@@ -455,6 +474,102 @@ class ClusterConnection implements RedisConnection {
     clearTimeout(this.#retry);
     await this.#connecting?.catch(() => {});
     if (this.#cluster.isOpen) this.#cluster.destroy();
+  }
+}
+
+/** How long a subscriber waits for a node before it tries the next. */
+const ROTATE_MS = 1000;
+
+/**
+ * A subscriber to one node of a Redis Cluster at a time: when that node is
+ * lost (or cannot be reached for a second) it moves to the next one,
+ * subscribes again to every channel, and only then reports ready.
+ */
+class RotatingSubscriber implements RedisConnection {
+  #urls: () => string[];
+  #options: RedisConnectionOptions;
+  #index = 0;
+  #inner: StandaloneConnection;
+  #since = performance.now();
+  #subscriptions: [string, PayloadListener][] = [];
+  #ready = false;
+  #closed = false;
+  #timer: ReturnType<typeof setInterval>;
+
+  constructor(urls: () => string[], options: RedisConnectionOptions) {
+    this.#urls = urls;
+    this.#options = options;
+    this.#inner = this.#open();
+    this.#timer = setInterval(() => {
+      if (!this.#ready && performance.now() - this.#since > ROTATE_MS) {
+        this.#rotate();
+      }
+    }, ROTATE_MS / 4);
+  }
+
+  #open(): StandaloneConnection {
+    const urls = this.#urls();
+    const url = urls[this.#index % urls.length]!;
+    this.#since = performance.now();
+    const inner: StandaloneConnection = new KeptConnection(url, {
+      name: this.#options.name,
+      log: this.#options.log,
+      onReady: async () => {
+        try {
+          for (const [channel, listener] of this.#subscriptions) {
+            await inner.subscribe(channel, listener);
+          }
+        } catch {
+          return;
+        }
+        if (this.#closed || inner !== this.#inner) return;
+        this.#ready = true;
+        this.#options.onReady?.();
+      },
+      onDown: () => {
+        if (inner !== this.#inner) return;
+        const was = this.#ready;
+        this.#ready = false;
+        this.#since = performance.now();
+        if (was) this.#options.onDown?.();
+      },
+    });
+    return inner;
+  }
+
+  #rotate(): void {
+    if (this.#closed) return;
+    const old = this.#inner;
+    this.#index++;
+    this.#inner = this.#open();
+    old.close();
+  }
+
+  get up(): boolean {
+    return this.#ready && this.#inner.up;
+  }
+
+  command<T = unknown>(args: readonly string[]): Promise<T> {
+    return this.#inner.command<T>(args);
+  }
+
+  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
+    this.#subscriptions.push([channel, listener]);
+    await this.#inner.subscribe(channel, listener);
+  }
+
+  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
+    return new RotatingSubscriber(this.#urls, {
+      name,
+      log: this.#options.log,
+      ...hooks,
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    await this.#inner.close();
   }
 }
 
