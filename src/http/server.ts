@@ -177,6 +177,7 @@ export async function startServer(
       nodeId,
       historySize: config.historySize,
       authEnabled: config.authEnabled,
+      waitReplicas: config.redisWaitReplicas,
     });
   }
   const settings: ChatSettings = {

@@ -63,10 +63,12 @@ export interface RedisConnection {
   /**
    * Sends one command; rejects at once while not {@linkcode up}, and after
    * {@linkcode REPLY_TIMEOUT_MS} without a reply (the command may still run).
-   * On a Redis Cluster it goes to the master of its first key (`KEYS[1]`
-   * of a script; any node for a command without a key).
+   * On a Redis Cluster it goes to the master of the slot of `key`, by
+   * default its first key (`KEYS[1]` of a script; any node for a command
+   * without a key): give `key` for a command such as `WAIT` that must go
+   * where a key's writes went.
    */
-  command<T = unknown>(args: readonly string[]): Promise<T>;
+  command<T = unknown>(args: readonly string[], key?: string): Promise<T>;
   /**
    * Subscribes to a (classic) pub/sub channel; the client subscribes again
    * by itself after a reconnect.
@@ -411,7 +413,7 @@ class ClusterConnection implements RedisConnection {
       .finally(() => this.#rediscovering = false);
   }
 
-  command<T = unknown>(args: readonly string[]): Promise<T> {
+  command<T = unknown>(args: readonly string[], key?: string): Promise<T> {
     if (!this.up) return Promise.reject(new Error("redis is not available"));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
@@ -421,7 +423,7 @@ class ClusterConnection implements RedisConnection {
       }, REPLY_TIMEOUT_MS);
     });
     const sent = this.#cluster.sendCommand<T>(
-      routingKey(args),
+      key ?? routingKey(args),
       false,
       [...args],
     ).catch((error) => {
@@ -634,9 +636,9 @@ class DetectingConnection implements RedisConnection {
     return this.#decided && this.#inner.up;
   }
 
-  command<T = unknown>(args: readonly string[]): Promise<T> {
+  command<T = unknown>(args: readonly string[], key?: string): Promise<T> {
     if (!this.up) return Promise.reject(new Error("redis is not available"));
-    return this.#inner.command<T>(args);
+    return this.#inner.command<T>(args, key);
   }
 
   subscribe(channel: string, listener: PayloadListener): Promise<void> {

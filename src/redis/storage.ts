@@ -234,7 +234,16 @@ export interface RedisStorageOptions {
   historySize: number;
   /** Whether tokens are required (`PrivateChat`s to unknown users fail). */
   authEnabled: boolean;
+  /**
+   * How many replicas must have a chat message before it counts as stored
+   * (Redis `WAIT`); 0 (the default) does not wait. Fewer in time: the
+   * outcome is `unknown` (the sender resends; the resend is a duplicate).
+   */
+  waitReplicas?: number;
 }
+
+/** How long a `WAIT` for replicas may take before the outcome is unknown. */
+export const WAIT_REPLICAS_MS = 1000;
 
 /**
  * A {@linkcode Storage} on a standalone Redis shared by the cluster's nodes.
@@ -246,6 +255,7 @@ export class RedisStorage implements Storage {
   #historySize: number;
   #keep: number;
   #auth: string;
+  #waitReplicas: number;
   /** Offline messages read by {@linkcode offline}, by id, to remove them. */
   #seen = new Map<string, { username: string; json: string }>();
   /** The ids in {@linkcode #seen} of each user. */
@@ -264,6 +274,7 @@ export class RedisStorage implements Storage {
     this.#historySize = historySize;
     this.#keep = Math.max(historySize, MIN_KEPT);
     this.#auth = options.authEnabled ? "1" : "0";
+    this.#waitReplicas = options.waitReplicas ?? 0;
   }
 
   /** Nothing: in a cluster, Redis gives each `GroupChat` its `seq`. */
@@ -291,9 +302,37 @@ export class RedisStorage implements Storage {
         // Refused before it was sent: certainly not stored. Once sent, a
         // lost or late reply leaves the outcome unknown.
         if (!this.#connection.up) return failed("redis is not available");
-        return this.#issue(op, splits[i]).catch(afterSend);
+        return this.#issue(op, splits[i]).then(
+          (result) => this.#replicated(op, result),
+        ).catch(afterSend);
       }),
     );
+  }
+
+  /**
+   * With `waitReplicas`, waits until that many replicas have a new chat
+   * message (`WAIT`, on the connection to the master that took it);
+   * fewer in time make the outcome unknown.
+   */
+  async #replicated(op: WriteOp, result: WriteResult): Promise<WriteResult> {
+    if (this.#waitReplicas === 0 || !result.ok || result.original) {
+      return result;
+    }
+    if (op.kind !== "group" && op.kind !== "private") return result;
+    const key = op.kind === "group"
+      ? KEYS.seq(op.message.room)
+      : KEYS.userNodes(op.message.target_username);
+    const replicas = await this.#connection.command<number>([
+      "WAIT",
+      String(this.#waitReplicas),
+      String(WAIT_REPLICAS_MS),
+    ], key);
+    if (Number(replicas) >= this.#waitReplicas) return result;
+    return {
+      ok: false,
+      reason: "unknown",
+      error: `${replicas} of ${this.#waitReplicas} replicas have it`,
+    };
   }
 
   /** Sends the commands of `op` before it returns. */
