@@ -7,6 +7,7 @@
  * ADMIN_TOKEN=s3cret deno task cluster --nodes 2 --port 9000 --auth
  * REDIS_URL=redis://127.0.0.1:6379 deno task cluster --nodes 2
  * deno task cluster --nodes 2 --port 0        # each node on a free port of its own
+ * deno task cluster --nodes 3 --redis-cluster 3   # a local Redis Cluster: 3 masters, 3 replicas
  * ```
  *
  * It starts `main.ts` once per node as a subprocess, on consecutive ports
@@ -26,6 +27,10 @@ import {
   type SettingSpec,
 } from "../src/runtime/config.ts";
 import { type LocalRedis, startLocalRedis } from "./local_redis.ts";
+import {
+  type LocalRedisCluster,
+  startLocalRedisCluster,
+} from "./local_redis_cluster.ts";
 
 /** What the command line of `deno task cluster` asks for. */
 export interface ClusterArgs {
@@ -39,6 +44,8 @@ export interface ClusterArgs {
   port?: string;
   /** `--redis` as given, when it was. */
   redis?: string;
+  /** `--redis-cluster M`: start a local Redis Cluster of M masters and a replica each. */
+  redisCluster?: number;
 }
 
 /** The nodes started when `--nodes` is not given. */
@@ -57,6 +64,9 @@ on ports P, P+1, ..., P+N-1, and prints the URL of each.
   --redis URL    the Redis every node uses (default: REDIS_URL); without one,
                  a redis-server is started on a free port, with its data in a
                  temporary directory, and stopped with the nodes
+  --redis-cluster M
+                 instead, start a local Redis Cluster of M masters (3 or more)
+                 and a replica each, on free ports, in a temporary directory
   -h, --help     this text
 
 Every other flag goes to every node unchanged (see deno task start --help).
@@ -124,6 +134,16 @@ export function parseClusterArgs(args: readonly string[]): ClusterArgs {
       case "redis":
         parsed.redis = takeValue();
         break;
+      case "redis-cluster": {
+        const value = takeValue();
+        if (!/^\d+$/.test(value) || Number(value) < 3 || Number(value) > 16) {
+          throw new ConfigError(
+            `--redis-cluster takes a whole number of masters from 3 to 16; got '${value}'`,
+          );
+        }
+        parsed.redisCluster = Number(value);
+        break;
+      }
       default:
         parsed.passthrough.push(arg);
         // A server flag's value goes along with it.
@@ -342,10 +362,34 @@ export async function main(
   });
 
   let redis: LocalRedis | undefined;
+  let redisCluster: LocalRedisCluster | undefined;
   let failed = false;
   try {
     let redisUrl = config.redisUrl;
-    if (redisUrl === undefined) {
+    if (parsed.redisCluster !== undefined) {
+      if (redisUrl !== undefined) {
+        console.error(
+          "error: --redis-cluster starts its own Redis: drop --redis and REDIS_URL",
+        );
+        return 2;
+      }
+      try {
+        redisCluster = await startLocalRedisCluster({
+          masters: parsed.redisCluster,
+        });
+      } catch (error) {
+        console.error(
+          `error: could not start a local Redis Cluster: ${
+            (error as Error).message
+          }`,
+        );
+        return 1;
+      }
+      redisUrl = redisCluster.url;
+      console.log(
+        `redis:  ${redisUrl} (local Redis Cluster, ${parsed.redisCluster} masters and ${parsed.redisCluster} replicas, data in ${redisCluster.dir})`,
+      );
+    } else if (redisUrl === undefined) {
       if (!onPath("redis-server")) {
         console.error(
           "error: REDIS_URL is not set and redis-server is not installed (not on PATH).\n" +
@@ -442,6 +486,10 @@ export async function main(
   } finally {
     stopping = true;
     if (!await stopNodes(nodes, config.shutdownGraceSeconds)) failed = true;
+    if (redisCluster) {
+      await redisCluster.stop();
+      console.error("Redis Cluster stopped");
+    }
     if (redis) {
       await redis.stop();
       console.error("redis-server stopped");
