@@ -443,12 +443,11 @@ class ClusterConnection implements RedisConnection {
   }
 
   /**
-   * A subscriber: one node of the cluster at a time, the next one when it
-   * is lost (classic pub/sub reaches every node of a cluster). Not for
-   * commands routed by key.
+   * A subscriber: a connection to every node of the cluster (see
+   * `ClusterSubscriber`). Not for commands routed by key.
    */
   duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
-    return new RotatingSubscriber(() => this.#nodeUrls(), {
+    return new ClusterSubscriber(() => this.#nodeUrls(), {
       name,
       log: this.#options.log,
       ...hooks,
@@ -479,89 +478,97 @@ class ClusterConnection implements RedisConnection {
   }
 }
 
-/** How long a subscriber waits for a node before it tries the next. */
-const ROTATE_MS = 1000;
+/** How many recent payloads a cluster subscriber remembers, to drop copies. */
+const SEEN_PAYLOADS = 10_000;
 
 /**
- * A subscriber to one node of a Redis Cluster at a time: when that node is
- * lost (or cannot be reached for a second) it moves to the next one,
- * subscribes again to every channel, and only then reports ready.
+ * A subscriber on a Redis Cluster: one connection to every node it knows,
+ * each subscribed to every channel. A (classic) `PUBLISH` reaches the
+ * subscribers on the node that ran it at once, in script order, and the
+ * other nodes later through the cluster bus; so every payload comes once
+ * per node, the first copy from the node that published it, and the later
+ * copies are dropped (the last 10,000 payloads are remembered). Up while
+ * one of its connections is; nodes that join the cluster later are not
+ * subscribed to.
  */
-class RotatingSubscriber implements RedisConnection {
+class ClusterSubscriber implements RedisConnection {
   #urls: () => string[];
   #options: RedisConnectionOptions;
-  #index = 0;
-  #inner: StandaloneConnection;
-  #since = performance.now();
+  #inner: StandaloneConnection[] = [];
   #subscriptions: [string, PayloadListener][] = [];
-  #ready = false;
+  #seen = new Set<string>();
+  #order: string[] = [];
+  #up = false;
   #closed = false;
-  #timer: ReturnType<typeof setInterval>;
 
   constructor(urls: () => string[], options: RedisConnectionOptions) {
     this.#urls = urls;
     this.#options = options;
-    this.#inner = this.#open();
-    this.#timer = setInterval(() => {
-      if (!this.#ready && performance.now() - this.#since > ROTATE_MS) {
-        this.#rotate();
-      }
-    }, ROTATE_MS / 4);
-  }
-
-  #open(): StandaloneConnection {
-    const urls = this.#urls();
-    const url = urls[this.#index % urls.length]!;
-    this.#since = performance.now();
-    const inner: StandaloneConnection = new KeptConnection(url, {
-      name: this.#options.name,
-      log: this.#options.log,
-      onReady: async () => {
-        try {
-          for (const [channel, listener] of this.#subscriptions) {
-            await inner.subscribe(channel, listener);
+    for (const url of urls()) {
+      const inner: StandaloneConnection = new KeptConnection(url, {
+        name: options.name,
+        log: options.log,
+        onReady: async () => {
+          try {
+            for (const [channel, listener] of this.#subscriptions) {
+              await inner.subscribe(channel, this.#once(listener));
+            }
+          } catch {
+            return;
           }
-        } catch {
-          return;
-        }
-        if (this.#closed || inner !== this.#inner) return;
-        this.#ready = true;
-        this.#options.onReady?.();
-      },
-      onDown: () => {
-        if (inner !== this.#inner) return;
-        const was = this.#ready;
-        this.#ready = false;
-        this.#since = performance.now();
-        if (was) this.#options.onDown?.();
-      },
-    });
-    return inner;
+          if (this.#closed) return;
+          this.#up = true;
+          this.#options.onReady?.();
+        },
+        onDown: () => {
+          if (this.#closed || this.#inner.some((other) => other.up)) return;
+          const was = this.#up;
+          this.#up = false;
+          if (was) this.#options.onDown?.();
+        },
+      });
+      this.#inner.push(inner);
+    }
   }
 
-  #rotate(): void {
-    if (this.#closed) return;
-    const old = this.#inner;
-    this.#index++;
-    this.#inner = this.#open();
-    old.close();
+  /** `listener`, but only for the first copy of each payload. */
+  #once(listener: PayloadListener): PayloadListener {
+    return (payload) => {
+      if (this.#seen.has(payload)) return;
+      this.#seen.add(payload);
+      this.#order.push(payload);
+      if (this.#order.length > SEEN_PAYLOADS) {
+        this.#seen.delete(this.#order.shift()!);
+      }
+      listener(payload);
+    };
   }
 
   get up(): boolean {
-    return this.#ready && this.#inner.up;
+    return this.#up && this.#inner.some((inner) => inner.up);
   }
 
   command<T = unknown>(args: readonly string[]): Promise<T> {
-    return this.#inner.command<T>(args);
+    const inner = this.#inner.find((inner) => inner.up);
+    if (!inner) return Promise.reject(new Error("redis is not available"));
+    return inner.command<T>(args);
   }
 
   async subscribe(channel: string, listener: PayloadListener): Promise<void> {
     this.#subscriptions.push([channel, listener]);
-    await this.#inner.subscribe(channel, listener);
+    const once = this.#once(listener);
+    const results = await Promise.allSettled(
+      this.#inner.filter((inner) => inner.up).map((inner) =>
+        inner.subscribe(channel, once)
+      ),
+    );
+    if (!results.some((result) => result.status === "fulfilled")) {
+      throw new Error("no node of the Redis Cluster took the subscription");
+    }
   }
 
   duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
-    return new RotatingSubscriber(this.#urls, {
+    return new ClusterSubscriber(this.#urls, {
       name,
       log: this.#options.log,
       ...hooks,
@@ -570,8 +577,7 @@ class RotatingSubscriber implements RedisConnection {
 
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#timer);
-    await this.#inner.close();
+    await Promise.all(this.#inner.map((inner) => inner.close()));
   }
 }
 
