@@ -334,6 +334,7 @@ class ClusterConnection implements RedisConnection {
   #retry: ReturnType<typeof setTimeout> | undefined;
   #lastRediscover = 0;
   #rediscovering = false;
+  #subscriber: ClusterSubscriber | undefined;
 
   constructor(urls: readonly string[], options: RedisConnectionOptions) {
     this.#urls = urls;
@@ -438,8 +439,19 @@ class ClusterConnection implements RedisConnection {
     return Promise.race([sent, late]).finally(() => clearTimeout(timer));
   }
 
+  /**
+   * Subscribes through a {@linkcode ClusterSubscriber} on every node known
+   * now (made on the first call; its losses are not reported: use
+   * {@linkcode ClusterConnection.duplicate} for a subscriber that reports
+   * them).
+   */
   async subscribe(channel: string, listener: PayloadListener): Promise<void> {
-    await this.#cluster.subscribe(channel, listener);
+    this.#subscriber ??= new ClusterSubscriber(() => this.#nodeUrls(), {
+      name: this.#options.name,
+      log: this.#options.log,
+    });
+    await until(() => this.#subscriber!.up || this.#closed, 5000);
+    await this.#subscriber.subscribe(channel, listener);
   }
 
   /**
@@ -473,6 +485,7 @@ class ClusterConnection implements RedisConnection {
     this.#closed = true;
     this.#up = false;
     clearTimeout(this.#retry);
+    await this.#subscriber?.close();
     await this.#connecting?.catch(() => {});
     if (this.#cluster.isOpen) this.#cluster.destroy();
   }
@@ -715,6 +728,14 @@ export class RedisScript {
       }
       return await connection.command(["EVAL", this.source, ...argv]);
     }
+  }
+}
+
+/** Waits until `done()` or `ms` pass, checking every 10 ms. */
+async function until(done: () => boolean, ms: number): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!done() && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
 

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { KEYS } from "../../src/redis/keys.ts";
 import { redisCli } from "../../tools/local_redis_cluster.ts";
 import type { LocalRedisCluster } from "../../tools/local_redis_cluster.ts";
-import { TestClient } from "../support/helpers.ts";
+import { serve, TestClient, waitFor } from "../support/helpers.ts";
 import { answerTo, startCluster } from "../support/cluster_helpers.ts";
 
 /** The slot of a room's keys. */
@@ -106,4 +106,32 @@ Deno.test("cluster failover: a master killed during traffic; its rooms are unava
   } while (message.room !== doomed);
   assert.equal(message.seq, 2);
   assert.equal(message.content, `d-${answers}`);
+});
+
+Deno.test("cluster on a REDIS_URL naming one node of a Redis Cluster: nodes find the cluster and chat across nodes", async () => {
+  await using cluster = await startCluster(0, {}, "redis-cluster");
+  const one = cluster.redisCluster!.nodes[3]!.url;
+  await using a = await serve({ redisUrl: one });
+  await using b = await serve({ redisUrl: one });
+  for (const node of [a, b]) {
+    await waitFor(() => node.server.bus?.up === true, "in sync", 10_000);
+  }
+  await using alice = await TestClient.connect(a.wsUrl);
+  await using bob = await TestClient.connect(b.wsUrl);
+  assert.deepEqual(await alice.enter("alice", "r"), ["alice"]);
+  assert.deepEqual(await bob.enter("bob", "r"), ["alice", "bob"]);
+  assert.equal((await alice.expect("Enter")).sender_username, "bob");
+  const sent = await answerTo(
+    alice,
+    "GroupChat",
+    {
+      sender_username: "alice",
+      room: "r",
+      content: "hi",
+    },
+    "g1",
+    5000,
+  );
+  assert.equal(sent.answer.message_type, "Ack");
+  assert.equal((await bob.expect("GroupChat")).content, "hi");
 });
