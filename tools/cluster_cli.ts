@@ -8,6 +8,7 @@
  * REDIS_URL=redis://127.0.0.1:6379 deno task cluster --nodes 2
  * deno task cluster --nodes 2 --port 0        # each node on a free port of its own
  * deno task cluster --redis-port 6390         # its redis-server on 6390, not a free port
+ * deno task cluster --nodes 3 --redis-cluster 3   # a local Redis Cluster: 3 masters, 3 replicas
  * ```
  *
  * It starts `main.ts` once per node as a subprocess, on consecutive ports
@@ -27,6 +28,10 @@ import {
   SERVER_FLAG_OPTIONS,
 } from "../src/runtime/config.ts";
 import { type LocalRedis, startLocalRedis } from "./local_redis.ts";
+import {
+  type LocalRedisCluster,
+  startLocalRedisCluster,
+} from "./local_redis_cluster.ts";
 
 /** What the command line of `deno task cluster` asks for. */
 export interface ClusterArgs {
@@ -42,6 +47,8 @@ export interface ClusterArgs {
   redis?: string;
   /** `--redis-port`: the port of the redis-server started here, when given. */
   redisPort?: number;
+  /** `--redis-cluster M`: start a local Redis Cluster of M masters and a replica each. */
+  redisCluster?: number;
 }
 
 /** The nodes started when `--nodes` is not given. */
@@ -49,7 +56,7 @@ export const DEFAULT_NODES = 2;
 
 /** The text of `deno task cluster --help`. */
 export function clusterHelp(): string {
-  return `Usage: deno task cluster [--nodes N] [--port P] [--redis-port N] [server flags]
+  return `Usage: deno task cluster [--nodes N] [--port P] [--redis-port N | --redis-cluster M] [server flags]
 
 Starts N nodes of the chat server (main.ts) as one cluster through Redis,
 on ports P, P+1, ..., P+N-1, and prints the URL of each.
@@ -62,6 +69,9 @@ on ports P, P+1, ..., P+N-1, and prints the URL of each.
                  temporary directory, and stopped with the nodes
   --redis-port N the port of that redis-server (127.0.0.1), instead of a free
                  one; not with --redis or REDIS_URL
+  --redis-cluster M
+                 instead, start a local Redis Cluster of M masters (3 or more)
+                 and a replica each, on free ports, in a temporary directory
   -h, --help     this text
 
 Every other flag goes to every node unchanged (see deno task start --help).
@@ -85,6 +95,7 @@ const OWN_OPTIONS = {
   port: { type: "string" },
   redis: { type: "string" },
   "redis-port": { type: "string" },
+  "redis-cluster": { type: "string" },
 } as const;
 
 /** A port number as text, checked: 1 to 65535. */
@@ -165,6 +176,14 @@ export function parseClusterArgs(args: readonly string[]): ClusterArgs {
         break;
       case "redis-port":
         parsed.redisPort = portNumber("redis-port", value);
+        break;
+      case "redis-cluster":
+        if (!/^\d+$/.test(value) || Number(value) < 3 || Number(value) > 16) {
+          throw new ConfigError(
+            `--redis-cluster takes a whole number of masters from 3 to 16; got '${value}'`,
+          );
+        }
+        parsed.redisCluster = Number(value);
         break;
     }
   }
@@ -384,10 +403,34 @@ export async function main(
   });
 
   let redis: LocalRedis | undefined;
+  let redisCluster: LocalRedisCluster | undefined;
   let failed = false;
   try {
     let redisUrl = config.redisUrl;
-    if (redisUrl === undefined) {
+    if (parsed.redisCluster !== undefined) {
+      if (redisUrl !== undefined) {
+        console.error(
+          "error: --redis-cluster starts its own Redis: drop --redis and REDIS_URL",
+        );
+        return 2;
+      }
+      try {
+        redisCluster = await startLocalRedisCluster({
+          masters: parsed.redisCluster,
+        });
+      } catch (error) {
+        console.error(
+          `error: could not start a local Redis Cluster: ${
+            (error as Error).message
+          }`,
+        );
+        return 1;
+      }
+      redisUrl = redisCluster.url;
+      console.log(
+        `redis:  ${redisUrl} (local Redis Cluster, ${parsed.redisCluster} masters and ${parsed.redisCluster} replicas, data in ${redisCluster.dir})`,
+      );
+    } else if (redisUrl === undefined) {
       if (!onPath("redis-server")) {
         console.error(
           "error: REDIS_URL is not set and redis-server is not installed (not on PATH).\n" +
@@ -487,6 +530,10 @@ export async function main(
   } finally {
     stopping = true;
     if (!await stopNodes(nodes, config.shutdownGraceSeconds)) failed = true;
+    if (redisCluster) {
+      await redisCluster.stop();
+      console.error("Redis Cluster stopped");
+    }
     if (redis) {
       await redis.stop();
       console.error("redis-server stopped");

@@ -30,6 +30,11 @@ export interface LocalRedisOptions {
    * faster, which may lose the last second or two of writes.
    */
   appendfsync?: "always" | "everysec";
+  /**
+   * More `redis-server` arguments, after ours (a Redis Cluster node's
+   * `--cluster-enabled yes`, say).
+   */
+  args?: readonly string[];
 }
 
 /** A running (or killed) local `redis-server`; disposing it stops it. */
@@ -43,6 +48,7 @@ export class LocalRedis implements AsyncDisposable {
   #binary: string;
   #appendfsync: "always" | "everysec";
   #ownsDir: boolean;
+  #args: readonly string[];
   #child: Deno.ChildProcess | null = null;
   #stopped = false;
 
@@ -53,7 +59,9 @@ export class LocalRedis implements AsyncDisposable {
     ownsDir: boolean,
     binary: string,
     appendfsync: "always" | "everysec" = "always",
+    args: readonly string[] = [],
   ) {
+    this.#args = args;
     this.port = port;
     this.dir = dir;
     this.url = `redis://127.0.0.1:${port}`;
@@ -93,6 +101,7 @@ export class LocalRedis implements AsyncDisposable {
       "no",
       "--logfile",
       this.#logPath(),
+      ...this.#args,
     ];
     let child: Deno.ChildProcess;
     try {
@@ -254,7 +263,7 @@ function completeReplies(reply: string): boolean {
 }
 
 /** A port that was free on 127.0.0.1 a moment ago. */
-function freePort(): number {
+export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
   listener.close();
@@ -279,6 +288,7 @@ export async function startLocalRedis(
     ownsDir,
     options.binary ?? "redis-server",
     options.appendfsync,
+    options.args,
   );
   try {
     await redis.start();

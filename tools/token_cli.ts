@@ -32,7 +32,7 @@ import { ConfigError, loadConfig, readDotenv } from "../src/runtime/config.ts";
 import { usernameProblem } from "../src/wire/names.ts";
 import { publishRevocation } from "../src/redis/bus.ts";
 import { createLogger } from "../src/runtime/log.ts";
-import { connectRedis, type RedisConnection } from "../src/redis/connection.ts";
+import { openRedis, type RedisConnection } from "../src/redis/connection.ts";
 import { RedisStorage } from "../src/redis/storage.ts";
 import { SqliteStorage } from "../src/storage/sqlite_storage.ts";
 import type { Storage, TokenAdmin, TokenRow } from "../src/chat/storage.ts";
@@ -333,7 +333,7 @@ export async function main(
   let redis: RedisConnection | undefined;
   const where = redisUrl === undefined ? databasePath : "Redis";
   if (redisUrl !== undefined) {
-    redis = connectRedis(redisUrl, {
+    redis = openRedis(redisUrl, {
       name: "token-cli",
       log: createLogger("error", err),
     });

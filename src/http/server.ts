@@ -13,7 +13,7 @@ import type { Config } from "../runtime/config.ts";
 import type { Logger } from "../runtime/log.ts";
 import { Metrics } from "../runtime/metrics.ts";
 import { contributions, createState } from "../chat/reducer.ts";
-import { connectRedis, type RedisConnection } from "../redis/connection.ts";
+import { openRedis, type RedisConnection } from "../redis/connection.ts";
 import { RedisStorage } from "../redis/storage.ts";
 import { Runner } from "../runtime/runner.ts";
 import type { Storage } from "../chat/storage.ts";
@@ -61,11 +61,12 @@ export async function startServer(
     storage = options.storage ?? openStorage(config);
   } else {
     // A cluster keeps history and tokens in Redis, not in DATABASE_PATH.
-    redis = connectRedis(config.redisUrl, { name: "commands", log });
+    redis = openRedis(config.redisUrl, { name: "commands", log });
     storage = new RedisStorage(redis, {
       nodeId,
       historySize: config.historySize,
       authEnabled: config.authEnabled,
+      waitReplicas: config.redisWaitReplicas,
     });
   }
   const state = createState(

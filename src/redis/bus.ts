@@ -4,10 +4,14 @@
  * effects (`join`, `part`, `claim`, `release`, `fill_gap`) and turns its
  * answers and the other nodes' messages into events.
  *
- * Every change to shared state is one Lua script, so it is atomic and its
- * `PUBLISH`es happen in script order: a message is published once per node
- * with members in its room (`chat:roomnodes:{room}`), on that node's own
- * channel `chat:node:{id}`. Pub/sub is at most once, so what a node may have
+ * Every change to a room's shared state is one Lua script in the room's
+ * hash slot, so it is atomic and its `PUBLISH`es happen in script order: a
+ * message is published once per node with members in its room
+ * (`KEYS.roomNodes`), on that node's own channel `chat:node:{id}`. A change
+ * that spans slots (a join: the node's lists, the user's claim, the room)
+ * is one call per slot, ordered so that a node's own lists of rooms and
+ * users always cover what it has elsewhere: reaping a dead node, or a
+ * node's resync, reads those lists and visits each room and user. Pub/sub is at most once, so what a node may have
  * missed while its subscriber was away is read back from the room's history
  * after every reconnect (the `bus_synced` event), and a `seq` missing for
  * `GAP_WAIT_MS` is read back too (the reducer's `fill_gap`).
@@ -18,7 +22,10 @@
  * each reconnect a node sets its records in Redis to what it really holds
  * (Redis may have restarted, or reaped it during a long outage).
  *
- * Redis Cluster is not supported: the scripts touch keys they compute.
+ * Every script declares all its keys in `KEYS`, all in one slot (see
+ * `src/redis/keys.ts`). Reaping is not atomic as a whole: a dead node that
+ * comes back while another node reaps it may lose records, which its next
+ * resync (after any outage) restores.
  *
  * @module
  */
@@ -38,7 +45,7 @@ import type {
 } from "../chat/reducer.ts";
 import type { ClusterPort } from "../chat/cluster_port.ts";
 import { type RedisConnection, RedisScript } from "./connection.ts";
-import { KEYS, LUA, PAYLOAD } from "./storage.ts";
+import { KEYS, LUA, PAYLOAD } from "./keys.ts";
 
 /** How often a node renews its heartbeat and reaps dead nodes. */
 export const HEARTBEAT_MS = 1_000;
@@ -46,19 +53,16 @@ export const HEARTBEAT_MS = 1_000;
 /** How long a node's heartbeat lives: a node silent this long is dead. */
 export const NODE_TTL_MS = 5_000;
 
-/** A snapshot as `RESYNC` takes it: with the folded form of each username. */
-function withNames(snapshot: Contributions): string {
-  const names = [...new Set(snapshot.users.map(foldName))];
-  return JSON.stringify({ ...snapshot, names });
-}
-
 /** How long the mark of a reaped node lasts, for its return (a day). */
 const REAPED_TTL_MS = 86_400_000;
 
-/** Lua shared by the scripts below: joining, leaving, forgetting a node. */
-const LIB = `
-local function publish_except(room, except, payload)
-  for _, n in ipairs(redis.call('SMEMBERS', ${LUA.roomNodes} .. room)) do
+/**
+ * Lua shared by the room scripts below. KEYS: [1] the room's nodes, [2] its
+ * presence, [3] the node's contributions to it, [4] its seq.
+ */
+const ROOM_LIB = `
+local function publish_except(except, payload)
+  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if n ~= except then redis.call('PUBLISH', ${LUA.channel} .. n, payload) end
   end
 end
@@ -67,182 +71,118 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function join(node, room, user, ts, quiet)
-  redis.call('SADD', ${LUA.roomNodes} .. room, node)
-  if redis.call('SADD', ${LUA.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
-  if redis.call('HINCRBY', ${LUA.presence} .. room, user, 1) ~= 1 then return 0 end
+  redis.call('SADD', KEYS[1], node)
+  if redis.call('SADD', KEYS[3], user) == 0 then return 0 end
+  if redis.call('HINCRBY', KEYS[2], user, 1) ~= 1 then return 0 end
   if quiet then return 1 end
-  publish_except(room, node, ${LUA.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
+  publish_except(node, ${LUA.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
   return 1
 end
 local function part(node, room, user, reason, ts)
-  if redis.call('SREM', ${LUA.nodePresence} .. node, room .. '\\n' .. user) == 0 then return 0 end
-  if redis.call('HINCRBY', ${LUA.presence} .. room, user, -1) > 0 then return 0 end
-  redis.call('HDEL', ${LUA.presence} .. room, user)
-  publish_except(room, node, ${LUA.leave} .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
+  if redis.call('SREM', KEYS[3], user) == 0 then return 0 end
+  if redis.call('HINCRBY', KEYS[2], user, -1) > 0 then return 0 end
+  redis.call('HDEL', KEYS[2], user)
+  publish_except(node, ${LUA.leave} .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
   return 1
-end
-local function split(entry)
-  local nl = string.find(entry, '\\n', 1, true)
-  return string.sub(entry, 1, nl - 1), string.sub(entry, nl + 1)
-end
-local function forget_node(node)
-  local ts = now_ms()
-  for _, entry in ipairs(redis.call('SMEMBERS', ${LUA.nodePresence} .. node)) do
-    local room, user = split(entry)
-    part(node, room, user, 'disconnected', ts)
-    redis.call('SREM', ${LUA.roomNodes} .. room, node)
-  end
-  for _, user in ipairs(redis.call('SMEMBERS', ${LUA.nodeUsers} .. node)) do
-    redis.call('SREM', ${LUA.userNodes} .. user, node)
-  end
-  for _, name in ipairs(redis.call('SMEMBERS', ${LUA.nodeNames} .. node)) do
-    redis.call('SREM', ${LUA.nameNodes} .. name, node)
-  end
-  redis.call('DEL', ${LUA.nodePresence} .. node, ${LUA.nodeUsers} .. node, ${LUA.nodeNames} .. node, ${LUA.alive} .. node)
-  redis.call('SREM', ${LUA.nodes}, node)
 end
 `;
 
+/** The room keys of {@linkcode ROOM_LIB}, for `node`. */
+function roomKeys(room: string, node: string): string[] {
+  return [
+    KEYS.roomNodes(room),
+    KEYS.presence(room),
+    KEYS.contrib(room, node),
+    KEYS.seq(room),
+  ];
+}
+
 /**
- * ARGV: node, room, user, claim (`exclusive`|`none`), timestamp, the user's
- * folded name: an exclusive claim is refused while another node holds any
- * name of the same folded form (`Alice` and `alice` are one name), held
- * (`1`: the node already has the user in the room, so nobody is announced).
+ * In the room's slot (see {@linkcode ROOM_LIB}). ARGV: node, room, user,
+ * timestamp, held (`1`: the node already has the user in the room, so
+ * nobody is announced). Returns the room's seq, whether the user is new to
+ * the room, and its members.
  */
-const JOIN = new RedisScript(`${LIB}
-local node, room, user, claim = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local folded = ARGV[6]
-if claim == 'exclusive' then
-  for _, n in ipairs(redis.call('SMEMBERS', ${LUA.userNodes} .. user)) do
-    if n ~= node then return {'taken'} end
-  end
-  for _, n in ipairs(redis.call('SMEMBERS', ${LUA.nameNodes} .. folded)) do
-    if n ~= node then return {'taken'} end
-  end
-  redis.call('SADD', ${LUA.userNodes} .. user, node)
-  redis.call('SADD', ${LUA.nodeUsers} .. node, user)
-  redis.call('SADD', ${LUA.nameNodes} .. folded, node)
-  redis.call('SADD', ${LUA.nodeNames} .. node, folded)
-end
-local new = join(node, room, user, tonumber(ARGV[5]), ARGV[7] == '1')
-local seq = tonumber(redis.call('GET', ${LUA.seq} .. room) or '0')
-return {'joined', seq, new, redis.call('HKEYS', ${LUA.presence} .. room)}
+const ROOM_JOIN = new RedisScript(`${ROOM_LIB}
+local new = join(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1')
+local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
+return {seq, new, redis.call('HKEYS', KEYS[2])}
 `);
 
-/** ARGV: node, room, user, reason, timestamp, empty (`1`: no member left here). */
-const PART = new RedisScript(`${LIB}
-local node, room = ARGV[1], ARGV[2]
-local gone = part(node, room, ARGV[3], ARGV[4], tonumber(ARGV[5]))
-if ARGV[6] == '1' then redis.call('SREM', ${LUA.roomNodes} .. room, node) end
+/**
+ * In the room's slot. ARGV: node, room, user, reason, timestamp, empty
+ * (`1`: no member left on the node). Returns 1 when no node has the user
+ * in the room any more.
+ */
+const ROOM_PART = new RedisScript(`${ROOM_LIB}
+local gone = part(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
+if ARGV[6] == '1' then redis.call('SREM', KEYS[1], ARGV[1]) end
 return gone
 `);
 
-/** ARGV: node, user, folded user. */
-const CLAIM = new RedisScript(`
-redis.call('SADD', ${LUA.userNodes} .. ARGV[2], ARGV[1])
-redis.call('SADD', ${LUA.nodeUsers} .. ARGV[1], ARGV[2])
-redis.call('SADD', ${LUA.nameNodes} .. ARGV[3], ARGV[1])
-redis.call('SADD', ${LUA.nodeNames} .. ARGV[1], ARGV[3])
-return 1
-`);
-
-/** ARGV: node, user, folded user. */
-const RELEASE = new RedisScript(`
-redis.call('SREM', ${LUA.userNodes} .. ARGV[2], ARGV[1])
-redis.call('SREM', ${LUA.nodeUsers} .. ARGV[1], ARGV[2])
-redis.call('SREM', ${LUA.nameNodes} .. ARGV[3], ARGV[1])
-redis.call('SREM', ${LUA.nodeNames} .. ARGV[1], ARGV[3])
-return 1
-`);
-
-/** ARGV: node, ttl, reap (`1`). Renews the node's heartbeat and forgets dead nodes. */
-const HEARTBEAT = new RedisScript(`${LIB}
-local node = ARGV[1]
-redis.call('SET', ${LUA.alive} .. node, '1', 'PX', ARGV[2])
-redis.call('SADD', ${LUA.nodes}, node)
-local reaped = 0
-if ARGV[3] ~= '1' then return 0 end
-for _, n in ipairs(redis.call('SMEMBERS', ${LUA.nodes})) do
-  if n ~= node and redis.call('EXISTS', ${LUA.alive} .. n) == 0 then
-    forget_node(n)
-    redis.call('SET', ${LUA.reaped} .. n, '1', 'PX', ${REAPED_TTL_MS})
-    reaped = reaped + 1
-  end
+/**
+ * In the room's slot. ARGV: node, room, announce (`1`: new entries are
+ * announced with an \`Enter\`), member (`1`: the node stays among the room's
+ * nodes), seq ('' for none: the room's seq is raised to it), then the users
+ * the node holds in the room. Sets the node's contributions to the room to
+ * those users: the others leave (\`Leave\`, reason \`disconnected\`).
+ */
+const ROOM_SYNC = new RedisScript(`${ROOM_LIB}
+local node, room = ARGV[1], ARGV[2]
+local ts = now_ms()
+local want = {}
+for i = 6, #ARGV do want[ARGV[i]] = true end
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  if not want[u] then part(node, room, u, 'disconnected', ts) end
 end
-return reaped
+for u in pairs(want) do join(node, room, u, ts, ARGV[3] ~= '1') end
+if ARGV[5] ~= '' and tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[4], ARGV[5])
+end
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[1], node)
+else
+  redis.call('SREM', KEYS[1], node)
+end
+return 1
 `);
+
+/** The user keys of {@linkcode USER_CLAIM} and {@linkcode USER_RELEASE}. */
+function userKeys(username: string): string[] {
+  return [KEYS.userNodes(username), KEYS.nameNodes(foldName(username))];
+}
 
 /**
- * ARGV: node, ttl, JSON of Contributions. Sets the node's records to what it
- * holds. Its users' presence is restored quietly: the other nodes were never
- * told they left (Redis lost the records, say it restarted empty), so an
- * `Enter` would announce users whose state did not change. Only a node that
- * was reaped, whose users' `Leave` the others got, announces them again.
- * Entries it no longer holds leave with a `Leave`: those users did go.
+ * In the user's slot. KEYS: the user's nodes, the nodes of its folded name.
+ * ARGV: node, exclusive (`1`: refused, 0, while another node holds any name
+ * of the same folded form: \`Alice\` and \`alice\` are one name). Returns 1
+ * when the node holds the user now.
  */
-const RESYNC = new RedisScript(`${LIB}
+const USER_CLAIM = new RedisScript(`
 local node = ARGV[1]
-local announce = redis.call('DEL', ${LUA.reaped} .. node) == 1
-redis.call('SET', ${LUA.alive} .. node, '1', 'PX', ARGV[2])
-redis.call('SADD', ${LUA.nodes}, node)
-local want = cjson.decode(ARGV[3])
-local users = {}
-for _, u in ipairs(want.users) do users[u] = true end
-for _, u in ipairs(redis.call('SMEMBERS', ${LUA.nodeUsers} .. node)) do
-  if not users[u] then
-    redis.call('SREM', ${LUA.userNodes} .. u, node)
-    redis.call('SREM', ${LUA.nodeUsers} .. node, u)
+if ARGV[2] == '1' then
+  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if n ~= node then return 0 end
+  end
+  for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if n ~= node then return 0 end
   end
 end
-for u in pairs(users) do
-  redis.call('SADD', ${LUA.userNodes} .. u, node)
-  redis.call('SADD', ${LUA.nodeUsers} .. node, u)
-end
-local names = {}
-for _, f in ipairs(want.names) do names[f] = true end
-for _, f in ipairs(redis.call('SMEMBERS', ${LUA.nodeNames} .. node)) do
-  if not names[f] then
-    redis.call('SREM', ${LUA.nameNodes} .. f, node)
-    redis.call('SREM', ${LUA.nodeNames} .. node, f)
-  end
-end
-for f in pairs(names) do
-  redis.call('SADD', ${LUA.nameNodes} .. f, node)
-  redis.call('SADD', ${LUA.nodeNames} .. node, f)
-end
-local ts = now_ms()
-local entries, rooms = {}, {}
-for _, p in ipairs(want.presence) do
-  entries[p[1] .. '\\n' .. p[2]] = p
-  rooms[p[1]] = true
-end
-for _, entry in ipairs(redis.call('SMEMBERS', ${LUA.nodePresence} .. node)) do
-  if not entries[entry] then
-    local room, user = split(entry)
-    part(node, room, user, 'disconnected', ts)
-    if not rooms[room] then redis.call('SREM', ${LUA.roomNodes} .. room, node) end
-  end
-end
-for _, p in pairs(entries) do join(node, p[1], p[2], ts, not announce) end
-for _, pair in ipairs(want.seqs) do
-  local key = ${LUA.seq} .. pair[1]
-  if tonumber(redis.call('GET', key) or '0') < pair[2] then
-    redis.call('SET', key, string.format('%d', pair[2]))
-  end
-  redis.call('SADD', ${LUA.roomNodes} .. pair[1], node)
-end
+redis.call('SADD', KEYS[1], node)
+redis.call('SADD', KEYS[2], node)
 return 1
 `);
 
-/** ARGV: node. The node leaves the cluster: its users leave their rooms. */
-const FORGET = new RedisScript(`${LIB}
-forget_node(ARGV[1])
+/** In the user's slot; KEYS as {@linkcode USER_CLAIM}. ARGV: node. */
+const USER_RELEASE = new RedisScript(`
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 `);
 
-/** ARGV: node, token. Tells every other node a token is revoked. */
+/** KEYS: every node's id (`chat:nodes`). ARGV: node, token. Tells every other node a token is revoked. */
 const REVOKE = new RedisScript(`
-for _, n in ipairs(redis.call('SMEMBERS', ${LUA.nodes})) do
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.revoked} .. ARGV[2]) end
 end
 return 1
@@ -257,7 +197,7 @@ export async function publishRevocation(
   from: string,
   token: string,
 ): Promise<void> {
-  await REVOKE.run(connection, [from, token]);
+  await REVOKE.run(connection, [KEYS.nodes], [from, token]);
 }
 
 /** What the bus tells the runner. */
@@ -394,7 +334,7 @@ export class RedisBus implements ClusterPort {
   /** The subscriber is (again) connected: node-redis has resubscribed by now. */
   async #subscriberReady(): Promise<void> {
     if (this.#stopped) return;
-    this.#subscription ??= this.#subscriber.client.subscribe(
+    this.#subscription ??= this.#subscriber.subscribe(
       KEYS.channel(this.#nodeId),
       (payload: string) => {
         const message = parseBusPayload(payload);
@@ -424,18 +364,168 @@ export class RedisBus implements ClusterPort {
     const reap = this.#healthySince !== null &&
       now - this.#healthySince >= this.#nodeTtlMs;
     try {
-      const reaped = await HEARTBEAT.run(this.#commands, [
-        this.#nodeId,
-        this.#nodeTtlMs,
-        reap ? "1" : "0",
-      ]);
+      await this.#alive();
+      const reaped = reap ? await this.#reap() : 0;
       if (this.#synced) this.#healthySince ??= now;
-      if (Number(reaped) > 0) {
-        this.#log("warn", "reaped dead nodes", { nodes: Number(reaped) });
+      if (reaped > 0) {
+        this.#log("warn", "reaped dead nodes", { nodes: reaped });
       }
     } catch (error) {
       this.#healthySince = null;
       this.#log("debug", "heartbeat failed", { error: String(error) });
+    }
+  }
+
+  /** Renews this node's heartbeat and lists it among the nodes. */
+  async #alive(): Promise<void> {
+    await Promise.all([
+      this.#commands.command([
+        "SET",
+        KEYS.alive(this.#nodeId),
+        "1",
+        "PX",
+        String(this.#nodeTtlMs),
+      ]),
+      this.#commands.command(["SADD", KEYS.nodes, this.#nodeId]),
+    ]);
+  }
+
+  /**
+   * Forgets the nodes whose heartbeat is gone, marking them reaped first;
+   * returns how many. Several nodes may reap one node at once: every step
+   * is idempotent.
+   */
+  async #reap(): Promise<number> {
+    const nodes = await this.#commands.command<string[]>([
+      "SMEMBERS",
+      KEYS.nodes,
+    ]);
+    const others = nodes.filter((node) => node !== this.#nodeId);
+    const alive = await Promise.all(
+      others.map((node) =>
+        this.#commands.command<number>(["EXISTS", KEYS.alive(node)])
+      ),
+    );
+    const dead = others.filter((_, i) => Number(alive[i]) === 0);
+    for (const node of dead) {
+      await this.#commands.command([
+        "SET",
+        KEYS.reaped(node),
+        "1",
+        "PX",
+        String(REAPED_TTL_MS),
+      ]);
+      await this.#forget(node);
+    }
+    return dead.length;
+  }
+
+  /**
+   * Removes a node's records, one slot at a time: its users leave their
+   * rooms (`Leave`, reason `disconnected`) and their names are free, then
+   * the node's own keys go. Its lists of rooms and users may hold more than
+   * it has (they are written before the rooms and users): those steps do
+   * nothing.
+   */
+  async #forget(node: string): Promise<void> {
+    const [rooms, users] = await Promise.all([
+      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeRooms(node)]),
+      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeUsers(node)]),
+    ]);
+    await Promise.all([
+      ...rooms.map((room) =>
+        ROOM_SYNC.run(this.#commands, roomKeys(room, node), [
+          node,
+          room,
+          "0",
+          "0",
+          "",
+        ])
+      ),
+      ...users.map((user) =>
+        USER_RELEASE.run(this.#commands, userKeys(user), [node])
+      ),
+    ]);
+    await Promise.all([
+      this.#commands.command([
+        "DEL",
+        KEYS.nodeRooms(node),
+        KEYS.nodeUsers(node),
+      ]),
+      this.#commands.command(["DEL", KEYS.alive(node)]),
+      this.#commands.command(["SREM", KEYS.nodes, node]),
+    ]);
+  }
+
+  /**
+   * Sets the node's records to what it holds. Its users' presence is
+   * restored quietly: the other nodes were never told they left (Redis lost
+   * the records, say it restarted empty), so an `Enter` would announce
+   * users whose state did not change. Only a node that was reaped, whose
+   * users' `Leave` the others got, announces them again. Entries it no
+   * longer holds leave with a `Leave`: those users did go. One call per
+   * room and per user, each in its slot; the node's lists of rooms and
+   * users grow before and shrink after, so that they always cover what it
+   * has in Redis.
+   */
+  async #resync(snapshot: Contributions): Promise<void> {
+    const node = this.#nodeId;
+    const announce = Number(
+      await this.#commands.command(["DEL", KEYS.reaped(node)]),
+    ) === 1;
+    await this.#alive();
+    const [oldRooms, oldUsers] = await Promise.all([
+      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeRooms(node)]),
+      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeUsers(node)]),
+    ]);
+    const users = new Set(snapshot.users);
+    const inRoom = new Map<string, string[]>();
+    for (const [room, user] of snapshot.presence) {
+      const list = inRoom.get(room) ?? [];
+      list.push(user);
+      inRoom.set(room, list);
+    }
+    const seqs = new Map(snapshot.seqs);
+    const rooms = new Set([...inRoom.keys(), ...seqs.keys()]);
+    if (rooms.size > 0) {
+      await this.#commands.command(["SADD", KEYS.nodeRooms(node), ...rooms]);
+    }
+    if (users.size > 0) {
+      await this.#commands.command(["SADD", KEYS.nodeUsers(node), ...users]);
+    }
+    const staleUsers = oldUsers.filter((user) => !users.has(user));
+    await Promise.all([
+      ...[...new Set([...oldRooms, ...rooms])].map((room) =>
+        ROOM_SYNC.run(this.#commands, roomKeys(room, node), [
+          node,
+          room,
+          announce ? "1" : "0",
+          rooms.has(room) ? "1" : "0",
+          seqs.has(room) ? seqs.get(room)! : "",
+          ...inRoom.get(room) ?? [],
+        ])
+      ),
+      ...staleUsers.map((user) =>
+        USER_RELEASE.run(this.#commands, userKeys(user), [node])
+      ),
+      ...[...users].map((user) =>
+        USER_CLAIM.run(this.#commands, userKeys(user), [node, "0"])
+      ),
+    ]);
+    const staleRooms = oldRooms.filter((room) => !rooms.has(room));
+    if (staleRooms.length > 0) {
+      await this.#commands.command([
+        "SREM",
+        KEYS.nodeRooms(node),
+        ...staleRooms,
+      ]);
+    }
+    if (staleUsers.length > 0) {
+      await this.#commands.command([
+        "SREM",
+        KEYS.nodeUsers(node),
+        ...staleUsers,
+      ]);
     }
   }
 
@@ -446,11 +536,7 @@ export class RedisBus implements ClusterPort {
     this.#syncing = true;
     const outages = this.#outages;
     try {
-      await RESYNC.run(this.#commands, [
-        this.#nodeId,
-        this.#nodeTtlMs,
-        withNames(this.#listener.snapshot()),
-      ]);
+      await this.#resync(this.#listener.snapshot());
       if (outages !== this.#outages) return;
       this.#synced = true;
       this.#log("info", "cluster synced", { node: this.#nodeId });
@@ -462,23 +548,37 @@ export class RedisBus implements ClusterPort {
     }
   }
 
-  /** Enters a user's connection into a room; rejects when Redis cannot be reached. */
+  /**
+   * Enters a user's connection into a room; rejects when Redis cannot be
+   * reached. Up to three slots, in order: the node's lists, the user's
+   * claim (exclusive claims only), the room.
+   */
   async join(request: JoinRequest): Promise<JoinResult> {
-    const reply = await JOIN.run(this.#commands, [
-      this.#nodeId,
-      request.room,
-      request.username,
-      request.claim,
+    const { room, username } = request;
+    const node = this.#nodeId;
+    const exclusive = request.claim === "exclusive";
+    await this.#commands.command(["SADD", KEYS.nodeRooms(node), room]);
+    if (exclusive) {
+      await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
+      const claimed = await USER_CLAIM.run(
+        this.#commands,
+        userKeys(username),
+        [node, "1"],
+      );
+      if (Number(claimed) !== 1) return { kind: "taken" };
+    }
+    const reply = await ROOM_JOIN.run(this.#commands, roomKeys(room, node), [
+      node,
+      room,
+      username,
       request.timestamp,
-      foldName(request.username),
       request.held ? "1" : "0",
     ]) as unknown[];
-    if (reply[0] === "taken") return { kind: "taken" };
     return {
       kind: "joined",
-      seq: Number(reply[1]),
-      isNew: Number(reply[2]) === 1,
-      members: (reply[3] as unknown[]).map(String),
+      seq: Number(reply[0]),
+      isNew: Number(reply[1]) === 1,
+      members: (reply[2] as unknown[]).map(String),
     };
   }
 
@@ -490,33 +590,33 @@ export class RedisBus implements ClusterPort {
     timestamp: number,
     empty: boolean,
   ): Promise<boolean> {
-    const gone = await PART.run(this.#commands, [
-      this.#nodeId,
+    const node = this.#nodeId;
+    const gone = await ROOM_PART.run(this.#commands, roomKeys(room, node), [
+      node,
       room,
       username,
       reason,
       timestamp,
       empty ? "1" : "0",
     ]);
+    if (empty) {
+      await this.#commands.command(["SREM", KEYS.nodeRooms(node), room]);
+    }
     return Number(gone) === 1;
   }
 
   /** Records that this node holds a connection of `username`. */
   async claim(username: string): Promise<void> {
-    await CLAIM.run(this.#commands, [
-      this.#nodeId,
-      username,
-      foldName(username),
-    ]);
+    const node = this.#nodeId;
+    await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
+    await USER_CLAIM.run(this.#commands, userKeys(username), [node, "0"]);
   }
 
   /** Records that this node holds no connection of `username`. */
   async release(username: string): Promise<void> {
-    await RELEASE.run(this.#commands, [
-      this.#nodeId,
-      username,
-      foldName(username),
-    ]);
+    const node = this.#nodeId;
+    await USER_RELEASE.run(this.#commands, userKeys(username), [node]);
+    await this.#commands.command(["SREM", KEYS.nodeUsers(node), username]);
   }
 
   /** A room's stored messages with `after < seq < before` (no bound when `null`). */
@@ -555,7 +655,7 @@ export class RedisBus implements ClusterPort {
     this.#stopped = true;
     clearInterval(this.#heartbeat);
     if (this.#commands.up) {
-      await FORGET.run(this.#commands, [this.#nodeId]).catch(
+      await this.#forget(this.#nodeId).catch(
         (error) =>
           this.#log("warn", "cluster leave failed", { error: String(error) }),
       );

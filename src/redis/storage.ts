@@ -4,38 +4,18 @@
  * the offline `PrivateChat`s and the tokens, and each write publishes the
  * message to the other nodes that need it (one pub/sub channel per node).
  *
- * Key layout, shared with the cluster bus (see {@linkcode KEYS}):
- *
- * ```
- * chat:seq:{room}            STRING  last seq of the room
- * chat:hist:{room}           ZSET    score = seq, member = JSON StoredGroupChat
- * chat:roomnodes:{room}      SET     node ids with members in the room
- * chat:presence:{room}       HASH    username -> number of nodes with that user in the room
- * chat:nodepresence:{node}   SET     "room\nusername" entries this node contributes
- * chat:usernodes:{username}  SET     node ids with a connection of that user
- * chat:nodeusers:{node}      SET     usernames this node holds
- * chat:nodes                 SET     node ids
- * chat:alive:{node}          STRING  heartbeat with PX expiry
- * chat:reaped:{node}         STRING  the node was reaped (its users' Leave sent), PX expiry
- * chat:offline:{username}    LIST    JSON StoredPrivateChat, oldest first
- * chat:sent:{username}:{id}  STRING  "fingerprint seq id timestamp" of the chat message stored with that client id (PX window)
- * chat:token:{hash}          HASH    username, expires_at, created_at, revoked ("0"/"1")
- * chat:tokens                ZSET    token hash, score created_at
- * chat:tokenusers            SET     usernames that ever held a token
- * chat:probe:{node}          STRING  a node's storage probe, expires at once
- * channel chat:node:{node}   one pub/sub channel per node
- * ```
- *
- * A payload on a node's channel is one letter and the rest (see
- * {@linkcode PAYLOAD}): `g` and a `StoredGroupChat`, `p` and a
- * `StoredPrivateChat` (written here); `e`, `l` and `r` (the cluster bus's).
- *
- * Standalone Redis only: the scripts build key names from their `ARGV`.
+ * Every key this module and the cluster bus use is named in
+ * `src/redis/keys.ts`; every script here is given all its keys in `KEYS`,
+ * in one hash slot (a room's, or a user's), so it runs on a Redis Cluster
+ * as on a standalone Redis. A `PrivateChat` touches two users' slots: one
+ * script in the target's slot decides and stores it, a second in the
+ * sender's slot tells the sender's other nodes (see {@linkcode RedisStorage.write}).
  *
  * @module
  */
 import type { StoredGroupChat, StoredPrivateChat } from "../wire/protocol.ts";
 import { type RedisConnection, RedisScript } from "./connection.ts";
+import { KEYS, LUA } from "./keys.ts";
 import { ErrorReply } from "@redis/client";
 import {
   fingerprint,
@@ -55,130 +35,39 @@ import {
 } from "../chat/storage.ts";
 import { isComplete, wantedRange } from "../chat/history_rules.ts";
 
-/** The names of the cluster's Redis keys and channels. */
-export const KEYS = {
-  /** STRING: the last `seq` of a room. */
-  seq: (room: string): string => `chat:seq:${room}`,
-  /** ZSET: a room's recent messages, score `seq`, member JSON. */
-  hist: (room: string): string => `chat:hist:${room}`,
-  /** SET: ids of the nodes with members in a room. */
-  roomNodes: (room: string): string => `chat:roomnodes:${room}`,
-  /** HASH: username to the number of nodes with that user in a room. */
-  presence: (room: string): string => `chat:presence:${room}`,
-  /** SET: `room\nusername` entries a node contributes to presence. */
-  nodePresence: (node: string): string => `chat:nodepresence:${node}`,
-  /** SET: ids of the nodes with a connection of a user. */
-  userNodes: (username: string): string => `chat:usernodes:${username}`,
-  /** SET: the usernames a node holds. */
-  nodeUsers: (node: string): string => `chat:nodeusers:${node}`,
-  /** SET: ids of the nodes holding a username of this folded form (`foldName`). */
-  nameNodes: (folded: string): string => `chat:namenodes:${folded}`,
-  /** SET: the folded usernames a node holds. */
-  nodeNames: (node: string): string => `chat:nodenames:${node}`,
-  /** SET: every node id. */
-  nodes: "chat:nodes",
-  /** STRING: a node's heartbeat, with a `PX` expiry. */
-  alive: (node: string): string => `chat:alive:${node}`,
-  /**
-   * STRING: the node was reaped as dead and its users' `Leave` sent; if it
-   * comes back, its resync announces them again (with a `PX` expiry).
-   */
-  reaped: (node: string): string => `chat:reaped:${node}`,
-  /** LIST: JSON `StoredPrivateChat`s waiting for a user, oldest first. */
-  offline: (username: string): string => `chat:offline:${username}`,
-  /**
-   * STRING: `fingerprint seq id timestamp` of the `GroupChat` or
-   * `PrivateChat` (seq 0) a user stored with client `id` (a username has no
-   * `:`), expiring after the idempotency window.
-   */
-  sent: (username: string, id: string): string => `chat:sent:${username}:${id}`,
-  /** HASH: a token by its hash: username, expires_at, created_at, revoked. */
-  token: (hash: string): string => `chat:token:${hash}`,
-  /** ZSET: token hashes, score created_at. */
-  tokens: "chat:tokens",
-  /** SET: usernames that ever held a token. */
-  tokenUsers: "chat:tokenusers",
-  /** STRING: a node's storage probe while writes fail, with a short expiry. */
-  probe: (node: string): string => `chat:probe:${node}`,
-  /** Pub/sub channel of a node. */
-  channel: (node: string): string => `chat:node:${node}`,
-} as const;
-
-/** The first letter of a payload on a node's channel. */
-export const PAYLOAD = {
-  /** JSON of a `StoredGroupChat` (with its `seq`). */
-  group: "g",
-  /** JSON of a `StoredPrivateChat`. */
-  private: "p",
-  /** JSON `{room, sender_username, timestamp}`: a user entered a room. */
-  enter: "e",
-  /** The same with `reason`: a user left a room. */
-  leave: "l",
-  /** A revoked token. */
-  revoked: "r",
-} as const;
-
 /** A room keeps at least this many messages, for gap fill between nodes. */
 export const MIN_KEPT = 1000;
 
 /**
- * Every key prefix (`KEYS.seq("")`), key name and payload letter as a Lua
- * string literal, for the scripts here and in `src/redis/bus.ts`.
- */
-export const LUA = {
-  seq: JSON.stringify(KEYS.seq("")),
-  hist: JSON.stringify(KEYS.hist("")),
-  roomNodes: JSON.stringify(KEYS.roomNodes("")),
-  presence: JSON.stringify(KEYS.presence("")),
-  nodePresence: JSON.stringify(KEYS.nodePresence("")),
-  userNodes: JSON.stringify(KEYS.userNodes("")),
-  nodeUsers: JSON.stringify(KEYS.nodeUsers("")),
-  nameNodes: JSON.stringify(KEYS.nameNodes("")),
-  nodeNames: JSON.stringify(KEYS.nodeNames("")),
-  nodes: JSON.stringify(KEYS.nodes),
-  alive: JSON.stringify(KEYS.alive("")),
-  reaped: JSON.stringify(KEYS.reaped("")),
-  offline: JSON.stringify(KEYS.offline("")),
-  token: JSON.stringify(KEYS.token("")),
-  tokens: JSON.stringify(KEYS.tokens),
-  tokenUsers: JSON.stringify(KEYS.tokenUsers),
-  channel: JSON.stringify(KEYS.channel("")),
-  group: JSON.stringify(PAYLOAD.group),
-  private: JSON.stringify(PAYLOAD.private),
-  enter: JSON.stringify(PAYLOAD.enter),
-  leave: JSON.stringify(PAYLOAD.leave),
-  revoked: JSON.stringify(PAYLOAD.revoked),
-} as const;
-
-/**
- * ARGV: node, room, json before the seq, json after it, how many to keep,
- * the idempotency key (`KEYS.sent`, '' for none), the window in ms, the
- * message's `fingerprint`, `id timestamp`. Returns `seq id timestamp` of
- * the message stored before under the key with the same fingerprint, if any.
- * Otherwise gives the message the room's next seq, stores it (and the key),
- * trims the room, and publishes it to the other nodes with members in the
- * room. Returns the seq.
+ * KEYS: the room's seq, hist, nodes, and (only with a client id) the
+ * idempotency key (`KEYS.groupSent`). ARGV: node, json before the seq, json
+ * after it, how many to keep, the window in ms, the message's
+ * `fingerprint`, `id timestamp`. Returns `seq id timestamp` of the message
+ * stored before under the key with the same fingerprint, if any. Otherwise
+ * gives the message the room's next seq, stores it (and the key), trims
+ * the room, and publishes it to the other nodes with members in the room.
+ * Returns the seq.
  */
 const GROUP = new RedisScript(`
-local node, room, before, after = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local keep = tonumber(ARGV[5])
-local sent, print = ARGV[6], ARGV[8]
-if sent ~= '' then
+local node, before, after = ARGV[1], ARGV[2], ARGV[3]
+local keep = tonumber(ARGV[4])
+local sent, print = KEYS[4], ARGV[6]
+if sent then
   local first = redis.call('GET', sent)
   if first and string.sub(first, 1, #print + 1) == print .. ' ' then
     return string.sub(first, #print + 2)
   end
 end
-local hist = ${LUA.hist} .. room
-local seq = redis.call('INCR', ${LUA.seq} .. room)
+local hist = KEYS[2]
+local seq = redis.call('INCR', KEYS[1])
 local json = before .. string.format('%d', seq) .. after
 redis.call('ZADD', hist, seq, json)
-if sent ~= '' then
+if sent then
   redis.call('SET', sent, print .. ' ' .. string.format('%d', seq) .. ' ' ..
-    ARGV[9], 'PX', ARGV[7])
+    ARGV[7], 'PX', ARGV[5])
 end
 redis.call('ZREMRANGEBYRANK', hist, 0, -(keep + 1))
-for _, n in ipairs(redis.call('SMEMBERS', ${LUA.roomNodes} .. room)) do
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if n ~= node then
     redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.group} .. json)
   end
@@ -187,95 +76,106 @@ return seq
 `);
 
 /**
- * ARGV: node, sender, target, json, auth "1"/"0", delivered "1"/"0", the
- * idempotency key ('' for none), the window in ms, the fingerprint,
- * `id timestamp`, cap ('' for none). Returns "dup" and `seq id timestamp`
- * of the message stored before under the key with the same fingerprint, if
- * any. Otherwise keeps the message for later when no node holds the target
- * and fewer than `cap` wait, and publishes it to the other nodes of the
- * target and of the sender. Returns "remote" (another node holds the
- * target), "ok", "not_connected", "unknown_user" or "inbox_full"; the key is
- * kept only for a message that was taken.
+ * In the target's slot. KEYS: the target's nodes, offline list, known
+ * mark, and (only with a client id) the idempotency key
+ * (`KEYS.privateSent`). ARGV: node, json, auth "1"/"0", delivered
+ * "1"/"0", the window in ms, the fingerprint, `id timestamp`, cap ('' for
+ * none). Returns `{"dup", "seq id timestamp"}` of the message stored before
+ * under the key with the same fingerprint, if any. Otherwise keeps the
+ * message for later when no node holds the target and fewer than `cap`
+ * wait, and publishes it to the target's other nodes. Returns the answer
+ * ("remote": another node holds the target, "ok", "not_connected",
+ * "unknown_user" or "inbox_full") and the nodes it was published to; the
+ * key is kept only for a message that was taken.
  */
 const PRIVATE = new RedisScript(`
-local node, sender, target, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local auth, delivered, key, print = ARGV[5], ARGV[6], ARGV[7], ARGV[9]
-if key ~= '' then
+local node, json, auth, delivered = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key, print = KEYS[4], ARGV[6]
+if key then
   local first = redis.call('GET', key)
   if first and string.sub(first, 1, #print + 1) == print .. ' ' then
-    return 'dup' .. string.sub(first, #print + 2)
+    return {'dup', string.sub(first, #print + 2)}
   end
 end
-local targets = redis.call('SMEMBERS', ${LUA.userNodes} .. target)
+local targets = redis.call('SMEMBERS', KEYS[1])
 local remote = false
 for _, n in ipairs(targets) do
   if n ~= node then remote = true break end
 end
 if delivered == '0' and not remote then
-  if auth == '0' then return 'not_connected' end
-  if redis.call('SISMEMBER', ${LUA.tokenUsers}, target) == 0 then
-    return 'unknown_user'
+  if auth == '0' then return {'not_connected'} end
+  if redis.call('EXISTS', KEYS[3]) == 0 then return {'unknown_user'} end
+  if ARGV[8] ~= '' and redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[8]) then
+    return {'inbox_full'}
   end
-  local inbox = ${LUA.offline} .. target
-  if ARGV[11] ~= '' and redis.call('LLEN', inbox) >= tonumber(ARGV[11]) then
-    return 'inbox_full'
-  end
-  redis.call('RPUSH', inbox, json)
+  redis.call('RPUSH', KEYS[2], json)
 end
-local sent = {[node] = true}
-local function publish(nodes)
-  for _, n in ipairs(nodes) do
-    if not sent[n] then
-      sent[n] = true
-      redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.private} .. json)
-    end
+local sent = {}
+for _, n in ipairs(targets) do
+  if n ~= node then
+    sent[#sent + 1] = n
+    redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.private} .. json)
   end
 end
-publish(targets)
-publish(redis.call('SMEMBERS', ${LUA.userNodes} .. sender))
-if key ~= '' then
-  redis.call('SET', key, print .. ' 0 ' .. ARGV[10], 'PX', ARGV[8])
+if key then
+  redis.call('SET', key, print .. ' 0 ' .. ARGV[7], 'PX', ARGV[5])
 end
-if remote then return 'remote' end
-return 'ok'
+if remote then return {'remote', sent} end
+return {'ok', sent}
 `);
 
 /**
- * ARGV: room, visible (how many of the newest are visible, > 0), highest
- * score, lowest score, limit. Returns the oldest visible seq ('' when none)
- * and, newest first, at most `limit` messages between the two scores.
+ * In the sender's slot. KEYS: the sender's nodes. ARGV: node, json, then
+ * the nodes the message went to already. Publishes the message to the
+ * sender's other nodes, for the sender's other connections.
+ */
+const PRIVATE_ECHO = new RedisScript(`
+local sent = {[ARGV[1]] = true}
+for i = 3, #ARGV do sent[ARGV[i]] = true end
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not sent[n] then
+    redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.private} .. ARGV[2])
+  end
+end
+return 1
+`);
+
+/**
+ * KEYS: the room's hist. ARGV: visible (how many of the newest are
+ * visible, > 0), highest score, lowest score, limit. Returns the oldest
+ * visible seq ('' when none) and, newest first, at most `limit` messages
+ * between the two scores.
  */
 const HISTORY = new RedisScript(`
-local hist = ${LUA.hist} .. ARGV[1]
-local visible = tonumber(ARGV[2])
+local hist = KEYS[1]
+local visible = tonumber(ARGV[1])
 local oldest = redis.call('ZRANGE', hist, visible - 1, visible - 1, 'REV',
   'WITHSCORES')
 if #oldest == 0 then
   oldest = redis.call('ZRANGE', hist, 0, 0, 'WITHSCORES')
 end
-local messages = redis.call('ZRANGE', hist, ARGV[3], ARGV[4], 'BYSCORE',
-  'REV', 'LIMIT', 0, ARGV[5])
+local messages = redis.call('ZRANGE', hist, ARGV[2], ARGV[3], 'BYSCORE',
+  'REV', 'LIMIT', 0, ARGV[4])
 return {oldest[2] or '', messages}
 `);
 
-/** ARGV: hash, username, expires_at, created_at. Fails if the hash exists. */
+/**
+ * KEYS: the token. ARGV: username, expires_at, created_at. Fails if the
+ * token exists.
+ */
 const CREATE_TOKEN = new RedisScript(`
-local key = ${LUA.token} .. ARGV[1]
-if redis.call('EXISTS', key) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('ERR token exists')
 end
-redis.call('HSET', key, 'username', ARGV[2], 'expires_at', ARGV[3],
-  'created_at', ARGV[4], 'revoked', '0')
-redis.call('ZADD', ${LUA.tokens}, ARGV[4], ARGV[1])
-redis.call('SADD', ${LUA.tokenUsers}, ARGV[2])
+redis.call('HSET', KEYS[1], 'username', ARGV[1], 'expires_at', ARGV[2],
+  'created_at', ARGV[3], 'revoked', '0')
 return 'OK'
 `);
 
-/** ARGV: hash. Returns 1 when it revoked the token, 0 when unknown or revoked. */
+/** KEYS: the token. Returns 1 when it revoked the token, 0 when unknown or revoked. */
 const REVOKE_TOKEN = new RedisScript(`
-local key = ${LUA.token} .. ARGV[1]
-if redis.call('HGET', key, 'revoked') == '0' then
-  redis.call('HSET', key, 'revoked', '1')
+if redis.call('HGET', KEYS[1], 'revoked') == '0' then
+  redis.call('HSET', KEYS[1], 'revoked', '1')
   return 1
 end
 return 0
@@ -336,7 +236,16 @@ export interface RedisStorageOptions {
   historySize: number;
   /** Whether tokens are required (`PrivateChat`s to unknown users fail). */
   authEnabled: boolean;
+  /**
+   * How many replicas must have a chat message before it counts as stored
+   * (Redis `WAIT`); 0 (the default) does not wait. Fewer in time: the
+   * outcome is `unknown` (the sender resends; the resend is a duplicate).
+   */
+  waitReplicas?: number;
 }
+
+/** How long a `WAIT` for replicas may take before the outcome is unknown. */
+export const WAIT_REPLICAS_MS = 1000;
 
 /**
  * A {@linkcode Storage} on a standalone Redis shared by the cluster's nodes.
@@ -348,6 +257,7 @@ export class RedisStorage implements Storage, TokenAdmin {
   #historySize: number;
   #keep: number;
   #auth: string;
+  #waitReplicas: number;
   /** Offline messages read by {@linkcode offline}, by id, to remove them. */
   #seen = new Map<string, { username: string; json: string }>();
   /** The ids in {@linkcode #seen} of each user. */
@@ -366,6 +276,7 @@ export class RedisStorage implements Storage, TokenAdmin {
     this.#historySize = historySize;
     this.#keep = Math.max(historySize, MIN_KEPT);
     this.#auth = options.authEnabled ? "1" : "0";
+    this.#waitReplicas = options.waitReplicas ?? 0;
   }
 
   /** Nothing: in a cluster, Redis gives each `GroupChat` its `seq`. */
@@ -393,9 +304,37 @@ export class RedisStorage implements Storage, TokenAdmin {
         // Refused before it was sent: certainly not stored. Once sent, a
         // lost or late reply leaves the outcome unknown.
         if (!this.#connection.up) return failed("redis is not available");
-        return this.#issue(op, splits[i]).catch(afterSend);
+        return this.#issue(op, splits[i]).then(
+          (result) => this.#replicated(op, result),
+        ).catch(afterSend);
       }),
     );
+  }
+
+  /**
+   * With `waitReplicas`, waits until that many replicas have a new chat
+   * message (`WAIT`, on the connection to the master that took it);
+   * fewer in time make the outcome unknown.
+   */
+  async #replicated(op: WriteOp, result: WriteResult): Promise<WriteResult> {
+    if (this.#waitReplicas === 0 || !result.ok || result.original) {
+      return result;
+    }
+    if (op.kind !== "group" && op.kind !== "private") return result;
+    const key = op.kind === "group"
+      ? KEYS.seq(op.message.room)
+      : KEYS.userNodes(op.message.target_username);
+    const replicas = await this.#connection.command<number>([
+      "WAIT",
+      String(this.#waitReplicas),
+      String(WAIT_REPLICAS_MS),
+    ], key);
+    if (Number(replicas) >= this.#waitReplicas) return result;
+    return {
+      ok: false,
+      reason: "unknown",
+      error: `${replicas} of ${this.#waitReplicas} replicas have it`,
+    };
   }
 
   /** Sends the commands of `op` before it returns. */
@@ -406,13 +345,19 @@ export class RedisStorage implements Storage, TokenAdmin {
     if (op.kind === "group") {
       const [before, after] = split!;
       const m = op.message;
-      const answer = await GROUP.run(this.#connection, [
+      const keys = [
+        KEYS.seq(m.room),
+        KEYS.hist(m.room),
+        KEYS.roomNodes(m.room),
+      ];
+      if (op.ref !== undefined) {
+        keys.push(KEYS.groupSent(m.room, m.sender_username, op.ref));
+      }
+      const answer = await GROUP.run(this.#connection, keys, [
         this.#nodeId,
-        m.room,
         before,
         after,
         this.#keep,
-        op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
         IDEMPOTENCY_WINDOW_MS,
         op.ref === undefined ? "" : fingerprint(op),
         `${m.id} ${m.timestamp}`,
@@ -425,23 +370,45 @@ export class RedisStorage implements Storage, TokenAdmin {
     }
     if (op.kind === "private") {
       const m = op.message;
-      const answer = await PRIVATE.run(this.#connection, [
+      const target = m.target_username;
+      const keys = [
+        KEYS.userNodes(target),
+        KEYS.offline(target),
+        KEYS.known(target),
+      ];
+      if (op.ref !== undefined) {
+        keys.push(KEYS.privateSent(target, m.sender_username, op.ref));
+      }
+      const json = JSON.stringify(m);
+      const reply = await PRIVATE.run(this.#connection, keys, [
         this.#nodeId,
-        m.sender_username,
-        m.target_username,
-        JSON.stringify(m),
+        json,
         this.#auth,
         op.delivered ? "1" : "0",
-        op.ref === undefined ? "" : KEYS.sent(m.sender_username, op.ref),
         IDEMPOTENCY_WINDOW_MS,
         op.ref === undefined ? "" : fingerprint(op),
         `${m.id} ${m.timestamp}`,
         op.maxWaiting ?? "",
-      ]);
-      if (typeof answer === "string" && answer.startsWith("dup")) {
-        return { ok: true, original: parseSent(answer.slice(3)) };
+      ]) as unknown[];
+      const answer = reply[0];
+      if (answer === "dup") {
+        return { ok: true, original: parseSent(String(reply[1])) };
       }
       if (answer === "remote" || answer === "ok") {
+        // The target's slot is done: now the sender's other nodes, in the
+        // sender's slot. The message is stored: if this fails, the outcome
+        // is unknown to the sender, whose resend is answered as a duplicate.
+        const sent = (reply[1] as unknown[] | undefined ?? []).map(String);
+        try {
+          await PRIVATE_ECHO.run(
+            this.#connection,
+            [KEYS.userNodes(m.sender_username)],
+            [this.#nodeId, json, ...sent],
+          );
+        } catch (error) {
+          const text = error instanceof Error ? error.message : String(error);
+          return { ok: false, reason: "unknown", error: text };
+        }
         return { ok: true, remote: answer === "remote" };
       }
       if (
@@ -515,8 +482,7 @@ export class RedisStorage implements Storage, TokenAdmin {
         "-inf",
         Math.min(query.kind === "last" ? query.count : query.limit, visible),
       ];
-    const reply = await HISTORY.run(this.#connection, [
-      room,
+    const reply = await HISTORY.run(this.#connection, [KEYS.hist(room)], [
       visible,
       highest,
       lowest,
@@ -562,11 +528,20 @@ export class RedisStorage implements Storage, TokenAdmin {
     grant: TokenGrant,
     now: number,
   ): Promise<void> {
-    await CREATE_TOKEN.run(this.#connection, [
-      await hashToken(token),
+    const hash = await hashToken(token);
+    // Three slots, in an order that a crash between two steps leaves
+    // harmless: the user is known, then the token exists, then it is listed.
+    await this.#connection.command(["SET", KEYS.known(grant.username), "1"]);
+    await CREATE_TOKEN.run(this.#connection, [KEYS.token(hash)], [
       grant.username,
       grant.expiresAt,
       now,
+    ]);
+    await this.#connection.command([
+      "ZADD",
+      KEYS.tokens,
+      String(now),
+      hash,
     ]);
   }
 
@@ -590,7 +565,8 @@ export class RedisStorage implements Storage, TokenAdmin {
   /** Revokes a token; `false` when unknown or already revoked. */
   async revokeToken(token: string): Promise<boolean> {
     const hash = await hashToken(token);
-    return await REVOKE_TOKEN.run(this.#connection, [hash]) === 1;
+    return await REVOKE_TOKEN.run(this.#connection, [KEYS.token(hash)], []) ===
+      1;
   }
 
   /** Every token, newest first. */
@@ -641,7 +617,9 @@ export class RedisStorage implements Storage, TokenAdmin {
         "username",
       ]);
       if (username === null || !tokenMatches(match, hash, username)) continue;
-      if (await REVOKE_TOKEN.run(this.#connection, [hash]) === 1) count++;
+      if (
+        await REVOKE_TOKEN.run(this.#connection, [KEYS.token(hash)], []) === 1
+      ) count++;
     }
     return count;
   }

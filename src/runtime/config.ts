@@ -265,6 +265,14 @@ export const SETTINGS = {
     schema: redisUrl,
     secret: true,
   },
+  redisWaitReplicas: {
+    env: "REDIS_WAIT_REPLICAS",
+    flag: "redis-wait-replicas",
+    fallback: "0",
+    help:
+      "acknowledge a chat message only once this many Redis replicas have it (WAIT); 0: at once",
+    schema: integer(0),
+  },
   shutdownGraceSeconds: {
     env: "SHUTDOWN_GRACE_SECONDS",
     flag: "shutdown-grace",

@@ -481,3 +481,31 @@ Deno.test("cluster: --redis-port with REDIS_URL set exits 2", async () => {
     /--redis-port .*with REDIS_URL set none is started/,
   );
 });
+
+Deno.test("cluster: --redis-cluster 3 starts a local Redis Cluster for the nodes; SIGTERM stops it all", async () => {
+  await using cluster = new Cluster([
+    ...twoNodesOnFreePorts(),
+    "--redis-cluster",
+    "3",
+  ]);
+  const redis = await cluster.line(
+    /^redis: +(\S+) \(local Redis Cluster, 3 masters and 3 replicas, data in (\S+)\)$/,
+  );
+  const ports = redis[1]!.split(",").map((url) => Number(new URL(url).port));
+  assert.equal(ports.length, 6);
+  const dir = redis[2]!;
+  await cluster.line(/^cluster: 2 nodes up/);
+  const node = await cluster.line(/^node 0: (http:\/\/127\.0\.0\.1:(\d+)\/) /);
+  const { body } = await health(node[1]!);
+  assert.equal((body as { status: string }).status, "ok");
+  const { status } = await cluster.stop("SIGTERM");
+  assert.equal(status.code, 0, cluster.stderr.join("\n"));
+  assert.ok(cluster.stderr.includes("Redis Cluster stopped"));
+  for (const port of ports) assert.equal(await listening(port), false);
+  assert.throws(() => Deno.statSync(dir), Deno.errors.NotFound);
+});
+
+Deno.test("cluster: --redis-cluster takes 3 to 16 masters", () => {
+  assert.equal(parseClusterArgs(["--redis-cluster", "3"]).redisCluster, 3);
+  assert.throws(() => parseClusterArgs(["--redis-cluster", "2"]), /3 to 16/);
+});

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { NODE_TTL_MS, RedisBus } from "../../src/redis/bus.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { connectRedis } from "../../src/redis/connection.ts";
-import { KEYS } from "../../src/redis/storage.ts";
+import { KEYS } from "../../src/redis/keys.ts";
 import { TestClient, waitFor } from "../support/helpers.ts";
 import {
   collect,

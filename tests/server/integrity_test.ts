@@ -14,6 +14,7 @@ import { chromium } from "playwright-core";
 import { ChatClient } from "../../src/client/chat_client.ts";
 import { type LocalRedis, startLocalRedis } from "../../tools/local_redis.ts";
 import { REPLY_TIMEOUT_MS } from "../../src/redis/connection.ts";
+import { KEYS } from "../../src/redis/keys.ts";
 import {
   answerTo,
   bodiesOf,
@@ -80,7 +81,7 @@ function chatFrame(user: string, content: string, id: string) {
 async function seqIs(port: number, count: number): Promise<void> {
   await waitFor(
     async () =>
-      (await redisCommand(port, "ZCARD", "chat:hist:r")) === `:${count}`,
+      (await redisCommand(port, "ZCARD", KEYS.hist("r"))) === `:${count}`,
     `room r holds ${count} messages`,
   );
 }
@@ -250,7 +251,7 @@ Deno.test("integrity: a write whose reply is lost past the timeout; the resend w
     );
     assert.deepEqual(third.answer.message_body, resend.answer.message_body);
     assert.equal(
-      await redisCommand(redisPort, "ZCARD", "chat:hist:r"),
+      await redisCommand(redisPort, "ZCARD", KEYS.hist("r")),
       ":2",
       "stored once",
     );
@@ -340,7 +341,7 @@ Deno.test("integrity: the typed client resends a message whose outcome is unknow
   const seen = await collect(bob, { GroupChat: 1 }, 5000);
   assert.deepEqual(bodiesOf(seen, "GroupChat").map((m) => m.id), [acked.id]);
   assert.equal(
-    await redisCommand(redisPort, "ZCARD", "chat:hist:r"),
+    await redisCommand(redisPort, "ZCARD", KEYS.hist("r")),
     ":2",
     "stored once",
   );
@@ -397,7 +398,7 @@ Deno.test("integrity: the web page shows a message whose outcome is unknown as s
       .allTextContents();
     assert.deepEqual(shown.filter((text) => text === "exactly once").length, 1);
     assert.equal(
-      await redisCommand(redisPort, "ZCARD", "chat:hist:r"),
+      await redisCommand(redisPort, "ZCARD", KEYS.hist("r")),
       ":2",
       "stored once",
     );

@@ -11,7 +11,8 @@
 import assert from "node:assert/strict";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { connectRedis } from "../../src/redis/connection.ts";
-import { KEYS, RedisStorage } from "../../src/redis/storage.ts";
+import { RedisStorage } from "../../src/redis/storage.ts";
+import { KEYS } from "../../src/redis/keys.ts";
 import {
   type ChatSettings,
   createState,
@@ -51,7 +52,7 @@ Deno.test("idempotency, Redis: a key lives for the window (Redis's clock)", asyn
     }]);
     assert.deepEqual(result, { ok: true, seq: 1 });
     const ttl = Number(
-      await connection.command(["PTTL", KEYS.sent("alice", "k")]),
+      await connection.command(["PTTL", KEYS.groupSent("r", "alice", "k")]),
     );
     assert.ok(
       ttl > IDEMPOTENCY_WINDOW_MS - 60_000 && ttl <= IDEMPOTENCY_WINDOW_MS,

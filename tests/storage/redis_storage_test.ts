@@ -20,7 +20,8 @@ import {
   type RedisConnection,
   RedisScript,
 } from "../../src/redis/connection.ts";
-import { KEYS, MIN_KEPT, RedisStorage } from "../../src/redis/storage.ts";
+import { MIN_KEPT, RedisStorage } from "../../src/redis/storage.ts";
+import { KEYS } from "../../src/redis/keys.ts";
 import type { WriteOp, WriteResult } from "../../src/chat/storage.ts";
 
 const quiet: Logger = () => {};
@@ -120,7 +121,7 @@ async function listen(redis: LocalRedis, nodes: readonly string[]) {
      */
     async drain(client: RedisConnection): Promise<typeof received> {
       for (const channel of channels.keys()) {
-        await client.client.sendCommand(["PUBLISH", channel, "END"]);
+        await client.command(["PUBLISH", channel, "END"]);
       }
       await until(() =>
         received.filter(({ payload }) => payload === "END").length ===
@@ -465,16 +466,16 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
         assert.equal(script.sha, sha);
         const exists = async () =>
           await admin.client.sendCommand<number[]>(["SCRIPT", "EXISTS", sha]);
-        assert.equal(await script.run(admin, ["a", 1]), "a:1");
+        assert.equal(await script.run(admin, [], ["a", 1]), "a:1");
         assert.deepEqual(await exists(), [1]);
         await admin.client.sendCommand(["SCRIPT", "FLUSH"]);
         assert.deepEqual(await exists(), [0]);
-        assert.equal(await script.run(admin, [2, "b"]), "2:b");
+        assert.equal(await script.run(admin, [], [2, "b"]), "2:b");
         assert.deepEqual(await exists(), [1]);
         // Errors other than NOSCRIPT are not retried.
         const failing = new RedisScript("return redis.error_reply('ERR nope')");
         await failing.ready;
-        await assert.rejects(failing.run(admin, []), /nope/);
+        await assert.rejects(failing.run(admin, [], []), /nope/);
       },
     );
 

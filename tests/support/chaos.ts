@@ -28,7 +28,7 @@
 import { parseArgs } from "node:util";
 import { type LocalRedis, startLocalRedis } from "../../tools/local_redis.ts";
 import { connectRedis } from "../../src/redis/connection.ts";
-import { KEYS } from "../../src/redis/storage.ts";
+import { KEYS } from "../../src/redis/keys.ts";
 import type { StoredGroupChat } from "../../src/wire/protocol.ts";
 import { type NodeProcess, spawnNode } from "./cluster_helpers.ts";
 import { FaultProxy } from "./fault_proxy.ts";

@@ -12,6 +12,10 @@ import { fileURLToPath } from "node:url";
 import type { Config } from "../../src/runtime/config.ts";
 import { type LocalRedis, startLocalRedis } from "../../tools/local_redis.ts";
 import {
+  type LocalRedisCluster,
+  startLocalRedisCluster,
+} from "../../tools/local_redis_cluster.ts";
+import {
   type Body,
   childEnv,
   envelope,
@@ -28,16 +32,33 @@ const CONFIG = fileURLToPath(new URL("../../deno.json", import.meta.url));
 /** Longest a subprocess node may take to start. */
 const START_MS = 20_000;
 
+/**
+ * What the nodes share: one standalone `redis-server`, or a local Redis
+ * Cluster of 3 masters and 3 replicas.
+ */
+export type Backend = "standalone" | "redis-cluster";
+
+/** Both backends, for tests that run once on each. */
+export const BACKENDS: readonly Backend[] = ["standalone", "redis-cluster"];
+
 /** A redis-server and the nodes started on it; disposing stops them all. */
 export interface TestCluster extends AsyncDisposable {
-  /** The redis-server every node uses. */
+  /**
+   * The standalone redis-server every node uses; throws on the
+   * `redis-cluster` backend (a test that needs it runs on standalone only).
+   */
   redis: LocalRedis;
+  /** The local Redis Cluster, on the `redis-cluster` backend. */
+  redisCluster: LocalRedisCluster | undefined;
+  /** What the nodes have as `REDIS_URL`. */
+  redisUrl: string;
   /** The nodes, in start order (node 0 is "A", node 1 "B", ...). */
   nodes: TestServer[];
 }
 
 /**
- * Starts a `redis-server` on a free port and `count` nodes on port 0 with
+ * Starts a `redis-server` on a free port (or, on the `redis-cluster`
+ * backend, a local Redis Cluster) and `count` nodes on port 0 with
  * `overrides` (plus `redisUrl`), and waits until each node's bus is in sync.
  * Disposing shuts every node down (a node already shut down is skipped),
  * then stops Redis and removes its data.
@@ -45,17 +66,25 @@ export interface TestCluster extends AsyncDisposable {
 export async function startCluster(
   count: number,
   overrides: Partial<Config> = {},
+  backend: Backend = "standalone",
 ): Promise<TestCluster> {
-  const redis = await startLocalRedis();
+  const standalone = backend === "standalone"
+    ? await startLocalRedis()
+    : undefined;
+  const redisCluster = backend === "redis-cluster"
+    ? await startLocalRedisCluster()
+    : undefined;
+  const redisUrl = standalone?.url ?? redisCluster!.url;
   const nodes: TestServer[] = [];
   const dispose = async () => {
     // Newest first, as `await using` would.
     for (const node of nodes.toReversed()) await node[Symbol.asyncDispose]();
-    await redis.stop();
+    await standalone?.stop();
+    await redisCluster?.stop();
   };
   try {
     for (let i = 0; i < count; i++) {
-      nodes.push(await serve({ ...overrides, redisUrl: redis.url }));
+      nodes.push(await serve({ ...overrides, redisUrl }));
     }
     for (const [i, node] of nodes.entries()) {
       await waitFor(
@@ -68,7 +97,16 @@ export async function startCluster(
     await dispose();
     throw error;
   }
-  return { redis, nodes, [Symbol.asyncDispose]: dispose };
+  return {
+    get redis(): LocalRedis {
+      if (!standalone) throw new Error("this test needs a standalone Redis");
+      return standalone;
+    },
+    redisCluster,
+    redisUrl,
+    nodes,
+    [Symbol.asyncDispose]: dispose,
+  };
 }
 
 /** A `/healthz` answer: its HTTP status and JSON body. */

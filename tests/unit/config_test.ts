@@ -309,6 +309,16 @@ const ROWS: readonly Row[] = [
     invalid: ["http://x", "redis://", "cache.internal:6379", ""],
   },
   {
+    key: "redisWaitReplicas",
+    env: "REDIS_WAIT_REPLICAS",
+    flag: "redis-wait-replicas",
+    fallbackText: "0",
+    fallback: 0,
+    sample: "1",
+    parsed: 1,
+    invalid: ["-1", "one", "1.5", ""],
+  },
+  {
     key: "shutdownGraceSeconds",
     env: "SHUTDOWN_GRACE_SECONDS",
     flag: "shutdown-grace",
