@@ -13,8 +13,8 @@ import {
   helpText,
   loadConfig,
   readDotenv,
-  SETTINGS,
 } from "./src/runtime/config.ts";
+import { SETTINGS } from "./src/runtime/settings.ts";
 import { createLogger } from "./src/runtime/log.ts";
 import { startServer } from "./src/http/server.ts";
 

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { LogLevel } from "./config.ts";
+import type { LogLevel } from "./settings.ts";
 
 const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 

@@ -24,6 +24,7 @@ const SOURCE_DIRS = ["../client/", "./"].map((path) =>
 const NOT_SOURCES = new Set([
   "bundle_generated.ts",
   "build_bundle.ts",
+  "connect_diagnosis.ts",
   "page.ts",
   "terminal_client.ts",
 ]);

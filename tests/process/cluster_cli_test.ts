@@ -9,10 +9,9 @@ import assert from "node:assert/strict";
 import {
   clusterHelp,
   DEFAULT_NODES,
-  nodeDatabasePath,
   parseClusterArgs,
-  withoutPassword,
-} from "../../tools/cluster_cli.ts";
+} from "../../tools/cluster_args.ts";
+import { nodeDatabasePath, withoutPassword } from "../../tools/cluster_cli.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";
 import { childEnv } from "../support/helpers.ts";
 

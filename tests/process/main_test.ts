@@ -5,7 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { SETTINGS } from "../../src/runtime/config.ts";
+import { SETTINGS } from "../../src/runtime/settings.ts";
 import { childEnv, RawPeer, TestClient } from "../support/helpers.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { SERVER_ERROR_TEXT } from "../../src/client/error_text.ts";
+import { diagnoseConnect } from "../../src/client/connect_diagnosis.ts";
 import {
-  diagnoseConnect,
   FIRST_CONNECT_TRIES,
   formatTime,
   parseCommand,

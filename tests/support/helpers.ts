@@ -4,7 +4,8 @@
  *
  * @module
  */
-import { type Config, loadConfig, SETTINGS } from "../../src/runtime/config.ts";
+import { type Config, loadConfig } from "../../src/runtime/config.ts";
+import { SETTINGS } from "../../src/runtime/settings.ts";
 import { createLogger } from "../../src/runtime/log.ts";
 import {
   type ChatServer,

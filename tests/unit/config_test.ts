@@ -13,10 +13,9 @@ import {
   type ConfigInputs,
   helpText,
   loadConfig,
-  type SettingName,
-  SETTINGS,
   type Sources,
 } from "../../src/runtime/config.ts";
+import { type SettingName, SETTINGS } from "../../src/runtime/settings.ts";
 
 /** One row of the contract's table, with values to try. */
 type Row = {
@@ -378,7 +377,7 @@ function assertRefused(
   );
 }
 
-Deno.test("the table covers every setting of src/runtime/config.ts, with its flag and default", () => {
+Deno.test("the table covers every setting of src/runtime/settings.ts, with its flag and default", () => {
   assert.deepEqual(
     ROWS.map((row) => row.key).sort(),
     Object.keys(SETTINGS).sort(),
@@ -856,7 +855,7 @@ Deno.test(".env.example lists every setting, commented out, with its default", a
   assert.deepEqual(config, load().config);
 });
 
-Deno.test("docs/configuration.md has the table of src/runtime/config.ts", async () => {
+Deno.test("docs/configuration.md has the table of src/runtime/settings.ts", async () => {
   const text = await Deno.readTextFile(new URL("docs/configuration.md", REPO));
   const rows = text.split("\n").filter((line) => line.startsWith("| `"))
     .map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()));
