@@ -29,12 +29,9 @@
  *
  * @module
  */
-import { LEAVE_REASONS, type LeaveReason } from "../wire/codes.ts";
 import type { Logger } from "../runtime/log.ts";
-import { foldName } from "../wire/names.ts";
 import {
   parseStoredGroupChat,
-  parseStoredPrivateChat,
   type StoredGroupChat,
 } from "../wire/protocol.ts";
 import type {
@@ -44,8 +41,19 @@ import type {
   JoinResult,
 } from "../chat/reducer.ts";
 import type { ClusterPort } from "../chat/cluster_port.ts";
-import { type RedisConnection, RedisScript } from "./connection.ts";
-import { KEYS, LUA, PAYLOAD } from "./keys.ts";
+import type { RedisConnection } from "./connection.ts";
+import { KEYS } from "./keys.ts";
+import {
+  parseBusPayload,
+  REVOKE,
+  ROOM_JOIN,
+  ROOM_PART,
+  ROOM_SYNC,
+  roomKeys,
+  USER_CLAIM,
+  USER_RELEASE,
+  userKeys,
+} from "./bus_scripts.ts";
 
 /** How often a node renews its heartbeat and reaps dead nodes. */
 export const HEARTBEAT_MS = 1_000;
@@ -55,138 +63,6 @@ export const NODE_TTL_MS = 5_000;
 
 /** How long the mark of a reaped node lasts, for its return (a day). */
 const REAPED_TTL_MS = 86_400_000;
-
-/**
- * Lua shared by the room scripts below. KEYS: [1] the room's nodes, [2] its
- * presence, [3] the node's contributions to it, [4] its seq.
- */
-const ROOM_LIB = `
-local function publish_except(except, payload)
-  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    if n ~= except then redis.call('PUBLISH', ${LUA.channel} .. n, payload) end
-  end
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function join(node, room, user, ts, quiet)
-  redis.call('SADD', KEYS[1], node)
-  if redis.call('SADD', KEYS[3], user) == 0 then return 0 end
-  if redis.call('HINCRBY', KEYS[2], user, 1) ~= 1 then return 0 end
-  if quiet then return 1 end
-  publish_except(node, ${LUA.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
-  return 1
-end
-local function part(node, room, user, reason, ts)
-  if redis.call('SREM', KEYS[3], user) == 0 then return 0 end
-  if redis.call('HINCRBY', KEYS[2], user, -1) > 0 then return 0 end
-  redis.call('HDEL', KEYS[2], user)
-  publish_except(node, ${LUA.leave} .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
-  return 1
-end
-`;
-
-/** The room keys of {@linkcode ROOM_LIB}, for `node`. */
-function roomKeys(room: string, node: string): string[] {
-  return [
-    KEYS.roomNodes(room),
-    KEYS.presence(room),
-    KEYS.contrib(room, node),
-    KEYS.seq(room),
-  ];
-}
-
-/**
- * In the room's slot (see {@linkcode ROOM_LIB}). ARGV: node, room, user,
- * timestamp, held (`1`: the node already has the user in the room, so
- * nobody is announced). Returns the room's seq, whether the user is new to
- * the room, and its members.
- */
-const ROOM_JOIN = new RedisScript(`${ROOM_LIB}
-local new = join(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1')
-local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
-return {seq, new, redis.call('HKEYS', KEYS[2])}
-`);
-
-/**
- * In the room's slot. ARGV: node, room, user, reason, timestamp, empty
- * (`1`: no member left on the node). Returns 1 when no node has the user
- * in the room any more.
- */
-const ROOM_PART = new RedisScript(`${ROOM_LIB}
-local gone = part(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
-if ARGV[6] == '1' then redis.call('SREM', KEYS[1], ARGV[1]) end
-return gone
-`);
-
-/**
- * In the room's slot. ARGV: node, room, announce (`1`: new entries are
- * announced with an \`Enter\`), member (`1`: the node stays among the room's
- * nodes), seq ('' for none: the room's seq is raised to it), then the users
- * the node holds in the room. Sets the node's contributions to the room to
- * those users: the others leave (\`Leave\`, reason \`disconnected\`).
- */
-const ROOM_SYNC = new RedisScript(`${ROOM_LIB}
-local node, room = ARGV[1], ARGV[2]
-local ts = now_ms()
-local want = {}
-for i = 6, #ARGV do want[ARGV[i]] = true end
-for _, u in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if not want[u] then part(node, room, u, 'disconnected', ts) end
-end
-for u in pairs(want) do join(node, room, u, ts, ARGV[3] ~= '1') end
-if ARGV[5] ~= '' and tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[5]) then
-  redis.call('SET', KEYS[4], ARGV[5])
-end
-if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[1], node)
-else
-  redis.call('SREM', KEYS[1], node)
-end
-return 1
-`);
-
-/** The user keys of {@linkcode USER_CLAIM} and {@linkcode USER_RELEASE}. */
-function userKeys(username: string): string[] {
-  return [KEYS.userNodes(username), KEYS.nameNodes(foldName(username))];
-}
-
-/**
- * In the user's slot. KEYS: the user's nodes, the nodes of its folded name.
- * ARGV: node, exclusive (`1`: refused, 0, while another node holds any name
- * of the same folded form: \`Alice\` and \`alice\` are one name). Returns 1
- * when the node holds the user now.
- */
-const USER_CLAIM = new RedisScript(`
-local node = ARGV[1]
-if ARGV[2] == '1' then
-  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    if n ~= node then return 0 end
-  end
-  for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    if n ~= node then return 0 end
-  end
-end
-redis.call('SADD', KEYS[1], node)
-redis.call('SADD', KEYS[2], node)
-return 1
-`);
-
-/** In the user's slot; KEYS as {@linkcode USER_CLAIM}. ARGV: node. */
-const USER_RELEASE = new RedisScript(`
-redis.call('SREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[2], ARGV[1])
-return 1
-`);
-
-/** KEYS: every node's id (`chat:nodes`). ARGV: node, token. Tells every other node a token is revoked. */
-const REVOKE = new RedisScript(`
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.revoked} .. ARGV[2]) end
-end
-return 1
-`);
 
 /**
  * Tells every node but `from` that a token was revoked; for the token
@@ -216,46 +92,6 @@ export interface BusOptions {
   log: Logger;
   heartbeatMs?: number;
   nodeTtlMs?: number;
-}
-
-/**
- * Parses a payload of a node channel; `null` when it is not one of ours or a
- * message lacks a field (a node of another version, say).
- */
-export function parseBusPayload(payload: string): BusMessage | null {
-  const kind = payload[0];
-  const rest = payload.slice(1);
-  try {
-    switch (kind) {
-      case PAYLOAD.group: {
-        const message = parseStoredGroupChat(JSON.parse(rest));
-        return message && { kind: "group", message };
-      }
-      case PAYLOAD.private: {
-        const message = parseStoredPrivateChat(JSON.parse(rest));
-        return message && { kind: "private", message };
-      }
-      case PAYLOAD.enter:
-      case PAYLOAD.leave: {
-        const body = JSON.parse(rest);
-        const who = {
-          room: String(body.room),
-          username: String(body.sender_username),
-          timestamp: Number(body.timestamp),
-        };
-        if (kind === PAYLOAD.enter) return { kind: "enter", ...who };
-        const reason: LeaveReason = Object.hasOwn(LEAVE_REASONS, body.reason)
-          ? body.reason
-          : "disconnected";
-        return { kind: "leave", ...who, reason };
-      }
-      case PAYLOAD.revoked:
-        return { kind: "revoked", token: rest };
-    }
-  } catch {
-    // Not JSON: not from a node of this version.
-  }
-  return null;
 }
 
 /** One node's link to the others, through Redis. */

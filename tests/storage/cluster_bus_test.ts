@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { parseBusPayload } from "../../src/redis/bus.ts";
+import { parseBusPayload } from "../../src/redis/bus_scripts.ts";
 import type { BusMessage } from "../../src/chat/reducer.ts";
 
 const GROUP = {
