@@ -3,6 +3,11 @@
  * platform APIs (`WebSocket`, timers), so the same module runs in browsers,
  * in Deno and in Node 22 or later.
  *
+ * Why this file is long (about 900 lines): the `ChatClient` class is one
+ * state machine (connection, rooms, requests in flight, resends) whose
+ * handlers all read and change the same private fields; splitting its
+ * methods across files would mean exposing that state.
+ *
  * - one typed send helper per client message, each returning a promise that
  *   resolves on the message's `Ack` and rejects with a {@linkcode ChatError}
  *   on its `Error` (matched by `id`/`ref`, generated for you);
@@ -35,11 +40,6 @@
  * in flight in `pending.ts`, the per-room tracking in `room_track.ts` and
  * the event listeners in `listeners.ts`;
  * this module re-exports every public name, so import from here.
- *
- * Why this file is long (about 900 lines): the `ChatClient` class is one
- * state machine (connection, rooms, requests in flight, resends) whose
- * handlers all read and change the same private fields; splitting its
- * methods across files would mean exposing that state.
  *
  * @module
  */

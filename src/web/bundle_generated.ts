@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "a0BEMf9OYVrDGPEFd0C0uApagJjY9AhafD20BjpoMOA=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "516b9aebe113f1f0d50e53e529826d008cd20364dbb2aea1bfbfee25823ff083";
+  "baf067d125db5a430da87ab88d6048e31deb7cb561f045990ae50bfb6ed56d4f";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";

@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import type { Logger } from "../../src/runtime/log.ts";
 import type { StoredGroupChat } from "../../src/wire/protocol.ts";
-import { openRedis, type RedisConnection } from "../../src/redis/connection.ts";
+import type { RedisConnection } from "../../src/redis/connection.ts";
+import { openRedis } from "../../src/redis/open_redis.ts";
 import { RedisStorage } from "../../src/redis/storage.ts";
 import { KEYS } from "../../src/redis/keys.ts";
 import { startLocalRedis } from "../../tools/local_redis.ts";

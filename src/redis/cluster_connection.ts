@@ -1,0 +1,311 @@
+/**
+ * A connection to a Redis Cluster (node-redis `createCluster`), with the same
+ * {@linkcode RedisConnection} contract as the standalone one: commands go to
+ * the master of their key's slot, and a subscriber listens on every node.
+ * It does not choose between standalone and cluster (`open_redis.ts` does)
+ * and runs no script of its own.
+ *
+ * @module
+ */
+import { createCluster, ErrorReply } from "@redis/client";
+import {
+  connectRedis,
+  type PayloadListener,
+  reconnectDelay,
+  type RedisConnection,
+  type RedisConnectionHooks,
+  type RedisConnectionOptions,
+  REPLY_TIMEOUT_MS,
+  type StandaloneConnection,
+  until,
+} from "./connection.ts";
+/** The key a command is routed by on a Redis Cluster (none: any node). */
+export function routingKey(args: readonly string[]): string | undefined {
+  const name = args[0]?.toUpperCase();
+  if (name === "EVAL" || name === "EVALSHA") {
+    return Number(args[2]) > 0 ? args[3] : undefined;
+  }
+  if (name === "PUBLISH" || name === "PING") return undefined;
+  return args[1];
+}
+
+/** How often at most a cluster connection asks for the topology again. */
+const REDISCOVER_MS = 250;
+
+/**
+ * A connection to a Redis Cluster (node-redis `createCluster`): commands go
+ * to the master of their key's slot. While a slot has no master, commands
+ * for it fail (the other slots answer); each failure that is not an answer
+ * from Redis asks for the topology again (at most every 250 ms), so a
+ * replica promoted after a master's death is found without a restart.
+ */
+export class ClusterConnection implements RedisConnection {
+  #urls: readonly string[];
+  #options: RedisConnectionOptions;
+  #cluster: ReturnType<typeof createCluster>;
+  #up = false;
+  #closed = false;
+  #downLogged = false;
+  #connecting: Promise<void> | undefined;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  #lastRediscover = 0;
+  #rediscovering = false;
+  #subscriber: ClusterSubscriber | undefined;
+
+  constructor(urls: readonly string[], options: RedisConnectionOptions) {
+    this.#urls = urls;
+    this.#options = options;
+    const { log, name } = options;
+    this.#cluster = createCluster({
+      rootNodes: urls.map((url) => ({ url })),
+      defaults: {
+        name,
+        disableOfflineQueue: true,
+        socket: {
+          reconnectStrategy: (retries: number) =>
+            this.#closed ? false : reconnectDelay(retries),
+        },
+      },
+    });
+    this.#cluster.on("error", (error: unknown) => {
+      if (this.#closed || this.#downLogged) return;
+      this.#downLogged = true;
+      log("warn", "redis down", { redis: name, error: String(error) });
+    });
+    // A node lost: its slots may move to a replica; ask where.
+    this.#cluster.on("node-error", () => this.#rediscover());
+    this.#connect(0);
+  }
+
+  #connect(attempt: number): void {
+    if (this.#closed) return;
+    this.#connecting = this.#cluster.connect().then(() => {
+      this.#connecting = undefined;
+      if (this.#closed) return;
+      this.#up = true;
+      this.#downLogged = false;
+      this.#options.log("info", "redis up", {
+        redis: this.#options.name,
+        cluster: true,
+      });
+      this.#options.onReady?.();
+    }, (error) => {
+      this.#connecting = undefined;
+      if (this.#closed) return;
+      if (!this.#downLogged) {
+        this.#downLogged = true;
+        this.#options.log("warn", "redis down", {
+          redis: this.#options.name,
+          error: String(error),
+        });
+      }
+      this.#retry = setTimeout(
+        () => this.#connect(attempt + 1),
+        reconnectDelay(attempt),
+      );
+    });
+  }
+
+  get up(): boolean {
+    return this.#up && !this.#closed;
+  }
+
+  /** Asks the cluster for its topology again (throttled). */
+  #rediscover(): void {
+    if (!this.#up || this.#closed || this.#rediscovering) return;
+    const now = performance.now();
+    if (now - this.#lastRediscover < REDISCOVER_MS) {
+      this.#rediscovering = true;
+      setTimeout(() => {
+        this.#rediscovering = false;
+        this.#rediscover();
+      }, REDISCOVER_MS);
+      return;
+    }
+    this.#lastRediscover = now;
+    const start = this.#cluster.masters.find((node) => node.client)?.client;
+    if (!start) return;
+    this.#rediscovering = true;
+    this.#cluster._slots.rediscover(start as never).catch(() => {})
+      .finally(() => this.#rediscovering = false);
+  }
+
+  command<T = unknown>(args: readonly string[], key?: string): Promise<T> {
+    if (!this.up) return Promise.reject(new Error("redis is not available"));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.#rediscover();
+        reject(new Error(`redis answered nothing in ${REPLY_TIMEOUT_MS} ms`));
+      }, REPLY_TIMEOUT_MS);
+    });
+    const sent = this.#cluster.sendCommand<T>(
+      key ?? routingKey(args),
+      false,
+      [...args],
+    ).catch((error) => {
+      if (
+        !(error instanceof ErrorReply) ||
+        /^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK)/.test(error.message)
+      ) {
+        this.#rediscover();
+      }
+      throw error;
+    });
+    return Promise.race([sent, late]).finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Subscribes through a {@linkcode ClusterSubscriber} on every node known
+   * now (made on the first call; its losses are not reported: use
+   * {@linkcode ClusterConnection.duplicate} for a subscriber that reports
+   * them).
+   */
+  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
+    this.#subscriber ??= new ClusterSubscriber(() => this.#nodeUrls(), {
+      name: this.#options.name,
+      log: this.#options.log,
+    });
+    await until(() => this.#subscriber!.up || this.#closed, 5000);
+    await this.#subscriber.subscribe(channel, listener);
+  }
+
+  /**
+   * A subscriber: a connection to every node of the cluster (see
+   * `ClusterSubscriber`). Not for commands routed by key.
+   */
+  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
+    return new ClusterSubscriber(() => this.#nodeUrls(), {
+      name,
+      log: this.#options.log,
+      ...hooks,
+    });
+  }
+
+  /** The seeds, then every node the cluster told of (with the first seed's credentials). */
+  #nodeUrls(): string[] {
+    const base = new URL(this.#urls[0]!);
+    const known = [...this.#cluster.masters, ...this.#cluster.replicas].map(
+      (node) => {
+        const url = new URL(base);
+        url.hostname = node.host;
+        url.port = String(node.port);
+        return url.href.replace(/\/$/, "");
+      },
+    );
+    return [...new Set([...known, ...this.#urls])];
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#up = false;
+    clearTimeout(this.#retry);
+    await this.#subscriber?.close();
+    await this.#connecting?.catch(() => {});
+    if (this.#cluster.isOpen) this.#cluster.destroy();
+  }
+}
+
+/** How many recent payloads a cluster subscriber remembers, to drop copies. */
+const SEEN_PAYLOADS = 10_000;
+
+/**
+ * A subscriber on a Redis Cluster: one connection to every node it knows,
+ * each subscribed to every channel. A (classic) `PUBLISH` reaches the
+ * subscribers on the node that ran it at once, in script order, and the
+ * other nodes later through the cluster bus; so every payload comes once
+ * per node, the first copy from the node that published it, and the later
+ * copies are dropped (the last 10,000 payloads are remembered). Up while
+ * one of its connections is; nodes that join the cluster later are not
+ * subscribed to.
+ */
+class ClusterSubscriber implements RedisConnection {
+  #urls: () => string[];
+  #options: RedisConnectionOptions;
+  #inner: StandaloneConnection[] = [];
+  #subscriptions: [string, PayloadListener][] = [];
+  #seen = new Set<string>();
+  #order: string[] = [];
+  #up = false;
+  #closed = false;
+
+  constructor(urls: () => string[], options: RedisConnectionOptions) {
+    this.#urls = urls;
+    this.#options = options;
+    for (const url of urls()) {
+      const inner: StandaloneConnection = connectRedis(url, {
+        name: options.name,
+        log: options.log,
+        onReady: async () => {
+          try {
+            for (const [channel, listener] of this.#subscriptions) {
+              await inner.subscribe(channel, this.#once(listener));
+            }
+          } catch {
+            return;
+          }
+          if (this.#closed) return;
+          this.#up = true;
+          this.#options.onReady?.();
+        },
+        onDown: () => {
+          if (this.#closed || this.#inner.some((other) => other.up)) return;
+          const was = this.#up;
+          this.#up = false;
+          if (was) this.#options.onDown?.();
+        },
+      });
+      this.#inner.push(inner);
+    }
+  }
+
+  /** `listener`, but only for the first copy of each payload. */
+  #once(listener: PayloadListener): PayloadListener {
+    return (payload) => {
+      if (this.#seen.has(payload)) return;
+      this.#seen.add(payload);
+      this.#order.push(payload);
+      if (this.#order.length > SEEN_PAYLOADS) {
+        this.#seen.delete(this.#order.shift()!);
+      }
+      listener(payload);
+    };
+  }
+
+  get up(): boolean {
+    return this.#up && this.#inner.some((inner) => inner.up);
+  }
+
+  command<T = unknown>(args: readonly string[]): Promise<T> {
+    const inner = this.#inner.find((inner) => inner.up);
+    if (!inner) return Promise.reject(new Error("redis is not available"));
+    return inner.command<T>(args);
+  }
+
+  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
+    this.#subscriptions.push([channel, listener]);
+    const once = this.#once(listener);
+    const results = await Promise.allSettled(
+      this.#inner.filter((inner) => inner.up).map((inner) =>
+        inner.subscribe(channel, once)
+      ),
+    );
+    if (!results.some((result) => result.status === "fulfilled")) {
+      throw new Error("no node of the Redis Cluster took the subscription");
+    }
+  }
+
+  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
+    return new ClusterSubscriber(this.#urls, {
+      name,
+      log: this.#options.log,
+      ...hooks,
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all(this.#inner.map((inner) => inner.close()));
+  }
+}
