@@ -47,6 +47,11 @@ export interface StartOptions {
    * to reach the server's database, e.g. to give it a page limit.
    */
   storage?: Storage;
+  /**
+   * Event-loop lag that counts toward an overload (the runner's default
+   * when absent). Tests raise it: many servers share a loaded machine.
+   */
+  overloadLagMs?: number;
 }
 
 /** Starts serving `config`; logs the real address once it listens. */
@@ -85,6 +90,9 @@ export async function startServer(
     metrics,
     log,
     maxBufferedBytes: config.maxBufferedBytes,
+    ...(options.overloadLagMs === undefined
+      ? {}
+      : { overloadLagMs: options.overloadLagMs }),
     // A cluster room missing a seq is read back within a tick or two.
     ...(bus ? { bus, tickMs: 100 } : {}),
   });

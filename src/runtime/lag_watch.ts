@@ -25,13 +25,19 @@ export interface LoadChange {
 /** The lag of a timer meant to fire every `periodMs`. */
 export class LagWatch {
   #periodMs: number;
+  #overloadLagMs: number;
   #last = performance.now();
   #lagging = 0;
   #overloaded = false;
 
-  /** Watches a timer of period `periodMs`, started now. */
-  constructor(periodMs: number) {
+  /**
+   * Watches a timer of period `periodMs`, started now; a lag over
+   * `overloadLagMs` (default {@linkcode OVERLOAD_LAG_MS}) counts toward an
+   * overload.
+   */
+  constructor(periodMs: number, overloadLagMs: number = OVERLOAD_LAG_MS) {
     this.#periodMs = periodMs;
+    this.#overloadLagMs = overloadLagMs;
   }
 
   /** Whether the server is overloaded now. */
@@ -44,7 +50,7 @@ export class LagWatch {
     const now = performance.now();
     const lag = now - this.#last - this.#periodMs;
     this.#last = now;
-    this.#lagging = lag > OVERLOAD_LAG_MS ? this.#lagging + 1 : 0;
+    this.#lagging = lag > this.#overloadLagMs ? this.#lagging + 1 : 0;
     const overloaded = this.#overloaded
       ? lag > RECOVERED_LAG_MS
       : this.#lagging >= LAGGING_SWEEPS;

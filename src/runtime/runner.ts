@@ -49,6 +49,11 @@ export interface RunnerOptions {
   now?: () => number;
   /** The cluster bus, when this node is one of a cluster. */
   bus?: ClusterPort;
+  /**
+   * Event-loop lag that counts toward an overload (default
+   * `OVERLOAD_LAG_MS`, 50 ms). Tests that share a loaded machine raise it.
+   */
+  overloadLagMs?: number;
 }
 
 /** What the transport knows about a new connection. */
@@ -84,7 +89,7 @@ export class Runner {
   /** Connections over `MAX_BUFFERED_BYTES` at the last sweep. */
   #suspects = new Set<ConnId>();
   #sweeper: ReturnType<typeof setInterval>;
-  #lag = new LagWatch(SWEEP_MS);
+  #lag: LagWatch;
   #nextId = 1;
   #events: Event[] = [];
   #running = false;
@@ -109,6 +114,7 @@ export class Runner {
     this.#metrics = options.metrics;
     this.#log = options.log;
     this.#maxBufferedBytes = options.maxBufferedBytes;
+    this.#lag = new LagWatch(SWEEP_MS, options.overloadLagMs);
     const now = this.#now = options.now ?? Date.now;
     const emit = (event: Event) => {
       this.#events.push(event);

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import type { Config } from "../../src/runtime/config.ts";
+import { OVERLOAD_LAG_MS } from "../../src/runtime/lag_watch.ts";
 import {
   envelope,
   RawPeer,
@@ -513,7 +514,7 @@ function block(ms: number): void {
 }
 
 Deno.test("overload: a lagging event loop sheds chat with rate_limited and 503, then recovers", async () => {
-  await using server = await serve();
+  await using server = await serve({}, { overloadLagMs: OVERLOAD_LAG_MS });
   await using alice = await entered(server, "alice");
   await using bob = await entered(server, "bob");
   assert.equal((await alice.expect("Enter")).sender_username, "bob");
