@@ -4,6 +4,7 @@
  * acknowledged message survives `kill -9`.
  */
 import assert from "node:assert/strict";
+import { FakeSocket } from "../support/fake_socket.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Metrics } from "../../src/runtime/metrics.ts";
@@ -276,33 +277,6 @@ Deno.test("kill -9: every acknowledged GroupChat is in history after a restart",
   const [next] = await chatMany(alice, "alice", "lobby", 1);
   assert.equal(next!.seq, seqs.length + 1);
 });
-
-/** A socket the runner can own without a network: it records what is sent. */
-class FakeSocket {
-  readyState: number = WebSocket.OPEN;
-  bufferedAmount = 0;
-  binaryType = "blob";
-  sent: { message_type: string; message_body: Record<string, unknown> }[] = [];
-  onopen: (() => void) | null = null;
-  onmessage: ((event: { data: string }) => void) | null = null;
-  onclose: ((event: { code: number }) => void) | null = null;
-  onerror: (() => void) | null = null;
-
-  send(data: string): void {
-    this.sent.push(JSON.parse(data));
-  }
-
-  close(code = 1000): void {
-    if (this.readyState === WebSocket.CLOSED) return;
-    this.readyState = WebSocket.CLOSED;
-    this.onclose?.({ code });
-  }
-
-  /** The types sent so far. */
-  types(): string[] {
-    return this.sent.map((sent) => sent.message_type);
-  }
-}
 
 /**
  * A storage whose writes wait until the test releases them: a memory

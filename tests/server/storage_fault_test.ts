@@ -10,6 +10,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { FakeSocket } from "../support/fake_socket.ts";
 import { join } from "node:path";
 import { Metrics } from "../../src/runtime/metrics.ts";
 import { type ChatSettings, createState } from "../../src/chat/reducer.ts";
@@ -313,28 +314,6 @@ Deno.test({
     }
   },
 });
-
-/** A socket the runner can own without a network: it records what is sent. */
-class FakeSocket {
-  readyState: number = WebSocket.OPEN;
-  bufferedAmount = 0;
-  binaryType = "blob";
-  sent: { message_type: string; message_body: Record<string, unknown> }[] = [];
-  onopen: (() => void) | null = null;
-  onmessage: ((event: { data: string }) => void) | null = null;
-  onclose: ((event: { code: number }) => void) | null = null;
-  onerror: (() => void) | null = null;
-
-  send(data: string): void {
-    this.sent.push(JSON.parse(data));
-  }
-
-  close(code = 1000): void {
-    if (this.readyState === WebSocket.CLOSED) return;
-    this.readyState = WebSocket.CLOSED;
-    this.onclose?.({ code });
-  }
-}
 
 Deno.test("runner: while storage fails, one log line per STORAGE_REPORT_MS with the count since the last, then one when it works again", async () => {
   const settings: ChatSettings = {
