@@ -4,32 +4,18 @@
  * offline `PrivateChat`s; against real servers on real SQLite files.
  */
 import assert from "node:assert/strict";
-import type { Config } from "../../src/runtime/config.ts";
-import {
-  RawPeer,
-  serve,
-  TestClient,
-  type TestServer,
-} from "../support/helpers.ts";
+import { RawPeer, serve, TestClient } from "../support/helpers.ts";
 import {
   ADMIN,
+  authServer,
   connectWithToken,
   enterWith,
   frame,
   issueToken,
   revokeToken,
-  serveOnTempDb,
   take,
-  type TempDb,
   until,
 } from "../support/db_helpers.ts";
-
-/** A server with authentication on, on a fresh database file. */
-function authServer(
-  overrides: Partial<Config> = {},
-): Promise<TestServer & { db: TempDb }> {
-  return serveOnTempDb({ adminToken: ADMIN, authEnabled: true, ...overrides });
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -18,24 +18,19 @@ import {
 } from "../support/helpers.ts";
 import {
   ADMIN,
+  authServer,
   connectWithToken,
   frame,
   issueToken,
-  serveOnTempDb,
   type TempDb,
   tempDb,
 } from "../support/db_helpers.ts";
 
-/** A server with authentication on, on a fresh database file. */
-function authServer(
+/** {@linkcode authServer} with no rate limit: these tests send in bulk. */
+function bulkServer(
   overrides: Partial<Config> = {},
 ): Promise<TestServer & { db: TempDb }> {
-  return serveOnTempDb({
-    adminToken: ADMIN,
-    authEnabled: true,
-    rateLimitPerSecond: 0,
-    ...overrides,
-  });
+  return authServer({ rateLimitPerSecond: 0, ...overrides });
 }
 
 /** Content of `size` characters numbered `i`. */
@@ -136,7 +131,7 @@ function received(client: TestClient): string[] {
 }
 
 Deno.test("offline: a client that closes midway gets the rest next time, in order, nothing lost", async () => {
-  await using server = await authServer();
+  await using server = await bulkServer();
   const alice = await issueToken(server.httpUrl, "alice");
   const bob = await issueToken(server.httpUrl, "bob");
   const count = 3000;
@@ -201,7 +196,7 @@ Deno.test("offline: a client that reads a large backlog is not closed as a slow 
 
 Deno.test("offline: past MAX_OFFLINE_MESSAGES the sender gets inbox_full with its ref, no Ack, nothing stored", async () => {
   const cap = 25;
-  await using server = await authServer({ maxOfflineMessages: cap });
+  await using server = await bulkServer({ maxOfflineMessages: cap });
   const alice = await issueToken(server.httpUrl, "alice");
   const bob = await issueToken(server.httpUrl, "bob");
   await using sender = await connectWithToken(server.wsUrl, alice.token);

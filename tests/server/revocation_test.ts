@@ -10,27 +10,19 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Config } from "../../src/runtime/config.ts";
 import { TOKEN_RECHECK_MS } from "../../src/chat/reducer.ts";
 import { main as tokenCommand } from "../../tools/token_cli.ts";
 import { type Frame, TestClient, type TestServer } from "../support/helpers.ts";
 import { startCluster } from "../support/cluster_helpers.ts";
 import {
   ADMIN,
+  authServer,
   connectWithToken,
   enterWith,
   frame,
   issueToken,
   revokeToken,
-  serveOnTempDb,
-  type TempDb,
 } from "../support/db_helpers.ts";
-
-function authServer(
-  overrides: Partial<Config> = {},
-): Promise<TestServer & { db: TempDb }> {
-  return serveOnTempDb({ adminToken: ADMIN, authEnabled: true, ...overrides });
-}
 
 /** The client's close, or a failure after `ms`. */
 async function closedWithin(

@@ -46,6 +46,16 @@ export async function serveOnTempDb(
   };
 }
 
+/**
+ * A server with authentication on and {@linkcode ADMIN} as its admin token,
+ * on a fresh database file.
+ */
+export function authServer(
+  overrides: Partial<Config> = {},
+): Promise<TestServer & { db: TempDb }> {
+  return serveOnTempDb({ adminToken: ADMIN, authEnabled: true, ...overrides });
+}
+
 /** The body of a `201` from `POST /api/tokens`. */
 export interface Issued {
   token: string;
