@@ -76,12 +76,13 @@ export class MemoryStorage implements Storage, TokenAdmin {
     for (const op of ops) {
       if (op.kind === "group") {
         const { room } = op.message;
-        const original = this.#original(op);
+        const print = op.ref === undefined ? "" : fingerprint(op);
+        const original = this.#original(op, print);
         if (original) {
           results.push({ ok: true, original });
           continue;
         }
-        this.#remember(op);
+        this.#remember(op, print);
         let kept = this.#rooms.get(room);
         if (!kept) this.#rooms.set(room, kept = []);
         kept.push(op.message);
@@ -98,7 +99,8 @@ export class MemoryStorage implements Storage, TokenAdmin {
           results.push({ ok: false, reason: "unknown_user" });
           continue;
         }
-        const original = this.#original(op);
+        const print = op.ref === undefined ? "" : fingerprint(op);
+        const original = this.#original(op, print);
         if (original) {
           results.push({ ok: true, original });
           continue;
@@ -111,7 +113,7 @@ export class MemoryStorage implements Storage, TokenAdmin {
           results.push({ ok: false, reason: "inbox_full" });
           continue;
         }
-        this.#remember(op);
+        this.#remember(op, print);
         if (!op.delivered) this.#keep(op.message);
         results.push({ ok: true });
       } else if (op.kind === "undelivered") {
@@ -134,9 +136,10 @@ export class MemoryStorage implements Storage, TokenAdmin {
     return results;
   }
 
-  /** The message stored before with `op`'s key, within the window; records `op` otherwise. */
+  /** The message stored before with `op`'s key and fingerprint `print`, within the window; it records nothing (`#remember` does). */
   #original(
     op: Extract<WriteOp, { kind: "group" | "private" }>,
+    print: string,
   ): StoredAs | undefined {
     if (op.ref === undefined) return undefined;
     const { timestamp, sender_username } = op.message;
@@ -156,7 +159,6 @@ export class MemoryStorage implements Storage, TokenAdmin {
     }
     const key = `${sender_username}\n${op.ref}`;
     const sent = this.#sent.get(key);
-    const print = fingerprint(op);
     if (sent && sent.timestamp >= since && sent.fingerprint === print) {
       return { id: sent.id, seq: sent.seq, timestamp: sent.timestamp };
     }
@@ -164,7 +166,10 @@ export class MemoryStorage implements Storage, TokenAdmin {
   }
 
   /** Keeps the idempotency key of a message that is stored. */
-  #remember(op: Extract<WriteOp, { kind: "group" | "private" }>): void {
+  #remember(
+    op: Extract<WriteOp, { kind: "group" | "private" }>,
+    print: string,
+  ): void {
     if (op.ref === undefined) return;
     const { id, timestamp, sender_username } = op.message;
     const seq = op.kind === "group" ? op.message.seq : 0;
@@ -173,7 +178,7 @@ export class MemoryStorage implements Storage, TokenAdmin {
       id,
       seq,
       timestamp,
-      fingerprint: fingerprint(op),
+      fingerprint: print,
     };
     this.#sent.set(entry.key, entry);
     this.#sentOrder.push(entry);

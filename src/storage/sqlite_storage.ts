@@ -375,9 +375,10 @@ export class SqliteStorage implements Storage, TokenAdmin {
   #apply(op: WriteOp, rooms: Map<string, number>): WriteResult {
     if (op.kind === "group") {
       const m = op.message;
-      const original = this.#sentBefore(op);
+      const print = op.ref === undefined ? "" : fingerprint(op);
+      const original = this.#sentBefore(op, print);
       if (original) return { ok: true, original };
-      this.#keepRef(op);
+      this.#keepRef(op, print);
       this.#insertGroup.run(
         m.id,
         m.seq,
@@ -393,7 +394,8 @@ export class SqliteStorage implements Storage, TokenAdmin {
       if (!op.delivered && !this.#knows.get(m.target_username)) {
         return { ok: false, reason: "unknown_user" };
       }
-      const original = this.#sentBefore(op);
+      const print = op.ref === undefined ? "" : fingerprint(op);
+      const original = this.#sentBefore(op, print);
       if (original) return { ok: true, original };
       if (
         !op.delivered && op.maxWaiting !== undefined &&
@@ -401,7 +403,7 @@ export class SqliteStorage implements Storage, TokenAdmin {
       ) {
         return { ok: false, reason: "inbox_full" };
       }
-      this.#keepRef(op);
+      this.#keepRef(op, print);
       this.#insertPrivate.run(
         m.id,
         m.sender_username,
@@ -419,15 +421,16 @@ export class SqliteStorage implements Storage, TokenAdmin {
   }
 
   /**
-   * The message its sender stored with `op`'s client id within the window,
-   * if any; otherwise records `op` under that id.
+   * The message its sender stored with `op`'s client id and the same
+   * fingerprint (`print`) within the window, if any. It records nothing:
+   * `#keepRef` does, once the message is taken.
    */
   #sentBefore(
     op: Extract<WriteOp, { kind: "group" | "private" }>,
+    print: string,
   ): StoredAs | undefined {
     if (op.ref === undefined) return undefined;
     const m = op.message;
-    const print = fingerprint(op);
     const first = this.#findRef.get(
       m.sender_username,
       op.ref,
@@ -445,7 +448,10 @@ export class SqliteStorage implements Storage, TokenAdmin {
   }
 
   /** Keeps the idempotency key of a message this transaction stores. */
-  #keepRef(op: Extract<WriteOp, { kind: "group" | "private" }>): void {
+  #keepRef(
+    op: Extract<WriteOp, { kind: "group" | "private" }>,
+    print: string,
+  ): void {
     if (op.ref === undefined) return;
     const m = op.message;
     this.#keepRefs.run(
@@ -454,7 +460,7 @@ export class SqliteStorage implements Storage, TokenAdmin {
       m.id,
       op.kind === "group" ? op.message.seq : 0,
       m.timestamp,
-      fingerprint(op),
+      print,
     );
   }
 
