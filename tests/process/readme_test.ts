@@ -37,7 +37,31 @@ async function collect(
   notify();
 }
 
-Deno.test("README: the first session works when pasted whole into deno repl", async () => {
+/** How the block reaches the REPL. */
+interface PasteCase {
+  name: string;
+  /**
+   * Milliseconds to wait after the first two lines (the `new WebSocket` and
+   * its `onmessage`), before the rest.
+   */
+  pauseAfterFirstLine: number;
+}
+
+const PASTES: readonly PasteCase[] = [
+  // A send before the socket is open would throw InvalidStateError.
+  { name: "pasted whole", pauseAfterFirstLine: 0 },
+  // The REPL runs events between lines: under load the socket is open (and
+  // Welcome in) before the line that waits for the open runs. A wait that
+  // only listens for `open` then hangs forever (seen once in CI).
+  { name: "with the socket open before the wait", pauseAfterFirstLine: 1_000 },
+];
+
+for (const paste of PASTES) {
+  Deno.test(`README: the first session works in deno repl, ${paste.name}`, () =>
+    runFirstSession(paste.pauseAfterFirstLine));
+}
+
+async function runFirstSession(pauseAfterFirstLine: number): Promise<void> {
   await using server = await serve();
   const snippet = await firstSession();
   assert.ok(snippet.includes('"ws://127.0.0.1:8080/"'));
@@ -61,11 +85,18 @@ Deno.test("README: the first session works when pasted whole into deno repl", as
   const encoder = new TextEncoder();
   try {
     // Pasted at once: every line is in before the REPL runs the first.
-    await stdin.write(
-      encoder.encode(
-        snippet.replace("ws://127.0.0.1:8080/", `ws://127.0.0.1:${port}/`),
-      ),
+    const local = snippet.replace(
+      "ws://127.0.0.1:8080/",
+      `ws://127.0.0.1:${port}/`,
     );
+    const cut = pauseAfterFirstLine > 0
+      ? local.indexOf("\n", local.indexOf("\n") + 1) + 1
+      : 0;
+    if (cut > 0) {
+      await stdin.write(encoder.encode(local.slice(0, cut)));
+      await new Promise((resolve) => setTimeout(resolve, pauseAfterFirstLine));
+    }
+    await stdin.write(encoder.encode(local.slice(cut)));
     const deadline = Date.now() + 20_000;
     while (!lines.some((line) => line.includes('"ref":"m1"'))) {
       if (Date.now() > deadline || lines.some((l) => /Uncaught/.test(l))) {
@@ -101,4 +132,4 @@ Deno.test("README: the first session works when pasted whole into deno repl", as
   assert.deepEqual(types, ["Welcome", "Presence", "GroupChat", "Ack"], output);
   assert.match(output, /"members":\["user1"\]/);
   assert.match(output, /"content":"hello"/);
-});
+}
