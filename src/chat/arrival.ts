@@ -14,6 +14,7 @@ import { finishClose } from "./closing.ts";
 import { groupChat, history, privateChat } from "./commands.ts";
 import { send } from "./emit.ts";
 import { enter, leave } from "./membership.ts";
+import { typing } from "./typing.ts";
 import {
   type Connection,
   type Ctx,
@@ -39,6 +40,7 @@ export function open(ctx: Ctx, event: Extract<Event, { type: "open" }>): void {
     queue: [],
     tokens: new Set(),
     closing: null,
+    typing: new Map(),
   };
   state.connections.set(conn.id, conn);
   if (settings.authTimeoutMs) state.unbound.set(conn.id, event.now);
@@ -198,6 +200,9 @@ function handle(ctx: Ctx, conn: Connection, frame: QueuedFrame): void {
       break;
     case "History":
       history(ctx, conn, message.body, message.ref);
+      break;
+    case "Typing":
+      typing(ctx, conn, message.body, message.ref);
       break;
   }
 }

@@ -16,6 +16,7 @@ import { foldName } from "../wire/names.ts";
 import { unbindTokens } from "./binding.ts";
 import { send } from "./emit.ts";
 import { exitRoom } from "./rooms.ts";
+import { stopAllTyping } from "./typing_relay.ts";
 import {
   type ChatState,
   type CloseAnswer,
@@ -139,6 +140,8 @@ export function finishClose(ctx: Ctx, conn: Connection): void {
  */
 function detach(ctx: Ctx, conn: Connection, reason: LeaveReason): void {
   const { state, out } = ctx;
+  // Before it leaves: its indicators stop where they were shown.
+  if (conn.username !== null) stopAllTyping(ctx, conn);
   for (const name of [...conn.rooms]) {
     const room = state.rooms.get(name);
     if (room) exitRoom(ctx, conn, room, reason);

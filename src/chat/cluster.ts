@@ -12,6 +12,7 @@ import { revoked } from "./auth.ts";
 import { bind } from "./binding.ts";
 import { answerClosing, refuse } from "./closing.ts";
 import { ack, deliverPrivate, goOn, send } from "./emit.ts";
+import { deliverTyping } from "./typing_relay.ts";
 import {
   addMember,
   announce,
@@ -200,6 +201,9 @@ export function fromBus(ctx: Ctx, message: BusMessage): void {
     }
     case "revoked":
       revoked(ctx, message.token);
+      break;
+    case "typing":
+      deliverTyping(ctx, message.notice);
       break;
   }
 }

@@ -3,7 +3,7 @@
  * cluster, stated by the core and implemented by an adapter (today
  * `RedisBus` in `src/redis/bus.ts`), as centrifuge's `Broker` states what a
  * broker must do. The reducer never sees the port: it asks through the
- * effects `join`, `part`, `claim`, `release` and `fill_gap`, and the runner
+ * effects `join`, `part`, `claim`, `release`, `fill_gap` and `typing`, and the runner
  * feeds each answer back as an event (`joined`, `parted`, `gap_filled`).
  *
  * What arrives from other nodes goes the other way, through the runner
@@ -13,7 +13,7 @@
  * @module
  */
 import type { LeaveReason } from "../wire/codes.ts";
-import type { StoredGroupChat } from "../wire/protocol.ts";
+import type { StoredGroupChat, TypingNotice } from "../wire/protocol.ts";
 import type { JoinRequest, JoinResult } from "./reducer.ts";
 
 /**
@@ -66,4 +66,10 @@ export interface ClusterPort {
    * connections at once rather than when their cached check expires.
    */
   revoked(token: string): Promise<void>;
+  /**
+   * Tells the other nodes with members in the notice's room, or with a
+   * connection of its target, that someone is typing (or stopped). At most
+   * once, nothing stored: a lost one expires in the clients by itself.
+   */
+  typing(notice: TypingNotice): Promise<void>;
 }

@@ -18,6 +18,7 @@ import type { WriteOp } from "./storage.ts";
 import { refuse } from "./closing.ts";
 import { accept } from "./emit.ts";
 import { checkSender, targetRoom } from "./membership.ts";
+import { roomKey, stopTyping, userKey } from "./typing_relay.ts";
 import type { Connection, Ctx, QueuedFrame } from "./types.ts";
 
 /** `GroupChat`: numbered (single node) and written; the room gets it once stored. */
@@ -33,6 +34,8 @@ export function groupChat(
   const room = targetRoom(ctx, conn, body.room, ref);
   if (!room) return;
   accept(conn);
+  // The message is what the indicator announced: it stops now.
+  stopTyping(ctx, conn, roomKey(room.name));
   // In a cluster, Redis gives the seq when it stores the message.
   let seq = 0;
   if (!state.settings.cluster) {
@@ -83,6 +86,7 @@ export function privateChat(
     return;
   }
   accept(conn);
+  stopTyping(ctx, conn, userKey(body.target_username));
   const message: StoredPrivateChat = {
     id: frame.id,
     sender_username: body.sender_username,

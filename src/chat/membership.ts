@@ -12,6 +12,7 @@ import { refuse } from "./closing.ts";
 import { joinCluster } from "./cluster.ts";
 import { accept, ack, send } from "./emit.ts";
 import { addMember, announce, entered, exitRoom, openRoom } from "./rooms.ts";
+import { roomKey, stopTyping } from "./typing_relay.ts";
 import type { Connection, Ctx, Room } from "./types.ts";
 
 /** `Enter`: binds the username on the first one, joins the room, sends `Presence`. */
@@ -85,6 +86,7 @@ export function leave(
   const room = targetRoom(ctx, conn, body.room, ref);
   if (!room) return;
   accept(conn);
+  stopTyping(ctx, conn, roomKey(room.name));
   exitRoom(ctx, conn, room, "left");
   ack(out, conn, ref, {});
 }

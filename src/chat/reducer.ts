@@ -52,6 +52,9 @@ export {
   OFFLINE_PAGE,
   OFFLINE_PAGE_BYTES,
   TOKEN_RECHECK_MS,
+  TYPING_EXPIRES_MS,
+  TYPING_INTERVAL_MS,
+  TYPING_RENEW_MS,
 } from "./types.ts";
 
 /** Creates the empty state; `seqs` is each room's last `seq` from storage. */

@@ -16,6 +16,7 @@ import type {
   ServerType,
   StoredGroupChat,
   StoredPrivateChat,
+  TypingNotice,
 } from "../wire/server_frames.ts";
 import type {
   HistoryPage,
@@ -91,7 +92,22 @@ export const GAP_WAIT_MS = 250;
  */
 export const MAX_PENDING = 1000;
 
-/** A frame that passed the arrival checks and waits for its turn. */
+/**
+ * How long a client shows a `Typing` indicator unless it is renewed
+ * (`expires_in_ms`), and how long the server counts it as showing.
+ */
+export const TYPING_EXPIRES_MS = 6_000;
+
+/**
+ * One `Typing` start per room or target per connection is relayed per this
+ * interval, at most; a renewal sooner is dropped (counted, acknowledged).
+ * Clients renew every {@linkcode TYPING_RENEW_MS}.
+ */
+export const TYPING_INTERVAL_MS = 2_000;
+
+/** How often a client that keeps typing sends `Typing` again. */
+export const TYPING_RENEW_MS = 3_000;
+
 /** A frame that passed the arrival checks and waits for its turn. */
 export type QueuedFrame = Extract<Event, { type: "frame" }>;
 
@@ -151,6 +167,13 @@ export interface Connection {
    * no chat frame; the close goes out once the I/O answer it waits for has.
    */
   closing: Closing | null;
+  /**
+   * The `Typing` starts this connection had relayed, by `r:room` or
+   * `u:target`, with when: the server relays the stop (a message, a
+   * `Leave`, the close) while one has not expired. Kept small by
+   * `typing.ts`.
+   */
+  readonly typing: Map<string, number>;
 }
 
 /** Frames held for a member whose `History` has not been sent yet. */
@@ -307,7 +330,9 @@ export type BusMessage =
     timestamp: number;
     reason: LeaveReason;
   }
-  | { kind: "revoked"; token: string };
+  | { kind: "revoked"; token: string }
+  /** Someone on another node is typing in a room here, or to a user here. */
+  | { kind: "typing"; notice: TypingNotice };
 
 /** A history read the reducer asks for. */
 export interface HistoryRequest {
@@ -419,7 +444,7 @@ export type Event =
   | { type: "shutdown"; now: number };
 
 /** A counter the runner keeps for `/metrics`. */
-export type Metric = "frames_in" | "errors" | "closes";
+export type Metric = "frames_in" | "errors" | "closes" | "typing";
 
 /** Everything the server does. */
 export type Effect =
@@ -489,7 +514,12 @@ export type Effect =
     after: number;
     before: number | null;
     bound: number;
-  };
+  }
+  /**
+   * Cluster: relay a `Typing` to the other nodes with members in its room,
+   * or with a connection of its target; nothing comes back.
+   */
+  | { type: "typing"; notice: TypingNotice };
 
 /** The result of {@linkcode reduce}. */
 export type Transition = [ChatState, Effect[]];

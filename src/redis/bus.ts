@@ -33,6 +33,7 @@ import type { Logger } from "../runtime/log.ts";
 import {
   parseStoredGroupChat,
   type StoredGroupChat,
+  type TypingNotice,
 } from "../wire/protocol.ts";
 import type {
   BusMessage,
@@ -50,6 +51,7 @@ import {
   ROOM_PART,
   ROOM_SYNC,
   roomKeys,
+  TYPING,
   USER_CLAIM,
   USER_RELEASE,
   userKeys,
@@ -483,6 +485,20 @@ export class RedisBus implements ClusterPort {
   /** Tells the other nodes that a token was revoked. */
   async revoked(token: string): Promise<void> {
     await publishRevocation(this.#commands, this.#nodeId, token);
+  }
+
+  /**
+   * Publishes a `Typing` to the other nodes with members in its room, or
+   * with a connection of its target (one script in that set's slot).
+   */
+  async typing(notice: TypingNotice): Promise<void> {
+    const nodes = notice.room !== undefined
+      ? KEYS.roomNodes(notice.room)
+      : KEYS.userNodes(notice.target_username);
+    await TYPING.run(this.#commands, [nodes], [
+      this.#nodeId,
+      JSON.stringify(notice),
+    ]);
   }
 
   /** Leaves the cluster: stops the heartbeat, forgets the node's records, unsubscribes. */

@@ -17,6 +17,7 @@ import { foldName } from "../wire/names.ts";
 import {
   parseStoredGroupChat,
   parseStoredPrivateChat,
+  parseTypingNotice,
 } from "../wire/protocol.ts";
 import type { BusMessage } from "../chat/reducer.ts";
 import { RedisScript } from "./connection.ts";
@@ -155,6 +156,18 @@ return 1
 `);
 
 /**
+ * KEYS: the nodes to tell (a room's nodes, or a user's nodes), in one slot.
+ * ARGV: node, payload. Publishes a `Typing` to every node of the set but
+ * `node`; stores nothing.
+ */
+export const TYPING = new RedisScript(`
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.typing} .. ARGV[2]) end
+end
+return 1
+`);
+
+/**
  * Parses a payload of a node channel; `null` when it is not one of ours or a
  * message lacks a field (a node of another version, say).
  */
@@ -187,6 +200,10 @@ export function parseBusPayload(payload: string): BusMessage | null {
       }
       case PAYLOAD.revoked:
         return { kind: "revoked", token: rest };
+      case PAYLOAD.typing: {
+        const notice = parseTypingNotice(JSON.parse(rest));
+        return notice && { kind: "typing", notice };
+      }
     }
   } catch {
     // Not JSON: not from a node of this version.

@@ -116,6 +116,8 @@ export const PAYLOAD = {
   leave: "l",
   /** A revoked token. */
   revoked: "r",
+  /** JSON of a `TypingNotice`: someone is typing (or stopped). */
+  typing: "t",
 } as const;
 
 /**
@@ -129,4 +131,5 @@ export const LUA = {
   enter: JSON.stringify(PAYLOAD.enter),
   leave: JSON.stringify(PAYLOAD.leave),
   revoked: JSON.stringify(PAYLOAD.revoked),
+  typing: JSON.stringify(PAYLOAD.typing),
 } as const;

@@ -1,6 +1,6 @@
 /**
  * {@linkcode applyClusterEffect}: carries out the reducer's cluster effects
- * (`join`, `part`, `claim`, `release`, `fill_gap`) on the
+ * (`join`, `part`, `claim`, `release`, `fill_gap`, `typing`) on the
  * {@linkcode ClusterPort}, and feeds each answer back as an event (`null`
  * when the call failed, which is logged). It holds no state and decides no
  * chat rule.
@@ -13,7 +13,7 @@ import type { Effect, Event } from "../chat/reducer.ts";
 /** The reducer's effects that go to the cluster. */
 export type ClusterEffect = Extract<
   Effect,
-  { type: "join" | "part" | "claim" | "release" | "fill_gap" }
+  { type: "join" | "part" | "claim" | "release" | "fill_gap" | "typing" }
 >;
 
 /** What {@linkcode applyClusterEffect} hands answers and failures to. */
@@ -78,6 +78,12 @@ export function applyClusterEffect(
     case "release":
       bus.release(effect.username).catch((error) =>
         context.failed("cluster release", error)
+      );
+      break;
+    case "typing":
+      // A hint: a lost one expires in the clients by itself.
+      bus.typing(effect.notice).catch((error) =>
+        context.failed("cluster typing", error)
       );
       break;
     case "fill_gap": {

@@ -80,6 +80,17 @@ export class Metrics {
     "Connections closed, by close code.",
     "code",
   );
+  /**
+   * `Typing` frames handled, by result: `relayed`, `throttled` (a renewal
+   * within `TYPING_INTERVAL_MS`, dropped), `shed` (overloaded, dropped),
+   * `stopped` (a stop relayed), `idle` (a stop with nothing shown).
+   */
+  readonly typing: Tally = new Tally(
+    this.registry,
+    "chat_typing_total",
+    "Typing frames handled, by result.",
+    "result",
+  );
   /** Upgrades refused before the WebSocket opened, by HTTP status. */
   readonly refused: Counter<"status">;
   /** Storage transactions and the writes in them, by `result`. */
@@ -189,6 +200,7 @@ export class Metrics {
   count(metric: Metric, label: string): void {
     if (metric === "frames_in") this.framesIn.add(label);
     else if (metric === "errors") this.errors.add(label);
+    else if (metric === "typing") this.typing.add(label);
     else this.closes.add(label);
   }
 

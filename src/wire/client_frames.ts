@@ -8,7 +8,11 @@
  */
 import { z } from "zod";
 import type { ErrorCode } from "./codes.ts";
-import type { StoredGroupChat, StoredPrivateChat } from "./server_frames.ts";
+import type {
+  StoredGroupChat,
+  StoredPrivateChat,
+  TypingNotice,
+} from "./server_frames.ts";
 import {
   isSingleScript,
   NAME_PATTERN,
@@ -25,6 +29,7 @@ export const CLIENT_TYPES = [
   "GroupChat",
   "PrivateChat",
   "History",
+  "Typing",
 ] as const;
 
 /** A message type a client may send. */
@@ -77,6 +82,18 @@ export interface HistoryRequestBody {
   limit: number;
 }
 
+/**
+ * A validated `Typing` body: the sender is typing (`active`, the default) or
+ * stopped, in `room` (or the connection's only room) or to
+ * `target_username`; never both.
+ */
+export interface TypingBody {
+  sender_username: string;
+  room?: string | undefined;
+  target_username?: string | undefined;
+  active: boolean;
+}
+
 /** A client frame that passed validation. */
 export type ClientMessage =
   | { type: "Enter"; body: EnterBody; token: unknown; ref?: string }
@@ -88,7 +105,8 @@ export type ClientMessage =
     token: unknown;
     ref?: string;
   }
-  | { type: "History"; body: HistoryRequestBody; token: unknown; ref?: string };
+  | { type: "History"; body: HistoryRequestBody; token: unknown; ref?: string }
+  | { type: "Typing"; body: TypingBody; token: unknown; ref?: string };
 
 /** Why a client frame was refused, with the `ref` to answer it with. */
 export interface DecodeError {
@@ -201,6 +219,15 @@ function bodySchemas(limits: ProtocolLimits) {
         DEFAULT_HISTORY_LIMIT,
       ),
     }),
+    Typing: z.object({
+      sender_username: name,
+      room: name.optional(),
+      target_username: name.optional(),
+      active: z.boolean().default(true),
+    }).refine(
+      (body) => body.room === undefined || body.target_username === undefined,
+      "give room or target_username, not both",
+    ),
   } as const;
 }
 
@@ -331,6 +358,29 @@ const storedPrivateChat = z.object({
   content: z.string(),
   timestamp: z.number(),
 });
+
+const typingNotice = z.object({
+  sender_username: z.string(),
+  room: z.string().optional(),
+  target_username: z.string().optional(),
+  active: z.boolean(),
+  expires_in_ms: z.number().int().nonnegative(),
+}).refine((notice) =>
+  (notice.room === undefined) !== (notice.target_username === undefined)
+);
+
+/**
+ * A {@linkcode TypingNotice} from another node, with exactly its fields (a
+ * room or a target, not both); `null` when it is not one.
+ */
+export function parseTypingNotice(value: unknown): TypingNotice | null {
+  const parsed = typingNotice.safeParse(value);
+  if (!parsed.success) return null;
+  const { room, target_username, ...rest } = parsed.data;
+  return room === undefined
+    ? { ...rest, target_username: target_username as string }
+    : { ...rest, room };
+}
 
 /**
  * A {@linkcode StoredGroupChat} from outside this process (another node),

@@ -19,6 +19,7 @@ export const SERVER_TYPES = [
   "History",
   "Ack",
   "Error",
+  "Typing",
 ] as const;
 
 /** A message type the server sends. */
@@ -138,6 +139,26 @@ export interface ErrorBody {
   ref?: string;
 }
 
+/**
+ * The body of a server `Typing`: `sender_username` is typing (`active`) in
+ * `room` or to `target_username` (the receiver), or stopped. A client shows
+ * it for `expires_in_ms` (0 when stopped) unless renewed or stopped sooner;
+ * never stored. Exactly one of `room` and `target_username` is present.
+ */
+export type TypingNotice =
+  & {
+    /** Who is typing. */
+    sender_username: string;
+    /** `false`: stopped (sent a message, cleared the text, left or went away). */
+    active: boolean;
+    /** How long to show it, from its arrival; 0 when `active` is false. */
+    expires_in_ms: number;
+  }
+  & (
+    | { room: string; target_username?: undefined }
+    | { target_username: string; room?: undefined }
+  );
+
 /** The body of each server frame, by `message_type`. */
 export interface ServerBodies {
   Welcome: WelcomeBody;
@@ -149,6 +170,7 @@ export interface ServerBodies {
   History: HistoryReplyBody;
   Ack: AckBody;
   Error: ErrorBody;
+  Typing: TypingNotice;
 }
 
 /**
