@@ -113,6 +113,8 @@ export class RedisBus implements ClusterPort {
   /** The one `SUBSCRIBE`; node-redis repeats it by itself after a reconnect. */
   #subscription: Promise<void> | undefined;
   #stopped = false;
+  /** `Typing` notices published, for their nonces. */
+  #typings = 0;
   /** Counts the subscriber's losses: a sync that spans one does not count. */
   #outages = 0;
   /**
@@ -495,9 +497,12 @@ export class RedisBus implements ClusterPort {
     const nodes = notice.room !== undefined
       ? KEYS.roomNodes(notice.room)
       : KEYS.userNodes(notice.target_username);
+    // Two notices may be equal (start, stop, start): a nonce keeps each
+    // payload unique, since a Redis Cluster subscriber drops repeats.
+    const nonce = `${this.#nodeId}/${++this.#typings}`;
     await TYPING.run(this.#commands, [nodes], [
       this.#nodeId,
-      JSON.stringify(notice),
+      JSON.stringify({ ...notice, nonce }),
     ]);
   }
 

@@ -116,7 +116,10 @@ export const PAYLOAD = {
   leave: "l",
   /** A revoked token. */
   revoked: "r",
-  /** JSON of a `TypingNotice`: someone is typing (or stopped). */
+  /**
+   * JSON of a `TypingNotice` with a `nonce` (equal notices are distinct
+   * payloads): someone is typing (or stopped).
+   */
   typing: "t",
 } as const;
 

@@ -18,12 +18,12 @@ export const ERROR_CODES = {
   username_taken: "another live connection holds that username",
   not_entered: "the connection has no username yet (send Enter first)",
   not_in_room:
-    "GroupChat, Leave or History for a room the connection is not in",
+    "GroupChat, Leave, History or Typing for a room the connection is not in",
   room_required:
     "room omitted while the connection is in several rooms, or in none",
   too_many_rooms: "more than MAX_ROOMS_PER_CONNECTION rooms",
   user_not_found:
-    "PrivateChat to a username with no live connection (and no offline delivery for it)",
+    "PrivateChat (or Typing) to a username with no live connection (and no offline delivery for it)",
   rate_limited:
     "more messages than the connection's rate allows; the message is dropped",
   unavailable:

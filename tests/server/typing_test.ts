@@ -138,6 +138,11 @@ for (const backend of BACKENDS) {
 
     alice.send(typing("alice", { room: "r" }));
     assert.deepEqual(await bob.expect("Typing"), inRoom("r", "alice"));
+    // The same notice again (after a stop) is not taken for a repeat.
+    alice.send(typing("alice", { room: "r", active: false }));
+    alice.send(typing("alice", { room: "r" }));
+    assert.deepEqual(await bob.expect("Typing"), inRoom("r", "alice", false));
+    assert.deepEqual(await bob.expect("Typing"), inRoom("r", "alice"));
 
     bob.send(typing("bob", { target_username: "carol" }, "t1"));
     assert.deepEqual(await bob.expect("Ack"), { ref: "t1" });

@@ -41,6 +41,7 @@ import {
   TOKEN_BOB,
 } from "../support/reducer_harness.ts";
 import { framesTo, joinedAt, Node } from "../support/cluster_node.ts";
+import { parseBusPayload } from "../../src/redis/bus_scripts.ts";
 
 /** A `Typing` from `user` (`room` or `target_username` in `body`). */
 function typing(user: string, body: Body = {}, envelope: Body = {}): Body {
@@ -627,4 +628,28 @@ Deno.test("typing cluster: from the bus, to this node's recipients", () => {
     node.bus({ kind: "typing", notice: { ...notice, room: "gone" } }),
     [],
   );
+});
+
+Deno.test("typing cluster: the bus payload is read back without its nonce; a bad one is refused", () => {
+  const notice = {
+    room: "r",
+    sender_username: "alice",
+    active: true,
+    expires_in_ms: TYPING_EXPIRES_MS,
+  };
+  assert.deepEqual(
+    parseBusPayload(`t${JSON.stringify({ ...notice, nonce: "n/1" })}`),
+    { kind: "typing", notice },
+  );
+  for (
+    const bad of [
+      { ...notice, target_username: "bob" },
+      { ...notice, room: undefined },
+      { ...notice, active: "yes" },
+      { ...notice, expires_in_ms: -1 },
+    ]
+  ) {
+    assert.equal(parseBusPayload(`t${JSON.stringify(bad)}`), null);
+  }
+  assert.equal(parseBusPayload("t{not json"), null);
 });
