@@ -93,20 +93,14 @@ export const GAP_WAIT_MS = 250;
 export const MAX_PENDING = 1000;
 
 /**
- * How long a client shows a `Typing` indicator unless it is renewed
- * (`expires_in_ms`), and how long the server counts it as showing.
+ * Typing timings, from the wire (the clients share them): how long an
+ * indicator shows, how often a start is relayed, how often clients renew.
  */
-export const TYPING_EXPIRES_MS = 6_000;
-
-/**
- * One `Typing` start per room or target per connection is relayed per this
- * interval, at most; a renewal sooner is dropped (counted, acknowledged).
- * Clients renew every {@linkcode TYPING_RENEW_MS}.
- */
-export const TYPING_INTERVAL_MS = 2_000;
-
-/** How often a client that keeps typing sends `Typing` again. */
-export const TYPING_RENEW_MS = 3_000;
+export {
+  TYPING_EXPIRES_MS,
+  TYPING_INTERVAL_MS,
+  TYPING_RENEW_MS,
+} from "../wire/server_frames.ts";
 
 /** A frame that passed the arrival checks and waits for its turn. */
 export type QueuedFrame = Extract<Event, { type: "frame" }>;

@@ -3,7 +3,7 @@
  * platform APIs (`WebSocket`, timers), so the same module runs in browsers,
  * in Deno and in Node 22 or later.
  *
- * Why this file is long (about 900 lines): the `ChatClient` class is one
+ * Why this file is long (about 950 lines): the `ChatClient` class is one
  * state machine (connection, rooms, requests in flight, resends) whose
  * handlers all read and change the same private fields; splitting its
  * methods across files would mean exposing that state.
@@ -36,8 +36,14 @@
  * await client.close();
  * ```
  *
+ * Typing indicators: {@linkcode ChatClient.typing} (call it on every
+ * keystroke; it sends at most one `Typing` every 3 seconds) and the
+ * `typers` event with {@linkcode ChatClient.typers}, whose indicators
+ * expire by themselves.
+ *
  * The public types live in `client_types.ts`, the bookkeeping of requests
- * in flight in `pending.ts`, the per-room tracking in `room_track.ts` and
+ * in flight in `pending.ts`, the per-room tracking in `room_track.ts`,
+ * typing indicators in `typing_track.ts` and
  * the event listeners in `listeners.ts`;
  * this module re-exports every public name, so import from here.
  *
@@ -80,6 +86,7 @@ import {
   type RoomTrack,
 } from "./room_track.ts";
 import { Listeners } from "./listeners.ts";
+import { type TypingPlace, TypingTrack } from "./typing_track.ts";
 import {
   type AckBody,
   type EnterNotice,
@@ -90,9 +97,11 @@ import {
   type PresenceBody,
   type StoredGroupChat,
   type StoredPrivateChat,
+  type TypingNotice,
   type WelcomeBody,
 } from "./frames.ts";
 
+export type { TypingPlace };
 export type {
   AckBody,
   EnterNotice,
@@ -102,6 +111,7 @@ export type {
   PresenceBody,
   StoredGroupChat,
   StoredPrivateChat,
+  TypingNotice,
   WelcomeBody,
 };
 export type { BackoffOptions } from "./backoff.ts";
@@ -167,6 +177,11 @@ export class ChatClient {
   #connectWaiters: Deferred<WelcomeBody>[] = [];
   #prefix: string;
   #counter = 0;
+  #typing = new TypingTrack((place, usernames) =>
+    this.#emit({ type: "typers", place, usernames })
+  );
+  /** Ids of `Typing` frames sent, whose answers are not shown as errors. */
+  #typingIds = new Set<string>();
 
   /** Sets the client up; nothing is sent before {@linkcode ChatClient.connect}. */
   constructor(options: ChatClientOptions) {
@@ -355,6 +370,7 @@ export class ChatClient {
     content: string,
     options: SendOptions = {},
   ): Promise<GroupChatAck> {
+    this.#typing.sent({ room });
     return this.#request<GroupChatAck>(
       "GroupChat",
       { room, content },
@@ -377,6 +393,7 @@ export class ChatClient {
     content: string,
     options: SendOptions = {},
   ): Promise<PrivateChatAck> {
+    this.#typing.sent({ user: target });
     return this.#request<PrivateChatAck>(
       "PrivateChat",
       { target_username: target, content },
@@ -388,6 +405,31 @@ export class ChatClient {
         resend: resend!,
       }),
     );
+  }
+
+  /**
+   * Says this user is typing in `room` (`active` false: stopped, e.g. the
+   * text was cleared). Call it on every keystroke: a start goes out at most
+   * every 3 seconds per room, a stop only while a start is shown; sending a
+   * message ends the indicator by itself. Does nothing while not connected
+   * or not in the room. A refusal is not shown (the `error` event says
+   * `handled`).
+   */
+  typing(room: string, active = true): void {
+    if (this.#rooms.has(room)) this.#sendTyping({ room }, active);
+  }
+
+  /** As {@linkcode ChatClient.typing}, to `user` in a direct conversation. */
+  typingTo(user: string, active = true): void {
+    this.#sendTyping({ user }, active);
+  }
+
+  /**
+   * The usernames shown typing in a room (`{ room }`), or `[user]` while
+   * `user` is typing to this client (`{ user }`); see the `typers` event.
+   */
+  typers(place: TypingPlace): string[] {
+    return this.#typing.usernames(place);
   }
 
   /** The client ids of chat messages sent and not answered yet, oldest first. */
@@ -432,6 +474,7 @@ export class ChatClient {
     this.#socket = null;
     this.#setState("closed");
     this.#failPending("closed", true);
+    this.#typing.clear();
     for (const waiter of this.#connectWaiters) {
       waiter.reject(new ChatError("closed"));
     }
@@ -496,6 +539,9 @@ export class ChatClient {
   /** Forgets what belonged to the connection that is gone. */
   #forget(): void {
     this.#welcome = undefined;
+    // The server sent the stops to the others; ours are gone with the socket.
+    this.#typing.clear();
+    this.#typingIds.clear();
     this.#failPending("disconnected", false);
     for (const track of this.#rooms.values()) {
       track.expected = [];
@@ -559,6 +605,25 @@ export class ChatClient {
     };
     if (this.#token) frame.token = this.#token;
     this.#socket?.send(JSON.stringify(frame));
+  }
+
+  #sendTyping(place: TypingPlace, active: boolean): void {
+    if (
+      this.#state !== "open" || !this.#socket || this.#username === undefined
+    ) {
+      return;
+    }
+    const go = active ? this.#typing.start(place) : this.#typing.stop(place);
+    if (!go) return;
+    const id = this.#nextId();
+    this.#typingIds.add(id);
+    this.#send("Typing", {
+      sender_username: this.#username,
+      ...(place.room !== undefined
+        ? { room: place.room }
+        : { target_username: place.user }),
+      ...(active ? {} : { active: false }),
+    }, id);
   }
 
   #timer(id: string): Timer {
@@ -726,6 +791,10 @@ export class ChatClient {
         this.#rooms.get(frame.body.room)?.members.delete(
           frame.body.sender_username,
         );
+        this.#typing.ended(
+          { room: frame.body.room },
+          frame.body.sender_username,
+        );
         this.#emit(frame);
         return;
       case "group_chat": {
@@ -735,10 +804,23 @@ export class ChatClient {
           track.seen.add(frame.body.seq);
           track.lastSeq = maxSeq(track.lastSeq, [frame.body]);
         }
+        // Their message is what the indicator announced.
+        this.#typing.ended(
+          { room: frame.body.room },
+          frame.body.sender_username,
+        );
         this.#emit(frame);
         return;
       }
       case "private_chat":
+        this.#typing.ended(
+          { user: frame.body.sender_username },
+          frame.body.sender_username,
+        );
+        this.#emit(frame);
+        return;
+      case "typing":
+        this.#typing.heard(frame.body);
         this.#emit(frame);
         return;
       case "history":
@@ -790,6 +872,7 @@ export class ChatClient {
   }
 
   #ack(body: AckBody): void {
+    if (this.#typingIds.delete(body.ref)) return;
     const pending = this.#pending.get(body.ref);
     if (!pending) return;
     this.#pending.delete(body.ref);
@@ -833,6 +916,11 @@ export class ChatClient {
   }
 
   #error(body: ErrorBody): void {
+    if (body.ref !== undefined && this.#typingIds.delete(body.ref)) {
+      // A typing hint refused (the user went offline, say): nothing to show.
+      this.#emit({ type: "error", body, handled: true });
+      return;
+    }
     const pending = body.ref === undefined
       ? undefined
       : this.#pending.get(body.ref);

@@ -11,6 +11,7 @@
 import type { BackoffOptions } from "./backoff.ts";
 import { type ClientErrorCode, describeError } from "./error_text.ts";
 import type { ErrorBody, HistoryReplyBody, ServerFrame } from "./frames.ts";
+import type { TypingPlace } from "./typing_track.ts";
 
 /**
  * Where the client stands:
@@ -66,6 +67,17 @@ export type ChatEvent =
     /** The message's client `id` (the `ref` of its answer). */
     id: string;
     state: SendState;
+  }
+  | {
+    /**
+     * Who is typing in a room, or whether the other user of a direct
+     * conversation is typing, changed: someone started, stopped, sent a
+     * message, left, or their indicator expired. `usernames` is everyone
+     * shown typing there now, sorted.
+     */
+    type: "typers";
+    place: TypingPlace;
+    usernames: string[];
   }
   | {
     type: "state";

@@ -15,6 +15,7 @@ import type {
   PresenceBody,
   StoredGroupChat,
   StoredPrivateChat,
+  TypingNotice,
   WelcomeBody,
 } from "../wire/server_frames.ts";
 
@@ -32,6 +33,7 @@ export type ServerFrame =
   | { type: "history"; body: HistoryReplyBody }
   | { type: "ack"; body: AckBody }
   | { type: "error"; body: ErrorBody }
+  | { type: "typing"; body: TypingNotice }
   /** Not JSON, not an envelope, or a type or shape this client does not know. */
   | { type: "unknown"; text: string };
 
@@ -59,6 +61,12 @@ function isPrivateChat(value: unknown): value is StoredPrivateChat {
   return isObject(value) && isString(value.id) &&
     isString(value.sender_username) && isString(value.target_username) &&
     isString(value.content) && isNumber(value.timestamp);
+}
+
+function isTypingNotice(value: Fields): boolean {
+  return isString(value.sender_username) && typeof value.active === "boolean" &&
+    isNumber(value.expires_in_ms) &&
+    isString(value.room) !== isString(value.target_username);
 }
 
 function check(body: Fields, type: string): ServerFrame | null {
@@ -111,6 +119,10 @@ function check(body: Fields, type: string): ServerFrame | null {
             ...(isString(body.ref) ? { ref: body.ref } : {}),
           },
         }
+        : null;
+    case "Typing":
+      return isTypingNotice(body)
+        ? { type: "typing", body: body as unknown as TypingNotice }
         : null;
     default:
       return null;

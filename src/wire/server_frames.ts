@@ -140,6 +140,21 @@ export interface ErrorBody {
 }
 
 /**
+ * How long a client shows a `Typing` indicator unless it is renewed
+ * (`expires_in_ms`), and how long the server counts it as showing.
+ */
+export const TYPING_EXPIRES_MS = 6_000;
+
+/**
+ * One `Typing` start per room or target per connection is relayed per this
+ * interval, at most; a renewal sooner is dropped (counted, acknowledged).
+ */
+export const TYPING_INTERVAL_MS = 2_000;
+
+/** How often a client that keeps typing sends `Typing` again. */
+export const TYPING_RENEW_MS = 3_000;
+
+/**
  * The body of a server `Typing`: `sender_username` is typing (`active`) in
  * `room` or to `target_username` (the receiver), or stopped. A client shows
  * it for `expires_in_ms` (0 when stopped) unless renewed or stopped sooner;
