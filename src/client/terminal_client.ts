@@ -9,7 +9,11 @@
  * TEXT`, `/who`, `/history [N]`, `/help` and `/quit` do the rest. Incoming
  * messages print as `HH:MM:SS [room] sender: text`, direct messages as
  * `HH:MM:SS [dm] sender -> target: text`. It reconnects by itself and
- * catches up on what it missed, like the web client. When it cannot connect
+ * catches up on what it missed, like the web client. Someone starting to
+ * type prints `HH:MM:SS [room] * alice is typing…` (`[dm]` for a direct
+ * conversation) once per start; this client reads whole lines, so it does
+ * not send typing itself (a terminal in line mode gives no keystrokes).
+ * When it cannot connect
  * at the start, it says why (connection refused, host not found, or the
  * server's HTTP refusal with its reason) and exits 1 after
  * {@linkcode FIRST_CONNECT_TRIES} tries, at once for a refusal that trying
@@ -171,6 +175,11 @@ export function formatRoomMessage(message: StoredGroupChat): string {
   } [${message.room}] ${message.sender_username}: ${message.content}`;
 }
 
+/** Someone started typing: `HH:MM:SS [room] * alice is typing…` (`[dm]`: to you). */
+export function formatTyping(ms: number, where: string, name: string): string {
+  return `${formatTime(ms)} [${where}] * ${name} is typing\u2026`;
+}
+
 /** Tries before a client that never connected gives up. */
 export const FIRST_CONNECT_TRIES = 3;
 
@@ -272,6 +281,18 @@ export async function runTerminal(
         formatTime(body.timestamp)
       } [${body.room}] * ${body.sender_username} ${verb}`,
     );
+  });
+  /** Who was shown typing, per place, to print each start once. */
+  const typing = new Map<string, string[]>();
+  client.on("typers", ({ place, usernames }) => {
+    const where = place.room ?? "dm";
+    const before = typing.get(`${where}:${place.user ?? ""}`) ?? [];
+    typing.set(`${where}:${place.user ?? ""}`, usernames);
+    for (const name of usernames) {
+      if (!before.includes(name)) {
+        print(formatTyping(Date.now(), where, name));
+      }
+    }
   });
   client.on("error", ({ body, handled }) => {
     if (!handled) print(`! ${describeError(body.code, body.message)}`);

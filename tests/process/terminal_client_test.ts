@@ -8,6 +8,7 @@ import {
   parseTerminalArgs,
 } from "../../src/client/terminal_client.ts";
 import { serve } from "../support/helpers.ts";
+import { ChatClient } from "../../src/client/chat_client.ts";
 
 const SCRIPT =
   new URL("../../src/client/terminal_client.ts", import.meta.url).pathname;
@@ -177,6 +178,31 @@ Deno.test("terminal client: two processes exchange a room message and a /msg", a
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
+
+Deno.test("terminal client: shows who starts typing, in a room and to you", async () => {
+  await using server = await serve();
+  const url = server.wsUrl;
+  await using bob = new Terminal(["--name", "bob", "--url", url]);
+  await bob.expect(/^\* joined #general/);
+  await using alice = new ChatClient({ url, username: "alice" });
+  await alice.connect();
+  await alice.enter("general");
+  alice.typing("general");
+  await bob.expect(
+    new RegExp(`^${TIME} \\[general\\] \\* alice is typing\u2026$`),
+  );
+  alice.typingTo("bob");
+  await bob.expect(
+    new RegExp(`^${TIME} \\[dm\\] \\* alice is typing\u2026$`),
+  );
+  await alice.close();
+  assert.equal((await bob.quit()).code, 0);
+  assert.equal(
+    bob.lines.filter((line) => line.includes("is typing")).length,
+    2,
+    "each start once",
+  );
+});
 
 Deno.test("terminal client: arguments and commands are parsed", () => {
   assert.deepEqual(parseTerminalArgs(["--name", "al", "--room", "r"]), {
