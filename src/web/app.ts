@@ -12,7 +12,8 @@
  * reload signs the user back in and each room catches up with `since`;
  * "Sign out" forgets it. The page keeps no state anywhere else.
  *
- * Drawing lives in `render.ts`, the page's elements in `elements.ts`, the
+ * Drawing lives in `render.ts`, the typing indicator in `typing_line.ts`,
+ * the page's elements in `elements.ts`, the
  * conversation model in `conversation.ts`, what a session keeps in
  * `session_snapshot.ts` and the browser helpers in `browser.ts`.
  *
@@ -38,6 +39,7 @@ import {
 import { describeError } from "../client/error_text.ts";
 import { h } from "./dom.ts";
 import { sessionSnapshot } from "./session_snapshot.ts";
+import { TypingLine } from "./typing_line.ts";
 import {
   delay,
   forgetName,
@@ -133,10 +135,17 @@ class ChatApp {
   /** A socket was refused while the server answered: once more, then end. */
   #suspect = false;
   #diagnosing = false;
+  #typing: TypingLine;
 
   constructor() {
     this.#el = elements();
     this.#client = new ChatClient({ url: socketUrl() });
+    this.#typing = new TypingLine(
+      this.#client,
+      this.#el.typing,
+      this.#el.input,
+      () => this.#active,
+    );
     this.#wireClient();
     this.#wirePage();
     const saved = loadSession(this.#storage);
@@ -1124,7 +1133,9 @@ class ChatApp {
     const el = this.#el;
     const previous = this.#active;
     if (previous) previous.draft = el.input.value;
+    if (previous && previous !== conv) this.#typing.leave(previous);
     this.#active = conv;
+    this.#typing.render();
     for (const other of this.#conversations.values()) {
       other.button.setAttribute("aria-current", String(other === conv));
     }

@@ -51,6 +51,7 @@ export const elements = () => ({
   empty: byId("empty", HTMLDivElement),
   members: byId("members", HTMLElement),
   memberList: byId("member-list", HTMLUListElement),
+  typing: byId("typing", HTMLParagraphElement),
   composer: byId("composer", HTMLFormElement),
   input: byId("composer-input", HTMLTextAreaElement),
   toasts: byId("toasts", HTMLDivElement),

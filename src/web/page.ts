@@ -121,7 +121,8 @@ button { cursor: pointer; }
 button.member:hover { background: var(--bg-soft); }
 .member .avatar { width: 26px; height: 26px; font-size: 12px; border-radius: 7px; grid-row: auto; }
 .member small { color: var(--muted); margin-left: auto; }
-.composer { display: flex; gap: 8px; align-items: flex-end; padding: 10px 16px 16px; }
+.typing { margin: 0; height: 18px; padding: 0 20px; font-size: 12px; line-height: 18px; color: var(--muted); font-style: italic; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.composer { display: flex; gap: 8px; align-items: flex-end; padding: 4px 16px 16px; }
 .composer textarea { flex: 1; resize: none; max-height: 40vh; min-height: 46px; padding: 12px 14px; border: 1px solid var(--border); border-radius: 12px; background: var(--bg-soft); line-height: 1.4; }
 .composer .primary { height: 46px; border-radius: 12px; padding: 0 18px; }
 .toasts { position: fixed; right: 16px; bottom: 90px; display: grid; gap: 8px; z-index: 50; width: min(380px, calc(100vw - 32px)); }
@@ -219,6 +220,7 @@ const BODY = `
         <ul id="member-list" class="member-list"></ul>
       </aside>
     </div>
+    <p id="typing" class="typing" aria-live="polite" hidden></p>
     <form id="composer" class="composer">
       <label class="visually-hidden" for="composer-input">Message</label>
       <textarea id="composer-input" rows="1" placeholder="Write a message" autocomplete="off"></textarea>
