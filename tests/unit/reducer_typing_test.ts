@@ -2,8 +2,8 @@
  * Reducer tables for typing indicators (issue 17): who a `Typing` is
  * relayed to and what is refused (relay), how often a connection's starts
  * are relayed (rate), and when the server relays a stop (expiry). Pure
- * reducer, no socket; the cluster's part is at the end, with the node
- * driver of `cluster_node.ts`.
+ * reducer, no socket; the cluster's part is in
+ * `reducer_typing_cluster_test.ts`.
  *
  * @module
  */
@@ -40,8 +40,6 @@ import {
   TOKEN_ALICE,
   TOKEN_BOB,
 } from "../support/reducer_harness.ts";
-import { framesTo, joinedAt, Node } from "../support/cluster_node.ts";
-import { parseBusPayload } from "../../src/redis/bus_scripts.ts";
 
 /** A `Typing` from `user` (`room` or `target_username` in `body`). */
 function typing(user: string, body: Body = {}, envelope: Body = {}): Body {
@@ -551,105 +549,4 @@ Deno.test("typing: a connection remembers few indicators however many targets", 
   }
   const typingOf = chat.state.connections.get(1)?.typing;
   assert.ok(typingOf && typingOf.size <= 17, `kept ${typingOf?.size}`);
-});
-
-// ---------------------------------------------------------------------------
-// Cluster: relayed through the bus
-
-Deno.test("typing cluster: a start goes to the other nodes as effect typing", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-  const effects = node.send(1, "Typing", { sender_username: "alice" });
-  assert.deepEqual(effectsOf(effects, "typing"), [{
-    type: "typing",
-    notice: {
-      room: "r",
-      sender_username: "alice",
-      active: true,
-      expires_in_ms: TYPING_EXPIRES_MS,
-    },
-  }]);
-  const dm = node.send(1, "Typing", {
-    sender_username: "alice",
-    target_username: "zed",
-  });
-  assert.deepEqual(
-    effectsOf(dm, "typing").map((effect) => effect.notice.target_username),
-    ["zed"],
-    "a target on no node here is not refused: it may be on another",
-  );
-  assert.deepEqual(framesTo(dm, 1), [], "no Error");
-});
-
-Deno.test("typing cluster: the stop of a closing connection goes to the bus", () => {
-  const node = new Node();
-  node.open(1);
-  node.enter(1, "alice", "r", joinedAt(0, ["alice"]));
-  node.send(1, "Typing", { sender_username: "alice" });
-  const effects = node.close(1);
-  assert.deepEqual(
-    effectsOf(effects, "typing").map((effect) => effect.notice.active),
-    [false],
-  );
-});
-
-Deno.test("typing cluster: from the bus, to this node's recipients", () => {
-  const node = new Node();
-  node.open(1);
-  node.open(2);
-  node.enter(1, "bob", "r", joinedAt(0, ["bob"]));
-  node.enter(2, "carol", "s", joinedAt(0, ["carol"]));
-  const notice = {
-    room: "r",
-    sender_username: "alice",
-    active: true,
-    expires_in_ms: TYPING_EXPIRES_MS,
-  };
-  const inRoomR = node.bus({ kind: "typing", notice });
-  assert.deepEqual(framesTo(inRoomR, 1), [{ type: "Typing", body: notice }]);
-  assert.deepEqual(framesTo(inRoomR, 2), []);
-  assert.deepEqual(effectsOf(inRoomR, "typing"), [], "not relayed again");
-  const dm = {
-    sender_username: "alice",
-    target_username: "carol",
-    active: false,
-    expires_in_ms: 0,
-  };
-  const toCarol = node.bus({ kind: "typing", notice: dm });
-  assert.deepEqual(framesTo(toCarol, 2), [{ type: "Typing", body: dm }]);
-  assert.deepEqual(framesTo(toCarol, 1), []);
-  const own = node.bus({
-    kind: "typing",
-    notice: { ...notice, sender_username: "bob" },
-  });
-  assert.deepEqual(framesTo(own, 1), [], "the sender's own connections: no");
-  assert.deepEqual(
-    node.bus({ kind: "typing", notice: { ...notice, room: "gone" } }),
-    [],
-  );
-});
-
-Deno.test("typing cluster: the bus payload is read back without its nonce; a bad one is refused", () => {
-  const notice = {
-    room: "r",
-    sender_username: "alice",
-    active: true,
-    expires_in_ms: TYPING_EXPIRES_MS,
-  };
-  assert.deepEqual(
-    parseBusPayload(`t${JSON.stringify({ ...notice, nonce: "n/1" })}`),
-    { kind: "typing", notice },
-  );
-  for (
-    const bad of [
-      { ...notice, target_username: "bob" },
-      { ...notice, room: undefined },
-      { ...notice, active: "yes" },
-      { ...notice, expires_in_ms: -1 },
-    ]
-  ) {
-    assert.equal(parseBusPayload(`t${JSON.stringify(bad)}`), null);
-  }
-  assert.equal(parseBusPayload("t{not json"), null);
 });
