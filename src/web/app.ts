@@ -136,7 +136,7 @@ class ChatApp {
 
   constructor() {
     this.#el = elements();
-    this.#client = new ChatClient({ url: socketUrl() });
+    this.#client = new ChatClient({ url: socketUrl(), batch: true });
     this.#wireClient();
     this.#wirePage();
     const saved = loadSession(this.#storage);
