@@ -9,7 +9,7 @@
  * health and probes (`storage_health.ts`), offline pages waiting to be
  * written (`written_watcher.ts`), token expiry timers (`token_timers.ts`),
  * cluster effects (`cluster_effects.ts`), event-loop lag (`lag_watch.ts`) and
-batched delivery to `?batch=1` connections (`frame_batcher.ts`).
+ * batched delivery to `?batch=1` connections (`frame_batcher.ts`).
  * It decides no chat rule.
  *
  * @module
