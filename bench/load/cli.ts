@@ -21,7 +21,9 @@
  * Scenarios: `fanout`, `dm`, `sqlite` (the fan-out ladder again with a
  * SQLite file), `idle`, `overload`, `scale`, `cluster` (the fan-out ladder on
  * one and on two nodes sharing a local redis-server, then 30 000 clients
- * across two nodes). See `docs/performance.md`.
+ * across two nodes), `hot-room` (one room of 5,000 batched members, 20
+ * senders, rising rates) and `room-fill` (10,000 users join one room, then
+ * one broadcast). See `docs/performance.md`.
  *
  * @module
  */
@@ -42,6 +44,8 @@ import { runCluster } from "./scenarios/cluster.ts";
 import { runIdle } from "./scenarios/idle.ts";
 import { runOverload } from "./scenarios/overload.ts";
 import { runScale } from "./scenarios/scale.ts";
+import { runHotRoom } from "./scenarios/hot_room.ts";
+import { runRoomFill } from "./scenarios/room_fill.ts";
 
 /** The text of `--help`. */
 const HELP = `deno task bench [options]
@@ -56,6 +60,9 @@ const HELP = `deno task bench [options]
   --scale-clients N    connections of the scale scenario (default 15000)
   --scale-users N      users they belong to, several connections each (default 150; 0 = one each)
   --cluster-clients N  connections in one room over two cluster nodes (default 30000; quick 4000)
+  --hot-members N      members of the hot-room scenario's room (default 5000; quick 1000)
+  --hot-senders N      of them, how many send (default 20)
+  --fill-users N       users joining one room in room-fill (default 10000; quick 2000)
   --step-seconds S     seconds measured per rate (default 8; quick 2)
   --overload-seconds S seconds at twice the ceiling (default 20; quick 8)
   --rates LIST         measure these rates (msg/s per 1000 clients) instead of the ladder
@@ -85,6 +92,9 @@ const STRING_FLAGS = [
   "scale-clients",
   "scale-users",
   "cluster-clients",
+  "hot-members",
+  "hot-senders",
+  "fill-users",
   "step-seconds",
   "overload-seconds",
   "rates",
@@ -163,6 +173,9 @@ export function parseCommand(args: string[]): Command {
   options.scaleClients = floor("scale-clients") ?? options.scaleClients;
   options.scaleUsers = floor("scale-users") ?? options.scaleUsers;
   options.clusterClients = floor("cluster-clients") ?? options.clusterClients;
+  options.hotMembers = floor("hot-members", 1) ?? options.hotMembers;
+  options.hotSenders = floor("hot-senders", 1) ?? options.hotSenders;
+  options.fillUsers = floor("fill-users", 1) ?? options.fillUsers;
   options.stepSeconds = number("step-seconds") ?? options.stepSeconds;
   options.overloadSeconds = number("overload-seconds") ??
     options.overloadSeconds;
@@ -247,6 +260,12 @@ async function runBench(opts: BenchOptions): Promise<number> {
           break;
         case "cluster":
           await runCluster(context, results, section);
+          break;
+        case "hot-room":
+          await runHotRoom(context, results, section);
+          break;
+        case "room-fill":
+          await runRoomFill(context, results, section);
           break;
         default:
           scenario satisfies never;

@@ -20,6 +20,8 @@ export const SCENARIOS = [
   "overload",
   "scale",
   "cluster",
+  "hot-room",
+  "room-fill",
 ] as const;
 
 /** A scenario's name. */
@@ -41,6 +43,12 @@ export interface BenchOptions {
   scaleUsers: number;
   /** Connections of the cluster scenario's one room, spread over its two nodes. */
   clusterClients: number;
+  /** Members of the `hot-room` scenario's room, one user and connection each. */
+  hotMembers: number;
+  /** Of them, how many send. */
+  hotSenders: number;
+  /** Users that join one room in the `room-fill` scenario. */
+  fillUsers: number;
   /** Seconds measured per rate (after a warm-up). */
   stepSeconds: number;
   warmupSeconds: number;
@@ -81,6 +89,9 @@ export function defaultOptions(quick: boolean): BenchOptions {
     scaleClients: quick ? 3000 : 15000,
     scaleUsers: 150,
     clusterClients: quick ? 4000 : 30000,
+    hotMembers: quick ? 1000 : 5000,
+    hotSenders: 20,
+    fillUsers: quick ? 2000 : 10000,
     stepSeconds: quick ? 2 : 8,
     warmupSeconds: quick ? 0.5 : 1,
     p99LimitMs: 50,

@@ -18,6 +18,17 @@ export interface ClientSpec {
   token?: string;
   /** The server to connect to, when not the command's `url` (a cluster node). */
   url?: string;
+  /** Ask for batched delivery (`?batch=1`); its `Batch` frames are unpacked. */
+  batch?: boolean;
+}
+
+/** Tries again a client whose upgrade or entry failed, as the typed client does. */
+export interface RetryPlan {
+  /** Attempts in all, the first included. */
+  attempts: number;
+  /** Delay before the second attempt; doubles each time, up to `maxMs`, jittered (½ to 1×). */
+  baseMs: number;
+  maxMs: number;
 }
 
 /** Opens the clients; each sends `Enter` and waits for `Presence`. */
@@ -33,6 +44,13 @@ export interface ConnectCommand {
   concurrency: number;
   /** Milliseconds one client may take to connect and enter. */
   timeoutMs: number;
+  /**
+   * Open the clients in bursts of this many at once, each burst after the
+   * previous one is in (instead of `concurrency` workers).
+   */
+  burst?: number;
+  /** Try failed clients again; without it a failure is final. */
+  retry?: RetryPlan;
 }
 
 /** A stretch of constant message rate. */
@@ -63,6 +81,14 @@ export interface RunCommand {
   quietMs: number;
   /** Check per (receiver, sender) order (costs memory: clients squared). */
   checkOrder: boolean;
+  /** Only the first `senders` clients of this generator send (default: all). */
+  senders?: number;
+  /**
+   * Wait for deliveries until nothing arrived for `quietMs` (or `drainMs`),
+   * not until `expected`: a room spread over several generators, whose
+   * deliveries one generator cannot count.
+   */
+  untilQuiet?: boolean;
   /** Characters of `content`. */
   contentChars: number;
 }
@@ -80,6 +106,12 @@ export interface BroadcastCommand {
   contentChars: number;
 }
 
+/** What the clients received since they were connected: frames and bytes. */
+export interface StatsCommand {
+  cmd: "stats";
+  id: number;
+}
+
 /** Closes every client and exits. */
 export interface CloseCommand {
   cmd: "close";
@@ -91,6 +123,7 @@ export type Command =
   | ConnectCommand
   | RunCommand
   | BroadcastCommand
+  | StatsCommand
   | CloseCommand;
 
 /** The answer to {@linkcode ConnectCommand}. */
@@ -100,6 +133,18 @@ export interface ConnectReply {
   failed: number;
   firstError?: string;
   ms: number;
+  /** Attempts that failed and were tried again (refused upgrades, mostly). */
+  refused?: number;
+}
+
+/** The answer to {@linkcode StatsCommand}. */
+export interface StatsReply {
+  id: number;
+  /** Text frames the clients received, all together (a `Batch` is one). */
+  frames: number;
+  /** Their characters (bytes for ASCII traffic). */
+  bytes: number;
+  alive: number;
 }
 
 /** One window of a run, by send time. */
@@ -151,5 +196,6 @@ export interface RunReply {
 export type Reply =
   | ConnectReply
   | RunReply
+  | StatsReply
   | { id: number; closed: true }
   | { id: number; error: string };

@@ -12,7 +12,10 @@
  * and all targets of a client's `PrivateChat`, live in the same generator, so
  * sender and receiver read one clock.
  *
- * Why this file is long (about 550 lines): it is one process's whole
+ * A client may ask for batched delivery (`?batch=1`): a `Batch` frame holds
+ * several messages, each read as if it had come alone.
+ *
+ * Why this file is long (about 650 lines): it is one process's whole
  * program, and its clients, the tally of the current run and the command
  * loop share that process's state; split into modules, each would reach
  * into the others'.
@@ -85,6 +88,9 @@ const rooms: { name: string; members: number[]; open: number; sent: number }[] =
   [];
 let tally: Tally | null = null;
 let pad = "";
+/** Frames and characters every client received, all together. */
+let framesIn = 0;
+let bytesIn = 0;
 
 function emptyTally(step: number, mode: "group" | "private"): Tally {
   return {
@@ -108,16 +114,26 @@ function emptyTally(step: number, mode: "group" | "private"): Tally {
   };
 }
 
-/** The hot path: one frame for client `index`. */
+/** The hot path: one frame for client `index` (a `Batch`: each message in it). */
 function onFrame(index: number, data: unknown): void {
   if (typeof data !== "string") return;
+  framesIn++;
+  bytesIn += data.length;
   const t = tally;
-  const at = data.indexOf('"#');
+  let at = data.indexOf('"#');
   if (at < 0) {
     if (t && data.startsWith('{"message_type":"Error"')) t.errors++;
     return;
   }
   if (!t) return;
+  while (at >= 0) {
+    onMessage(t, index, data, at);
+    at = data.indexOf('"#', at + 2);
+  }
+}
+
+/** One message whose content starts at `at` in `data`. */
+function onMessage(t: Tally, index: number, data: string, at: number): void {
   const a = data.indexOf("|", at + 2);
   const step = Number(data.slice(at + 2, a));
   if (step !== t.step) {
@@ -173,9 +189,13 @@ function connectOne(
 ): Promise<string | null> {
   const entry = clients[index]!;
   const { promise, resolve } = Promise.withResolvers<string | null>();
-  const target = entry.spec.token
-    ? `${url}?token=${encodeURIComponent(entry.spec.token)}`
-    : url;
+  const query = [
+    ...(entry.spec.token
+      ? [`token=${encodeURIComponent(entry.spec.token)}`]
+      : []),
+    ...(entry.spec.batch ? ["batch=1"] : []),
+  ];
+  const target = query.length > 0 ? `${url}?${query.join("&")}` : url;
   let socket: WebSocket;
   try {
     socket = client ? new WebSocket(target, { client }) : new WebSocket(target);
@@ -198,6 +218,8 @@ function connectOne(
   socket.onmessage = (event) => {
     const data = event.data;
     if (typeof data !== "string") return;
+    framesIn++;
+    bytesIn += data.length;
     if (data.startsWith('{"message_type":"Presence"')) {
       clearTimeout(timer);
       entry.open = true;
@@ -260,34 +282,56 @@ async function connect(command: ConnectCommand): Promise<ConnectReply> {
   }
   let next = 0;
   let failed = 0;
+  let refused = 0;
   let firstError: string | undefined;
-  const worker = async () => {
-    while (next < clients.length) {
-      const index = next++;
-      const http = httpClients.length > 0
-        ? httpClients[index % httpClients.length]
-        : undefined;
+  const retry = command.retry;
+  const one = async (index: number) => {
+    const http = httpClients.length > 0
+      ? httpClients[index % httpClients.length]
+      : undefined;
+    const attempts = retry?.attempts ?? 1;
+    for (let attempt = 0; attempt < attempts; attempt++) {
       const error = await connectOne(
         index,
         clients[index]!.spec.url ?? command.url,
         http,
         command.timeoutMs,
       );
-      if (error !== null) {
+      if (error === null) return;
+      if (!retry || attempt === attempts - 1) {
         failed++;
         firstError ??= error;
+        return;
       }
+      refused++;
+      const delay = Math.min(retry.maxMs, retry.baseMs * 2 ** attempt);
+      await sleep(delay * (0.5 + Math.random() / 2));
     }
   };
-  await Promise.all(
-    Array.from({ length: Math.max(1, command.concurrency) }, worker),
-  );
+  const first = clients.length - command.clients.length;
+  next = first;
+  if (command.burst) {
+    for (let from = first; from < clients.length; from += command.burst) {
+      const to = Math.min(clients.length, from + command.burst);
+      const burst: Promise<void>[] = [];
+      for (let index = from; index < to; index++) burst.push(one(index));
+      await Promise.all(burst);
+    }
+  } else {
+    const worker = async () => {
+      while (next < clients.length) await one(next++);
+    };
+    await Promise.all(
+      Array.from({ length: Math.max(1, command.concurrency) }, worker),
+    );
+  }
   return {
     id: command.id,
     connected: clients.filter((c) => c.open).length,
     failed,
     ...(firstError ? { firstError } : {}),
     ms: Math.round(performance.now() - started),
+    ...(retry ? { refused } : {}),
   };
 }
 
@@ -319,7 +363,9 @@ async function run(command: RunCommand): Promise<RunReply> {
   const cpuAtStart = cpuSeconds("self") ?? 0;
   t.start = now();
   t.measureFrom = t.start + command.warmupMs;
-  const order = clients.map((_, i) => i).sort(() => Math.random() - 0.5);
+  const order = clients.map((_, i) => i)
+    .slice(0, command.senders ?? clients.length)
+    .sort(() => Math.random() - 0.5);
   let cursor = 0;
   let sent = 0;
   let expected = 0;
@@ -399,7 +445,7 @@ async function run(command: RunCommand): Promise<RunReply> {
   // quietMs, or after drainMs.
   while (true) {
     const at = now();
-    if (t.received >= expected) break;
+    if (!command.untilQuiet && t.received >= expected) break;
     if (at - t.lastReceiptAt > command.quietMs && at - sendEnd > 100) break;
     if (at - sendEnd > command.drainMs) break;
     await sleep(20);
@@ -529,6 +575,14 @@ async function handle(command: Command): Promise<void> {
         break;
       case "broadcast":
         reply(await broadcast(command));
+        break;
+      case "stats":
+        reply({
+          id: command.id,
+          frames: framesIn,
+          bytes: bytesIn,
+          alive: clients.filter((c) => c.open).length,
+        });
         break;
       case "close":
         await closeAll();

@@ -15,6 +15,9 @@ import type { IdleResult } from "./scenarios/idle.ts";
 import type { LadderResult, StepResult } from "./scenarios/ladder.ts";
 import type { OverloadResult } from "./scenarios/overload.ts";
 import type { ScaleResult } from "./scenarios/scale.ts";
+import type { HotRoomResult } from "./scenarios/hot_room.ts";
+import type { RoomFillResult } from "./scenarios/room_fill.ts";
+import { bigRoomTables } from "./big_room_report.ts";
 
 /** Prints one line of the run's output. */
 export function log(line: string): void {
@@ -131,6 +134,10 @@ export interface BenchResults {
   scale: ScaleResult[];
   /** Absent in results written before the scenario existed. */
   cluster?: ClusterResult;
+  /** The `hot-room` scenario: one climb per server. */
+  hotRoom?: HotRoomResult[];
+  /** The `room-fill` scenario: one fill per server. */
+  roomFill?: RoomFillResult[];
   summary: Record<string, unknown>;
   notes: string[];
 }
@@ -423,6 +430,7 @@ export function printSummary(results: BenchResults): void {
       );
     });
   }
+  for (const line of bigRoomTables(results)) log(line);
   if (results.notes.length > 0) {
     log("\nNotes:\n- " + results.notes.join("\n- "));
   }

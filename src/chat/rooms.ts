@@ -104,7 +104,14 @@ export function toRoom(
     except = undefined;
   }
   if (count <= 0) return;
-  const effect: Effect = { type: "broadcast", conns, count, data, kind: type };
+  const effect: Effect = {
+    type: "broadcast",
+    conns,
+    count,
+    data,
+    kind: type,
+    room: room.name,
+  };
   if (except !== undefined) effect.except = except;
   out.push(effect);
 }

@@ -452,6 +452,8 @@ export type Effect =
     except?: ConnId;
     data: string;
     kind: ServerType;
+    /** The room whose members these are, for a room frame. */
+    room?: string;
   }
   | { type: "close"; conn: ConnId; code: number; reason: string }
   | { type: "persist"; request: PersistRequest }

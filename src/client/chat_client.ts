@@ -93,8 +93,9 @@ import {
   type ErrorBody,
   type HistoryReplyBody,
   type LeaveNotice,
-  parseServerFrame,
+  parseServerFrames,
   type PresenceBody,
+  type ServerFrame,
   type StoredGroupChat,
   type StoredPrivateChat,
   type TypingNotice,
@@ -165,6 +166,7 @@ export class ChatClient {
   #timeoutMs: number;
   #WebSocket: WebSocketConstructor;
   #random: () => number;
+  #batch: boolean;
 
   #state: ConnectionState = "idle";
   #socket: WebSocket | null = null;
@@ -189,6 +191,7 @@ export class ChatClient {
     this.#username = options.username;
     this.#token = options.token;
     this.#reconnect = options.reconnect ?? true;
+    this.#batch = options.batch ?? true;
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this.#timeoutMs = options.requestTimeoutMs ?? 15_000;
     const ctor = options.WebSocket ??
@@ -514,6 +517,7 @@ export class ChatClient {
   #open(): void {
     const url = new URL(this.#url);
     if (this.#token) url.searchParams.set("token", this.#token);
+    if (this.#batch) url.searchParams.set("batch", "1");
     this.#setState("connecting");
     let socket: WebSocket;
     try {
@@ -528,7 +532,7 @@ export class ChatClient {
     this.#socket = socket;
     socket.addEventListener("message", (event: MessageEvent) => {
       if (this.#socket !== socket) return;
-      if (typeof event.data === "string") this.#receive(event.data);
+      if (typeof event.data === "string") this.#receive(event.data, socket);
     });
     socket.addEventListener("close", (event: CloseEvent) => {
       if (this.#socket !== socket) return;
@@ -756,8 +760,16 @@ export class ChatClient {
     this.#send("Enter", body, id);
   }
 
-  #receive(text: string): void {
-    const frame = parseServerFrame(text);
+  #receive(text: string, socket: WebSocket): void {
+    // A `Batch` (asked for with `?batch=1`) is its frames, one at a time,
+    // as long as a listener has not dropped the connection meanwhile.
+    for (const frame of parseServerFrames(text)) {
+      if (this.#socket !== socket) return;
+      this.#handle(frame);
+    }
+  }
+
+  #handle(frame: ServerFrame): void {
     switch (frame.type) {
       case "welcome": {
         this.#welcome = frame.body;

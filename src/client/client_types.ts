@@ -177,6 +177,12 @@ export interface ChatClientOptions {
   token?: string;
   /** Reconnect after a drop; default `true`. */
   reconnect?: boolean;
+  /**
+   * Ask for batched delivery (`?batch=1`, see "Batched delivery" in
+   * `docs/protocol.md`); default `true`. `Batch` frames are unpacked:
+   * listeners see each frame as if it had come alone.
+   */
+  batch?: boolean;
   /** Reconnect delays; defaults in {@linkcode DEFAULT_BACKOFF}. */
   backoff?: Partial<BackoffOptions>;
   /** How long a request waits for its answer; default 15 s. */

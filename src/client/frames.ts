@@ -130,6 +130,53 @@ function check(body: Fields, type: string): ServerFrame | null {
 }
 
 /**
+ * Parses one text frame from the server into the frames it holds: one, or
+ * for a `Batch` (batched delivery, `?batch=1`) each of its `frames` in order.
+ * Never throws: what it cannot read becomes `{ type: "unknown" }`, and a
+ * `Batch` whose `frames` is not a list is one unknown frame.
+ *
+ * @example
+ * ```ts
+ * import { parseServerFrames } from "./frames.ts";
+ * const frames = parseServerFrames(
+ *   '{"message_type":"Batch","message_body":{"frames":[' +
+ *     '{"message_type":"Ack","message_body":{"ref":"c-1"}},' +
+ *     '{"message_type":"Ack","message_body":{"ref":"c-2"}}]}}',
+ * );
+ * console.log(frames.length); // 2
+ * ```
+ */
+export function parseServerFrames(text: string): ServerFrame[] {
+  let frame: unknown;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    return [{ type: "unknown", text }];
+  }
+  if (
+    isObject(frame) && frame.message_type === "Batch" &&
+    isObject(frame.message_body)
+  ) {
+    const inner = frame.message_body.frames;
+    if (!Array.isArray(inner)) return [{ type: "unknown", text }];
+    return inner.map((one) => fromValue(one, () => JSON.stringify(one)));
+  }
+  return [fromValue(frame, () => text)];
+}
+
+/** One parsed envelope as a frame; `text` gives the text of an unknown one. */
+function fromValue(frame: unknown, text: () => string): ServerFrame {
+  if (
+    !isObject(frame) || !isString(frame.message_type) ||
+    !isObject(frame.message_body)
+  ) {
+    return { type: "unknown", text: text() };
+  }
+  return check(frame.message_body, frame.message_type) ??
+    { type: "unknown", text: text() };
+}
+
+/**
  * Parses one text frame from the server. Never throws: anything it cannot
  * read becomes `{ type: "unknown" }`.
  *
@@ -149,12 +196,5 @@ export function parseServerFrame(text: string): ServerFrame {
   } catch {
     return { type: "unknown", text };
   }
-  if (
-    !isObject(frame) || !isString(frame.message_type) ||
-    !isObject(frame.message_body)
-  ) {
-    return { type: "unknown", text };
-  }
-  return check(frame.message_body, frame.message_type) ??
-    { type: "unknown", text };
+  return fromValue(frame, () => text);
 }

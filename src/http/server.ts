@@ -90,6 +90,7 @@ export async function startServer(
     metrics,
     log,
     maxBufferedBytes: config.maxBufferedBytes,
+    batchWindowMs: config.batchWindowMs,
     ...(options.overloadLagMs === undefined
       ? {}
       : { overloadLagMs: options.overloadLagMs }),

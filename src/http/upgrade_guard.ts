@@ -5,7 +5,8 @@
  * (`ALLOWED_ORIGINS`, logged at most once per {@linkcode REFUSAL_LOG_MS}),
  * overload, `MAX_CONNECTIONS`, `MAX_CONNECTIONS_PER_IP`, the caps on sockets
  * not signed in yet (`MAX_UNAUTHENTICATED_PER_IP`, `MAX_UNAUTHENTICATED`),
- * and a missing or bad `?token=`. It counts open sockets per client
+ * a missing or bad `?token=`, and a `?batch=` that is not `1`/`true`/`0`/
+ * `false` (400). It counts open sockets per client
  * address itself; it decides no chat rule.
  *
  * @module
@@ -28,6 +29,17 @@ export interface UpgradeGuardOptions {
   tokens: Pick<TokenService, "check">;
   metrics: Metrics;
   log: Logger;
+}
+
+/**
+ * Whether the upgrade asks for batched delivery (`?batch=1`); `null` for a
+ * value that is neither yes nor no.
+ */
+export function batchRequested(url: URL): boolean | null {
+  const value = url.searchParams.get("batch");
+  if (value === null || value === "0" || value === "false") return false;
+  if (value === "1" || value === "true" || value === "") return true;
+  return null;
 }
 
 /** The gate of `/ws`: refuses or upgrades, and counts sockets per address. */
@@ -115,6 +127,11 @@ export class UpgradeGuard {
         { "retry-after": "10" },
       );
     }
+    const batch = batchRequested(url);
+    if (batch === null) {
+      metrics.refused.inc({ status: "400" });
+      return refuse(400, "batch takes 1, true, 0 or false: /ws?batch=1");
+    }
     const token = url.searchParams.get("token")?.toLowerCase();
     if (config.authEnabled && config.tokenAtUpgrade && !token) {
       metrics.refused.inc({ status: "401" });
@@ -165,7 +182,10 @@ export class UpgradeGuard {
     this.#track(
       socket,
       address,
-      chat.attach(socket, token && grant ? { token, grant } : {}),
+      chat.attach(socket, {
+        ...(token && grant ? { token, grant } : {}),
+        ...(batch ? { batch: true } : {}),
+      }),
       signedIn,
     );
     return response;

@@ -8,7 +8,8 @@
  * (`batch_writer.ts`), the storage call queue (`io_queue.ts`), storage
  * health and probes (`storage_health.ts`), offline pages waiting to be
  * written (`written_watcher.ts`), token expiry timers (`token_timers.ts`),
- * cluster effects (`cluster_effects.ts`) and event-loop lag (`lag_watch.ts`).
+ * cluster effects (`cluster_effects.ts`), event-loop lag (`lag_watch.ts`) and
+ * batched delivery to `?batch=1` connections (`frame_batcher.ts`).
  * It decides no chat rule.
  *
  * @module
@@ -26,6 +27,8 @@ import {
 import type { Storage, TokenGrant } from "../chat/storage.ts";
 import type { ClusterPort } from "../chat/cluster_port.ts";
 import { BatchWriter } from "./batch_writer.ts";
+import { FrameBatcher } from "./frame_batcher.ts";
+import type { ServerType } from "../wire/server_frames.ts";
 import {
   applyClusterEffect,
   type ClusterEffectContext,
@@ -54,6 +57,11 @@ export interface RunnerOptions {
    * `OVERLOAD_LAG_MS`, 50 ms). Tests that share a loaded machine raise it.
    */
   overloadLagMs?: number;
+  /**
+   * How long a busy room's messages are gathered for connections that
+   * asked for batches (`BATCH_WINDOW_MS`; default 20).
+   */
+  batchWindowMs?: number;
 }
 
 /** What the transport knows about a new connection. */
@@ -61,7 +69,20 @@ export interface Attachment {
   /** A token valid at upgrade (`?token=`), with its grant. */
   token?: string;
   grant?: TokenGrant;
+  /** The client asked for batched delivery (`?batch=1`). */
+  batch?: boolean;
 }
+
+/**
+ * The frames a `?batch=1` connection gets gathered into `Batch` frames: room
+ * traffic. Everything else (answers, `Error`, `Presence`, `History`,
+ * `PrivateChat`) goes out at once, after what was gathered for it.
+ */
+export const BATCHED_KINDS: ReadonlySet<ServerType> = new Set<ServerType>([
+  "GroupChat",
+  "Enter",
+  "Leave",
+]);
 
 const encoder = new TextEncoder();
 
@@ -100,6 +121,9 @@ export class Runner {
   #writer: BatchWriter;
   #tokenTimers: TokenTimers;
   #watcher: WrittenWatcher;
+  /** Connections that asked for batched delivery. */
+  #batched = new Set<ConnId>();
+  #batcher: FrameBatcher;
   #clusterContext: ClusterEffectContext = {
     dispatch: (event) => this.dispatch(event),
     now: () => this.#now(),
@@ -151,6 +175,11 @@ export class Runner {
       this.#health.probe();
     }, options.tickMs ?? 1000);
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
+    this.#batcher = new FrameBatcher({
+      send: (conn, data) => this.#sockets.get(conn)?.send(data),
+      windowMs: options.batchWindowMs ?? 20,
+      maxBytes: state.settings.maxMessageBytes,
+    });
   }
 
   /** The reducer's state, for gauges and health. */
@@ -178,14 +207,16 @@ export class Runner {
     const conn = this.#nextId++;
     socket.binaryType = "arraybuffer";
     this.#open.add(socket);
+    const { batch, ...opened } = attachment;
     socket.onopen = () => {
       this.#sockets.set(conn, socket);
+      if (batch) this.#batched.add(conn);
       this.dispatch({
         type: "open",
         conn,
         now: this.#now(),
         publicId: crypto.randomUUID(),
-        ...attachment,
+        ...opened,
       });
     };
     socket.onmessage = (message: MessageEvent) => {
@@ -206,6 +237,7 @@ export class Runner {
     };
     socket.onclose = (close: CloseEvent) => {
       this.#open.delete(socket);
+      if (this.#batched.delete(conn)) this.#batcher.forget(conn);
       if (this.#sockets.get(conn) === socket) {
         this.#sockets.delete(conn);
         this.dispatch({
@@ -260,12 +292,19 @@ export class Runner {
         this.#metrics.framesOut.add(effect.kind);
         break;
       case "broadcast":
-        for (const conn of effect.conns) {
-          if (conn !== effect.except) this.#send(conn, effect.data);
+        if (
+          this.#batched.size > 0 && effect.room !== undefined &&
+          BATCHED_KINDS.has(effect.kind)
+        ) this.#gather(effect.room, effect);
+        else {
+          for (const conn of effect.conns) {
+            if (conn !== effect.except) this.#send(conn, effect.data);
+          }
         }
         this.#metrics.framesOut.add(effect.kind, effect.count);
         break;
       case "close": {
+        if (this.#batched.has(effect.conn)) this.#batcher.release(effect.conn);
         const socket = this.#sockets.get(effect.conn);
         this.#sockets.delete(effect.conn);
         try {
@@ -351,9 +390,32 @@ export class Runner {
   }
 
   #send(conn: ConnId, data: string): void {
+    // What was gathered for a batched connection goes before, in order.
+    if (this.#batched.size > 0 && this.#batched.has(conn)) {
+      this.#batcher.release(conn);
+    }
     // A socket is in #sockets from its open event on, and `send` on a
     // closing or closed one does nothing: no need to read `readyState`.
     this.#sockets.get(conn)?.send(data);
+  }
+
+  /**
+   * A room frame: batched connections get it gathered (the same string,
+   * encoded once), the others at once as before.
+   */
+  #gather(
+    room: string,
+    effect: Extract<Effect, { type: "broadcast" }>,
+  ): void {
+    const { data, except } = effect;
+    let entry;
+    for (const conn of effect.conns) {
+      if (conn === except) continue;
+      if (this.#batched.has(conn)) {
+        entry ??= this.#batcher.entry(room, data);
+        this.#batcher.add(conn, entry);
+      } else this.#sockets.get(conn)?.send(data);
+    }
   }
 
   /**
@@ -431,6 +493,8 @@ export class Runner {
       this.dispatch({ type: "shutdown", now: this.#now() });
     }
     await this.settle();
+    this.#batcher.flush();
+    this.#batcher.stop();
     this.#watcher.stop();
     this.#tokenTimers.clear();
   }

@@ -178,6 +178,14 @@ export const SETTINGS = {
     help: "unsent bytes to one connection before it is closed as slow",
     schema: integer(1),
   },
+  batchWindowMs: {
+    env: "BATCH_WINDOW_MS",
+    flag: "batch-window-ms",
+    fallback: "20",
+    help:
+      "how long a busy room's messages are gathered for ?batch=1 clients (0: per event-loop turn only)",
+    schema: integer(0, 50),
+  },
   idleTimeoutSeconds: {
     env: "IDLE_TIMEOUT_SECONDS",
     flag: "idle-timeout",

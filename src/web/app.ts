@@ -139,7 +139,7 @@ class ChatApp {
 
   constructor() {
     this.#el = elements();
-    this.#client = new ChatClient({ url: socketUrl() });
+    this.#client = new ChatClient({ url: socketUrl(), batch: true });
     this.#typing = new TypingLine(
       this.#client,
       this.#el.typing,

@@ -22,6 +22,16 @@ export const SERVER_TYPES = [
   "Typing",
 ] as const;
 
+/**
+ * The body of a `Batch` frame (batched delivery, `?batch=1`): two or more
+ * server frames, each as it would have come alone, in order. Not a
+ * {@linkcode ServerType}: the reducer never sends one; the runner splices it
+ * from frames already encoded (`src/runtime/frame_batcher.ts`).
+ */
+export interface BatchBody {
+  frames: { message_type: ServerType; message_body: unknown }[];
+}
+
 /** A message type the server sends. */
 export type ServerType = typeof SERVER_TYPES[number];
 

@@ -198,6 +198,16 @@ const ROWS: readonly Row[] = [
     invalid: ["0", "-1", "1MB"],
   },
   {
+    key: "batchWindowMs",
+    env: "BATCH_WINDOW_MS",
+    flag: "batch-window-ms",
+    fallbackText: "20",
+    fallback: 20,
+    sample: "5",
+    parsed: 5,
+    invalid: ["-1", "51", "10ms"],
+  },
+  {
     key: "idleTimeoutSeconds",
     env: "IDLE_TIMEOUT_SECONDS",
     flag: "idle-timeout",
