@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { admin } from "./admin.ts";
 import { encodeGroupChat } from "../wire/server_frames.ts";
 import type { EnterBody } from "../wire/client_frames.ts";
 import { revoked } from "./auth.ts";
@@ -198,6 +199,14 @@ export function fromBus(ctx: Ctx, message: BusMessage): void {
       announce(room, message.username, message.timestamp, reason, out);
       break;
     }
+    case "admin":
+      admin(ctx, {
+        type: "admin",
+        now: state.now,
+        id: null,
+        request: message.request,
+      });
+      break;
     case "revoked":
       revoked(ctx, message.token);
       break;

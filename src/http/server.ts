@@ -96,6 +96,7 @@ export async function startServer(
     // A cluster room missing a seq is read back within a tick or two.
     ...(bus ? { bus, tickMs: 100 } : {}),
   });
+  await chat.reloadBans();
   await bus?.start();
   metrics.observe({
     connections: () => chat.openSockets,
@@ -120,6 +121,14 @@ export async function startServer(
     metrics,
     guard,
     tokens,
+    admin: {
+      adminToken: config.adminToken,
+      runner: chat,
+      storage,
+      log,
+      maxContentChars: config.maxContentChars,
+      ...(bus ? { node: nodeId } : {}),
+    },
     health: {
       config,
       runner: chat,

@@ -25,7 +25,7 @@ export const REFUSAL_LOG_MS = 10_000;
 export interface UpgradeGuardOptions {
   config: Config;
   runner: Runner;
-  tokens: Pick<TokenService, "check">;
+  tokens: Pick<TokenService, "check" | "bannedUntil">;
   metrics: Metrics;
   log: Logger;
 }
@@ -34,7 +34,7 @@ export interface UpgradeGuardOptions {
 export class UpgradeGuard {
   #config: Config;
   #runner: Runner;
-  #tokens: Pick<TokenService, "check">;
+  #tokens: Pick<TokenService, "check" | "bannedUntil">;
   #metrics: Metrics;
   #log: Logger;
   /** Open sockets per client address. */
@@ -156,6 +156,18 @@ export class UpgradeGuard {
       if (!grant) {
         metrics.refused.inc({ status: "401" });
         return refuse(401, "token unknown, revoked or expired");
+      }
+      const until = await this.#tokens.bannedUntil(grant.username).catch(
+        () => null,
+      );
+      if (until !== null) {
+        metrics.refused.inc({ status: "403" });
+        return refuse(
+          403,
+          `banned: '${grant.username}' is banned until ${
+            new Date(until).toISOString()
+          }`,
+        );
       }
     }
     const { socket, response } = Deno.upgradeWebSocket(request, {

@@ -35,6 +35,7 @@ import {
   type StoredGroupChat,
 } from "../wire/protocol.ts";
 import type {
+  AdminAction,
   BusMessage,
   Contributions,
   JoinRequest,
@@ -44,6 +45,7 @@ import type { ClusterPort } from "../chat/cluster_port.ts";
 import type { RedisConnection } from "./connection.ts";
 import { KEYS } from "./keys.ts";
 import {
+  ADMIN_ACTION,
   parseBusPayload,
   REVOKE,
   ROOM_JOIN,
@@ -74,6 +76,21 @@ export async function publishRevocation(
   token: string,
 ): Promise<void> {
   await REVOKE.run(connection, [KEYS.nodes], [from, token]);
+}
+
+/**
+ * Tells every node but `from` of an administrator's action (kick, ban,
+ * unban, a deleted message); for the admin command too, which is no node.
+ */
+export async function publishAdminAction(
+  connection: RedisConnection,
+  from: string,
+  action: AdminAction,
+): Promise<void> {
+  await ADMIN_ACTION.run(connection, [KEYS.nodes], [
+    from,
+    JSON.stringify(action),
+  ]);
 }
 
 /** What the bus tells the runner. */
@@ -478,6 +495,11 @@ export class RedisBus implements ClusterPort {
         return [];
       }
     });
+  }
+
+  /** Tells the other nodes of an administrator's action. */
+  async admin(action: AdminAction): Promise<void> {
+    await publishAdminAction(this.#commands, this.#nodeId, action);
   }
 
   /** Tells the other nodes that a token was revoked. */

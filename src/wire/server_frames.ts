@@ -19,6 +19,7 @@ export const SERVER_TYPES = [
   "History",
   "Ack",
   "Error",
+  "Deleted",
 ] as const;
 
 /** A message type the server sends. */
@@ -138,6 +139,19 @@ export interface ErrorBody {
   ref?: string;
 }
 
+/**
+ * The body of `Deleted`: an administrator deleted a message of a room; it
+ * is gone from history and recovery, and clients remove it from view.
+ */
+export interface DeletedBody {
+  /** The room. */
+  room: string;
+  /** The deleted message's server id. */
+  id: string;
+  /** Its `seq` in the room. */
+  seq: number;
+}
+
 /** The body of each server frame, by `message_type`. */
 export interface ServerBodies {
   Welcome: WelcomeBody;
@@ -149,6 +163,7 @@ export interface ServerBodies {
   History: HistoryReplyBody;
   Ack: AckBody;
   Error: ErrorBody;
+  Deleted: DeletedBody;
 }
 
 /**
