@@ -96,8 +96,10 @@ export async function startServer(
     // A cluster room missing a seq is read back within a tick or two.
     ...(bus ? { bus, tickMs: 100 } : {}),
   });
-  await chat.reloadBans();
   await bus?.start();
+  // Bans live in storage (Redis in a cluster): read once the bus is up,
+  // then every BAN_RELOAD_MS.
+  await chat.reloadBans();
   metrics.observe({
     connections: () => chat.openSockets,
     rooms: () => chat.state.rooms.size,

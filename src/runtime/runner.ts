@@ -248,6 +248,8 @@ export class Runner {
   /** The cluster bus is connected and in sync again (after a reconnect). */
   synced(): void {
     this.dispatch({ type: "bus_synced", now: this.#now() });
+    // Bans made while this node was away from Redis (or before it started).
+    this.#queue.enqueue(() => this.reloadBans());
   }
 
   /** Feeds one event to the reducer; events raised meanwhile wait their turn. */
