@@ -82,6 +82,7 @@ import {
 import { Listeners } from "./listeners.ts";
 import {
   type AckBody,
+  type DeletedBody,
   type EnterNotice,
   type ErrorBody,
   type HistoryReplyBody,
@@ -95,6 +96,7 @@ import {
 
 export type {
   AckBody,
+  DeletedBody,
   EnterNotice,
   ErrorBody,
   HistoryReplyBody,
@@ -739,6 +741,9 @@ export class ChatClient {
         return;
       }
       case "private_chat":
+      case "deleted":
+        // `deleted`: the app removes the message from view; its `seq`
+        // stays seen, so no recovery brings it back.
         this.#emit(frame);
         return;
       case "history":

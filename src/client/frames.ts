@@ -8,6 +8,7 @@
 import type { ErrorCode } from "../wire/codes.ts";
 import type {
   AckBody,
+  DeletedBody,
   EnterNotice,
   ErrorBody,
   HistoryReplyBody,
@@ -32,6 +33,8 @@ export type ServerFrame =
   | { type: "history"; body: HistoryReplyBody }
   | { type: "ack"; body: AckBody }
   | { type: "error"; body: ErrorBody }
+  /** An administrator deleted a room's message: remove it from view. */
+  | { type: "deleted"; body: DeletedBody }
   /** Not JSON, not an envelope, or a type or shape this client does not know. */
   | { type: "unknown"; text: string };
 
@@ -110,6 +113,13 @@ function check(body: Fields, type: string): ServerFrame | null {
             message: isString(body.message) ? body.message : "",
             ...(isString(body.ref) ? { ref: body.ref } : {}),
           },
+        }
+        : null;
+    case "Deleted":
+      return isString(body.room) && isString(body.id) && isNumber(body.seq)
+        ? {
+          type: "deleted",
+          body: { room: body.room, id: body.id, seq: body.seq },
         }
         : null;
     default:
