@@ -6,12 +6,12 @@
  *
  * @module
  */
-import { admin } from "./admin.ts";
+import { admin, bannedUntil } from "./admin.ts";
 import { encodeGroupChat } from "../wire/server_frames.ts";
 import type { EnterBody } from "../wire/client_frames.ts";
 import { revoked } from "./auth.ts";
 import { bind } from "./binding.ts";
-import { answerClosing, refuse } from "./closing.ts";
+import { answerClosing, close, refuse } from "./closing.ts";
 import { ack, deliverPrivate, goOn, send } from "./emit.ts";
 import {
   addMember,
@@ -149,6 +149,13 @@ export function joined(
   goOn(ctx, conn);
   entered(ctx, conn, room, request, request.ref);
   if (learned) release(ctx, room, true);
+  // Banned while the join was out: it ends as a ban ends a connection.
+  if (!conn.closing && bannedUntil(ctx, username) !== null) {
+    close(ctx, conn, "banned", undefined, {
+      answer: "banned",
+      message: "this user is banned; the message was not handled",
+    }, "banned");
+  }
 }
 
 /** Cluster: the answer to `part`; the room sees the user go if no node holds it. */

@@ -11,6 +11,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { joinedAt, Node } from "../support/cluster_node.ts";
 import type { AdminRequest, Event } from "../../src/chat/reducer.ts";
 import {
   AUTH,
@@ -245,3 +246,20 @@ scenarios("admin", [{
     3: [presence("general", ["alice", "bob"])],
   },
 }]);
+
+Deno.test("admin (cluster): a ban that arrives while a first Enter's join is out ends the connection when the join answers", () => {
+  const node = new Node();
+  node.open(1);
+  node.send(1, "Enter", { sender_username: "alice", room: "r" }, "e1");
+  node.bus({
+    kind: "admin",
+    request: { kind: "ban", username: "alice", until: Date.now() + 60_000 },
+  });
+  const answered = node.joined(joinedAt(0, ["alice"]));
+  const closes = answered.filter((effect) => effect.type === "close");
+  assert.deepEqual(
+    closes.map((effect) => effect.type === "close" && effect.reason),
+    ["banned by an administrator"],
+  );
+  assert.equal(node.state.users.has("alice"), false);
+});
