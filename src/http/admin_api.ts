@@ -80,19 +80,21 @@ function fromReducer(reply: AdminAnswer): Response {
   return answer(reply.status, reply.body);
 }
 
-/** Reads a JSON object body of at most `MAX_BODY_BYTES`, or the refusal. */
-async function readJson(request: Request): Promise<unknown | Response> {
+/**
+ * Reads a JSON object body of at most `limit` bytes (`MAX_BODY_BYTES`, or
+ * room for a longest message's content, escaped), or the refusal.
+ */
+async function readJson(
+  request: Request,
+  limit = MAX_BODY_BYTES,
+): Promise<unknown | Response> {
   const type = request.headers.get("content-type") ?? "";
   if (!/^application\/json\s*(;|$)/i.test(type)) {
     return error(415, "invalid_body", "Content-Type: must be application/json");
   }
-  const text = await readLimited(request, MAX_BODY_BYTES);
+  const text = await readLimited(request, limit);
   if (text === null) {
-    return error(
-      413,
-      "invalid_body",
-      `body: must be at most ${MAX_BODY_BYTES} bytes`,
-    );
+    return error(413, "invalid_body", `body: must be at most ${limit} bytes`);
   }
   try {
     const body = JSON.parse(text);
@@ -212,7 +214,11 @@ export async function handleAdminApi(
       }
       if (sub === "messages" && item === undefined) {
         if (method !== "POST") return notAllowed("POST");
-        const body = await readJson(request);
+        // Each character may take up to 12 bytes escaped (two \uXXXX).
+        const body = await readJson(
+          request,
+          Math.max(MAX_BODY_BYTES, options.maxContentChars * 12 + 1024),
+        );
         if (body instanceof Response) return body;
         const parsed = z.object({
           content: z.string().min(1, "content: must not be empty").refine(
