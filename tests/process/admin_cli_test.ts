@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { BAN_RELOAD_MS } from "../../src/runtime/runner.ts";
-import { main, parseDuration } from "../../tools/admin_cli.ts";
+import { main } from "../../tools/admin_cli.ts";
+import { parseDuration } from "../../tools/admin_args.ts";
 import { TestClient, type TestServer } from "../support/helpers.ts";
 import { startCluster } from "../support/cluster_helpers.ts";
 import { ADMIN, frame, serveOnTempDb } from "../support/db_helpers.ts";
