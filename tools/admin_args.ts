@@ -13,6 +13,7 @@ import { NAME_PATTERN, NAME_RULE } from "../src/wire/names.ts";
 export const USAGE =
   "usage: deno task admin [--url <url> | --database <path> | --redis <url>] (rooms | members <room> [--limit N] [--cursor NAME] | user <name> | kick <name> | ban <name> --for <duration> | unban <name> | bans | say <room> <text> | delete <room> <seq|id>)";
 
+/** The text of `--help`. */
 export const HELP = `${USAGE}
 
 Commands (through the server's admin API, with ADMIN_TOKEN):
