@@ -29,7 +29,7 @@
  */
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, readDotenv } from "../src/runtime/config.ts";
-import { usernameProblem } from "../src/wire/names.ts";
+import { isReservedName, usernameProblem } from "../src/wire/names.ts";
 import { publishRevocation } from "../src/redis/bus.ts";
 import { createLogger } from "../src/runtime/log.ts";
 import type { RedisConnection } from "../src/redis/connection.ts";
@@ -177,6 +177,11 @@ function parseCommandLine(args: readonly string[]): Parsed {
       expect(1, "a username");
       const username = rest[0] as string;
       checkUsername(username);
+      if (isReservedName(username)) {
+        throw new UsageError(
+          `username: '${username}' is reserved for the server's own messages`,
+        );
+      }
       return {
         command: { kind: "create", username, ttlSeconds: ttl(values.ttl) },
         configArgs,
@@ -365,8 +370,13 @@ export async function main(
   try {
     switch (command.kind) {
       case "create": {
-        const token = crypto.randomUUID();
         const createdAt = now();
+        const until = await storage.bannedUntil(command.username, createdAt);
+        if (until !== null) {
+          err(`error: ${command.username} is banned until ${iso(until)}`);
+          return 1;
+        }
+        const token = crypto.randomUUID();
         const expiresAt = createdAt +
           (command.ttlSeconds ?? defaultTtl) * 1000;
         await storage.createToken(

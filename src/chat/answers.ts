@@ -31,6 +31,30 @@ export function persisted(
   const op = request.op;
   if (op.kind === "group") {
     const message = op.message;
+    if (request.admin !== undefined) {
+      // An administrator's system message: the API waits for its outcome.
+      out.push({
+        type: "admin_reply",
+        id: request.admin,
+        answer: result.ok
+          ? {
+            status: 201,
+            body: {
+              id: message.id,
+              room: message.room,
+              seq: result.seq ?? message.seq,
+              timestamp: message.timestamp,
+            },
+          }
+          : {
+            status: 503,
+            body: {
+              error: "storage unavailable; the message was not stored",
+              code: "unavailable",
+            },
+          },
+      });
+    }
     if (result.ok && result.original) {
       // A resend of a message stored before: not stored again, and its
       // Ack is the first one's.

@@ -7,6 +7,7 @@
  * @module
  */
 import type { WelcomeBody } from "../wire/server_frames.ts";
+import { bannedUntil } from "./admin.ts";
 import { authenticate } from "./auth.ts";
 import { bind, bindToken } from "./binding.ts";
 import { close, refOf, refuse, wait } from "./closing.ts";
@@ -71,6 +72,13 @@ export function open(ctx: Ctx, event: Extract<Event, { type: "open" }>): void {
     msg: "connection opened",
     fields: { connection: conn.publicId },
   });
+  // A token of a user banned since the upgrade was checked.
+  if (conn.username !== null && bannedUntil(ctx, conn.username) !== null) {
+    close(ctx, conn, "banned", undefined, {
+      answer: "banned",
+      message: "this user is banned; the message was not handled",
+    }, "banned");
+  }
 }
 
 /**

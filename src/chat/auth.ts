@@ -7,6 +7,7 @@
  * @module
  */
 import type { ClientMessage } from "../wire/client_frames.ts";
+import { refuseBanned } from "./admin.ts";
 import { armToken, bind, bindToken } from "./binding.ts";
 import { close, refuse } from "./closing.ts";
 import { goOn } from "./emit.ts";
@@ -73,6 +74,7 @@ export function authenticate(
     if (held) endToken(ctx, token);
     return false;
   }
+  if (refuseBanned(ctx, conn, grant.username, message.ref)) return false;
   if (conn.username === null) bind(ctx, conn, grant.username);
   else if (conn.username !== grant.username) {
     refuse(

@@ -6,11 +6,12 @@
  *
  * @module
  */
+import { admin, bannedUntil } from "./admin.ts";
 import { encodeGroupChat } from "../wire/server_frames.ts";
 import type { EnterBody } from "../wire/client_frames.ts";
 import { revoked } from "./auth.ts";
 import { bind } from "./binding.ts";
-import { answerClosing, refuse } from "./closing.ts";
+import { answerClosing, close, refuse } from "./closing.ts";
 import { ack, deliverPrivate, goOn, send } from "./emit.ts";
 import { deliverTyping } from "./typing_relay.ts";
 import {
@@ -149,6 +150,13 @@ export function joined(
   goOn(ctx, conn);
   entered(ctx, conn, room, request, request.ref);
   if (learned) release(ctx, room, true);
+  // Banned while the join was out: it ends as a ban ends a connection.
+  if (!conn.closing && bannedUntil(ctx, username) !== null) {
+    close(ctx, conn, "banned", undefined, {
+      answer: "banned",
+      message: "this user is banned; the message was not handled",
+    }, "banned");
+  }
 }
 
 /** Cluster: the answer to `part`; the room sees the user go if no node holds it. */
@@ -199,6 +207,14 @@ export function fromBus(ctx: Ctx, message: BusMessage): void {
       announce(room, message.username, message.timestamp, reason, out);
       break;
     }
+    case "admin":
+      admin(ctx, {
+        type: "admin",
+        now: state.now,
+        id: null,
+        request: message.request,
+      });
+      break;
     case "revoked":
       revoked(ctx, message.token);
       break;

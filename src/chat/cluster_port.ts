@@ -14,7 +14,7 @@
  */
 import type { LeaveReason } from "../wire/codes.ts";
 import type { StoredGroupChat, TypingNotice } from "../wire/protocol.ts";
-import type { JoinRequest, JoinResult } from "./reducer.ts";
+import type { AdminAction, JoinRequest, JoinResult } from "./reducer.ts";
 
 /**
  * What the runner needs of the cluster. Every method rejects when the
@@ -72,4 +72,9 @@ export interface ClusterPort {
    * once, nothing stored: a lost one expires in the clients by itself.
    */
   typing(notice: TypingNotice): Promise<void>;
+  /**
+   * Tells the other nodes of an administrator's action (kick, ban, unban,
+   * a deleted message), which each applies to its own connections.
+   */
+  admin(action: AdminAction): Promise<void>;
 }

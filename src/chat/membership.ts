@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { foldName } from "../wire/names.ts";
+import { foldName, isReservedName } from "../wire/names.ts";
+import { refuseBanned } from "./admin.ts";
 import type { EnterBody, LeaveBody } from "../wire/client_frames.ts";
 import { bind } from "./binding.ts";
 import { refuse } from "./closing.ts";
@@ -26,6 +27,17 @@ export function enter(
   const now = state.now;
   const name = body.room ?? state.settings.defaultRoom;
   if (conn.username === null) {
+    if (isReservedName(body.sender_username)) {
+      refuse(
+        ctx,
+        conn,
+        "name_reserved",
+        `message_body.sender_username: '${body.sender_username}' is reserved for the server's own messages`,
+        ref,
+      );
+      return;
+    }
+    if (refuseBanned(ctx, conn, body.sender_username, ref)) return;
     // One name however it is cased or written (NFKC): `Alice` is `alice`.
     const folded = foldName(body.sender_username);
     const holder = state.names.get(folded) ??

@@ -26,6 +26,7 @@
  * @module
  */
 import { createDecoder } from "../wire/client_frames.ts";
+import { admin } from "./admin.ts";
 import { offlineLoaded, offlineWritten } from "./offline.ts";
 import { historyLoaded, persisted } from "./answers.ts";
 import { admit, arrive, open, resume } from "./arrival.ts";
@@ -75,6 +76,7 @@ export function createState(
     tokenWaiters: new Map(),
     bound: new Map(),
     offlineLoading: new Set(),
+    bans: new Map(),
     claiming: new Set(),
     draining: false,
     overloaded: false,
@@ -181,6 +183,9 @@ export function reduce(state: ChatState, event: Event): Transition {
       for (const room of state.rooms.values()) {
         if (room.known) fillGap(room, out);
       }
+      break;
+    case "admin":
+      admin(ctx, event);
       break;
     case "shutdown":
       if (state.draining) {

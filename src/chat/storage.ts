@@ -169,8 +169,45 @@ export function tokenMatches(
     : hash.startsWith(match.hashPrefix);
 }
 
+/** A ban as stored: the folded username and when it ends. */
+export interface BanRow {
+  /** The banned name, folded (`foldName`): `Alice` and `alice` are one. */
+  username: string;
+  /** Milliseconds since the epoch. */
+  until: number;
+  createdAt: number;
+}
+
+/** A message of a room to delete: by its server `id` or by its `seq`. */
+export type MessageMatch = { readonly id: string } | { readonly seq: number };
+
+/**
+ * What moderation needs of a database: timed bans of usernames (kept
+ * under the folded name, in the user's hash slot on Redis) and deleting a
+ * room's message from history. The server and the admin command share it.
+ */
+export interface Moderation {
+  /** Bans `username` (any case: it is folded) until `until`; replaces an earlier ban. */
+  ban(username: string, until: number, now: number): Promise<void>;
+  /** Lifts a ban; `false` when there was none. */
+  unban(username: string): Promise<boolean>;
+  /** When the ban of `username` ends, or `null` when it is not banned at `now`. */
+  bannedUntil(username: string, now: number): Promise<number | null>;
+  /** Every ban still running at `now`. */
+  bans(now: number): Promise<BanRow[]>;
+  /**
+   * Deletes a stored message of `room`, so that no history read or
+   * recovery (`since`) returns it again; resolves with it, or `null` when
+   * the room keeps no such message.
+   */
+  deleteMessage(
+    room: string,
+    match: MessageMatch,
+  ): Promise<StoredGroupChat | null>;
+}
+
 /** What the server needs of a database. */
-export interface Storage {
+export interface Storage extends Moderation {
   /** The last `seq` of every room that has one. */
   roomSeqs(): Promise<Map<string, number>>;
   /** Commits a batch in one transaction; one result per op, in order. */

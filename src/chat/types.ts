@@ -255,6 +255,11 @@ export interface ChatState {
    * runs, new `PrivateChat`s to the user are stored and wait their turn.
    */
   readonly offlineLoading: Set<string>;
+  /**
+   * Banned usernames, folded, with when the ban ends (ms): their `Enter`
+   * and tokens are refused until then (`banned`). Loaded from storage.
+   */
+  readonly bans: Map<string, number>;
   /** Cluster: usernames a first `Enter` is claiming from the cluster. */
   readonly claiming: Set<string>;
   draining: boolean;
@@ -276,6 +281,8 @@ export interface PersistRequest {
   readonly conn: ConnId | null;
   readonly ref?: string | undefined;
   readonly op: WriteOp;
+  /** An administrator's system message: the request id its answer goes to. */
+  readonly admin?: number;
 }
 
 /** A cluster `join`: enters a user's connection into a room on every node. */
@@ -326,7 +333,43 @@ export type BusMessage =
   }
   | { kind: "revoked"; token: string }
   /** Someone on another node is typing in a room here, or to a user here. */
-  | { kind: "typing"; notice: TypingNotice };
+  | { kind: "typing"; notice: TypingNotice }
+  /** An administrator's kick, ban, unban or deletion on another node. */
+  | { kind: "admin"; request: AdminAction };
+
+/**
+ * What an administrator asks of the chat (`src/http/admin_api.ts`): reads
+ * of this node's state, and actions. Bans and deletions are stored by the
+ * API first; the reducer only applies them to live connections.
+ */
+export type AdminRequest =
+  /** Rooms with members on this node, and rooms with a `seq`. */
+  | { kind: "rooms" }
+  /** A room's members on this node, by username, after `cursor`. */
+  | { kind: "members"; room: string; cursor?: string; limit: number }
+  /** A user's connections on this node. */
+  | { kind: "user"; username: string }
+  /** A system message to a room, from the reserved sender `system`. */
+  | { kind: "say"; room: string; content: string; id: string }
+  | AdminAction;
+
+/** The admin requests that every node of a cluster applies (through the bus). */
+export type AdminAction =
+  /** Every connection of the user leaves its rooms (`kicked`) and is closed. */
+  | { kind: "kick"; username: string }
+  /** The user is banned until `until` (ms): kicked (`banned`), refused meanwhile. */
+  | { kind: "ban"; username: string; until: number }
+  | { kind: "unban"; username: string }
+  /** A stored message was deleted: the room's members get `Deleted`. */
+  | { kind: "deleted"; room: string; id: string; seq: number }
+  /** The bans storage holds now (folded name → until): replaces the known ones. */
+  | { kind: "bans"; bans: ReadonlyArray<readonly [string, number]> };
+
+/** The reducer's answer to an {@linkcode AdminRequest}: an HTTP status and a JSON body. */
+export interface AdminAnswer {
+  readonly status: number;
+  readonly body: Readonly<Record<string, unknown>>;
+}
 
 /** A history read the reducer asks for. */
 export interface HistoryRequest {
@@ -435,6 +478,11 @@ export type Event =
   }
   /** Cluster: the node is connected and in sync with the cluster again. */
   | { type: "bus_synced"; now: number }
+  /**
+   * An administrator's request; `id` is where the answer goes (effect
+   * `admin_reply`), `null` when nobody waits (a bus message, a ban reload).
+   */
+  | { type: "admin"; now: number; id: number | null; request: AdminRequest }
   | { type: "shutdown"; now: number };
 
 /** A counter the runner keeps for `/metrics`. */
@@ -483,6 +531,8 @@ export type Effect =
     fields?: Record<string, unknown>;
   }
   | { type: "count"; metric: Metric; label: string }
+  /** The answer to the `admin` event with this `id`. */
+  | { type: "admin_reply"; id: number; answer: AdminAnswer }
   /** Cluster: enter a connection's user into a room on every node. */
   | { type: "join"; request: JoinRequest }
   /** Cluster: this node no longer holds `username` in `room`. */

@@ -89,6 +89,7 @@ import { Listeners } from "./listeners.ts";
 import { type TypingPlace, TypingTrack } from "./typing_track.ts";
 import {
   type AckBody,
+  type DeletedBody,
   type EnterNotice,
   type ErrorBody,
   type HistoryReplyBody,
@@ -105,6 +106,7 @@ import {
 export type { TypingPlace };
 export type {
   AckBody,
+  DeletedBody,
   EnterNotice,
   ErrorBody,
   HistoryReplyBody,
@@ -833,6 +835,11 @@ export class ChatClient {
         return;
       case "typing":
         this.#typing.heard(frame.body);
+        this.#emit(frame);
+        return;
+      case "deleted":
+        // `deleted`: the app removes the message from view; its `seq`
+        // stays seen, so no recovery brings it back.
         this.#emit(frame);
         return;
       case "history":

@@ -50,6 +50,10 @@ export const SERVER_ERROR_TEXT: { readonly [code in ErrorCode]: string } = {
     "The server could not confirm your message just now. It is sent again by itself.",
   inbox_full:
     "That person has too many messages waiting for them already, so this one was not sent. Try again after they have been online.",
+  banned:
+    "An administrator has banned this name for a while. The message says until when.",
+  name_reserved:
+    "That name is reserved for the server's own messages. Choose another one.",
 };
 
 /** One sentence for each code the client raises itself. */

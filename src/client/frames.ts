@@ -8,6 +8,7 @@
 import type { ErrorCode } from "../wire/codes.ts";
 import type {
   AckBody,
+  DeletedBody,
   EnterNotice,
   ErrorBody,
   HistoryReplyBody,
@@ -34,6 +35,8 @@ export type ServerFrame =
   | { type: "ack"; body: AckBody }
   | { type: "error"; body: ErrorBody }
   | { type: "typing"; body: TypingNotice }
+  /** An administrator deleted a room's message: remove it from view. */
+  | { type: "deleted"; body: DeletedBody }
   /** Not JSON, not an envelope, or a type or shape this client does not know. */
   | { type: "unknown"; text: string };
 
@@ -123,6 +126,13 @@ function check(body: Fields, type: string): ServerFrame | null {
     case "Typing":
       return isTypingNotice(body)
         ? { type: "typing", body: body as unknown as TypingNotice }
+        : null;
+    case "Deleted":
+      return isString(body.room) && isString(body.id) && isNumber(body.seq)
+        ? {
+          type: "deleted",
+          body: { room: body.room, id: body.id, seq: body.seq },
+        }
         : null;
     default:
       return null;

@@ -274,8 +274,17 @@ export async function runTerminal(
       } [${body.room}] * ${body.sender_username} joined`,
     );
   });
+  client.on("deleted", ({ body }) => {
+    print(
+      `[${body.room}] * message #${body.seq} was deleted by an administrator`,
+    );
+  });
   client.on("leave", ({ body }) => {
-    const verb = body.reason === "left" ? "left" : "went offline";
+    const verb = body.reason === "left"
+      ? "left"
+      : body.reason === "kicked" || body.reason === "banned"
+      ? `was ${body.reason} by an administrator`
+      : "went offline";
     print(
       `${
         formatTime(body.timestamp)

@@ -1,6 +1,7 @@
 /**
  * The server's routes: `/` (the web page, or an upgrade), `/ws` (an
- * upgrade), `/healthz`, `/metrics`, `/api/upgrade-check` and `/api/tokens`;
+ * upgrade), `/healthz`, `/metrics`, `/api/upgrade-check`, `/api/tokens`
+ * and the admin API (`/api/rooms…`, `/api/users/…`, `/api/bans`);
  * every other path is 404, a method other than the route's 405, and a plain
  * GET of `/ws` 426. Every answer gets the security headers. It decides
  * neither who may upgrade (`upgrade_guard.ts`) nor what the token API
@@ -16,6 +17,7 @@ import { type HealthSources, healthz } from "./health.ts";
 import { originAllowed } from "./origins.ts";
 import { json, refuse, secure } from "./respond.ts";
 import { handleTokenApi } from "./token_api.ts";
+import { type AdminApiOptions, handleAdminApi } from "./admin_api.ts";
 import type { TokenService } from "./token_service.ts";
 import type { UpgradeGuard } from "./upgrade_guard.ts";
 
@@ -26,6 +28,8 @@ export interface RouteOptions {
   guard: UpgradeGuard;
   tokens: Pick<TokenService, "issue" | "revoke">;
   health: HealthSources;
+  /** The admin API's options (`admin_api.ts`). */
+  admin: AdminApiOptions;
 }
 
 /** The `Deno.serve` handler of the routes. */
@@ -35,7 +39,7 @@ export function createHandler(
   request: Request,
   info: Deno.ServeHandlerInfo<Deno.NetAddr>,
 ) => Promise<Response> {
-  const { config, metrics, guard, tokens, health } = options;
+  const { config, metrics, guard, tokens, health, admin } = options;
   const trusted = new Set((config.trustedProxies ?? []).map(plainAddress));
 
   /** What the web page asks after a failed open: may it connect at all? */
@@ -69,6 +73,12 @@ export function createHandler(
         ttlSeconds: config.tokenTtlSeconds,
         tokens,
       });
+    }
+    if (
+      path === "/api/bans" || path.startsWith("/api/rooms") ||
+      path.startsWith("/api/users/")
+    ) {
+      return await handleAdminApi(request, path, address, admin);
     }
     if (
       path !== "/" && path !== "/ws" && path !== "/healthz" &&

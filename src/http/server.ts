@@ -98,6 +98,9 @@ export async function startServer(
     ...(bus ? { bus, tickMs: 100 } : {}),
   });
   await bus?.start();
+  // Bans live in storage (Redis in a cluster): read once the bus is up,
+  // then every BAN_RELOAD_MS.
+  await chat.reloadBans();
   metrics.observe({
     connections: () => chat.openSockets,
     rooms: () => chat.state.rooms.size,
@@ -121,6 +124,14 @@ export async function startServer(
     metrics,
     guard,
     tokens,
+    admin: {
+      adminToken: config.adminToken,
+      runner: chat,
+      storage,
+      log,
+      maxContentChars: config.maxContentChars,
+      ...(bus ? { node: nodeId } : {}),
+    },
     health: {
       config,
       runner: chat,

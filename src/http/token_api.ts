@@ -12,7 +12,7 @@ import {
   NAME_RULE,
   SCRIPT_RULE,
 } from "../wire/names.ts";
-import type { TokenService } from "./token_service.ts";
+import { TokenRefused, type TokenService } from "./token_service.ts";
 
 /** What the token API needs of the server. */
 export interface TokenApiOptions {
@@ -55,14 +55,15 @@ function answer(
   });
 }
 
-async function digest(text: string): Promise<Uint8Array> {
+/** SHA-256 of `text`: equal-length values to compare in constant time. */
+export async function digest(text: string): Promise<Uint8Array> {
   return new Uint8Array(
     await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
   );
 }
 
 /** Compares the bearer secret in constant time (digests have equal length). */
-async function authorized(
+export async function authorized(
   request: Request,
   adminToken: string,
 ): Promise<boolean> {
@@ -81,7 +82,7 @@ async function authorized(
  * `Content-Length` over the limit is refused unread, and a chunked body is
  * counted while it streams, so no more than `limit` (plus one chunk) is held.
  */
-async function readLimited(
+export async function readLimited(
   request: Request,
   limit: number,
 ): Promise<string | null> {
@@ -114,7 +115,7 @@ async function readLimited(
 }
 
 /** Decodes `%XX`; a malformed escape stays as it is (and is no UUID: 400). */
-function decodePathPart(text: string): string {
+export function decodePathPart(text: string): string {
   try {
     return decodeURIComponent(text);
   } catch {
@@ -189,7 +190,13 @@ export async function handleTokenApi(
         parsed.data.ttl_seconds ?? options.ttlSeconds,
       );
       return answer(201, issued);
-    } catch {
+    } catch (error) {
+      if (error instanceof TokenRefused) {
+        return answer(error.code === "banned" ? 403 : 400, {
+          error: error.message,
+          code: error.code,
+        });
+      }
       return unavailable();
     }
   }

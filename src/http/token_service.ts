@@ -8,6 +8,19 @@
  * @module
  */
 import type { Storage, TokenGrant } from "../chat/storage.ts";
+import { isReservedName } from "../wire/names.ts";
+
+/** A token the service will not issue: the name is reserved, or banned. */
+export class TokenRefused extends Error {
+  /** `name_reserved` or `banned`, as the API answers it. */
+  readonly code: "name_reserved" | "banned";
+
+  /** A refusal with its code and a message naming the field. */
+  constructor(code: "name_reserved" | "banned", message: string) {
+    super(message);
+    this.code = code;
+  }
+}
 
 /** A token as the token API answers it. */
 export interface IssuedToken {
@@ -47,10 +60,33 @@ export class TokenService {
     return this.#storage.checkToken(token, this.#now());
   }
 
-  /** Issues a token for `username`: a UUID v4, stored hashed. */
+  /** When the ban of `username` ends, or `null` when it is not banned. */
+  bannedUntil(username: string): Promise<number | null> {
+    return this.#storage.bannedUntil(username, this.#now());
+  }
+
+  /**
+   * Issues a token for `username`: a UUID v4, stored hashed. Rejects with
+   * a {@linkcode TokenRefused} for the reserved name and a banned one.
+   */
   async issue(username: string, ttlSeconds: number): Promise<IssuedToken> {
-    const token = crypto.randomUUID();
+    if (isReservedName(username)) {
+      throw new TokenRefused(
+        "name_reserved",
+        `username: '${username}' is reserved for the server's own messages`,
+      );
+    }
     const now = this.#now();
+    const until = await this.#storage.bannedUntil(username, now);
+    if (until !== null) {
+      throw new TokenRefused(
+        "banned",
+        `username: '${username}' is banned until ${
+          new Date(until).toISOString()
+        }`,
+      );
+    }
+    const token = crypto.randomUUID();
     const expiresAt = now + ttlSeconds * 1000;
     await this.#storage.createToken(token, { username, expiresAt }, now);
     return { token, username, expires_at: expiresAt };

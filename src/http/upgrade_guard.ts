@@ -26,7 +26,7 @@ export const REFUSAL_LOG_MS = 10_000;
 export interface UpgradeGuardOptions {
   config: Config;
   runner: Runner;
-  tokens: Pick<TokenService, "check">;
+  tokens: Pick<TokenService, "check" | "bannedUntil">;
   metrics: Metrics;
   log: Logger;
 }
@@ -46,7 +46,7 @@ export function batchRequested(url: URL): boolean | null {
 export class UpgradeGuard {
   #config: Config;
   #runner: Runner;
-  #tokens: Pick<TokenService, "check">;
+  #tokens: Pick<TokenService, "check" | "bannedUntil">;
   #metrics: Metrics;
   #log: Logger;
   /** Open sockets per client address. */
@@ -173,6 +173,18 @@ export class UpgradeGuard {
       if (!grant) {
         metrics.refused.inc({ status: "401" });
         return refuse(401, "token unknown, revoked or expired");
+      }
+      const until = await this.#tokens.bannedUntil(grant.username).catch(
+        () => null,
+      );
+      if (until !== null) {
+        metrics.refused.inc({ status: "403" });
+        return refuse(
+          403,
+          `banned: '${grant.username}' is banned until ${
+            new Date(until).toISOString()
+          }`,
+        );
       }
     }
     const { socket, response } = Deno.upgradeWebSocket(request, {

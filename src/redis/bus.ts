@@ -36,6 +36,7 @@ import {
   type TypingNotice,
 } from "../wire/protocol.ts";
 import type {
+  AdminAction,
   BusMessage,
   Contributions,
   JoinRequest,
@@ -45,6 +46,7 @@ import type { ClusterPort } from "../chat/cluster_port.ts";
 import type { RedisConnection } from "./connection.ts";
 import { KEYS } from "./keys.ts";
 import {
+  ADMIN_ACTION,
   parseBusPayload,
   REVOKE,
   ROOM_JOIN,
@@ -76,6 +78,21 @@ export async function publishRevocation(
   token: string,
 ): Promise<void> {
   await REVOKE.run(connection, [KEYS.nodes], [from, token]);
+}
+
+/**
+ * Tells every node but `from` of an administrator's action (kick, ban,
+ * unban, a deleted message); for the admin command too, which is no node.
+ */
+export async function publishAdminAction(
+  connection: RedisConnection,
+  from: string,
+  action: AdminAction,
+): Promise<void> {
+  await ADMIN_ACTION.run(connection, [KEYS.nodes], [
+    from,
+    JSON.stringify(action),
+  ]);
 }
 
 /** What the bus tells the runner. */
@@ -482,6 +499,11 @@ export class RedisBus implements ClusterPort {
         return [];
       }
     });
+  }
+
+  /** Tells the other nodes of an administrator's action. */
+  async admin(action: AdminAction): Promise<void> {
+    await publishAdminAction(this.#commands, this.#nodeId, action);
   }
 
   /** Tells the other nodes that a token was revoked. */

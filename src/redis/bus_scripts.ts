@@ -19,7 +19,7 @@ import {
   parseStoredPrivateChat,
   parseTypingNotice,
 } from "../wire/protocol.ts";
-import type { BusMessage } from "../chat/reducer.ts";
+import type { AdminAction, BusMessage } from "../chat/reducer.ts";
 import { RedisScript } from "./connection.ts";
 import { KEYS, LUA, PAYLOAD } from "./keys.ts";
 
@@ -155,6 +155,43 @@ end
 return 1
 `);
 
+/** KEYS: every node's id (`chat:nodes`). ARGV: node, JSON of an admin action. Tells every other node. */
+export const ADMIN_ACTION = new RedisScript(`
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.admin} .. ARGV[2]) end
+end
+return 1
+`);
+
+/** An admin action read from another node, or `null` when malformed. */
+function parseAdminAction(body: Record<string, unknown>): AdminAction | null {
+  const text = (key: string) =>
+    typeof body[key] === "string" ? body[key] as string : null;
+  const number = (key: string) =>
+    typeof body[key] === "number" ? body[key] as number : null;
+  const username = text("username");
+  switch (body.kind) {
+    case "kick":
+    case "unban":
+      return username === null ? null : { kind: body.kind, username };
+    case "ban": {
+      const until = number("until");
+      return username === null || until === null
+        ? null
+        : { kind: "ban", username, until };
+    }
+    case "deleted": {
+      const room = text("room");
+      const id = text("id");
+      const seq = number("seq");
+      return room === null || id === null || seq === null
+        ? null
+        : { kind: "deleted", room, id, seq };
+    }
+  }
+  return null;
+}
+
 /**
  * KEYS: the nodes to tell (a room's nodes, or a user's nodes), in one slot.
  * ARGV: node, payload. Publishes a `Typing` to every node of the set but
@@ -203,6 +240,10 @@ export function parseBusPayload(payload: string): BusMessage | null {
       case PAYLOAD.typing: {
         const notice = parseTypingNotice(JSON.parse(rest));
         return notice && { kind: "typing", notice };
+      }
+      case PAYLOAD.admin: {
+        const request = parseAdminAction(JSON.parse(rest));
+        return request && { kind: "admin", request };
       }
     }
   } catch {

@@ -19,6 +19,7 @@
  *             chat:u{F}:offline:{U}      LIST    JSON StoredPrivateChat to U, oldest first
  *             chat:u{F}:known:{U}        STRING  U ever held a token
  *             chat:u{F}:sent:{S}:{id}    STRING  the same for a PrivateChat from S to U
+ *             chat:u{F}:ban              STRING  when a ban of the name F ends (ms), PXAT then
  * node N      chat:n{N}:alive            STRING  heartbeat with PX expiry
  *             chat:n{N}:reaped           STRING  the node was reaped (its users' Leave sent), PX expiry
  *             chat:n{N}:rooms            SET     rooms where the node may contribute (a superset)
@@ -27,6 +28,7 @@
  * token H     chat:t{H}                  HASH    username, expires_at, created_at, revoked ("0"/"1")
  * one slot    chat:nodes                 SET     node ids
  *             chat:tokens                ZSET    token hash, score created_at
+ *             chat:bans                  ZSET    banned folded names, score when the ban ends
  * channel     chat:node:{N}              one pub/sub channel per node
  * ```
  *
@@ -81,6 +83,10 @@ export const KEYS = {
    */
   privateSent: (target: string, sender: string, id: string): string =>
     `chat:u{${foldName(target)}}:sent:${sender}:${id}`,
+  /** STRING: when the ban of a folded name ends (ms), expiring then. */
+  ban: (folded: string): string => `chat:u{${folded}}:ban`,
+  /** ZSET: banned folded names, score when the ban ends. */
+  bans: "chat:bans",
   /** SET: every node id. */
   nodes: "chat:nodes",
   /** STRING: a node's heartbeat, with a `PX` expiry. */
@@ -121,6 +127,8 @@ export const PAYLOAD = {
    * payloads): someone is typing (or stopped).
    */
   typing: "t",
+  /** JSON of an administrator's action (`AdminAction`: kick, ban, unban, deleted). */
+  admin: "a",
 } as const;
 
 /**
@@ -135,4 +143,5 @@ export const LUA = {
   leave: JSON.stringify(PAYLOAD.leave),
   revoked: JSON.stringify(PAYLOAD.revoked),
   typing: JSON.stringify(PAYLOAD.typing),
+  admin: JSON.stringify(PAYLOAD.admin),
 } as const;

@@ -17,6 +17,13 @@ import type { StoredGroupChat, StoredPrivateChat } from "../wire/protocol.ts";
 import type { RedisConnection } from "./connection.ts";
 import { KEYS } from "./keys.ts";
 import {
+  redisBan,
+  redisBannedUntil,
+  redisBans,
+  redisDeleteMessage,
+  redisUnban,
+} from "./moderation.ts";
+import {
   CREATE_TOKEN,
   GROUP,
   HISTORY,
@@ -26,11 +33,13 @@ import {
 } from "./storage_scripts.ts";
 import { ErrorReply } from "@redis/client";
 import {
+  type BanRow,
   fingerprint,
   hashToken,
   type HistoryPage,
   type HistoryQuery,
   IDEMPOTENCY_WINDOW_MS,
+  type MessageMatch,
   type Storage,
   type StoredAs,
   type TokenAdmin,
@@ -487,6 +496,34 @@ export class RedisStorage implements Storage, TokenAdmin {
       ) count++;
     }
     return count;
+  }
+
+  /** Bans `username` until `until` (see `moderation.ts`). */
+  ban(username: string, until: number, now: number): Promise<void> {
+    return redisBan(this.#connection, username, until, now);
+  }
+
+  /** Lifts a ban; `false` when none ran. */
+  unban(username: string): Promise<boolean> {
+    return redisUnban(this.#connection, username);
+  }
+
+  /** When the ban of `username` ends, or `null`. */
+  bannedUntil(username: string, now: number): Promise<number | null> {
+    return redisBannedUntil(this.#connection, username, now);
+  }
+
+  /** Every ban running at `now`. */
+  bans(now: number): Promise<BanRow[]> {
+    return redisBans(this.#connection, now);
+  }
+
+  /** Deletes a room's message from its history. */
+  deleteMessage(
+    room: string,
+    match: MessageMatch,
+  ): Promise<StoredGroupChat | null> {
+    return redisDeleteMessage(this.#connection, room, match);
   }
 
   /** Nothing: the connection belongs to the caller, who closes it. */

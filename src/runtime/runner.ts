@@ -17,6 +17,9 @@
 import type { Logger } from "./log.ts";
 import type { Metrics } from "./metrics.ts";
 import {
+  type AdminAction,
+  type AdminAnswer,
+  type AdminRequest,
   type BusMessage,
   type ChatState,
   type ConnId,
@@ -86,6 +89,13 @@ export const BATCHED_KINDS: ReadonlySet<ServerType> = new Set<ServerType>([
 
 const encoder = new TextEncoder();
 
+/**
+ * How often the runner reads the bans from storage: a ban made on the
+ * database by the admin command (or on a node whose bus message was lost)
+ * holds here within this time.
+ */
+export const BAN_RELOAD_MS = 5_000;
+
 /** How often the runner looks for slow consumers and measures its lag. */
 const SWEEP_MS = 100;
 
@@ -112,9 +122,13 @@ export class Runner {
   #sweeper: ReturnType<typeof setInterval>;
   #lag: LagWatch;
   #nextId = 1;
+  #nextAdmin = 1;
+  /** Admin requests waiting for the reducer's `admin_reply`, by id. */
+  #adminWaiters = new Map<number, (answer: AdminAnswer) => void>();
   #events: Event[] = [];
   #running = false;
   #ticker: ReturnType<typeof setInterval>;
+  #banReloader: ReturnType<typeof setInterval>;
   #allClosed: (() => void) | null = null;
   #queue: IoQueue;
   #health: StorageHealth;
@@ -180,6 +194,9 @@ export class Runner {
       windowMs: options.batchWindowMs ?? 20,
       maxBytes: state.settings.maxMessageBytes,
     });
+    this.#banReloader = setInterval(() => {
+      this.#queue.enqueue(() => this.reloadBans());
+    }, BAN_RELOAD_MS);
   }
 
   /** The reducer's state, for gauges and health. */
@@ -263,6 +280,8 @@ export class Runner {
   /** The cluster bus is connected and in sync again (after a reconnect). */
   synced(): void {
     this.dispatch({ type: "bus_synced", now: this.#now() });
+    // Bans made while this node was away from Redis (or before it started).
+    this.#queue.enqueue(() => this.reloadBans());
   }
 
   /** Feeds one event to the reducer; events raised meanwhile wait their turn. */
@@ -378,6 +397,12 @@ export class Runner {
       case "count":
         this.#metrics.count(effect.metric, effect.label);
         break;
+      case "admin_reply": {
+        const resolve = this.#adminWaiters.get(effect.id);
+        this.#adminWaiters.delete(effect.id);
+        resolve?.(effect.answer);
+        break;
+      }
       default:
         if (!this.#bus) {
           this.#log("error", "cluster effect without a bus", {
@@ -467,6 +492,53 @@ export class Runner {
     );
   }
 
+  /**
+   * Hands an administrator's request to the reducer and resolves with its
+   * answer (a read of this node's state, or an action's outcome). A kick,
+   * ban, unban or deletion is told to the other nodes of a cluster too,
+   * and to this runner's storage-held ban list first by the caller.
+   */
+  admin(request: AdminRequest): Promise<AdminAnswer> {
+    const id = this.#nextAdmin++;
+    const { promise, resolve } = Promise.withResolvers<AdminAnswer>();
+    this.#adminWaiters.set(id, resolve);
+    this.dispatch({ type: "admin", now: this.#now(), id, request });
+    return promise;
+  }
+
+  /** Tells the other nodes of a cluster of an admin action; `false` if that failed. */
+  async tellCluster(action: AdminAction): Promise<boolean> {
+    if (!this.#bus) return true;
+    try {
+      await this.#bus.admin(action);
+      return true;
+    } catch (error) {
+      this.#failed("cluster admin action", error);
+      return false;
+    }
+  }
+
+  /**
+   * Reads the bans storage holds and hands them to the reducer, which
+   * ends the connections of a name banned elsewhere (the admin command on
+   * the database, another node). Called at start and every few seconds.
+   */
+  async reloadBans(): Promise<void> {
+    const rows = await this.#storage.bans(this.#now()).catch((error) =>
+      this.#failed("ban list read", error)
+    );
+    if (rows === null) return;
+    this.dispatch({
+      type: "admin",
+      now: this.#now(),
+      id: null,
+      request: {
+        kind: "bans",
+        bans: rows.map((row) => [row.username, row.until] as const),
+      },
+    });
+  }
+
   /** Waits until every storage call issued so far has finished. */
   settle(): Promise<void> {
     return this.#writer.settle();
@@ -480,6 +552,7 @@ export class Runner {
   async shutdown(graceMs: number): Promise<void> {
     clearInterval(this.#ticker);
     clearInterval(this.#sweeper);
+    clearInterval(this.#banReloader);
     this.#tokenTimers.clear();
     await this.settle();
     this.dispatch({ type: "shutdown", now: this.#now() });

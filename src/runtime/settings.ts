@@ -110,7 +110,7 @@ export const SETTINGS = {
     env: "ADMIN_TOKEN",
     flag: "admin-token",
     help:
-      "bearer secret for /api/tokens; without it the token API answers 404 (environment or .env only)",
+      "bearer secret for /api/tokens and the admin API (/api/rooms, /api/users, /api/bans); without it both answer 404 (environment or .env only)",
     schema: nonEmpty,
     secret: true,
     envOnly: true,

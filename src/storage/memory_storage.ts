@@ -6,12 +6,15 @@
  * @module
  */
 import type { StoredGroupChat, StoredPrivateChat } from "../wire/protocol.ts";
+import { foldName } from "../wire/names.ts";
 import {
+  type BanRow,
   fingerprint,
   hashToken,
   type HistoryPage,
   type HistoryQuery,
   IDEMPOTENCY_WINDOW_MS,
+  type MessageMatch,
   type Storage,
   type StoredAs,
   type TokenAdmin,
@@ -49,6 +52,8 @@ export class MemoryStorage implements Storage, TokenAdmin {
   /** Undelivered `PrivateChat`s per target; delivered ones are not kept. */
   #offline = new Map<string, StoredPrivateChat[]>();
   #tokens = new Map<string, TokenRow>();
+  /** Bans by folded username. */
+  #bans = new Map<string, { until: number; createdAt: number }>();
   /** Stored chat messages by `sender\nref`, oldest first, for the window. */
   #sent = new Map<string, SentKey>();
   /**
@@ -258,6 +263,41 @@ export class MemoryStorage implements Storage, TokenAdmin {
       }
     }
     return Promise.resolve(count);
+  }
+
+  ban(username: string, until: number, now: number): Promise<void> {
+    this.#bans.set(foldName(username), { until, createdAt: now });
+    return Promise.resolve();
+  }
+
+  unban(username: string): Promise<boolean> {
+    return Promise.resolve(this.#bans.delete(foldName(username)));
+  }
+
+  bannedUntil(username: string, now: number): Promise<number | null> {
+    const ban = this.#bans.get(foldName(username));
+    return Promise.resolve(ban && ban.until > now ? ban.until : null);
+  }
+
+  bans(now: number): Promise<BanRow[]> {
+    const rows: BanRow[] = [];
+    for (const [username, ban] of this.#bans) {
+      if (ban.until > now) rows.push({ username, ...ban });
+    }
+    return Promise.resolve(rows);
+  }
+
+  deleteMessage(
+    room: string,
+    match: MessageMatch,
+  ): Promise<StoredGroupChat | null> {
+    const kept = this.#rooms.get(room) ?? [];
+    const at = kept.findIndex((message) =>
+      "id" in match ? message.id === match.id : message.seq === match.seq
+    );
+    if (at < 0) return Promise.resolve(null);
+    const [message] = kept.splice(at, 1);
+    return Promise.resolve(message ?? null);
   }
 
   close(): Promise<void> {

@@ -67,6 +67,11 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (sender, ref)
   ) WITHOUT ROWID;
   CREATE INDEX sent_refs_time ON sent_refs (timestamp);`,
+  // Timed bans by folded username (the admin API and command).
+  `CREATE TABLE bans (
+    username TEXT PRIMARY KEY, until INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;`,
 ];
 
 /** The schema version a migrated file has (`PRAGMA user_version`). */

@@ -5,7 +5,7 @@
  * SQLite's lock for up to `busy_timeout`. The schema and its migrations are
  * in `sqlite_schema.ts`.
  *
- * Why this file is long (about 540 lines): one class holds the prepared
+ * Why this file is long (about 620 lines): one class holds the prepared
  * statements and the transaction that every write shares; split, each part
  * would reach into the other's statements.
  *
@@ -14,13 +14,22 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import { migrate } from "./sqlite_schema.ts";
+import {
+  banIn,
+  bannedUntilIn,
+  bansIn,
+  deleteMessageIn,
+  unbanIn,
+} from "./sqlite_moderation.ts";
 import type { StoredGroupChat, StoredPrivateChat } from "../wire/protocol.ts";
 import {
+  type BanRow,
   fingerprint,
   hashToken,
   type HistoryPage,
   type HistoryQuery,
   IDEMPOTENCY_WINDOW_MS,
+  type MessageMatch,
   type Storage,
   type StoredAs,
   type TokenAdmin,
@@ -552,6 +561,39 @@ export class SqliteStorage implements Storage, TokenAdmin {
           : this.#revokeByPrefix.run(match.hashPrefix)).changes,
       )
     );
+  }
+
+  /** Bans `username` (folded) until `until`. */
+  ban(username: string, until: number, now: number): Promise<void> {
+    return Promise.try(() => banIn(this.#db, username, until, now));
+  }
+
+  /** Lifts a ban; `false` when there was none. */
+  unban(username: string): Promise<boolean> {
+    return Promise.try(() => unbanIn(this.#db, username));
+  }
+
+  /** When the ban of `username` ends, or `null`. */
+  bannedUntil(username: string, now: number): Promise<number | null> {
+    return Promise.try(() => bannedUntilIn(this.#db, username, now));
+  }
+
+  /** Every ban running at `now`. */
+  bans(now: number): Promise<BanRow[]> {
+    return Promise.try(() => bansIn(this.#db, now));
+  }
+
+  /** Deletes a room's message; the row count of the room is read again. */
+  deleteMessage(
+    room: string,
+    match: MessageMatch,
+  ): Promise<StoredGroupChat | null> {
+    return Promise.try(() => {
+      const row = deleteMessageIn(this.#db, room, match);
+      if (!row) return null;
+      this.#rowCounts.delete(room);
+      return toGroupChat(row);
+    });
   }
 
   /** Closes the database; later calls do nothing. */

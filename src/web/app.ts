@@ -29,6 +29,7 @@ import {
   ChatClient,
   ChatError,
   type ChatEventOf,
+  type DeletedBody,
   isValidName,
   type SendState,
   type StoredGroupChat,
@@ -443,11 +444,16 @@ class ChatApp {
     });
     client.on("leave", ({ body }) => {
       const conv = this.#conversation("room", body.room);
-      const verb = body.reason === "left" ? "left" : "went offline";
+      const verb = body.reason === "left"
+        ? "left"
+        : body.reason === "kicked" || body.reason === "banned"
+        ? `was ${body.reason} by an administrator`
+        : "went offline";
       this.#notice(conv, `${body.sender_username} ${verb}`, body.timestamp);
       if (this.#active === conv) this.#renderMembers();
     });
     client.on("group_chat", ({ body }) => this.#roomMessages([body], true));
+    client.on("deleted", ({ body }) => this.#deleted(body));
     client.on("private_chat", ({ body }) => this.#privateMessage(body));
     client.on("history", (event) => this.#history(event));
     client.on("error", ({ body, handled }) => {
@@ -642,6 +648,22 @@ class ChatApp {
       );
     }
     if (this.#active === conv) this.#renderMessages(older ? "keep" : "stick");
+  }
+
+  /**
+   * An administrator deleted a room's message: it leaves the view. Its key
+   * stays known, so a later replay cannot bring it back.
+   */
+  #deleted(body: DeletedBody): void {
+    const conv = this.#conversations.get(`room:${body.room}`);
+    if (!conv) return;
+    const key = `m:${body.id}`;
+    conv.keys.add(key);
+    const at = conv.items.findIndex((item) => item.key === key);
+    if (at < 0) return;
+    conv.items.splice(at, 1);
+    this.#saveSoon();
+    if (this.#active === conv) this.#renderMessages("keep");
   }
 
   #privateMessage(message: StoredPrivateChat): void {

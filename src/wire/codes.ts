@@ -30,6 +30,10 @@ export const ERROR_CODES = {
     "storage or Redis failed: the message was not stored, or its outcome is unknown; send it again with the same id",
   inbox_full:
     "PrivateChat to an offline user who already has MAX_OFFLINE_MESSAGES waiting; the message is not stored",
+  banned:
+    "the username is banned by an administrator until the time the message names (Enter, or a token of that user)",
+  name_reserved:
+    "Enter with a username reserved for the server (`system`, the sender of administrators' messages)",
 } as const;
 
 /** A code of {@linkcode ERROR_CODES}. */
@@ -45,6 +49,10 @@ export const CLOSE_CODES = {
   token_revoked: { code: 1008, reason: "token revoked" },
   /** The connection's token expired. */
   token_expired: { code: 1008, reason: "token expired" },
+  /** An administrator kicked the user (`POST /api/users/<name>/kick`). */
+  kicked: { code: 1008, reason: "kicked by an administrator" },
+  /** An administrator banned the user (`POST /api/users/<name>/ban`). */
+  banned: { code: 1008, reason: "banned by an administrator" },
   /** A frame over `MAX_MESSAGE_BYTES`. */
   too_big: { code: 1009, reason: "message too big" },
   /** The server is overloaded. */
@@ -62,6 +70,10 @@ export const LEAVE_REASONS = {
     "the token of the user's last connection in the room was revoked; the connection was closed",
   token_expired:
     "the token of the user's last connection in the room expired; the connection was closed",
+  kicked:
+    "an administrator kicked the user: every connection of the user left its rooms and was closed",
+  banned:
+    "an administrator banned the user: every connection of the user left its rooms and was closed",
 } as const;
 
 /** A reason of {@linkcode LEAVE_REASONS}. */

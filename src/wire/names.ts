@@ -118,3 +118,14 @@ export function usernameProblem(name: string): string | null {
   if (!isSingleScript(name)) return SCRIPT_RULE;
   return null;
 }
+
+/**
+ * The sender of administrators' messages to a room (`POST
+ * /api/rooms/<room>/messages`): a name no user may take.
+ */
+export const SYSTEM_SENDER = "system";
+
+/** Whether `name` is (folds to) a name reserved for the server, {@linkcode SYSTEM_SENDER}. */
+export function isReservedName(name: string): boolean {
+  return foldName(name) === SYSTEM_SENDER;
+}

@@ -20,6 +20,7 @@ export const SERVER_TYPES = [
   "Ack",
   "Error",
   "Typing",
+  "Deleted",
 ] as const;
 
 /**
@@ -184,6 +185,19 @@ export type TypingNotice =
     | { target_username: string; room?: undefined }
   );
 
+/**
+ * The body of `Deleted`: an administrator deleted a message of a room; it
+ * is gone from history and recovery, and clients remove it from view.
+ */
+export interface DeletedBody {
+  /** The room. */
+  room: string;
+  /** The deleted message's server id. */
+  id: string;
+  /** Its `seq` in the room. */
+  seq: number;
+}
+
 /** The body of each server frame, by `message_type`. */
 export interface ServerBodies {
   Welcome: WelcomeBody;
@@ -196,6 +210,7 @@ export interface ServerBodies {
   Ack: AckBody;
   Error: ErrorBody;
   Typing: TypingNotice;
+  Deleted: DeletedBody;
 }
 
 /**

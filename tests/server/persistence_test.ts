@@ -314,6 +314,13 @@ class GatedStorage implements Storage {
   revokeToken: Storage["revokeToken"] = (token) =>
     this.#inner.revokeToken(token);
   listTokens: Storage["listTokens"] = () => this.#inner.listTokens();
+  ban: Storage["ban"] = (...args) => this.#inner.ban(...args);
+  unban: Storage["unban"] = (username) => this.#inner.unban(username);
+  bannedUntil: Storage["bannedUntil"] = (...args) =>
+    this.#inner.bannedUntil(...args);
+  bans: Storage["bans"] = (now) => this.#inner.bans(now);
+  deleteMessage: Storage["deleteMessage"] = (...args) =>
+    this.#inner.deleteMessage(...args);
   close: Storage["close"] = () => this.#inner.close();
 }
 

@@ -27,12 +27,14 @@ import {
 import { HISTORY_CONTRACT } from "./contract_history.ts";
 import { OFFLINE_CONTRACT } from "./contract_offline.ts";
 import { WRITES_CONTRACT } from "./contract_writes.ts";
+import { MODERATION_CONTRACT } from "./contract_moderation.ts";
 
 /** The whole contract, in the order it runs. */
 const CONTRACT: readonly ContractCase[] = [
   ...HISTORY_CONTRACT,
   ...OFFLINE_CONTRACT,
   ...WRITES_CONTRACT,
+  ...MODERATION_CONTRACT,
 ];
 
 Deno.test("storage contract: memory", async (t) => {

@@ -213,7 +213,7 @@ Deno.test("a batch with a failing op keeps nothing and fails every op", async ()
  */
 const DROP_INBOX_COUNTS = `DROP TRIGGER inbox_counts_insert;
   DROP TRIGGER inbox_counts_update; DROP TRIGGER inbox_counts_delete;
-  DROP TABLE inbox_counts; DROP TABLE sent_refs;`;
+  DROP TABLE inbox_counts; DROP TABLE sent_refs; DROP TABLE bans;`;
 
 Deno.test("a file from before the inbox counts is migrated with its waiting messages counted", async () => {
   await withDir(async (dir) => {
