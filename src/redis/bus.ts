@@ -5,16 +5,24 @@
  * answers and the other nodes' messages into events.
  *
  * Every change to a room's shared state is one Lua script in the room's
- * hash slot, so it is atomic and its `PUBLISH`es happen in script order: a
- * message is published once per node with members in its room
- * (`KEYS.roomNodes`), on that node's own channel `chat:node:{id}`. A change
+ * hash slot, so it is atomic and its `SPUBLISH`es happen in script order: a
+ * message is published once, on the room's sharded channel
+ * (`chat:r{room}:bus`, in the room's slot), and a node listens on the
+ * channels of the rooms where it has members (subscribed before its first
+ * member's join runs, unsubscribed after its last member's part), of the
+ * users it holds (`chat:u{folded}:bus`: private messages), and on one
+ * control channel (`chat:{control}`: token revocations). A change
  * that spans slots (a join: the node's lists, the user's claim, the room)
  * is one call per slot, ordered so that a node's own lists of rooms and
  * users always cover what it has elsewhere: reaping a dead node, or a
- * node's resync, reads those lists and visits each room and user. Pub/sub is at most once, so what a node may have
- * missed while its subscriber was away is read back from the room's history
- * after every reconnect (the `bus_synced` event), and a `seq` missing for
- * `GAP_WAIT_MS` is read back too (the reducer's `fill_gap`).
+ * node's resync, reads those lists and visits each room and user. Pub/sub
+ * is at most once, so what a node may have missed while a channel was lost
+ * (its master died, its slot moved: see `sharded_subscriber.ts`) is read
+ * back from the room's history once every channel is back (the
+ * `bus_synced` event), and a `seq` missing for `GAP_WAIT_MS` is read back
+ * too (the reducer's `fill_gap`): that also closes the join race, a message
+ * published after the join read the room's `seq` but before the
+ * subscription was live.
  *
  * A node proves it lives with a key that expires (`chat:alive:{id}`); every
  * node reaps the nodes whose key is gone: their users leave their rooms
@@ -42,10 +50,12 @@ import type {
 } from "../chat/reducer.ts";
 import type { ClusterPort } from "../chat/cluster_port.ts";
 import type { RedisConnection } from "./connection.ts";
-import { KEYS } from "./keys.ts";
+import { KEYS, PAYLOAD } from "./keys.ts";
+import { ShardedSubscriber } from "./sharded_subscriber.ts";
+import { BusChannels } from "./bus_channels.ts";
 import {
+  busPayload,
   parseBusPayload,
-  REVOKE,
   ROOM_JOIN,
   ROOM_PART,
   ROOM_SYNC,
@@ -64,16 +74,24 @@ export const NODE_TTL_MS = 5_000;
 /** How long the mark of a reaped node lasts, for its return (a day). */
 const REAPED_TTL_MS = 86_400_000;
 
+/** How many recent private payloads a node remembers, to drop the copy. */
+const SEEN_PRIVATE = 10_000;
+
 /**
- * Tells every node but `from` that a token was revoked; for the token
- * command, which is no node (`from` is then its own name).
+ * Tells every node but `from` that a token was revoked, on the control
+ * channel; for the token command too, which is no node (`from` is then its
+ * own name).
  */
 export async function publishRevocation(
   connection: RedisConnection,
   from: string,
   token: string,
 ): Promise<void> {
-  await REVOKE.run(connection, [KEYS.nodes], [from, token]);
+  await connection.command([
+    "SPUBLISH",
+    KEYS.control,
+    busPayload(PAYLOAD.revoked, from, token),
+  ]);
 }
 
 /** What the bus tells the runner. */
@@ -97,7 +115,7 @@ export interface BusOptions {
 /** One node's link to the others, through Redis. */
 export class RedisBus implements ClusterPort {
   #commands: RedisConnection;
-  #subscriber: RedisConnection;
+  #subscriber: ShardedSubscriber;
   #listener: BusListener;
   #nodeId: string;
   #log: Logger;
@@ -107,10 +125,12 @@ export class RedisBus implements ClusterPort {
   /** The subscriber is subscribed and the records were synced since. */
   #synced = false;
   #syncing = false;
+  /** The control channel is subscribed and no channel is lost. */
   #subscribed = false;
-  /** The one `SUBSCRIBE`; node-redis repeats it by itself after a reconnect. */
-  #subscription: Promise<void> | undefined;
   #stopped = false;
+  #channels: BusChannels;
+  /** Recent private payloads: one that came on two channels goes out once. */
+  #seenPrivate = new Set<string>();
   /** Counts the subscriber's losses: a sync that spans one does not count. */
   #outages = 0;
   /**
@@ -136,7 +156,9 @@ export class RedisBus implements ClusterPort {
     this.#log = options.log;
     this.#heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     this.#nodeTtlMs = options.nodeTtlMs ?? NODE_TTL_MS;
-    this.#subscriber = commands.duplicate("subscriber", {
+    this.#subscriber = new ShardedSubscriber(commands, {
+      name: "subscriber",
+      log: this.#log,
       onReady: () => this.#subscriberReady(),
       onDown: () => {
         this.#subscribed = false;
@@ -145,7 +167,28 @@ export class RedisBus implements ClusterPort {
         this.#outages++;
       },
     });
+    this.#channels = new BusChannels(this.#subscriber, this.#hear);
   }
+
+  /** A payload on one of the node's channels. */
+  #hear = (payload: string): void => {
+    const parsed = parseBusPayload(payload);
+    if (!parsed) {
+      this.#log("warn", "unknown bus payload", { kind: payload[0] });
+      return;
+    }
+    if (parsed.origin === this.#nodeId) return;
+    if (parsed.message.kind === "private") {
+      // To a user and from a user this node both holds: it came on both
+      // users' channels.
+      if (this.#seenPrivate.has(payload)) return;
+      this.#seenPrivate.add(payload);
+      if (this.#seenPrivate.size > SEEN_PRIVATE) {
+        this.#seenPrivate.delete(this.#seenPrivate.values().next().value!);
+      }
+    }
+    this.#listener.message(parsed.message);
+  };
 
   /** This node's id in the cluster. */
   get nodeId(): string {
@@ -154,7 +197,13 @@ export class RedisBus implements ClusterPort {
 
   /** Connected to Redis and in sync: cross-node delivery works. */
   get up(): boolean {
-    return this.#commands.up && this.#subscribed && this.#synced;
+    return this.#commands.up && this.#subscriber.up && this.#subscribed &&
+      this.#synced;
+  }
+
+  /** The sharded channels this node is subscribed to now (for tests). */
+  get channels(): string[] {
+    return this.#subscriber.channels;
   }
 
   /**
@@ -167,33 +216,35 @@ export class RedisBus implements ClusterPort {
     if (this.#subscriber.up) await this.#subscriberReady();
   }
 
-  /** The subscriber is (again) connected: node-redis has resubscribed by now. */
+  /**
+   * Subscribes to the control channel (again) and syncs: at the start, and
+   * each time every lost channel is back (node-redis or the subscriber has
+   * resubscribed them by now).
+   */
   async #subscriberReady(): Promise<void> {
-    if (this.#stopped) return;
-    this.#subscription ??= this.#subscriber.subscribe(
-      KEYS.channel(this.#nodeId),
-      (payload: string) => {
-        const message = parseBusPayload(payload);
-        if (message) this.#listener.message(message);
-        else this.#log("warn", "unknown bus payload", { kind: payload[0] });
-      },
-    );
+    if (this.#stopped || this.#readying) return;
+    this.#readying = true;
     try {
-      await this.#subscription;
+      await this.#subscriber.subscribe(KEYS.control, this.#hear);
     } catch (error) {
-      // Lost again before it answered: the next ready tries again.
-      this.#subscription = undefined;
-      this.#log("warn", "cluster subscribe failed", { error: String(error) });
+      // Redis away: the next heartbeat tries again.
+      this.#log("debug", "cluster subscribe failed", { error: String(error) });
       return;
+    } finally {
+      this.#readying = false;
     }
+    if (!this.#subscriber.up) return;
     this.#subscribed = true;
     this.#synced = false;
     await this.#sync();
   }
 
+  #readying = false;
+
   /** Renews the heartbeat, reaps dead nodes, and syncs when needed. */
   async #beat(): Promise<void> {
-    if (!this.#synced) this.#sync();
+    if (!this.#subscribed) this.#subscriberReady();
+    else if (!this.#synced) this.#sync();
     if (!this.#commands.up || !this.#synced) this.#healthySince = null;
     if (!this.#commands.up) return;
     const now = performance.now();
@@ -276,6 +327,7 @@ export class RedisBus implements ClusterPort {
           "0",
           "0",
           "",
+          KEYS.roomChannel(room),
         ])
       ),
       ...users.map((user) =>
@@ -330,6 +382,9 @@ export class RedisBus implements ClusterPort {
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), ...users]);
     }
     const staleUsers = oldUsers.filter((user) => !users.has(user));
+    // The channels first, so that nothing published after a record is put
+    // back is missed; then the channels of what the node no longer holds go.
+    await this.#channels.reconcile(rooms, users);
     await Promise.all([
       ...[...new Set([...oldRooms, ...rooms])].map((room) =>
         ROOM_SYNC.run(this.#commands, roomKeys(room, node), [
@@ -338,6 +393,7 @@ export class RedisBus implements ClusterPort {
           announce ? "1" : "0",
           rooms.has(room) ? "1" : "0",
           seqs.has(room) ? seqs.get(room)! : "",
+          KEYS.roomChannel(room),
           ...inRoom.get(room) ?? [],
         ])
       ),
@@ -391,10 +447,27 @@ export class RedisBus implements ClusterPort {
    */
   async join(request: JoinRequest): Promise<JoinResult> {
     const { room, username } = request;
-    const node = this.#nodeId;
     const exclusive = request.claim === "exclusive";
+    return await this.#channels.during(
+      room,
+      exclusive ? username : null,
+      () => this.#join(request, exclusive),
+    );
+  }
+
+  /**
+   * {@linkcode RedisBus.join}: the room's channel is subscribed before the
+   * join runs (the join's `seq` and later messages are then not missed but
+   * for the race the reducer closes from history), and the user's before
+   * the claim.
+   */
+  async #join(request: JoinRequest, exclusive: boolean): Promise<JoinResult> {
+    const { room, username } = request;
+    const node = this.#nodeId;
+    await this.#channels.followRoom(room);
     await this.#commands.command(["SADD", KEYS.nodeRooms(node), room]);
     if (exclusive) {
+      await this.#channels.followUser(username);
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
       const claimed = await USER_CLAIM.run(
         this.#commands,
@@ -409,6 +482,7 @@ export class RedisBus implements ClusterPort {
       username,
       request.timestamp,
       request.held ? "1" : "0",
+      KEYS.roomChannel(room),
     ]) as unknown[];
     return {
       kind: "joined",
@@ -434,9 +508,11 @@ export class RedisBus implements ClusterPort {
       reason,
       timestamp,
       empty ? "1" : "0",
+      KEYS.roomChannel(room),
     ]);
     if (empty) {
       await this.#commands.command(["SREM", KEYS.nodeRooms(node), room]);
+      await this.#channels.unfollowRoom(room);
     }
     return Number(gone) === 1;
   }
@@ -444,8 +520,11 @@ export class RedisBus implements ClusterPort {
   /** Records that this node holds a connection of `username`. */
   async claim(username: string): Promise<void> {
     const node = this.#nodeId;
-    await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
-    await USER_CLAIM.run(this.#commands, userKeys(username), [node, "0"]);
+    await this.#channels.during(null, username, async () => {
+      await this.#channels.followUser(username);
+      await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
+      await USER_CLAIM.run(this.#commands, userKeys(username), [node, "0"]);
+    });
   }
 
   /** Records that this node holds no connection of `username`. */
@@ -453,6 +532,7 @@ export class RedisBus implements ClusterPort {
     const node = this.#nodeId;
     await USER_RELEASE.run(this.#commands, userKeys(username), [node]);
     await this.#commands.command(["SREM", KEYS.nodeUsers(node), username]);
+    await this.#channels.unfollowUser(username);
   }
 
   /** A room's stored messages with `after < seq < before` (no bound when `null`). */
