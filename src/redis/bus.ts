@@ -228,7 +228,12 @@ export class RedisBus implements ClusterPort {
       await this.#subscriber.subscribe(KEYS.control, this.#hear);
     } catch (error) {
       // Redis away: the next heartbeat tries again.
-      this.#log("debug", "cluster subscribe failed", { error: String(error) });
+      const text = String(error);
+      if (/unknown command/i.test(text)) {
+        this.#log("error", "Redis 7.0 or later is needed (SSUBSCRIBE)", {
+          error: text,
+        });
+      } else this.#log("debug", "cluster subscribe failed", { error: text });
       return;
     } finally {
       this.#readying = false;
