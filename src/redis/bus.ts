@@ -142,7 +142,7 @@ export class RedisBus implements ClusterPort {
   #healthySince: number | null = null;
 
   /**
-   * Uses `commands` for scripts and a duplicate of it for the node's channel.
+   * Uses `commands` for scripts, and a `ShardedSubscriber` on it for the channels.
    * Call {@linkcode RedisBus.start} to subscribe and start the heartbeat.
    */
   constructor(

@@ -1,10 +1,9 @@
 /**
  * The Lua scripts of the cluster bus (`src/redis/bus.ts`): a room's joins,
  * parts and resync (sharing the Lua functions of {@linkcode ROOM_LIB}), a
- * user's claim and release, and the revocation of a token told to every
- * node; with the keys the room and user scripts take ({@linkcode roomKeys},
- * {@linkcode userKeys}) and the reading of the payloads they publish
- * ({@linkcode parseBusPayload}). Each script takes all its keys in `KEYS`,
+ * user's claim and release; with the keys the room and user scripts take
+ * ({@linkcode roomKeys}, {@linkcode userKeys}), the making and reading of
+ * every bus payload ({@linkcode busPayload}, {@linkcode parseBusPayload}). Each script takes all its keys in `KEYS`,
  * in one hash slot, and publishes (`SPUBLISH`) only on the sharded channel
  * of that slot, which it takes in `ARGV`: Redis Cluster refuses a script
  * that publishes on another node's channel.
