@@ -19,9 +19,10 @@
  * ```
  *
  * Scenarios: `fanout`, `dm`, `sqlite` (the fan-out ladder again with a
- * SQLite file), `idle`, `overload`, `scale`, `cluster` (the fan-out ladder on
- * one and on two nodes sharing a local redis-server, then 30 000 clients
- * across two nodes). See `docs/performance.md`.
+ * SQLite file), `idle`, `overload`, `scale`, `cluster` (the fan-out and
+ * direct-message ladders of two nodes on a local redis-server and on a local
+ * 3-master Redis Cluster, a master killed, then 30 000 clients across two
+ * nodes). See `docs/performance.md`.
  *
  * @module
  */
@@ -55,7 +56,7 @@ const HELP = `deno task bench [options]
   --idle-clients N     connections of the idle memory scenario (default 10000)
   --scale-clients N    connections of the scale scenario (default 15000)
   --scale-users N      users they belong to, several connections each (default 150; 0 = one each)
-  --cluster-clients N  connections in one room over two cluster nodes (default 30000; quick 4000)
+  --cluster-clients N  connections in one room over two cluster nodes (default 30000; quick 4000; 0 skips)
   --step-seconds S     seconds measured per rate (default 8; quick 2)
   --overload-seconds S seconds at twice the ceiling (default 20; quick 8)
   --rates LIST         measure these rates (msg/s per 1000 clients) instead of the ladder
