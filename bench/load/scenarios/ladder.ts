@@ -64,7 +64,9 @@ export interface StepResult {
   redisRssMaxMb?: number;
   /**
    * CPU microseconds each shard's master spent per message sent, in slot
-   * order (one figure on a standalone Redis).
+   * order (one figure on a standalone Redis), less its idle CPU (measured
+   * for a second before the step). `/proc` counts CPU in 10 ms ticks: a
+   * figure is only as fine as 10 ms over the step's messages.
    */
   redisShardCpuUsPerMsg?: number[];
   generatorCpuPct: number[];
@@ -108,6 +110,11 @@ async function measureRate(
   const warmupMs = options.warmupSeconds * 1000;
   const measureMs = options.stepSeconds * 1000;
   const windowMs = 500;
+  // Redis's own idle CPU (cron, the cluster bus, replication), to take out
+  // of its CPU per message: at low rates it would be most of it.
+  const idleA = deployment.shards > 0 ? snapshot(deployment, generators) : null;
+  if (idleA) await sleep(1000);
+  const idleB = idleA && snapshot(deployment, generators);
   const startAt = Date.now() + 300;
   const rss = new RssSampler(deployment.nodes.map((node) => node.pid));
   const redisRss = deployment.redisPids.length === 0
@@ -186,12 +193,17 @@ async function measureRate(
         redisShardCpuUsPerMsg: a.redisEach.slice(0, deployment.shards).map((
           before,
           i,
-        ) =>
-          Math.round(
-            (b.redisEach[i]! - before) * 1e6 /
+        ) => {
+          const idle = idleA && idleB
+            ? (idleB.redisEach[i]! - idleA.redisEach[i]!) /
+              ((idleB.at - idleA.at) / 1000)
+            : 0;
+          const busy = b.redisEach[i]! - before - idle * (b.at - a.at) / 1000;
+          return Math.round(
+            Math.max(0, busy) * 1e6 /
               Math.max(1, sentPerSec * options.stepSeconds) * 10,
-          ) / 10
-        ),
+          ) / 10;
+        }),
       }
       : {}),
     generatorCpuPct: cpu.generatorPct,
