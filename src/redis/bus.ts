@@ -74,6 +74,9 @@ export const NODE_TTL_MS = 5_000;
 /** How long the mark of a reaped node lasts, for its return (a day). */
 const REAPED_TTL_MS = 86_400_000;
 
+/** How long a claim waits for its user's channel at most. */
+const FOLLOW_WAIT_MS = 1000;
+
 /** How many recent private payloads a node remembers, to drop the copy. */
 const SEEN_PRIVATE = 10_000;
 
@@ -461,18 +464,46 @@ export class RedisBus implements ClusterPort {
   }
 
   /**
-   * {@linkcode RedisBus.join}: the room's channel is subscribed before the
-   * join runs (the join's `seq` and later messages are then not missed but
-   * for the race the reducer closes from history), and the user's before
-   * the claim.
+   * {@linkcode RedisBus.join}. The room's `SSUBSCRIBE` is sent first but
+   * not waited for: a message published between the join and the moment
+   * the subscription is live (the join race) is read back from history
+   * once it is (`#catchUp`, from the join's `seq`), and a subscription that
+   * failed makes the node resync, which reads every room back. The user's
+   * channel is waited for (at most {@linkcode FOLLOW_WAIT_MS}) before the
+   * claim: a `PrivateChat` has no history to read back.
    */
   async #join(request: JoinRequest, exclusive: boolean): Promise<JoinResult> {
+    const { room } = request;
+    const following = this.#channels.followRoom(room).then(
+      (fresh) => fresh,
+      () => null,
+    );
+    try {
+      const result = await this.#joinRoom(request, exclusive);
+      following.then((fresh) => {
+        if (fresh === null) this.#needSync("room subscription failed");
+        else if (fresh && result.kind === "joined") {
+          this.#catchUp(room, result.seq);
+        }
+      });
+      return result;
+    } catch (error) {
+      // The channel may stay followed with no member: the resync drops it.
+      this.#needSync("join failed");
+      throw error;
+    }
+  }
+
+  /** The calls of a join, in slot order (see {@linkcode RedisBus.join}). */
+  async #joinRoom(
+    request: JoinRequest,
+    exclusive: boolean,
+  ): Promise<JoinResult> {
     const { room, username } = request;
     const node = this.#nodeId;
-    await this.#channels.followRoom(room);
     await this.#commands.command(["SADD", KEYS.nodeRooms(node), room]);
     if (exclusive) {
-      await this.#channels.followUser(username);
+      await this.#channels.followUserWithin(username, FOLLOW_WAIT_MS);
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
       const claimed = await USER_CLAIM.run(
         this.#commands,
@@ -522,11 +553,34 @@ export class RedisBus implements ClusterPort {
     return Number(gone) === 1;
   }
 
+  /**
+   * What a room's channel missed before it was live: the room's stored
+   * messages after `after` (the join's `seq`), handed on as if heard (the
+   * reducer drops what it has).
+   */
+  async #catchUp(room: string, after: number): Promise<void> {
+    try {
+      for (const message of await this.fillGap(room, after, null)) {
+        this.#listener.message({ kind: "group", message });
+      }
+    } catch (error) {
+      this.#needSync(`catch-up failed: ${error}`);
+    }
+  }
+
+  /** Something may have been missed: resync (and read every room back) at the next heartbeat. */
+  #needSync(why: string): void {
+    if (!this.#synced) return;
+    this.#synced = false;
+    this.#healthySince = null;
+    this.#log("debug", "cluster resync needed", { why });
+  }
+
   /** Records that this node holds a connection of `username`. */
   async claim(username: string): Promise<void> {
     const node = this.#nodeId;
     await this.#channels.during(null, username, async () => {
-      await this.#channels.followUser(username);
+      await this.#channels.followUserWithin(username, FOLLOW_WAIT_MS);
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
       await USER_CLAIM.run(this.#commands, userKeys(username), [node, "0"]);
     });

@@ -61,10 +61,13 @@ export class BusChannels {
     }
   }
 
-  /** Follows a room's channel; resolves once it is live. */
-  async followRoom(room: string): Promise<void> {
+  /**
+   * Follows a room's channel; resolves once it is live: `true` when this
+   * call subscribed it.
+   */
+  followRoom(room: string): Promise<boolean> {
     this.#rooms.add(room);
-    await this.#subscriber.subscribe(KEYS.roomChannel(room), this.#hear);
+    return this.#subscriber.subscribe(KEYS.roomChannel(room), this.#hear);
   }
 
   /** Stops following a room's channel, unless a join is on its way. */
@@ -77,6 +80,18 @@ export class BusChannels {
   async followUser(username: string): Promise<void> {
     this.#users.add(username);
     await this.#subscriber.subscribe(KEYS.userChannel(username), this.#hear);
+  }
+
+  /**
+   * Follows a user's channel, waiting for it at most `ms`: a subscriber that
+   * answers late (its connection stalled) must not hold a claim up.
+   */
+  async followUserWithin(username: string, ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.followUser(username),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+    ]).finally(() => clearTimeout(timer));
   }
 
   /** Stops following a user's channel, unless a claim is on its way. */

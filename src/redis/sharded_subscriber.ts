@@ -95,12 +95,13 @@ export class ShardedSubscriber {
   /**
    * Subscribes to `channel` on the master of its slot; resolves once Redis
    * confirmed it, so that everything published after that reaches
-   * `listener`. Rejects when that master cannot be reached (the channel
-   * stays wanted: it is subscribed when the master is back, unless
-   * {@linkcode ShardedSubscriber.unsubscribe} is called). Subscribing to a
-   * channel already subscribed only changes its listener.
+   * `listener`: `true` when this call subscribed it, `false` when it was
+   * subscribed already (then only its listener changes). Rejects when that
+   * master cannot be reached; the channel stays wanted, and is subscribed
+   * when the master is back, unless {@linkcode ShardedSubscriber.unsubscribe}
+   * is called.
    */
-  subscribe(channel: string, listener: PayloadListener): Promise<void> {
+  subscribe(channel: string, listener: PayloadListener): Promise<boolean> {
     let entry = this.#channels.get(channel);
     if (!entry) {
       const created: Entry = {
@@ -119,32 +120,40 @@ export class ShardedSubscriber {
     return this.#enqueue(channel, entry);
   }
 
+  /** Whether `channel` is wanted but has never been subscribed: retried. */
+  #pending(entry: Entry): boolean {
+    return entry.wanted && entry.on === null && !entry.lost;
+  }
+
   /** Unsubscribes from `channel`; never rejects (a lost connection forgets it anyway). */
   unsubscribe(channel: string): Promise<void> {
     const entry = this.#channels.get(channel);
     if (!entry) return Promise.resolve();
     entry.wanted = false;
-    return this.#enqueue(channel, entry).catch(() => {});
+    return this.#enqueue(channel, entry).then(() => {}, () => {});
   }
 
   /** Runs `#settle` for `channel` after the calls before it. */
-  #enqueue(channel: string, entry: Entry): Promise<void> {
+  #enqueue(channel: string, entry: Entry): Promise<boolean> {
     const run = entry.queue.catch(() => {}).then(() =>
       this.#settle(channel, entry)
     );
-    entry.queue = run.catch(() => {});
+    entry.queue = run.then(() => {}, () => {});
     return run;
   }
 
-  /** Brings `channel` to what is wanted of it now. */
-  async #settle(channel: string, entry: Entry): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Brings `channel` to what is wanted of it now; `true` when it subscribed
+   * it (anew).
+   */
+  async #settle(channel: string, entry: Entry): Promise<boolean> {
+    if (this.#closed) return false;
     if (!entry.wanted) {
       if (entry.on !== null) await this.#drop(channel, entry);
       if (!entry.wanted && this.#channels.get(channel) === entry) {
         this.#channels.delete(channel);
       }
-      return;
+      return false;
     }
     const url = this.#locator.shardUrl(channel);
     if (url === undefined) {
@@ -152,16 +161,17 @@ export class ShardedSubscriber {
     }
     if (entry.on === url) {
       // Still there: node-redis subscribes it again after a reconnect.
-      return;
+      return false;
     }
     if (entry.on !== null) await this.#drop(channel, entry);
     const connection = this.#connection(url);
     await until(() => connection.up || this.#closed, PLACE_MS);
-    if (this.#closed) return;
+    if (this.#closed) return false;
     if (!connection.up) throw new Error("redis is not available");
     await connection.client.sSubscribe(channel, entry.relay);
     entry.on = url;
     entry.lost = false;
+    return true;
   }
 
   /** Unsubscribes `channel` where it is; closes that connection once it serves none. */
@@ -252,10 +262,13 @@ export class ShardedSubscriber {
           entry.lost = true;
         }
       }
-      if (!this.#allLive()) {
-        this.#report(false);
+      const pending = [...this.#channels.values()].some((entry) =>
+        this.#pending(entry)
+      );
+      if (!this.#allLive() || pending) {
+        if (!this.#allLive()) this.#report(false);
         await this.#locator.refreshTopology();
-        const moves: Promise<void>[] = [];
+        const moves: Promise<unknown>[] = [];
         for (const [channel, entry] of this.#channels) {
           if (!entry.wanted) continue;
           const live = entry.on !== null &&
