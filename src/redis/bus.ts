@@ -74,6 +74,9 @@ export const NODE_TTL_MS = 5_000;
 /** How long the mark of a reaped node lasts, for its return (a day). */
 const REAPED_TTL_MS = 86_400_000;
 
+/** How soon a node that could not subscribe at its start tries again. */
+const RETRY_MS = 100;
+
 /** How long a claim waits for its user's channel at most. */
 const FOLLOW_WAIT_MS = 1000;
 
@@ -237,6 +240,11 @@ export class RedisBus implements ClusterPort {
           error: text,
         });
       } else this.#log("debug", "cluster subscribe failed", { error: text });
+      // Soon again (Redis not known yet, say), not only at the next heartbeat.
+      clearTimeout(this.#retry);
+      if (!this.#stopped) {
+        this.#retry = setTimeout(() => this.#subscriberReady(), RETRY_MS);
+      }
       return;
     } finally {
       this.#readying = false;
@@ -248,6 +256,9 @@ export class RedisBus implements ClusterPort {
   }
 
   #readying = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  /** The node put itself in `chat:nodes` once: a dead node is reaped only from there. */
+  #listed = false;
 
   /** Renews the heartbeat, reaps dead nodes, and syncs when needed. */
   async #beat(): Promise<void> {
@@ -283,6 +294,7 @@ export class RedisBus implements ClusterPort {
       ]),
       this.#commands.command(["SADD", KEYS.nodes, this.#nodeId]),
     ]);
+    this.#listed = true;
   }
 
   /**
@@ -501,6 +513,9 @@ export class RedisBus implements ClusterPort {
   ): Promise<JoinResult> {
     const { room, username } = request;
     const node = this.#nodeId;
+    // Listed before it records anything, or a node killed before its first
+    // heartbeat would hold its users' names for ever.
+    if (!this.#listed) await this.#alive();
     await this.#commands.command(["SADD", KEYS.nodeRooms(node), room]);
     if (exclusive) {
       await this.#channels.followUserWithin(username, FOLLOW_WAIT_MS);
@@ -580,6 +595,7 @@ export class RedisBus implements ClusterPort {
   async claim(username: string): Promise<void> {
     const node = this.#nodeId;
     await this.#channels.during(null, username, async () => {
+      if (!this.#listed) await this.#alive();
       await this.#channels.followUserWithin(username, FOLLOW_WAIT_MS);
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
       await USER_CLAIM.run(this.#commands, userKeys(username), [node, "0"]);
@@ -629,6 +645,7 @@ export class RedisBus implements ClusterPort {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#heartbeat);
+    clearTimeout(this.#retry);
     if (this.#commands.up) {
       await this.#forget(this.#nodeId).catch(
         (error) =>
