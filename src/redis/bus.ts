@@ -74,6 +74,15 @@ export const NODE_TTL_MS = 5_000;
 /** How long the mark of a reaped node lasts, for its return (a day). */
 const REAPED_TTL_MS = 86_400_000;
 
+/** Waits for `promise`, at most `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise,
+    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+  ]).finally(() => clearTimeout(timer));
+}
+
 /** How soon a node that could not subscribe at its start tries again. */
 const RETRY_MS = 100;
 
@@ -476,19 +485,31 @@ export class RedisBus implements ClusterPort {
   }
 
   /**
-   * {@linkcode RedisBus.join}. The room's `SSUBSCRIBE` is sent first but
-   * not waited for: a message published between the join and the moment
-   * the subscription is live (the join race) is read back from history
-   * once it is (`#catchUp`, from the join's `seq`), and a subscription that
-   * failed makes the node resync, which reads every room back. The user's
-   * channel is waited for (at most {@linkcode FOLLOW_WAIT_MS}) before the
-   * claim: a `PrivateChat` has no history to read back.
+   * {@linkcode RedisBus.join}. The room's and (on a first `Enter`) the
+   * user's `SSUBSCRIBE` go first, and are waited for at most
+   * {@linkcode FOLLOW_WAIT_MS}: a stalled subscriber must not hold the
+   * `Enter` up. A message published between the join and the moment the
+   * room's subscription is live (the join race) is read back from history
+   * once it is (`#catchUp`, from the join's `seq`); a subscription that
+   * failed makes the node resync, which reads every room back. Presence
+   * (`Enter`, `Leave`) and `PrivateChat`s have no history: those published
+   * in that window, only when the subscriber answers late, are missed.
    */
   async #join(request: JoinRequest, exclusive: boolean): Promise<JoinResult> {
-    const { room } = request;
+    const { room, username } = request;
     const following = this.#channels.followRoom(room).then(
       (fresh) => fresh,
       () => null,
+    );
+    // Both channels live before the join and the claim run, so that no
+    // Enter, Leave or PrivateChat after them is missed; but a stalled
+    // subscriber holds them up at most FOLLOW_WAIT_MS.
+    await within(
+      Promise.all([
+        following,
+        exclusive ? this.#channels.followUser(username).catch(() => {}) : null,
+      ]),
+      FOLLOW_WAIT_MS,
     );
     try {
       const result = await this.#joinRoom(request, exclusive);
@@ -518,7 +539,6 @@ export class RedisBus implements ClusterPort {
     if (!this.#listed) await this.#alive();
     await this.#commands.command(["SADD", KEYS.nodeRooms(node), room]);
     if (exclusive) {
-      await this.#channels.followUserWithin(username, FOLLOW_WAIT_MS);
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
       const claimed = await USER_CLAIM.run(
         this.#commands,
