@@ -168,6 +168,11 @@ export class ShardedSubscriber {
     await until(() => connection.up || this.#closed, PLACE_MS);
     if (this.#closed) return false;
     if (!connection.up) throw new Error("redis is not available");
+    // A listener left on this connection by an unsubscribe while it was
+    // down would hear every payload a second time: take it off first.
+    if (connection.client.getPubSubListeners("SHARDED").has(channel)) {
+      await connection.client.sUnsubscribe(channel);
+    }
     await connection.client.sSubscribe(channel, entry.relay);
     entry.on = url;
     entry.lost = false;
