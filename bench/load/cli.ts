@@ -19,11 +19,12 @@
  * ```
  *
  * Scenarios: `fanout`, `dm`, `sqlite` (the fan-out ladder again with a
- * SQLite file), `idle`, `overload`, `scale`, `cluster` (the fan-out ladder on
- * one and on two nodes sharing a local redis-server, then 30 000 clients
- * across two nodes), `hot-room` (one room of 5,000 batched members, 20
- * senders, rising rates) and `room-fill` (10,000 users join one room, then
- * one broadcast). See `docs/performance.md`.
+ * SQLite file), `idle`, `overload`, `scale`, `cluster` (the fan-out and
+ * direct-message ladders of two nodes on a local redis-server and on a local
+ * 3-master Redis Cluster, a master killed, then 30 000 clients across two
+ * nodes), `hot-room` (one room of 5,000 batched members, 20 senders, rising
+ * rates) and `room-fill` (10,000 users join one room, then one broadcast).
+ * See `docs/performance.md`.
  *
  * @module
  */
@@ -59,7 +60,7 @@ const HELP = `deno task bench [options]
   --idle-clients N     connections of the idle memory scenario (default 10000)
   --scale-clients N    connections of the scale scenario (default 15000)
   --scale-users N      users they belong to, several connections each (default 150; 0 = one each)
-  --cluster-clients N  connections in one room over two cluster nodes (default 30000; quick 4000)
+  --cluster-clients N  connections in one room over two cluster nodes (default 30000; quick 4000; 0 skips)
   --hot-members N      members of the hot-room scenario's room (default 5000; quick 1000)
   --hot-senders N      of them, how many send (default 20)
   --fill-users N       users joining one room in room-fill (default 10000; quick 2000)

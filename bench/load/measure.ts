@@ -23,8 +23,10 @@ export interface Snapshot {
   at: number;
   /** CPU seconds of each server process (one, or each node of a cluster). */
   nodes: number[];
-  /** CPU seconds of the redis-server, `0` without one. */
+  /** CPU seconds of every redis-server together, `0` without one. */
   redis: number;
+  /** CPU seconds of each redis-server (`Deployment.redisPids`). */
+  redisEach: number[];
   generators: number[];
   machine: ReturnType<typeof machineTicks>;
 }
@@ -34,12 +36,12 @@ export function snapshot(
   deployment: Deployment,
   generators: Generator[],
 ): Snapshot {
+  const redisEach = deployment.redisPids.map((pid) => cpuSeconds(pid) ?? 0);
   return {
     at: performance.now(),
     nodes: deployment.nodes.map((node) => cpuSeconds(node.pid) ?? 0),
-    redis: deployment.redisPid === null
-      ? 0
-      : cpuSeconds(deployment.redisPid) ?? 0,
+    redis: redisEach.reduce((x, y) => x + y, 0),
+    redisEach,
     generators: generators.map((g) => cpuSeconds(g.pid) ?? 0),
     machine: machineTicks(),
   };

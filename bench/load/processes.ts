@@ -11,6 +11,10 @@
  */
 import type { ClientSpec, Command, ConnectReply, Reply } from "./control.ts";
 import { type LocalRedis, startLocalRedis } from "../../tools/local_redis.ts";
+import {
+  type LocalRedisCluster,
+  startLocalRedisCluster,
+} from "../../tools/local_redis_cluster.ts";
 import { type BenchOptions, type LoadContext, ROOT } from "./context.ts";
 import { cpuSeconds } from "./proc.ts";
 import { log } from "./report.ts";
@@ -211,7 +215,13 @@ export type ServerKind =
   | "chat-sqlite"
   | "baseline"
   | "baseline-framed"
-  | "chat-redis";
+  | "chat-redis"
+  | "chat-redis-cluster";
+
+/** Whether `kind` is chat nodes on Redis (standalone or a Redis Cluster). */
+export function onRedis(kind: ServerKind): boolean {
+  return kind === "chat-redis" || kind === "chat-redis-cluster";
+}
 
 /** A server to start: its kind, extra flags and nodes. */
 export interface ServerSetup {
@@ -220,7 +230,10 @@ export interface ServerSetup {
   extra?: string[];
   /** Extra environment for the chat server (secrets such as `ADMIN_TOKEN`). */
   env?: Record<string, string>;
-  /** `chat-redis`: nodes sharing one local redis-server (default 1). */
+  /**
+   * `chat-redis`: nodes sharing one local redis-server; `chat-redis-cluster`:
+   * nodes sharing a local Redis Cluster of 3 masters and 3 replicas (default 1).
+   */
   nodes?: number;
 }
 
@@ -231,12 +244,20 @@ export interface Deployment {
   nodes: ServerProcess[];
   /** The redis-server the nodes share, when they do. */
   redis: LocalRedis | null;
-  redisPid: number | null;
+  /** The Redis Cluster they share, when they do. */
+  redisCluster: LocalRedisCluster | null;
+  /**
+   * Every redis-server of the deployment: the standalone one, or the
+   * cluster's masters (one per shard, in slot order) then its replicas.
+   */
+  redisPids: number[];
+  /** How many of `redisPids` are shards (masters): the first ones. */
+  shards: number;
 }
 
 /** What the output calls a setup. */
 export function setupName(setup: { kind: ServerKind; nodes?: number }): string {
-  return setup.kind === "chat-redis"
+  return onRedis(setup.kind)
     ? `${setup.kind} ×${setup.nodes ?? 1}`
     : setup.kind;
 }
@@ -319,16 +340,27 @@ async function startServer(
 
 /**
  * Starts the server of `setup`: one process, or for `chat-redis` a fresh
- * local redis-server and its nodes (each with `--redis`).
+ * local redis-server and its nodes (each with `--redis`), for
+ * `chat-redis-cluster` a fresh local Redis Cluster and its nodes.
  */
 async function startDeployment(
   context: LoadContext,
   setup: ServerSetup,
 ): Promise<Deployment> {
   const name = setupName(setup);
+  if (setup.kind === "chat-redis-cluster") {
+    return await startOnCluster(context, setup);
+  }
   if (setup.kind !== "chat-redis") {
     const server = await startServer(context, setup);
-    return { name, nodes: [server], redis: null, redisPid: null };
+    return {
+      name,
+      nodes: [server],
+      redis: null,
+      redisCluster: null,
+      redisPids: [],
+      shards: 0,
+    };
   }
   const redis = await startLocalRedis({
     dir: await Deno.makeTempDir({ dir: context.tmp, prefix: "redis-" }),
@@ -348,10 +380,63 @@ async function startDeployment(
         ),
       );
     }
-    return { name, nodes, redis, redisPid: pid };
+    return {
+      name,
+      nodes,
+      redis,
+      redisCluster: null,
+      redisPids: pid === null ? [] : [pid],
+      shards: pid === null ? 0 : 1,
+    };
   } catch (error) {
     await Promise.all(nodes.map((node) => node.stop()));
     await redis.stop();
+    throw error;
+  }
+}
+
+/** Starts a local Redis Cluster (3 masters, 3 replicas) and the nodes on it. */
+async function startOnCluster(
+  context: LoadContext,
+  setup: ServerSetup,
+): Promise<Deployment> {
+  const name = setupName(setup);
+  const redisCluster = await startLocalRedisCluster({
+    dir: await Deno.makeTempDir({ dir: context.tmp, prefix: "redis-" }),
+  });
+  const nodes: ServerProcess[] = [];
+  try {
+    const topology = await redisCluster.topology();
+    const masters = topology.filter((node) => node.master)
+      .sort((a, b) => (a.slots[0]?.[0] ?? 0) - (b.slots[0]?.[0] ?? 0));
+    const replicas = topology.filter((node) => !node.master);
+    const pids = [...masters, ...replicas].map((node) =>
+      redisCluster.node(node.port).pid ?? 0
+    );
+    const count = setup.nodes ?? 1;
+    for (let i = 0; i < count; i++) {
+      nodes.push(
+        await startServer(
+          context,
+          {
+            ...setup,
+            extra: [...setup.extra ?? [], "--redis", redisCluster.url],
+          },
+          count > 1 ? `${name}/${i}` : name,
+        ),
+      );
+    }
+    return {
+      name,
+      nodes,
+      redis: null,
+      redisCluster,
+      redisPids: pids,
+      shards: masters.length,
+    };
+  } catch (error) {
+    await Promise.all(nodes.map((node) => node.stop()));
+    await redisCluster.stop();
     throw error;
   }
 }
@@ -379,6 +464,7 @@ export async function session<T>(
       }
     }));
     await deployment.redis?.stop();
+    await deployment.redisCluster?.stop();
   }
 }
 

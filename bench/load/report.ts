@@ -18,6 +18,7 @@ import type { ScaleResult } from "./scenarios/scale.ts";
 import type { HotRoomResult } from "./scenarios/hot_room.ts";
 import type { RoomFillResult } from "./scenarios/room_fill.ts";
 import { bigRoomTables } from "./big_room_report.ts";
+import type { FailoverResult } from "./scenarios/failover.ts";
 
 /** Prints one line of the run's output. */
 export function log(line: string): void {
@@ -78,23 +79,31 @@ export function ladderTable(ladders: LadderResult[]): string {
   return rows.join("\n");
 }
 
-/** Markdown table of the cluster ladders: every node's CPU and RSS, and Redis's. */
+/**
+ * Markdown table of the cluster ladders: every node's CPU and RSS, and
+ * Redis's (all redis-servers together, and each shard's master per message).
+ */
 export function clusterTable(ladders: LadderResult[]): string {
   const rows = [
-    "| nodes | msg/s | deliveries/s | delivered | p50 ms | p99 ms | max ms | node CPU | node RSS MB | redis CPU | redis RSS MB | generator CPU | machine busy | other CPU | pass |",
-    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    "| redis | mode | nodes | msg/s | deliveries/s | delivered | p50 ms | p99 ms | max ms | node CPU | node RSS MB | redis CPU | redis µs/msg per shard | redis RSS MB | generator CPU | machine busy | other CPU | pass |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
   ];
   for (const l of ladders) {
     const steps = [...l.steps].sort((a, b) => a.rate - b.rate);
+    const redis = l.server === "chat-redis-cluster" ? "cluster" : "standalone";
     for (const s of steps) {
       rows.push(
-        `| ${l.nodes ?? 1} | ${s.rate} | ${s.deliveriesPerSec} | ${
+        `| ${redis} | ${l.mode} | ${
+          l.nodes ?? 1
+        } | ${s.rate} | ${s.deliveriesPerSec} | ${
           s.deliveredPct.toFixed(1)
         }% | ${ms(s.latency.p50Ms)} | ${ms(s.latency.p99Ms)} | ${
           ms(s.latency.maxMs)
         } | ${(s.nodeCpuPct ?? [s.serverCpuPct]).join(" / ")}% | ${
           (s.nodeRssMaxMb ?? [s.serverRssMaxMb]).join(" / ")
-        } | ${s.redisCpuPct ?? "-"}% | ${s.redisRssMaxMb ?? "-"} | ${
+        } | ${s.redisCpuPct ?? "-"}% | ${
+          s.redisShardCpuUsPerMsg?.join(" / ") ?? "-"
+        } | ${s.redisRssMaxMb ?? "-"} | ${
           s.generatorCpuPct.join(" / ")
         }% | ${s.machineBusyPct}% | ${s.otherCpuPct}% | ${
           s.pass ? "yes" : `no: ${s.notes.join("; ")}`
@@ -111,6 +120,8 @@ export interface ClusterResult {
   ladders: LadderResult[];
   /** Many clients in one room across two nodes. */
   scale: ScaleResult | null;
+  /** Each master killed on a Redis Cluster (absent before it was measured). */
+  failover?: FailoverResult[];
 }
 
 /** Everything one run found. */
@@ -242,7 +253,18 @@ export function summarize(results: BenchResults): void {
     const one = cluster.ladders.find((l) => (l.nodes ?? 1) === 1);
     const two = cluster.ladders.find((l) => l.nodes === 2);
     const cs = cluster.scale;
+    const ceilings = cluster.ladders.map((l) => ({
+      redis: l.server === "chat-redis-cluster" ? "cluster" : "standalone",
+      mode: l.mode,
+      nodes: l.nodes ?? 1,
+      ceiling: l.ceiling,
+      ceilingReached: l.ceilingReached,
+      deliveriesPerSec: l.ceilingDeliveriesPerSec,
+      redisCpuUsPerMsgPerShard: l.atCeiling?.redisShardCpuUsPerMsg,
+    }));
     summary.cluster = {
+      ceilings,
+      failoverRecoveryMs: cluster.failover?.map((f) => f.recoveryMs),
       fanoutCeiling: {
         oneNode: one?.ceiling,
         twoNodes: two?.ceiling,
@@ -390,17 +412,25 @@ export function printSummary(results: BenchResults): void {
   }
   const cluster = results.cluster;
   if (cluster && cluster.ladders.length > 0) {
-    const c = (s.cluster?.fanoutCeiling ?? {}) as Record<string, unknown>;
-    log("\n## Cluster (nodes sharing one local redis-server)\n");
+    log("\n## Cluster (nodes sharing a redis-server or a Redis Cluster)\n");
     log(clusterTable(cluster.ladders));
+    for (const l of cluster.ladders) {
+      log(
+        `\n${l.server} ×${l.nodes ?? 1}, ${l.mode}: ceiling ${l.ceiling} msg/s${
+          l.ceilingReached ? "" : " (not reached)"
+        } (${l.ceilingDeliveriesPerSec} deliveries/s); redis µs/msg per shard at it: ${
+          l.atCeiling?.redisShardCpuUsPerMsg?.join(" / ") ?? "-"
+        }.`,
+      );
+    }
+  }
+  for (const f of cluster?.failover ?? []) {
     log(
-      `\nCluster fan-out ceiling: ${c.oneNode ?? "-"} msg/s (${
-        c.oneNodeDeliveriesPerSec ?? "-"
-      } deliveries/s) on one node, ${c.twoNodes ?? "-"} msg/s (${
-        c.twoNodesDeliveriesPerSec ?? "-"
-      } deliveries/s) on two (ratio ${c.twoOverOne ?? "-"}); standalone chat ${
-        c.standaloneChat ?? "-"
-      } msg/s.`,
+      `\nMaster killed: the room delivered again after ${
+        f.recoveryMs ?? "never"
+      } ms (${f.unavailable} sends unavailable meanwhile; ${f.received} received, ${
+        f.inOrder ? "seq in order" : "seq NOT in order"
+      }).`,
     );
   }
   const cs = cluster?.scale;

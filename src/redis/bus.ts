@@ -5,16 +5,24 @@
  * answers and the other nodes' messages into events.
  *
  * Every change to a room's shared state is one Lua script in the room's
- * hash slot, so it is atomic and its `PUBLISH`es happen in script order: a
- * message is published once per node with members in its room
- * (`KEYS.roomNodes`), on that node's own channel `chat:node:{id}`. A change
+ * hash slot, so it is atomic and its `SPUBLISH`es happen in script order: a
+ * message is published once, on the room's sharded channel
+ * (`chat:r{room}:bus`, in the room's slot), and a node listens on the
+ * channels of the rooms where it has members (subscribed before its first
+ * member's join runs, unsubscribed after its last member's part), of the
+ * users it holds (`chat:u{folded}:bus`: private messages), and on one
+ * control channel (`chat:{control}`: token revocations). A change
  * that spans slots (a join: the node's lists, the user's claim, the room)
  * is one call per slot, ordered so that a node's own lists of rooms and
  * users always cover what it has elsewhere: reaping a dead node, or a
- * node's resync, reads those lists and visits each room and user. Pub/sub is at most once, so what a node may have
- * missed while its subscriber was away is read back from the room's history
- * after every reconnect (the `bus_synced` event), and a `seq` missing for
- * `GAP_WAIT_MS` is read back too (the reducer's `fill_gap`).
+ * node's resync, reads those lists and visits each room and user. Pub/sub
+ * is at most once, so what a node may have missed while a channel was lost
+ * (its master died, its slot moved: see `sharded_subscriber.ts`) is read
+ * back from the room's history once every channel is back (the
+ * `bus_synced` event), and a `seq` missing for `GAP_WAIT_MS` is read back
+ * too (the reducer's `fill_gap`): that also closes the join race, a message
+ * published after the join read the room's `seq` but before the
+ * subscription was live.
  *
  * A node proves it lives with a key that expires (`chat:alive:{id}`); every
  * node reaps the nodes whose key is gone: their users leave their rooms
@@ -44,16 +52,16 @@ import type {
 } from "../chat/reducer.ts";
 import type { ClusterPort } from "../chat/cluster_port.ts";
 import type { RedisConnection } from "./connection.ts";
-import { KEYS } from "./keys.ts";
+import { KEYS, PAYLOAD } from "./keys.ts";
+import { ShardedSubscriber } from "./sharded_subscriber.ts";
+import { BusChannels } from "./bus_channels.ts";
 import {
-  ADMIN_ACTION,
+  busPayload,
   parseBusPayload,
-  REVOKE,
   ROOM_JOIN,
   ROOM_PART,
   ROOM_SYNC,
   roomKeys,
-  TYPING,
   USER_CLAIM,
   USER_RELEASE,
   userKeys,
@@ -68,30 +76,55 @@ export const NODE_TTL_MS = 5_000;
 /** How long the mark of a reaped node lasts, for its return (a day). */
 const REAPED_TTL_MS = 86_400_000;
 
+/** Waits for `promise`, at most `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise,
+    new Promise<void>((resolve) => timer = setTimeout(resolve, ms)),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** How soon a node that could not subscribe at its start tries again. */
+const RETRY_MS = 100;
+
+/** How long a claim waits for its user's channel at most. */
+const FOLLOW_WAIT_MS = 1000;
+
+/** How many recent private payloads a node remembers, to drop the copy. */
+const SEEN_PRIVATE = 10_000;
+
 /**
- * Tells every node but `from` that a token was revoked; for the token
- * command, which is no node (`from` is then its own name).
+ * Tells every node but `from` that a token was revoked, on the control
+ * channel; for the token command too, which is no node (`from` is then its
+ * own name).
  */
 export async function publishRevocation(
   connection: RedisConnection,
   from: string,
   token: string,
 ): Promise<void> {
-  await REVOKE.run(connection, [KEYS.nodes], [from, token]);
+  await connection.command([
+    "SPUBLISH",
+    KEYS.control,
+    busPayload(PAYLOAD.revoked, from, token),
+  ]);
 }
 
 /**
  * Tells every node but `from` of an administrator's action (kick, ban,
- * unban, a deleted message); for the admin command too, which is no node.
+ * unban, a deleted message), on the control channel; for the admin command
+ * too, which is no node.
  */
 export async function publishAdminAction(
   connection: RedisConnection,
   from: string,
   action: AdminAction,
 ): Promise<void> {
-  await ADMIN_ACTION.run(connection, [KEYS.nodes], [
-    from,
-    JSON.stringify(action),
+  await connection.command([
+    "SPUBLISH",
+    KEYS.control,
+    busPayload(PAYLOAD.admin, from, JSON.stringify(action)),
   ]);
 }
 
@@ -116,7 +149,7 @@ export interface BusOptions {
 /** One node's link to the others, through Redis. */
 export class RedisBus implements ClusterPort {
   #commands: RedisConnection;
-  #subscriber: RedisConnection;
+  #subscriber: ShardedSubscriber;
   #listener: BusListener;
   #nodeId: string;
   #log: Logger;
@@ -126,12 +159,14 @@ export class RedisBus implements ClusterPort {
   /** The subscriber is subscribed and the records were synced since. */
   #synced = false;
   #syncing = false;
+  /** The control channel is subscribed and no channel is lost. */
   #subscribed = false;
-  /** The one `SUBSCRIBE`; node-redis repeats it by itself after a reconnect. */
-  #subscription: Promise<void> | undefined;
   #stopped = false;
   /** `Typing` notices published, for their nonces. */
   #typings = 0;
+  #channels: BusChannels;
+  /** Recent private payloads: one that came on two channels goes out once. */
+  #seenPrivate = new Set<string>();
   /** Counts the subscriber's losses: a sync that spans one does not count. */
   #outages = 0;
   /**
@@ -143,7 +178,7 @@ export class RedisBus implements ClusterPort {
   #healthySince: number | null = null;
 
   /**
-   * Uses `commands` for scripts and a duplicate of it for the node's channel.
+   * Uses `commands` for scripts, and a `ShardedSubscriber` on it for the channels.
    * Call {@linkcode RedisBus.start} to subscribe and start the heartbeat.
    */
   constructor(
@@ -157,7 +192,9 @@ export class RedisBus implements ClusterPort {
     this.#log = options.log;
     this.#heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     this.#nodeTtlMs = options.nodeTtlMs ?? NODE_TTL_MS;
-    this.#subscriber = commands.duplicate("subscriber", {
+    this.#subscriber = new ShardedSubscriber(commands, {
+      name: "subscriber",
+      log: this.#log,
       onReady: () => this.#subscriberReady(),
       onDown: () => {
         this.#subscribed = false;
@@ -166,7 +203,28 @@ export class RedisBus implements ClusterPort {
         this.#outages++;
       },
     });
+    this.#channels = new BusChannels(this.#subscriber, this.#hear);
   }
+
+  /** A payload on one of the node's channels. */
+  #hear = (payload: string): void => {
+    const parsed = parseBusPayload(payload);
+    if (!parsed) {
+      this.#log("warn", "unknown bus payload", { kind: payload[0] });
+      return;
+    }
+    if (parsed.origin === this.#nodeId) return;
+    if (parsed.message.kind === "private") {
+      // To a user and from a user this node both holds: it came on both
+      // users' channels.
+      if (this.#seenPrivate.has(payload)) return;
+      this.#seenPrivate.add(payload);
+      if (this.#seenPrivate.size > SEEN_PRIVATE) {
+        this.#seenPrivate.delete(this.#seenPrivate.values().next().value!);
+      }
+    }
+    this.#listener.message(parsed.message);
+  };
 
   /** This node's id in the cluster. */
   get nodeId(): string {
@@ -175,7 +233,13 @@ export class RedisBus implements ClusterPort {
 
   /** Connected to Redis and in sync: cross-node delivery works. */
   get up(): boolean {
-    return this.#commands.up && this.#subscribed && this.#synced;
+    return this.#commands.up && this.#subscriber.up && this.#subscribed &&
+      this.#synced;
+  }
+
+  /** The sharded channels this node is subscribed to now (for tests). */
+  get channels(): string[] {
+    return this.#subscriber.channels;
   }
 
   /**
@@ -188,33 +252,48 @@ export class RedisBus implements ClusterPort {
     if (this.#subscriber.up) await this.#subscriberReady();
   }
 
-  /** The subscriber is (again) connected: node-redis has resubscribed by now. */
+  /**
+   * Subscribes to the control channel (again) and syncs: at the start, and
+   * each time every lost channel is back (node-redis or the subscriber has
+   * resubscribed them by now).
+   */
   async #subscriberReady(): Promise<void> {
-    if (this.#stopped) return;
-    this.#subscription ??= this.#subscriber.subscribe(
-      KEYS.channel(this.#nodeId),
-      (payload: string) => {
-        const message = parseBusPayload(payload);
-        if (message) this.#listener.message(message);
-        else this.#log("warn", "unknown bus payload", { kind: payload[0] });
-      },
-    );
+    if (this.#stopped || this.#readying) return;
+    this.#readying = true;
     try {
-      await this.#subscription;
+      await this.#subscriber.subscribe(KEYS.control, this.#hear);
     } catch (error) {
-      // Lost again before it answered: the next ready tries again.
-      this.#subscription = undefined;
-      this.#log("warn", "cluster subscribe failed", { error: String(error) });
+      // Redis away: the next heartbeat tries again.
+      const text = String(error);
+      if (/unknown command/i.test(text)) {
+        this.#log("error", "Redis 7.0 or later is needed (SSUBSCRIBE)", {
+          error: text,
+        });
+      } else this.#log("debug", "cluster subscribe failed", { error: text });
+      // Soon again (Redis not known yet, say), not only at the next heartbeat.
+      clearTimeout(this.#retry);
+      if (!this.#stopped) {
+        this.#retry = setTimeout(() => this.#subscriberReady(), RETRY_MS);
+      }
       return;
+    } finally {
+      this.#readying = false;
     }
+    if (!this.#subscriber.up) return;
     this.#subscribed = true;
     this.#synced = false;
     await this.#sync();
   }
 
+  #readying = false;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+  /** The node put itself in `chat:nodes` once: a dead node is reaped only from there. */
+  #listed = false;
+
   /** Renews the heartbeat, reaps dead nodes, and syncs when needed. */
   async #beat(): Promise<void> {
-    if (!this.#synced) this.#sync();
+    if (!this.#subscribed) this.#subscriberReady();
+    else if (!this.#synced) this.#sync();
     if (!this.#commands.up || !this.#synced) this.#healthySince = null;
     if (!this.#commands.up) return;
     const now = performance.now();
@@ -245,6 +324,7 @@ export class RedisBus implements ClusterPort {
       ]),
       this.#commands.command(["SADD", KEYS.nodes, this.#nodeId]),
     ]);
+    this.#listed = true;
   }
 
   /**
@@ -297,6 +377,7 @@ export class RedisBus implements ClusterPort {
           "0",
           "0",
           "",
+          KEYS.roomChannel(room),
         ])
       ),
       ...users.map((user) =>
@@ -351,6 +432,9 @@ export class RedisBus implements ClusterPort {
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), ...users]);
     }
     const staleUsers = oldUsers.filter((user) => !users.has(user));
+    // The channels first, so that nothing published after a record is put
+    // back is missed; then the channels of what the node no longer holds go.
+    await this.#channels.reconcile(rooms, users);
     await Promise.all([
       ...[...new Set([...oldRooms, ...rooms])].map((room) =>
         ROOM_SYNC.run(this.#commands, roomKeys(room, node), [
@@ -359,6 +443,7 @@ export class RedisBus implements ClusterPort {
           announce ? "1" : "0",
           rooms.has(room) ? "1" : "0",
           seqs.has(room) ? seqs.get(room)! : "",
+          KEYS.roomChannel(room),
           ...inRoom.get(room) ?? [],
         ])
       ),
@@ -412,8 +497,67 @@ export class RedisBus implements ClusterPort {
    */
   async join(request: JoinRequest): Promise<JoinResult> {
     const { room, username } = request;
-    const node = this.#nodeId;
     const exclusive = request.claim === "exclusive";
+    return await this.#channels.during(
+      room,
+      exclusive ? username : null,
+      () => this.#join(request, exclusive),
+    );
+  }
+
+  /**
+   * {@linkcode RedisBus.join}. The room's and (on a first `Enter`) the
+   * user's `SSUBSCRIBE` go first, and are waited for at most
+   * {@linkcode FOLLOW_WAIT_MS}: a stalled subscriber must not hold the
+   * `Enter` up. A message published between the join and the moment the
+   * room's subscription is live (the join race) is read back from history
+   * once it is (`#catchUp`, from the join's `seq`); a subscription that
+   * failed makes the node resync, which reads every room back. Presence
+   * (`Enter`, `Leave`) and `PrivateChat`s have no history: those published
+   * in that window, only when the subscriber answers late, are missed.
+   */
+  async #join(request: JoinRequest, exclusive: boolean): Promise<JoinResult> {
+    const { room, username } = request;
+    const following = this.#channels.followRoom(room).then(
+      (fresh) => fresh,
+      () => null,
+    );
+    // Both channels live before the join and the claim run, so that no
+    // Enter, Leave or PrivateChat after them is missed; but a stalled
+    // subscriber holds them up at most FOLLOW_WAIT_MS.
+    await within(
+      Promise.all([
+        following,
+        exclusive ? this.#channels.followUser(username).catch(() => {}) : null,
+      ]),
+      FOLLOW_WAIT_MS,
+    );
+    try {
+      const result = await this.#joinRoom(request, exclusive);
+      following.then((fresh) => {
+        if (fresh === null) this.#needSync("room subscription failed");
+        else if (fresh && result.kind === "joined") {
+          this.#catchUp(room, result.seq);
+        }
+      });
+      return result;
+    } catch (error) {
+      // The channel may stay followed with no member: the resync drops it.
+      this.#needSync("join failed");
+      throw error;
+    }
+  }
+
+  /** The calls of a join, in slot order (see {@linkcode RedisBus.join}). */
+  async #joinRoom(
+    request: JoinRequest,
+    exclusive: boolean,
+  ): Promise<JoinResult> {
+    const { room, username } = request;
+    const node = this.#nodeId;
+    // Listed before it records anything, or a node killed before its first
+    // heartbeat would hold its users' names for ever.
+    if (!this.#listed) await this.#alive();
     await this.#commands.command(["SADD", KEYS.nodeRooms(node), room]);
     if (exclusive) {
       await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
@@ -430,6 +574,7 @@ export class RedisBus implements ClusterPort {
       username,
       request.timestamp,
       request.held ? "1" : "0",
+      KEYS.roomChannel(room),
     ]) as unknown[];
     return {
       kind: "joined",
@@ -455,18 +600,47 @@ export class RedisBus implements ClusterPort {
       reason,
       timestamp,
       empty ? "1" : "0",
+      KEYS.roomChannel(room),
     ]);
     if (empty) {
       await this.#commands.command(["SREM", KEYS.nodeRooms(node), room]);
+      await this.#channels.unfollowRoom(room);
     }
     return Number(gone) === 1;
+  }
+
+  /**
+   * What a room's channel missed before it was live: the room's stored
+   * messages after `after` (the join's `seq`), handed on as if heard (the
+   * reducer drops what it has).
+   */
+  async #catchUp(room: string, after: number): Promise<void> {
+    try {
+      for (const message of await this.fillGap(room, after, null)) {
+        this.#listener.message({ kind: "group", message });
+      }
+    } catch (error) {
+      this.#needSync(`catch-up failed: ${error}`);
+    }
+  }
+
+  /** Something may have been missed: resync (and read every room back) at the next heartbeat. */
+  #needSync(why: string): void {
+    if (!this.#synced) return;
+    this.#synced = false;
+    this.#healthySince = null;
+    this.#log("debug", "cluster resync needed", { why });
   }
 
   /** Records that this node holds a connection of `username`. */
   async claim(username: string): Promise<void> {
     const node = this.#nodeId;
-    await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
-    await USER_CLAIM.run(this.#commands, userKeys(username), [node, "0"]);
+    await this.#channels.during(null, username, async () => {
+      if (!this.#listed) await this.#alive();
+      await this.#channels.followUserWithin(username, FOLLOW_WAIT_MS);
+      await this.#commands.command(["SADD", KEYS.nodeUsers(node), username]);
+      await USER_CLAIM.run(this.#commands, userKeys(username), [node, "0"]);
+    });
   }
 
   /** Records that this node holds no connection of `username`. */
@@ -474,6 +648,7 @@ export class RedisBus implements ClusterPort {
     const node = this.#nodeId;
     await USER_RELEASE.run(this.#commands, userKeys(username), [node]);
     await this.#commands.command(["SREM", KEYS.nodeUsers(node), username]);
+    await this.#channels.unfollowUser(username);
   }
 
   /** A room's stored messages with `after < seq < before` (no bound when `null`). */
@@ -512,19 +687,25 @@ export class RedisBus implements ClusterPort {
   }
 
   /**
-   * Publishes a `Typing` to the other nodes with members in its room, or
-   * with a connection of its target (one script in that set's slot).
+   * Publishes a `Typing` on its room's channel, or its target's channel: the
+   * nodes following it (those with members there, or a connection of the
+   * target) relay it; this node drops its own copy.
    */
   async typing(notice: TypingNotice): Promise<void> {
-    const nodes = notice.room !== undefined
-      ? KEYS.roomNodes(notice.room)
-      : KEYS.userNodes(notice.target_username);
+    const channel = notice.room !== undefined
+      ? KEYS.roomChannel(notice.room)
+      : KEYS.userChannel(notice.target_username);
     // Two notices may be equal (start, stop, start): a nonce keeps each
-    // payload unique, since a Redis Cluster subscriber drops repeats.
+    // payload distinct, so no layer that drops repeats can swallow one.
     const nonce = `${this.#nodeId}/${++this.#typings}`;
-    await TYPING.run(this.#commands, [nodes], [
-      this.#nodeId,
-      JSON.stringify({ ...notice, nonce }),
+    await this.#commands.command([
+      "SPUBLISH",
+      channel,
+      busPayload(
+        PAYLOAD.typing,
+        this.#nodeId,
+        JSON.stringify({ ...notice, nonce }),
+      ),
     ]);
   }
 
@@ -533,6 +714,7 @@ export class RedisBus implements ClusterPort {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#heartbeat);
+    clearTimeout(this.#retry);
     if (this.#commands.up) {
       await this.#forget(this.#nodeId).catch(
         (error) =>

@@ -1,11 +1,12 @@
 /**
  * The Lua scripts of the cluster bus (`src/redis/bus.ts`): a room's joins,
  * parts and resync (sharing the Lua functions of {@linkcode ROOM_LIB}), a
- * user's claim and release, and the revocation of a token told to every
- * node; with the keys the room and user scripts take ({@linkcode roomKeys},
- * {@linkcode userKeys}) and the reading of the payloads they publish on the
- * node channels ({@linkcode parseBusPayload}). Each script takes all its
- * keys in `KEYS`, in one hash slot.
+ * user's claim and release; with the keys the room and user scripts take
+ * ({@linkcode roomKeys}, {@linkcode userKeys}), the making and reading of
+ * every bus payload ({@linkcode busPayload}, {@linkcode parseBusPayload}). Each script takes all its keys in `KEYS`,
+ * in one hash slot, and publishes (`SPUBLISH`) only on the sharded channel
+ * of that slot, which it takes in `ARGV`: Redis Cluster refuses a script
+ * that publishes on another node's channel.
  *
  * It does not run the scripts, read their replies, order the calls that
  * span slots, or reap dead nodes (the bus does that).
@@ -25,13 +26,13 @@ import { KEYS, LUA, PAYLOAD } from "./keys.ts";
 
 /**
  * Lua shared by the room scripts below. KEYS: [1] the room's nodes, [2] its
- * presence, [3] the node's contributions to it, [4] its seq.
+ * presence, [3] the node's contributions to it, [4] its seq. Each script
+ * sets \`bus\` to the room's channel (\`KEYS.roomChannel\`, from ARGV) first.
  */
 export const ROOM_LIB = `
-local function publish_except(except, payload)
-  for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    if n ~= except then redis.call('PUBLISH', ${LUA.channel} .. n, payload) end
-  end
+local bus
+local function publish(origin, letter, body)
+  redis.call('SPUBLISH', bus, letter .. origin .. ' ' .. body)
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -42,14 +43,14 @@ local function join(node, room, user, ts, quiet)
   if redis.call('SADD', KEYS[3], user) == 0 then return 0 end
   if redis.call('HINCRBY', KEYS[2], user, 1) ~= 1 then return 0 end
   if quiet then return 1 end
-  publish_except(node, ${LUA.enter} .. cjson.encode({room = room, sender_username = user, timestamp = ts}))
+  publish(node, ${LUA.enter}, cjson.encode({room = room, sender_username = user, timestamp = ts}))
   return 1
 end
 local function part(node, room, user, reason, ts)
   if redis.call('SREM', KEYS[3], user) == 0 then return 0 end
   if redis.call('HINCRBY', KEYS[2], user, -1) > 0 then return 0 end
   redis.call('HDEL', KEYS[2], user)
-  publish_except(node, ${LUA.leave} .. cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
+  publish(node, ${LUA.leave}, cjson.encode({room = room, sender_username = user, timestamp = ts, reason = reason}))
   return 1
 end
 `;
@@ -67,10 +68,11 @@ export function roomKeys(room: string, node: string): string[] {
 /**
  * In the room's slot (see {@linkcode ROOM_LIB}). ARGV: node, room, user,
  * timestamp, held (`1`: the node already has the user in the room, so
- * nobody is announced). Returns the room's seq, whether the user is new to
- * the room, and its members.
+ * nobody is announced), the room's channel. Returns the room's seq,
+ * whether the user is new to the room, and its members.
  */
 export const ROOM_JOIN = new RedisScript(`${ROOM_LIB}
+bus = ARGV[6]
 local new = join(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1')
 local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
 return {seq, new, redis.call('HKEYS', KEYS[2])}
@@ -78,10 +80,11 @@ return {seq, new, redis.call('HKEYS', KEYS[2])}
 
 /**
  * In the room's slot. ARGV: node, room, user, reason, timestamp, empty
- * (`1`: no member left on the node). Returns 1 when no node has the user
- * in the room any more.
+ * (`1`: no member left on the node), the room's channel. Returns 1 when no
+ * node has the user in the room any more.
  */
 export const ROOM_PART = new RedisScript(`${ROOM_LIB}
+bus = ARGV[7]
 local gone = part(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
 if ARGV[6] == '1' then redis.call('SREM', KEYS[1], ARGV[1]) end
 return gone
@@ -90,15 +93,17 @@ return gone
 /**
  * In the room's slot. ARGV: node, room, announce (`1`: new entries are
  * announced with an \`Enter\`), member (`1`: the node stays among the room's
- * nodes), seq ('' for none: the room's seq is raised to it), then the users
- * the node holds in the room. Sets the node's contributions to the room to
- * those users: the others leave (\`Leave\`, reason \`disconnected\`).
+ * nodes), seq ('' for none: the room's seq is raised to it), the room's
+ * channel, then the users the node holds in the room. Sets the node's
+ * contributions to the room to those users: the others leave (\`Leave\`,
+ * reason \`disconnected\`).
  */
 export const ROOM_SYNC = new RedisScript(`${ROOM_LIB}
+bus = ARGV[6]
 local node, room = ARGV[1], ARGV[2]
 local ts = now_ms()
 local want = {}
-for i = 6, #ARGV do want[ARGV[i]] = true end
+for i = 7, #ARGV do want[ARGV[i]] = true end
 for _, u in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   if not want[u] then part(node, room, u, 'disconnected', ts) end
 end
@@ -147,21 +152,21 @@ redis.call('SREM', KEYS[2], ARGV[1])
 return 1
 `);
 
-/** KEYS: every node's id (`chat:nodes`). ARGV: node, token. Tells every other node a token is revoked. */
-export const REVOKE = new RedisScript(`
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.revoked} .. ARGV[2]) end
-end
-return 1
-`);
+/** A payload as published: its letter, the node that sent it, the body. */
+export function busPayload(
+  letter: string,
+  origin: string,
+  body: string,
+): string {
+  return `${letter}${origin} ${body}`;
+}
 
-/** KEYS: every node's id (`chat:nodes`). ARGV: node, JSON of an admin action. Tells every other node. */
-export const ADMIN_ACTION = new RedisScript(`
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.admin} .. ARGV[2]) end
-end
-return 1
-`);
+/** A payload read back: the node that published it and the message. */
+export interface BusPayload {
+  /** The node that published it (a node drops its own). */
+  origin: string;
+  message: BusMessage;
+}
 
 /** An admin action read from another node, or `null` when malformed. */
 function parseAdminAction(body: Record<string, unknown>): AdminAction | null {
@@ -193,24 +198,19 @@ function parseAdminAction(body: Record<string, unknown>): AdminAction | null {
 }
 
 /**
- * KEYS: the nodes to tell (a room's nodes, or a user's nodes), in one slot.
- * ARGV: node, payload. Publishes a `Typing` to every node of the set but
- * `node`; stores nothing.
- */
-export const TYPING = new RedisScript(`
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[1] then redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.typing} .. ARGV[2]) end
-end
-return 1
-`);
-
-/**
- * Parses a payload of a node channel; `null` when it is not one of ours or a
+ * Parses a payload of a bus channel; `null` when it is not one of ours or a
  * message lacks a field (a node of another version, say).
  */
-export function parseBusPayload(payload: string): BusMessage | null {
-  const kind = payload[0];
-  const rest = payload.slice(1);
+export function parseBusPayload(payload: string): BusPayload | null {
+  const space = payload.indexOf(" ");
+  if (space < 1) return null;
+  const origin = payload.slice(1, space);
+  const message = parseBody(payload[0]!, payload.slice(space + 1));
+  return message && { origin, message };
+}
+
+/** The message of a payload's letter and body; `null` when not ours. */
+function parseBody(kind: string, rest: string): BusMessage | null {
   try {
     switch (kind) {
       case PAYLOAD.group: {

@@ -19,6 +19,8 @@ import {
   type StandaloneConnection,
   until,
 } from "./connection.ts";
+import { keySlot } from "./slot.ts";
+
 /** The key a command is routed by on a Redis Cluster (none: any node). */
 export function routingKey(args: readonly string[]): string | undefined {
   const name = args[0]?.toUpperCase();
@@ -48,8 +50,8 @@ export class ClusterConnection implements RedisConnection {
   #downLogged = false;
   #connecting: Promise<void> | undefined;
   #retry: ReturnType<typeof setTimeout> | undefined;
-  #lastRediscover = 0;
-  #rediscovering = false;
+  #lastRediscover = -Infinity;
+  #rediscovery: Promise<void> | undefined;
   #subscriber: ClusterSubscriber | undefined;
 
   constructor(urls: readonly string[], options: RedisConnectionOptions) {
@@ -112,22 +114,43 @@ export class ClusterConnection implements RedisConnection {
 
   /** Asks the cluster for its topology again (throttled). */
   #rediscover(): void {
-    if (!this.#up || this.#closed || this.#rediscovering) return;
-    const now = performance.now();
-    if (now - this.#lastRediscover < REDISCOVER_MS) {
-      this.#rediscovering = true;
-      setTimeout(() => {
-        this.#rediscovering = false;
-        this.#rediscover();
-      }, REDISCOVER_MS);
-      return;
-    }
-    this.#lastRediscover = now;
-    const start = this.#cluster.masters.find((node) => node.client)?.client;
-    if (!start) return;
-    this.#rediscovering = true;
-    this.#cluster._slots.rediscover(start as never).catch(() => {})
-      .finally(() => this.#rediscovering = false);
+    this.refreshTopology();
+  }
+
+  /**
+   * Asks the cluster for its topology again, at most every 250 ms (a call
+   * meanwhile waits for the next one); never rejects.
+   */
+  refreshTopology(): Promise<void> {
+    if (!this.#up || this.#closed) return Promise.resolve();
+    this.#rediscovery ??= (async () => {
+      const wait = this.#lastRediscover + REDISCOVER_MS - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      this.#lastRediscover = performance.now();
+      if (this.#closed) return;
+      // Any node that answers: a dead master's client would only fail.
+      const start =
+        this.#cluster.masters.find((node) => node.client?.isReady)?.client ??
+          this.#cluster.replicas.find((node) => node.client?.isReady)?.client ??
+          this.#cluster.masters.find((node) => node.client)?.client;
+      if (!start) return;
+      await this.#cluster._slots.rediscover(start as never).catch(() => {});
+    })().finally(() => this.#rediscovery = undefined);
+    return this.#rediscovery;
+  }
+
+  /** The URL of the master of `channel`'s slot, with the first seed's credentials. */
+  shardUrl(channel: string): string | undefined {
+    const master = this.#cluster.slots[keySlot(channel)]?.master;
+    return master && this.#urlOf(master.host, master.port);
+  }
+
+  /** A node's URL, with the first seed's credentials. */
+  #urlOf(host: string, port: number): string {
+    const url = new URL(this.#urls[0]!);
+    url.hostname = host;
+    url.port = String(port);
+    return url.href.replace(/\/$/, "");
   }
 
   command<T = unknown>(args: readonly string[], key?: string): Promise<T> {
@@ -184,14 +207,8 @@ export class ClusterConnection implements RedisConnection {
 
   /** The seeds, then every node the cluster told of (with the first seed's credentials). */
   #nodeUrls(): string[] {
-    const base = new URL(this.#urls[0]!);
     const known = [...this.#cluster.masters, ...this.#cluster.replicas].map(
-      (node) => {
-        const url = new URL(base);
-        url.hostname = node.host;
-        url.port = String(node.port);
-        return url.href.replace(/\/$/, "");
-      },
+      (node) => this.#urlOf(node.host, node.port),
     );
     return [...new Set([...known, ...this.#urls])];
   }
@@ -294,6 +311,14 @@ class ClusterSubscriber implements RedisConnection {
     if (!results.some((result) => result.status === "fulfilled")) {
       throw new Error("no node of the Redis Cluster took the subscription");
     }
+  }
+
+  shardUrl(): string | undefined {
+    return undefined;
+  }
+
+  refreshTopology(): Promise<void> {
+    return Promise.resolve();
   }
 
   duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {

@@ -81,6 +81,18 @@ export interface RedisConnection {
    */
   duplicate(name: string, hooks?: RedisConnectionHooks): RedisConnection;
   /**
+   * The URL of the server that serves the hash slot of `channel` (a key or
+   * sharded channel) now: the one server of a standalone Redis, the master
+   * of the slot on a Redis Cluster; `undefined` while that is not known.
+   * For `ShardedSubscriber` (`sharded_subscriber.ts`).
+   */
+  shardUrl(channel: string): string | undefined;
+  /**
+   * Asks a Redis Cluster for its topology again (throttled); does nothing
+   * on a standalone Redis. Never rejects.
+   */
+  refreshTopology(): Promise<void>;
+  /**
    * Closes the connection: waits a little for pending replies when Redis is
    * up, drops everything at once when it is down. Later calls do nothing.
    */
@@ -199,6 +211,14 @@ class KeptConnection implements StandaloneConnection {
 
   async subscribe(channel: string, listener: PayloadListener): Promise<void> {
     await this.client.subscribe(channel, listener);
+  }
+
+  shardUrl(): string {
+    return this.#url;
+  }
+
+  refreshTopology(): Promise<void> {
+    return Promise.resolve();
   }
 
   /** Redis keeps the connection but does not answer: count it as down. */

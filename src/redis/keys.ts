@@ -29,7 +29,9 @@
  * one slot    chat:nodes                 SET     node ids
  *             chat:tokens                ZSET    token hash, score created_at
  *             chat:bans                  ZSET    banned folded names, score when the ban ends
- * channel     chat:node:{N}              one pub/sub channel per node
+ * sharded     chat:r{R}:bus              a room's traffic (messages, Enter, Leave), in the room's slot
+ * channels    chat:u{F}:bus              private messages to and from the users of folded name F
+ *             chat:{control}             node control traffic (token revocations, admin actions)
  * ```
  *
  * Names, rooms and node ids hold no `{` or `}` (see `NAME_PATTERN`; node ids
@@ -40,8 +42,11 @@
  * The layout is new with issue 16: a Redis written by an older version
  * holds keys (`chat:seq:R`, `chat:token:H`, ...) this version does not read.
  *
- * A payload on a node's channel is one letter and the rest (see
- * {@linkcode PAYLOAD}).
+ * The channels are sharded pub/sub channels (`SPUBLISH`/`SSUBSCRIBE`,
+ * Redis 7): each lives in the slot of its hash tag, so a room's messages
+ * touch only the shard of the room, and a script publishes on the channel
+ * of its own slot. A payload is one letter (see {@linkcode PAYLOAD}), the
+ * node that published it, a space, and the rest: a node drops its own.
  *
  * @module
  */
@@ -106,11 +111,19 @@ export const KEYS = {
   tokens: "chat:tokens",
   /** STRING: a node's storage probe while writes fail, with a short expiry. */
   probe: (node: string): string => `chat:n{${node}}:probe`,
-  /** Pub/sub channel of a node. */
-  channel: (node: string): string => `chat:node:${node}`,
+  /** Sharded channel of a room's traffic, in the room's slot. */
+  roomChannel: (room: string): string => `chat:r{${room}}:bus`,
+  /**
+   * Sharded channel of the private messages to and from the users of one
+   * folded name, in their slot.
+   */
+  userChannel: (username: string): string =>
+    `chat:u{${foldName(username)}}:bus`,
+  /** Sharded channel of node control traffic (token revocations, admin actions). */
+  control: "chat:{control}",
 } as const;
 
-/** The first letter of a payload on a node's channel. */
+/** The first letter of a payload on a channel. */
 export const PAYLOAD = {
   /** JSON of a `StoredGroupChat` (with its `seq`). */
   group: "g",
@@ -132,16 +145,13 @@ export const PAYLOAD = {
 } as const;
 
 /**
- * The channel prefix and payload letters as Lua string literals, for the
- * scripts (which take every key in `KEYS`, never build one).
+ * The payload letters as Lua string literals, for the scripts (which take
+ * every key in `KEYS` and their channel in `ARGV`, never build one).
  */
 export const LUA = {
-  channel: JSON.stringify(KEYS.channel("")),
   group: JSON.stringify(PAYLOAD.group),
   private: JSON.stringify(PAYLOAD.private),
   enter: JSON.stringify(PAYLOAD.enter),
   leave: JSON.stringify(PAYLOAD.leave),
   revoked: JSON.stringify(PAYLOAD.revoked),
-  typing: JSON.stringify(PAYLOAD.typing),
-  admin: JSON.stringify(PAYLOAD.admin),
 } as const;

@@ -93,6 +93,14 @@ class DetectingConnection implements RedisConnection {
     });
   }
 
+  shardUrl(channel: string): string | undefined {
+    return this.#decided ? this.#inner.shardUrl(channel) : undefined;
+  }
+
+  refreshTopology(): Promise<void> {
+    return this.#decided ? this.#inner.refreshTopology() : Promise.resolve();
+  }
+
   close(): Promise<void> {
     this.#decided = true;
     return this.#inner.close();

@@ -2,20 +2,22 @@
  * A {@linkcode Storage} on Redis, shared by the nodes of a cluster: Redis
  * gives each room's `GroupChat`s their `seq`, keeps the recent history,
  * the offline `PrivateChat`s and the tokens, and each write publishes the
- * message to the other nodes that need it (one pub/sub channel per node).
+ * message on the sharded channel of its room or target user, in the slot
+ * of the keys it writes (see `src/redis/keys.ts`).
  *
  * Every key this module and the cluster bus use is named in
  * `src/redis/keys.ts`; every script (in `src/redis/storage_scripts.ts`) is
  * given all its keys in `KEYS`, in one hash slot (a room's, or a user's),
  * so it runs on a Redis Cluster as on a standalone Redis. A `PrivateChat` touches two users' slots: one
- * script in the target's slot decides and stores it, a second in the
- * sender's slot tells the sender's other nodes (see {@linkcode RedisStorage.write}).
+ * script in the target's slot decides, stores and publishes it, then an
+ * `SPUBLISH` on the sender's channel tells the sender's other nodes (see {@linkcode RedisStorage.write}).
  *
  * @module
  */
 import type { StoredGroupChat, StoredPrivateChat } from "../wire/protocol.ts";
 import type { RedisConnection } from "./connection.ts";
-import { KEYS } from "./keys.ts";
+import { KEYS, PAYLOAD } from "./keys.ts";
+import { busPayload } from "./bus_scripts.ts";
 import {
   redisBan,
   redisBannedUntil,
@@ -28,7 +30,6 @@ import {
   GROUP,
   HISTORY,
   PRIVATE,
-  PRIVATE_ECHO,
   REVOKE_TOKEN,
 } from "./storage_scripts.ts";
 import { ErrorReply } from "@redis/client";
@@ -219,11 +220,7 @@ export class RedisStorage implements Storage, TokenAdmin {
     if (op.kind === "group") {
       const [before, after] = split!;
       const m = op.message;
-      const keys = [
-        KEYS.seq(m.room),
-        KEYS.hist(m.room),
-        KEYS.roomNodes(m.room),
-      ];
+      const keys = [KEYS.seq(m.room), KEYS.hist(m.room)];
       if (op.ref !== undefined) {
         keys.push(KEYS.groupSent(m.room, m.sender_username, op.ref));
       }
@@ -235,6 +232,7 @@ export class RedisStorage implements Storage, TokenAdmin {
         IDEMPOTENCY_WINDOW_MS,
         op.ref === undefined ? "" : fingerprint(op),
         `${m.id} ${m.timestamp}`,
+        KEYS.roomChannel(m.room),
       ]);
       if (typeof answer === "string") {
         const original = parseSent(answer);
@@ -263,22 +261,24 @@ export class RedisStorage implements Storage, TokenAdmin {
         op.ref === undefined ? "" : fingerprint(op),
         `${m.id} ${m.timestamp}`,
         op.maxWaiting ?? "",
+        KEYS.userChannel(target),
       ]) as unknown[];
       const answer = reply[0];
       if (answer === "dup") {
         return { ok: true, original: parseSent(String(reply[1])) };
       }
       if (answer === "remote" || answer === "ok") {
-        // The target's slot is done: now the sender's other nodes, in the
-        // sender's slot. The message is stored: if this fails, the outcome
-        // is unknown to the sender, whose resend is answered as a duplicate.
-        const sent = (reply[1] as unknown[] | undefined ?? []).map(String);
+        // The target's slot is done: now the sender's other nodes, on the
+        // sender's channel in the sender's slot (a node that holds both gets
+        // the same payload twice and drops the second). The message is
+        // stored: if this fails, the outcome is unknown to the sender, whose
+        // resend is answered as a duplicate.
         try {
-          await PRIVATE_ECHO.run(
-            this.#connection,
-            [KEYS.userNodes(m.sender_username)],
-            [this.#nodeId, json, ...sent],
-          );
+          await this.#connection.command([
+            "SPUBLISH",
+            KEYS.userChannel(m.sender_username),
+            busPayload(PAYLOAD.private, this.#nodeId, json),
+          ]);
         } catch (error) {
           const text = error instanceof Error ? error.message : String(error);
           return { ok: false, reason: "unknown", error: text };

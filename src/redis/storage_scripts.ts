@@ -14,19 +14,20 @@ import { RedisScript } from "./connection.ts";
 import { LUA } from "./keys.ts";
 
 /**
- * KEYS: the room's seq, hist, nodes, and (only with a client id) the
- * idempotency key (`KEYS.groupSent`). ARGV: node, json before the seq, json
- * after it, how many to keep, the window in ms, the message's
- * `fingerprint`, `id timestamp`. Returns `seq id timestamp` of the message
- * stored before under the key with the same fingerprint, if any. Otherwise
- * gives the message the room's next seq, stores it (and the key), trims
- * the room, and publishes it to the other nodes with members in the room.
- * Returns the seq.
+ * KEYS: the room's seq, hist, and (only with a client id) the idempotency
+ * key (`KEYS.groupSent`). ARGV: node, json before the seq, json after it,
+ * how many to keep, the window in ms, the message's `fingerprint`, `id
+ * timestamp`, the room's channel (`KEYS.roomChannel`). Returns `seq id
+ * timestamp` of the message stored before under the key with the same
+ * fingerprint, if any. Otherwise gives the message the room's next seq,
+ * stores it (and the key), trims the room, and publishes it once on the
+ * room's sharded channel, where every node with members in the room
+ * listens. Returns the seq.
  */
 export const GROUP = new RedisScript(`
 local node, before, after = ARGV[1], ARGV[2], ARGV[3]
 local keep = tonumber(ARGV[4])
-local sent, print = KEYS[4], ARGV[6]
+local sent, print = KEYS[3], ARGV[6]
 if sent then
   local first = redis.call('GET', sent)
   if first and string.sub(first, 1, #print + 1) == print .. ' ' then
@@ -42,11 +43,7 @@ if sent then
     ARGV[7], 'PX', ARGV[5])
 end
 redis.call('ZREMRANGEBYRANK', hist, 0, -(keep + 1))
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if n ~= node then
-    redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.group} .. json)
-  end
-end
+redis.call('SPUBLISH', ARGV[8], ${LUA.group} .. node .. ' ' .. json)
 return seq
 `);
 
@@ -55,13 +52,14 @@ return seq
  * mark, and (only with a client id) the idempotency key
  * (`KEYS.privateSent`). ARGV: node, json, auth "1"/"0", delivered
  * "1"/"0", the window in ms, the fingerprint, `id timestamp`, cap ('' for
- * none). Returns `{"dup", "seq id timestamp"}` of the message stored before
- * under the key with the same fingerprint, if any. Otherwise keeps the
- * message for later when no node holds the target and fewer than `cap`
- * wait, and publishes it to the target's other nodes. Returns the answer
- * ("remote": another node holds the target, "ok", "not_connected",
- * "unknown_user" or "inbox_full") and the nodes it was published to; the
- * key is kept only for a message that was taken.
+ * none), the target's channel (`KEYS.userChannel`). Returns `{"dup", "seq
+ * id timestamp"}` of the message stored before under the key with the same
+ * fingerprint, if any. Otherwise keeps the message for later when no node
+ * holds the target and fewer than `cap` wait, and publishes it on the
+ * target's sharded channel, where the target's nodes listen. Returns the
+ * answer ("remote": another node holds the target, "ok", "not_connected",
+ * "unknown_user" or "inbox_full"); the key is kept only for a message that
+ * was taken.
  */
 export const PRIVATE = new RedisScript(`
 local node, json, auth, delivered = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -85,34 +83,14 @@ if delivered == '0' and not remote then
   end
   redis.call('RPUSH', KEYS[2], json)
 end
-local sent = {}
-for _, n in ipairs(targets) do
-  if n ~= node then
-    sent[#sent + 1] = n
-    redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.private} .. json)
-  end
+if remote then
+  redis.call('SPUBLISH', ARGV[9], ${LUA.private} .. node .. ' ' .. json)
 end
 if key then
   redis.call('SET', key, print .. ' 0 ' .. ARGV[7], 'PX', ARGV[5])
 end
-if remote then return {'remote', sent} end
-return {'ok', sent}
-`);
-
-/**
- * In the sender's slot. KEYS: the sender's nodes. ARGV: node, json, then
- * the nodes the message went to already. Publishes the message to the
- * sender's other nodes, for the sender's other connections.
- */
-export const PRIVATE_ECHO = new RedisScript(`
-local sent = {[ARGV[1]] = true}
-for i = 3, #ARGV do sent[ARGV[i]] = true end
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if not sent[n] then
-    redis.call('PUBLISH', ${LUA.channel} .. n, ${LUA.private} .. ARGV[2])
-  end
-end
-return 1
+if remote then return {'remote'} end
+return {'ok'}
 `);
 
 /**

@@ -1,6 +1,8 @@
 /**
  * Failover on a Redis Cluster: a master killed with `kill -9` while nodes
- * chat. Its rooms answer `unavailable` while their slots have no master,
+ * chat, and while a node is joining a room (the replica promoted while a
+ * history read is in flight is in `cluster_sharded_test.ts`). Its rooms
+ * answer `unavailable` while their slots have no master,
  * the other rooms carry on, and once the replica is promoted the nodes
  * carry on by themselves (no client reconnects), with `seq` neither
  * repeated nor reordered.
@@ -11,8 +13,13 @@ import assert from "node:assert/strict";
 import { KEYS } from "../../src/redis/keys.ts";
 import { redisCli } from "../../tools/local_redis_cluster.ts";
 import type { LocalRedisCluster } from "../../tools/local_redis_cluster.ts";
-import { serve, TestClient, waitFor } from "../support/helpers.ts";
-import { answerTo, startCluster } from "../support/cluster_helpers.ts";
+import { keySlot } from "../../src/redis/slot.ts";
+import { envelope, serve, TestClient, waitFor } from "../support/helpers.ts";
+import {
+  answerOf,
+  answerTo,
+  startCluster,
+} from "../support/cluster_helpers.ts";
 
 /** The slot of a room's keys. */
 async function slotOf(cluster: LocalRedisCluster, room: string) {
@@ -106,6 +113,107 @@ Deno.test("cluster failover: a master killed during traffic; its rooms are unava
   } while (message.room !== doomed);
   assert.equal(message.seq, 2);
   assert.equal(message.content, `d-${answers}`);
+  // Both nodes listen on the room's channel at its new master (node-redis
+  // alone would have dropped the subscriptions of the dead master).
+  await waitForSubscribers(redis, KEYS.roomChannel(doomed), 2, 10_000);
+});
+
+/** Waits until the master of `channel`'s slot counts `count` subscribers on it. */
+async function waitForSubscribers(
+  cluster: LocalRedisCluster,
+  channel: string,
+  count: number,
+  ms: number,
+): Promise<void> {
+  let last = "";
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      const master = await cluster.masterOf(keySlot(channel));
+      last = await redisCli(master.port, "PUBSUB", "SHARDNUMSUB", channel);
+      if (Number(last.trim().split("\n").at(-1)) === count) return;
+    } catch (error) {
+      last = String(error);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${channel}: ${last}, wanted ${count} subscribers`);
+}
+
+Deno.test("cluster failover: a master killed while a node is joining a room; the Enter is unavailable or done, then the room carries on within 10 s without reconnecting", async () => {
+  await using cluster = await startCluster(2, {}, "redis-cluster");
+  const redis = cluster.redisCluster!;
+  const { doomed, master } = await twoRooms(redis);
+  const [a, b] = cluster.nodes as [
+    typeof cluster.nodes[0],
+    typeof cluster.nodes[0],
+  ];
+  await using alice = await TestClient.connect(a!.wsUrl);
+  await using bob = await TestClient.connect(b!.wsUrl);
+  await alice.enter("alice", doomed);
+  const first = await answerTo(
+    alice,
+    "GroupChat",
+    { sender_username: "alice", room: doomed, content: "d1" },
+    "d1",
+    5000,
+  );
+  assert.equal(first.answer.message_type, "Ack", JSON.stringify(first));
+  await redisCli(master.port, "WAIT", "1", "2000");
+
+  // Bob's Enter is on its way (subscribe, claim, join) when the master dies.
+  bob.send(envelope("Enter", { sender_username: "bob", room: doomed }, "e0"));
+  await master.kill();
+  const killed = Date.now();
+  let entered = false;
+  for (let attempt = 0; !entered; attempt++) {
+    // The first answer is to the Enter sent before the kill.
+    const { answer, before } = attempt === 0
+      ? await answerOf(bob, "e0", 10_000)
+      : await answerTo(
+        bob,
+        "Enter",
+        { sender_username: "bob", room: doomed },
+        `e${attempt}`,
+        10_000,
+      );
+    const presence = before.find((f) => f.message_type === "Presence");
+    if (presence) {
+      assert.deepEqual(presence.message_body.members, ["alice", "bob"]);
+      entered = true;
+    } else {
+      assert.equal(answer.message_type, "Error", JSON.stringify(answer));
+      assert.equal(answer.message_body.code, "unavailable");
+      assert.ok(Date.now() - killed < 10_000, "entered within 10 s");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+  assert.equal((await alice.expect("Enter")).sender_username, "bob");
+
+  // The room carries on: seq 2 next, to both, once.
+  let acked;
+  for (let i = 0; !acked; i++) {
+    const sent = await answerTo(
+      alice,
+      "GroupChat",
+      { sender_username: "alice", room: doomed, content: `d${i}` },
+      `a${i}`,
+      8000,
+    );
+    if (sent.answer.message_type === "Ack") acked = sent.answer.message_body;
+    else {
+      assert.equal(sent.answer.message_body.code, "unavailable");
+      assert.ok(Date.now() - killed < 10_000, "carried on within 10 s");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+  assert.ok(Date.now() - killed < 10_000, "carried on within 10 s");
+  assert.equal(acked.seq, 2, "seq neither repeated nor skipped");
+  const got = await bob.expect("GroupChat");
+  assert.equal(got.seq, 2);
+  await waitForSubscribers(redis, KEYS.roomChannel(doomed), 2, 10_000);
+  await bob.silent(300);
+  await alice.silent(0);
 });
 
 Deno.test("cluster on a REDIS_URL naming one node of a Redis Cluster: nodes find the cluster and chat across nodes", async () => {

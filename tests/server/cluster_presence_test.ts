@@ -107,12 +107,13 @@ Deno.test("cluster bus: a join of a user the node already holds in the room anno
     snapshot: () => ({ users: [], presence: [], seqs: [] }),
   }, { nodeId: "n1", log: () => {} });
   try {
+    await bus.start();
     // In sync first: the first sync (with this test's empty snapshot) would
     // otherwise race the joins below and take their records back out.
     await waitFor(() => commands.up && listener.up && bus.up, "redis", 5000);
     const heard: string[] = [];
-    await listener.client.subscribe(
-      KEYS.channel("n2"),
+    await listener.client.sSubscribe(
+      KEYS.roomChannel("r"),
       (payload) => heard.push(payload),
     );
     // n2 has members in the room; Redis holds no record of alice (empty).
@@ -131,13 +132,13 @@ Deno.test("cluster bus: a join of a user the node already holds in the room anno
       await commands.command(["HGET", KEYS.presence("r"), "alice"]),
       "1",
     );
-    await commands.command(["PUBLISH", KEYS.channel("n2"), "END"]);
+    await commands.command(["SPUBLISH", KEYS.roomChannel("r"), "END"]);
     await waitFor(() => heard.includes("END"), "marker", 5000);
     assert.deepEqual(heard, ["END"], "no Enter published");
 
     // A user new on this node is announced as before.
     await bus.join({ ...request, username: "bob" });
-    await commands.command(["PUBLISH", KEYS.channel("n2"), "END2"]);
+    await commands.command(["SPUBLISH", KEYS.roomChannel("r"), "END2"]);
     await waitFor(() => heard.includes("END2"), "marker", 5000);
     assert.equal(heard.length, 3);
     assert.match(heard[1]!, /^e.*"sender_username":"bob"/);

@@ -102,13 +102,18 @@ async function node(
   };
 }
 
-/** Subscribes to the channels of `nodes` and collects their payloads. */
-async function listen(redis: LocalRedis, nodes: readonly string[]) {
+/**
+ * Subscribes to the sharded channels named in `named` (name to channel)
+ * and collects their payloads, by name.
+ */
+async function listen(redis: LocalRedis, named: Record<string, string>) {
   const subscriber = connectRedis(redis.url, { name: "listener", log: quiet });
   await until(() => subscriber.up);
   const received: { node: string; payload: string }[] = [];
-  const channels = new Map(nodes.map((n) => [KEYS.channel(n), n]));
-  await subscriber.client.subscribe(
+  const channels = new Map(
+    Object.entries(named).map(([name, channel]) => [channel, name]),
+  );
+  await subscriber.client.sSubscribe(
     [...channels.keys()],
     (payload, channel) => {
       received.push({ node: channels.get(channel)!, payload });
@@ -121,7 +126,7 @@ async function listen(redis: LocalRedis, nodes: readonly string[]) {
      */
     async drain(client: RedisConnection): Promise<typeof received> {
       for (const channel of channels.keys()) {
-        await client.command(["PUBLISH", channel, "END"]);
+        await client.command(["SPUBLISH", channel, "END"]);
       }
       await until(() =>
         received.filter(({ payload }) => payload === "END").length ===
@@ -251,11 +256,14 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
     });
 
     await t.step(
-      "a group message goes to the room's other nodes only",
+      "a group message is published once, on its room's sharded channel, from its writer",
       async () => {
         await fresh();
         await using a = await node(redis, "n1");
-        await using listener = await listen(redis, ["n1", "n2", "n3", "n4"]);
+        await using listener = await listen(redis, {
+          lobby: KEYS.roomChannel("lobby"),
+          other: KEYS.roomChannel("other"),
+        });
         await admin.client.sendCommand([
           "SADD",
           KEYS.roomNodes("lobby"),
@@ -263,19 +271,12 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
           "n2",
           "n4",
         ]);
-        await admin.client.sendCommand(["SADD", KEYS.roomNodes("other"), "n3"]);
         const [result] = await a.storage.write(groupOps("lobby", 1, 1));
         assert.deepEqual(result, { ok: true, seq: 1 });
-        const payload = "g" + JSON.stringify(group("lobby", 1, 1));
-        assert.deepEqual(
-          (await listener.drain(admin)).sort((x, y) =>
-            x.node.localeCompare(y.node)
-          ),
-          [{ node: "n2", payload }, { node: "n4", payload }],
-        );
-        // A room nobody else is in: nothing published.
-        await a.storage.write(groupOps("empty", 1, 1));
-        assert.deepEqual(await listener.drain(admin), []);
+        const payload = "gn1 " + JSON.stringify(group("lobby", 1, 1));
+        assert.deepEqual(await listener.drain(admin), [
+          { node: "lobby", payload },
+        ]);
       },
     );
 
@@ -292,7 +293,8 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
           delivered: boolean;
           result: WriteResult;
           stored: boolean;
-          publishedTo: string[];
+          /** The channels it was published on: the target's, the sender's. */
+          publishedTo: ("bob" | "alice")[];
         }
         const cases: PrivateCase[] = [
           {
@@ -321,7 +323,7 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
             delivered: false,
             result: { ok: true, remote: false },
             stored: true,
-            publishedTo: ["n3"],
+            publishedTo: ["alice"],
           },
           {
             name: "target on another node: remote",
@@ -330,7 +332,7 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
             delivered: false,
             result: { ok: true, remote: true },
             stored: false,
-            publishedTo: ["n2"],
+            publishedTo: ["alice", "bob"],
           },
           {
             name: "target here only, delivered: ok",
@@ -339,7 +341,7 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
             delivered: true,
             result: { ok: true, remote: false },
             stored: false,
-            publishedTo: [],
+            publishedTo: ["alice"],
           },
           {
             name: "target here and elsewhere, delivered: remote",
@@ -348,16 +350,16 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
             delivered: true,
             result: { ok: true, remote: true },
             stored: false,
-            publishedTo: ["n2"],
+            publishedTo: ["alice", "bob"],
           },
           {
-            name: "sender and target on shared nodes: once per node",
+            name: "sender and target on shared nodes: once on each channel",
             authEnabled: false,
             userNodes: { alice: ["n1", "n3", "n4"], bob: ["n2", "n3"] },
             delivered: false,
             result: { ok: true, remote: true },
             stored: false,
-            publishedTo: ["n2", "n3", "n4"],
+            publishedTo: ["alice", "bob"],
           },
         ];
         for (const testCase of cases) {
@@ -366,12 +368,10 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
             await using a = await node(redis, "n1", {
               authEnabled: testCase.authEnabled,
             });
-            await using listener = await listen(redis, [
-              "n1",
-              "n2",
-              "n3",
-              "n4",
-            ]);
+            await using listener = await listen(redis, {
+              bob: KEYS.userChannel("bob"),
+              alice: KEYS.userChannel("alice"),
+            });
             for (const [user, nodes] of Object.entries(testCase.userNodes)) {
               await admin.client.sendCommand([
                 "SADD",
@@ -403,7 +403,7 @@ Deno.test("redis storage: against a real redis-server", async (t) => {
               testCase.publishedTo,
             );
             for (const { payload } of published) {
-              assert.equal(payload, "p" + JSON.stringify(message));
+              assert.equal(payload, "pn1 " + JSON.stringify(message));
             }
           });
         }

@@ -187,6 +187,18 @@ export async function answerTo(
   ms: number,
 ): Promise<{ answer: Frame; before: Frame[] }> {
   client.send(envelope(type, body, id));
+  return await answerOf(client, id, ms);
+}
+
+/**
+ * Waits at most `ms` for the answer (`Ack` or `Error`) to a frame already
+ * sent with `id`; frames before it are returned too.
+ */
+export async function answerOf(
+  client: TestClient,
+  id: string,
+  ms: number,
+): Promise<{ answer: Frame; before: Frame[] }> {
   const before: Frame[] = [];
   const deadline = Date.now() + ms;
   for (;;) {

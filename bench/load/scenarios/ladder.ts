@@ -27,6 +27,7 @@ import {
   type Deployment,
   type Generator,
   nodeUrls,
+  onRedis,
   roomClients,
   roomLoad,
   type ServerKind,
@@ -58,9 +59,16 @@ export interface StepResult {
   /** A cluster's nodes, each (`chat-redis` only). */
   nodeCpuPct?: number[];
   nodeRssMaxMb?: number[];
-  /** The redis-server the nodes share (`chat-redis` only). */
+  /** The redis-servers the nodes share, together (`chat-redis*` only). */
   redisCpuPct?: number;
   redisRssMaxMb?: number;
+  /**
+   * CPU microseconds each shard's master spent per message sent, in slot
+   * order (one figure on a standalone Redis), less its idle CPU (measured
+   * for a second before the step). `/proc` counts CPU in 10 ms ticks: a
+   * figure is only as fine as 10 ms over the step's messages.
+   */
+  redisShardCpuUsPerMsg?: number[];
   generatorCpuPct: number[];
   machineBusyPct: number;
   /** Interrupt time (loopback networking), in percent of one core. */
@@ -102,11 +110,16 @@ async function measureRate(
   const warmupMs = options.warmupSeconds * 1000;
   const measureMs = options.stepSeconds * 1000;
   const windowMs = 500;
+  // Redis's own idle CPU (cron, the cluster bus, replication), to take out
+  // of its CPU per message: at low rates it would be most of it.
+  const idleA = deployment.shards > 0 ? snapshot(deployment, generators) : null;
+  if (idleA) await sleep(1000);
+  const idleB = idleA && snapshot(deployment, generators);
   const startAt = Date.now() + 300;
   const rss = new RssSampler(deployment.nodes.map((node) => node.pid));
-  const redisRss = deployment.redisPid === null
+  const redisRss = deployment.redisPids.length === 0
     ? null
-    : new RssSampler([deployment.redisPid]);
+    : new RssSampler(deployment.redisPids);
   const replies = Promise.all(generators.map((g, i) =>
     g.call<RunReply>({
       cmd: "run",
@@ -177,6 +190,20 @@ async function measureRate(
         nodeRssMaxMb: rss.maxEach.map((b) => Math.round(b / MB * 10) / 10),
         redisCpuPct: cpu.redisPct,
         redisRssMaxMb: Math.round(redisRss.max / MB * 10) / 10,
+        redisShardCpuUsPerMsg: a.redisEach.slice(0, deployment.shards).map((
+          before,
+          i,
+        ) => {
+          const idle = idleA && idleB
+            ? (idleB.redisEach[i]! - idleA.redisEach[i]!) /
+              ((idleB.at - idleA.at) / 1000)
+            : 0;
+          const busy = b.redisEach[i]! - before - idle * (b.at - a.at) / 1000;
+          return Math.round(
+            Math.max(0, busy) * 1e6 /
+              Math.max(1, sentPerSec * options.stepSeconds) * 10,
+          ) / 10;
+        }),
       }
       : {}),
     generatorCpuPct: cpu.generatorPct,
@@ -326,7 +353,7 @@ class Climber {
     const setup = this.#setup;
     return {
       server: setup.kind,
-      ...(setup.kind === "chat-redis" ? { nodes: setup.nodes ?? 1 } : {}),
+      ...(onRedis(setup.kind) ? { nodes: setup.nodes ?? 1 } : {}),
       mode: this.#mode,
       clients: this.#connect.connected,
       recipientsPerMessage: this.#recipients,

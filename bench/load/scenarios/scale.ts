@@ -14,6 +14,7 @@ import { cpuBetween, latency, MB, merge, sleep, snapshot } from "../measure.ts";
 import {
   connectAll,
   nodeUrls,
+  onRedis,
   type ServerKind,
   type ServerSetup,
   session,
@@ -80,7 +81,7 @@ export async function scale(
     // on its command line.
     ? { ...setup, extra: ["--auth"], env: { ADMIN_TOKEN: admin } }
     : setup;
-  const cluster = setup.kind === "chat-redis";
+  const cluster = onRedis(setup.kind);
   return await session(context, full, g, async (servers, generators) => {
     const urls = nodeUrls(servers);
     const nodes = servers.nodes.length;
@@ -202,7 +203,10 @@ export async function scale(
             redis: connectCpu.redisPct,
           },
           redisRssMb: mb(
-            servers.redisPid === null ? 0 : rssBytes(servers.redisPid) ?? 0,
+            servers.redisPids.reduce(
+              (sum, pid) => sum + (rssBytes(pid) ?? 0),
+              0,
+            ),
           ),
         }
         : {}),
