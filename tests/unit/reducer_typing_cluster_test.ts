@@ -94,8 +94,8 @@ Deno.test("typing cluster: the bus payload is read back without its nonce; a bad
     expires_in_ms: TYPING_EXPIRES_MS,
   };
   assert.deepEqual(
-    parseBusPayload(`t${JSON.stringify({ ...notice, nonce: "n/1" })}`),
-    { kind: "typing", notice },
+    parseBusPayload(`tn ${JSON.stringify({ ...notice, nonce: "n/1" })}`),
+    { origin: "n", message: { kind: "typing", notice } },
   );
   for (
     const bad of [
@@ -105,7 +105,7 @@ Deno.test("typing cluster: the bus payload is read back without its nonce; a bad
       { ...notice, expires_in_ms: -1 },
     ]
   ) {
-    assert.equal(parseBusPayload(`t${JSON.stringify(bad)}`), null);
+    assert.equal(parseBusPayload(`tn ${JSON.stringify(bad)}`), null);
   }
-  assert.equal(parseBusPayload("t{not json"), null);
+  assert.equal(parseBusPayload("tn {not json"), null);
 });
