@@ -14,6 +14,7 @@ import { finishClose } from "./closing.ts";
 import { groupChat, history, privateChat } from "./commands.ts";
 import { send } from "./emit.ts";
 import { enter, leave } from "./membership.ts";
+import { members } from "./presence.ts";
 import {
   type Connection,
   type Ctx,
@@ -198,6 +199,9 @@ function handle(ctx: Ctx, conn: Connection, frame: QueuedFrame): void {
       break;
     case "History":
       history(ctx, conn, message.body, message.ref);
+      break;
+    case "Members":
+      members(ctx, conn, message.body, message.ref);
       break;
   }
 }

@@ -32,6 +32,7 @@ import { admit, arrive, open, resume } from "./arrival.ts";
 import { revoked, tokenChecked, tokenDue } from "./auth.ts";
 import { close, drop, finishClose, refuse } from "./closing.ts";
 import { fillGap, fromBus, gapFilled, joined, parted } from "./cluster.ts";
+import { flushPresence } from "./presence.ts";
 import {
   type ChatSettings,
   type ChatState,
@@ -51,6 +52,9 @@ export {
   MAX_WAITING,
   OFFLINE_PAGE,
   OFFLINE_PAGE_BYTES,
+  PRESENCE_DIFF_NAMES,
+  PRESENCE_FULL_LIMIT,
+  PRESENCE_PAGE,
   TOKEN_RECHECK_MS,
 } from "./types.ts";
 
@@ -67,6 +71,7 @@ export function createState(
     names: new Map(),
     unbound: new Map(),
     rooms: new Map(),
+    presenceDue: new Set(),
     seqs: new Map(seqs),
     tokens: new Map(),
     tokenWaiters: new Map(),
@@ -229,6 +234,7 @@ function tick(ctx: Ctx): void {
       );
     }
   }
+  flushPresence(ctx);
   for (const [token, cached] of state.tokens) {
     if (now - cached.checkedAt > TOKEN_RECHECK_MS && !state.bound.has(token)) {
       state.tokens.delete(token);

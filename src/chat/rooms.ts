@@ -10,6 +10,7 @@ import type { LeaveReason } from "../wire/codes.ts";
 import { encode, type ServerType } from "../wire/server_frames.ts";
 import type { HistoryQuery } from "./storage.ts";
 import { ack } from "./emit.ts";
+import { createRoster, gather, rosterAdd, rosterRemove } from "./presence.ts";
 import type {
   ChatState,
   Connection,
@@ -35,6 +36,9 @@ export function openRoom(state: ChatState, name: string, known: boolean): Room {
       filling: false,
       floors: new Map(),
       joining: new Map(),
+      roster: createRoster(),
+      large: false,
+      changes: new Map(),
     };
     state.rooms.set(name, room);
   }
@@ -136,7 +140,6 @@ export function announce(
 }
 
 /** Adds a connection to a room; its user's connections there before it. */
-/** Adds a connection to a room; its user's connections there before it. */
 export function addMember(ctx: Ctx, conn: Connection, room: Room): number {
   const username = conn.username as string;
   conn.rooms.add(room.name);
@@ -144,6 +147,7 @@ export function addMember(ctx: Ctx, conn: Connection, room: Room): number {
   room.members.add(conn.id);
   const before = room.users.get(username) ?? 0;
   room.users.set(username, before + 1);
+  if (before === 0) rosterAdd(room.roster, username);
   return before;
 }
 
@@ -183,6 +187,7 @@ export function exitRoom(
   if (count > 0) room.users.set(username, count);
   else {
     room.users.delete(username);
+    rosterRemove(room.roster, username);
     if (state.settings.cluster) {
       // The cluster tells whether the user is still in the room elsewhere.
       out.push({
@@ -193,7 +198,9 @@ export function exitRoom(
         timestamp: now,
         empty: room.members.size === 0 && room.joining.size === 0,
       });
-    } else if (!state.draining) announce(room, username, now, reason, out);
+    } else if (!state.draining && !gather(state, room, username, false)) {
+      announce(room, username, now, reason, out);
+    }
   }
   forgetIfEmpty(state, room);
 }

@@ -69,7 +69,22 @@ export interface ChatSettings {
    * `release`) and other nodes' messages arrive as `bus` events.
    */
   readonly cluster?: boolean;
+  /**
+   * Members (users) a room may have with full presence
+   * (`PRESENCE_FULL_LIMIT`, default {@linkcode PRESENCE_FULL_LIMIT}); above
+   * it the room's presence is coalesced (`presence.ts`).
+   */
+  readonly presenceFullLimit?: number;
 }
+
+/** The default of `PRESENCE_FULL_LIMIT`. */
+export const PRESENCE_FULL_LIMIT = 200;
+
+/** Names a large room's `Presence` lists, and a `Members` page without `limit`. */
+export const PRESENCE_PAGE = 100;
+
+/** Names of each kind (joined, left) one `PresenceDiff` lists, at most. */
+export const PRESENCE_DIFF_NAMES = 100;
 
 /** Offline `PrivateChat`s read from storage at a time, for one page. */
 export const OFFLINE_PAGE = 200;
@@ -192,6 +207,43 @@ export interface Room {
   readonly floors: Map<ConnId, number>;
   /** Cluster: `join`s in flight per username. */
   readonly joining: Map<string, number>;
+  /** The room's users in join order, for paging (`presence.ts`). */
+  readonly roster: Roster;
+  /**
+   * Coalesced presence: the room passed `PRESENCE_FULL_LIMIT` and has not
+   * fallen below 90% of it since.
+   */
+  large: boolean;
+  /**
+   * Coalesced presence: users who joined (`true`) or left (`false`) since
+   * the last `PresenceDiff`; one who came back to where they were is not
+   * listed.
+   */
+  readonly changes: Map<string, boolean>;
+}
+
+/** One user in a {@linkcode Roster}. */
+export interface RosterEntry {
+  /** The join number: the room's cursor for paging. */
+  readonly n: number;
+  readonly name: string;
+  live: boolean;
+}
+
+/**
+ * A room's users in join order: entries appended on a join, marked dead on
+ * a leave and dropped in one pass once they are half the list, so a join
+ * and a leave cost O(1) amortised and a page is found by binary search.
+ */
+export interface Roster {
+  entries: RosterEntry[];
+  readonly index: Map<string, RosterEntry>;
+  /** The next join number (the first is 1). */
+  next: number;
+  /** Dead entries in `entries`. */
+  dead: number;
+  /** The first page (names and the last entry listed), until it changes. */
+  first: { names: string[]; last: number; more: boolean } | null;
 }
 
 /** A token lookup, remembered for {@linkcode TOKEN_RECHECK_MS}. */
@@ -222,6 +274,8 @@ export interface ChatState {
   /** Connections with no username yet, with when they opened, oldest first. */
   readonly unbound: Map<ConnId, number>;
   readonly rooms: Map<string, Room>;
+  /** Rooms with coalesced presence changes waiting for the next `tick`. */
+  readonly presenceDue: Set<string>;
   /** Last `seq` assigned per room, whether or not the room has members. */
   readonly seqs: Map<string, number>;
   readonly tokens: Map<string, CachedToken>;

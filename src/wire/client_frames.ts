@@ -25,6 +25,7 @@ export const CLIENT_TYPES = [
   "GroupChat",
   "PrivateChat",
   "History",
+  "Members",
 ] as const;
 
 /** A message type a client may send. */
@@ -77,6 +78,20 @@ export interface HistoryRequestBody {
   limit: number;
 }
 
+/** The most names a `Members` request asks for. */
+export const MAX_MEMBERS_LIMIT = 500;
+
+/** The `limit` of a `Members` request that names none. */
+export const DEFAULT_MEMBERS_LIMIT = 100;
+
+/** A validated `Members` request body (the reply is `MembersPage`). */
+export interface MembersRequestBody {
+  room: string;
+  /** The page starts after this join number; 0 is the start. */
+  cursor: number;
+  limit: number;
+}
+
 /** A client frame that passed validation. */
 export type ClientMessage =
   | { type: "Enter"; body: EnterBody; token: unknown; ref?: string }
@@ -88,7 +103,8 @@ export type ClientMessage =
     token: unknown;
     ref?: string;
   }
-  | { type: "History"; body: HistoryRequestBody; token: unknown; ref?: string };
+  | { type: "History"; body: HistoryRequestBody; token: unknown; ref?: string }
+  | { type: "Members"; body: MembersRequestBody; token: unknown; ref?: string };
 
 /** Why a client frame was refused, with the `ref` to answer it with. */
 export interface DecodeError {
@@ -200,6 +216,11 @@ function bodySchemas(limits: ProtocolLimits) {
       limit: bounded(1, MAX_HISTORY_LIMIT).default(
         DEFAULT_HISTORY_LIMIT,
       ),
+    }),
+    Members: z.object({
+      room: name,
+      cursor: seq.default(0),
+      limit: bounded(1, MAX_MEMBERS_LIMIT).default(DEFAULT_MEMBERS_LIMIT),
     }),
   } as const;
 }

@@ -174,6 +174,11 @@ export function checkInvariants(state: ChatState): void {
       users.set(conn.username, (users.get(conn.username) ?? 0) + 1);
     }
     assert.deepEqual(room.users, users, `room ${name} counts its users`);
+    assert.deepEqual(
+      new Set(room.roster.index.keys()),
+      new Set(users.keys()),
+      `room ${name}'s roster lists its users`,
+    );
     for (const id of room.held.keys()) {
       assert.ok(room.members.has(id), `room ${name} holds frames for ${id}`);
     }
