@@ -18,6 +18,7 @@ import type { WriteOp } from "./storage.ts";
 import { refuse } from "./closing.ts";
 import { accept } from "./emit.ts";
 import { checkSender, targetRoom } from "./membership.ts";
+import { writing } from "./room_seqs.ts";
 import type { Connection, Ctx, QueuedFrame } from "./types.ts";
 
 /** `GroupChat`: numbered (single node) and written; the room gets it once stored. */
@@ -38,6 +39,7 @@ export function groupChat(
   if (!state.settings.cluster) {
     seq = (state.seqs.get(room.name) ?? 0) + 1;
     state.seqs.set(room.name, seq);
+    writing(state, room.name);
   }
   const message: StoredGroupChat = {
     id: frame.id,

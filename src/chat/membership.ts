@@ -13,6 +13,7 @@ import { joinCluster } from "./cluster.ts";
 import { accept, ack, send } from "./emit.ts";
 import { addMember, announce, entered, exitRoom, openRoom } from "./rooms.ts";
 import { gather, presenceOf } from "./presence.ts";
+import { awaitSeq } from "./room_seqs.ts";
 import type { Connection, Ctx, Room } from "./types.ts";
 
 /** `Enter`: binds the username on the first one, joins the room, sends `Presence`. */
@@ -61,6 +62,7 @@ export function enter(
     joinCluster(ctx, conn, name, body, ref);
     return;
   }
+  if (awaitSeq(ctx, conn, name, body, ref)) return;
   if (conn.username === null) bind(ctx, conn, body.sender_username);
   const username = conn.username as string;
   const room = openRoom(state, name, true);

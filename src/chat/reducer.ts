@@ -33,6 +33,7 @@ import { revoked, tokenChecked, tokenDue } from "./auth.ts";
 import { close, drop, finishClose, refuse } from "./closing.ts";
 import { fillGap, fromBus, gapFilled, joined, parted } from "./cluster.ts";
 import { flushPresence } from "./presence.ts";
+import { seqLoaded } from "./room_seqs.ts";
 import {
   type ChatSettings,
   type ChatState,
@@ -72,6 +73,8 @@ export function createState(
     unbound: new Map(),
     rooms: new Map(),
     presenceDue: new Set(),
+    writing: new Map(),
+    seqWaiters: new Map(),
     seqs: new Map(seqs),
     tokens: new Map(),
     tokenWaiters: new Map(),
@@ -171,6 +174,9 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     case "parted":
       parted(ctx, event);
+      break;
+    case "seq_loaded":
+      seqLoaded(ctx, event);
       break;
     case "bus":
       fromBus(ctx, event.message);

@@ -11,6 +11,7 @@ import { encode, type ServerType } from "../wire/server_frames.ts";
 import type { HistoryQuery } from "./storage.ts";
 import { ack } from "./emit.ts";
 import { createRoster, gather, rosterAdd, rosterRemove } from "./presence.ts";
+import { forgetSeq } from "./room_seqs.ts";
 import type {
   ChatState,
   Connection,
@@ -205,9 +206,13 @@ export function exitRoom(
   forgetIfEmpty(state, room);
 }
 
-/** Forgets a cluster room that has no members and nobody joining. */
+/**
+ * Forgets a room that has no members and nobody joining; a single node
+ * also forgets its `seq` once no write of it is in flight (`room_seqs.ts`).
+ */
 export function forgetIfEmpty(state: ChatState, room: Room): void {
   if (room.members.size === 0 && room.joining.size === 0) {
     state.rooms.delete(room.name);
+    forgetSeq(state, room.name);
   }
 }

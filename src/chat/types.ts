@@ -11,7 +11,7 @@
  * @module
  */
 import type { ErrorCode, LeaveReason } from "../wire/codes.ts";
-import type { Decoder } from "../wire/client_frames.ts";
+import type { Decoder, EnterBody } from "../wire/client_frames.ts";
 import type {
   ServerType,
   StoredGroupChat,
@@ -246,6 +246,13 @@ export interface Roster {
   first: { names: string[]; last: number; more: boolean } | null;
 }
 
+/** An `Enter` waiting for its room's `seq` from storage. */
+export interface SeqWaiter {
+  readonly conn: ConnId;
+  readonly body: EnterBody;
+  readonly ref: string | undefined;
+}
+
 /** A token lookup, remembered for {@linkcode TOKEN_RECHECK_MS}. */
 export interface CachedToken {
   grant: TokenGrant | null;
@@ -276,8 +283,15 @@ export interface ChatState {
   readonly rooms: Map<string, Room>;
   /** Rooms with coalesced presence changes waiting for the next `tick`. */
   readonly presenceDue: Set<string>;
-  /** Last `seq` assigned per room, whether or not the room has members. */
+  /**
+   * Single node: the last `seq` assigned per room, kept while the room is
+   * open or a write of it is in flight (`room_seqs.ts`).
+   */
   readonly seqs: Map<string, number>;
+  /** Single node: `GroupChat` writes in flight per room. */
+  readonly writing: Map<string, number>;
+  /** Single node: `Enter`s waiting for a room's `seq` from storage (`load_seq`). */
+  readonly seqWaiters: Map<string, SeqWaiter[]>;
   readonly tokens: Map<string, CachedToken>;
   /** Connections waiting for a token lookup, per token. */
   readonly tokenWaiters: Map<string, Set<ConnId>>;
@@ -457,6 +471,8 @@ export type Event =
     /** The user is now in the room on no node. */
     gone: boolean | null;
   }
+  /** The answer to `load_seq`: the room's last `seq` in storage; `null` when the read failed. */
+  | { type: "seq_loaded"; now: number; room: string; seq: number | null }
   /** Cluster: a message from another node. */
   | { type: "bus"; now: number; message: BusMessage }
   /** Cluster: the answer to a `fill_gap` read; `null` when it failed. */
@@ -497,6 +513,8 @@ export type Effect =
    * cancels it (`null`); when it fires, the runner sends `token_due`.
    */
   | { type: "token_timer"; token: string; at: number | null }
+  /** Single node: read a room's last `seq` from storage; answered by `seq_loaded`. */
+  | { type: "load_seq"; room: string }
   /** Read the oldest `limit` undelivered `PrivateChat`s to `username`. */
   | { type: "load_offline"; username: string; limit: number }
   /**

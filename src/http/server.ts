@@ -75,10 +75,8 @@ export async function startServer(
       waitReplicas: config.redisWaitReplicas,
     });
   }
-  const state = createState(
-    chatSettings(config, redis !== undefined),
-    await storage.roomSeqs(),
-  );
+  // Rooms' seqs are read when each room opens (`load_seq`), not all now.
+  const state = createState(chatSettings(config, redis !== undefined));
   const metrics = new Metrics();
   const bus = redis && new RedisBus(redis, {
     message: (message) => chat.hear(message),

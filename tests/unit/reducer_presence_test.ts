@@ -19,6 +19,7 @@ import {
 } from "../support/reducer_harness.ts";
 import {
   ack,
+  assertFrames,
   enter,
   entered,
   error,
@@ -27,6 +28,7 @@ import {
   left,
   message,
   presence,
+  say,
   T0,
   WHEN_AT,
   withId,
@@ -430,4 +432,95 @@ Deno.test("Large rooms: a member waiting for History gets the PresenceDiff after
     "History",
     "PresenceDiff",
   ]);
+});
+
+// Bounded per-room state: an empty, idle room is forgotten, seq included.
+
+function seqOf(seen: ReturnType<Chat["dispatch"]>, conn: ConnId): unknown {
+  const found = inbox(seen, conn).find(([type]) => type === "Ack");
+  return found?.[1].seq;
+}
+
+Deno.test("Idle rooms: an empty room is forgotten with its seq, and a rejoin continues from storage's", () => {
+  const chat = new Chat({ seqs: { lobby: 41 } });
+  chat.open(1);
+  chat.send(1, enter("alice", { room: "lobby" }));
+  const said = chat.send(
+    1,
+    say("alice", "hi", { room: "lobby" }, withId("s1")),
+  );
+  assert.equal(seqOf(said, 1), 42);
+  chat.send(1, leave("alice", { room: "lobby" }));
+  assert.equal(chat.state.rooms.has("lobby"), false);
+  assert.equal(chat.state.seqs.has("lobby"), false, "seq forgotten");
+  const again = chat.send(1, enter("alice", { room: "lobby" }));
+  assert.deepEqual(
+    again.filter((effect) => effect.type === "load_seq"),
+    [{ type: "load_seq", room: "lobby" }],
+  );
+  assert.deepEqual(inbox(again, 1), [presence("lobby", ["alice"])]);
+  const next = chat.send(
+    1,
+    say("alice", "hi", { room: "lobby" }, withId("s2")),
+  );
+  assert.equal(seqOf(next, 1), 43, "continues from storage's seq");
+});
+
+Deno.test("Idle rooms: a room emptied with a write in flight keeps its seq until the answer", () => {
+  const chat = new Chat({ auto: false });
+  chat.open(1);
+  chat.send(1, enter("alice", { room: "lobby" }));
+  chat.send(1, say("alice", "hi", { room: "lobby" }));
+  chat.send(1, leave("alice", { room: "lobby" }));
+  // The Leave waits behind the write; close instead to empty the room now.
+  chat.close(1);
+  assert.equal(chat.state.rooms.has("lobby"), false);
+  assert.equal(chat.state.seqs.get("lobby"), 1, "kept while writing");
+  chat.persisted();
+  assert.equal(chat.state.seqs.has("lobby"), false, "forgotten after");
+  assert.equal(chat.state.writing.size, 0);
+});
+
+Deno.test("Idle rooms: a failed seq read answers unavailable, and the next Enter reads again", () => {
+  const chat = new Chat();
+  chat.seqRead = false;
+  chat.open(1);
+  const failed = chat.send(1, enter("alice", {}, withId("e1")));
+  assertFrames(inbox(failed, 1), [
+    error("unavailable", "e1", /could not be read/),
+  ], "the Enter's answer");
+  assert.equal(chat.state.connections.get(1)?.username, null, "not bound");
+  assert.equal(chat.state.seqWaiters.size, 0);
+  chat.seqRead = true;
+  const again = chat.send(1, enter("alice", {}, withId("e2")));
+  assert.deepEqual(inbox(again, 1), [
+    presence("general", ["alice"]),
+    ack("e2"),
+  ]);
+});
+
+Deno.test("Idle rooms: Enters into a room being read wait for one read, in order", () => {
+  const chat = new Chat({ seqs: { general: 7 } });
+  chat.seqHeld = [];
+  chat.open(1);
+  chat.open(2);
+  chat.open(3);
+  assert.deepEqual(inbox(chat.send(1, enter("alice", {}, withId("a"))), 1), []);
+  assert.deepEqual(inbox(chat.send(2, enter("bob", {}, withId("b"))), 2), []);
+  // Closed while waiting: nothing of it is left.
+  chat.close(3);
+  chat.send(3, enter("carol"));
+  assert.deepEqual(chat.seqHeld, ["general"], "one read");
+  const seen = chat.seqLoaded();
+  assert.deepEqual(inbox(seen, 1), [
+    presence("general", ["alice"]),
+    ack("a"),
+    entered("general", "bob", T0),
+  ]);
+  assert.deepEqual(inbox(seen, 2), [
+    presence("general", ["alice", "bob"]),
+    ack("b"),
+  ]);
+  const said = chat.send(2, say("bob", "hi", {}, withId("s")));
+  assert.equal(seqOf(said, 2), 8);
 });
