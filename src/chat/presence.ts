@@ -21,6 +21,7 @@ import type { MembersRequestBody } from "../wire/client_frames.ts";
 import { refuse } from "./closing.ts";
 import { accept, ack, send } from "./emit.ts";
 import { toRoom } from "./rooms.ts";
+import { membersCluster } from "./cluster_presence.ts";
 import {
   type ChatState,
   type Connection,
@@ -159,11 +160,22 @@ export function gather(
 export function flushPresence(ctx: Ctx): void {
   const { state, out } = ctx;
   if (state.presenceDue.size === 0) return;
+  const cluster = state.settings.cluster === true;
   const below = fullAgainBelow(fullLimit(state));
   for (const name of state.presenceDue) {
     const room = state.rooms.get(name);
     if (!room || !room.large) continue;
-    if (room.users.size < below) {
+    // A cluster node tells the others of its own joins and leaves.
+    if (cluster && room.outgoing.size > 0) {
+      const batch = tally(room.outgoing, { joined: 0, left: 0 });
+      room.outgoing.clear();
+      out.push({
+        type: "presence_batch",
+        batch: { room: name, ...batch },
+      });
+    }
+    // In a cluster, Redis decides the way back (`full`, `cluster_presence.ts`).
+    if (!cluster && room.users.size < below) {
       room.large = false;
       room.changes.clear();
       room.roster.first = null;
@@ -171,37 +183,55 @@ export function flushPresence(ctx: Ctx): void {
       toRoom(room, "Presence", encode("Presence", body), out);
       continue;
     }
-    if (room.changes.size === 0) continue;
-    const joined: string[] = [];
-    const left: string[] = [];
-    let joinedCount = 0;
-    let leftCount = 0;
-    for (const [username, present] of room.changes) {
-      if (present) {
-        if (joined.length < PRESENCE_DIFF_NAMES) joined.push(username);
-        joinedCount++;
-      } else {
-        if (left.length < PRESENCE_DIFF_NAMES) left.push(username);
-        leftCount++;
-      }
-    }
+    const count = cluster ? room.count : room.users.size;
+    const { unnamed } = room;
+    if (
+      room.changes.size === 0 && unnamed.joined === 0 && unnamed.left === 0 &&
+      count === room.sentCount
+    ) continue;
+    const diff = tally(room.changes, unnamed);
     room.changes.clear();
+    room.unnamed = { joined: 0, left: 0 };
+    room.sentCount = count;
     toRoom(
       room,
       "PresenceDiff",
       encode("PresenceDiff", {
         room: room.name,
-        count: room.users.size,
-        joined,
-        joined_count: joinedCount,
-        left,
-        left_count: leftCount,
+        count,
+        ...diff,
         timestamp: state.now,
       }),
       out,
     );
   }
   state.presenceDue.clear();
+}
+
+/** The names (capped) and counts of `changes`, plus joins and leaves known only by number. */
+function tally(
+  changes: Map<string, boolean>,
+  unnamed: { joined: number; left: number },
+): {
+  joined: string[];
+  joined_count: number;
+  left: string[];
+  left_count: number;
+} {
+  const joined: string[] = [];
+  const left: string[] = [];
+  let joinedCount = unnamed.joined;
+  let leftCount = unnamed.left;
+  for (const [username, present] of changes) {
+    if (present) {
+      if (joined.length < PRESENCE_DIFF_NAMES) joined.push(username);
+      joinedCount++;
+    } else {
+      if (left.length < PRESENCE_DIFF_NAMES) left.push(username);
+      leftCount++;
+    }
+  }
+  return { joined, joined_count: joinedCount, left, left_count: leftCount };
 }
 
 /** `Members`: one page of a room the connection is in, in join order. */
@@ -223,6 +253,10 @@ export function members(
       `message_body.room: not in room '${body.room}'`,
       ref,
     );
+    return;
+  }
+  if (state.settings.cluster) {
+    membersCluster(ctx, conn, body, ref);
     return;
   }
   accept(conn);

@@ -33,6 +33,7 @@ import { revoked, tokenChecked, tokenDue } from "./auth.ts";
 import { close, drop, finishClose, refuse } from "./closing.ts";
 import { fillGap, fromBus, gapFilled, joined, parted } from "./cluster.ts";
 import { flushPresence } from "./presence.ts";
+import { membersLoaded, recount } from "./cluster_presence.ts";
 import { seqLoaded } from "./room_seqs.ts";
 import {
   type ChatSettings,
@@ -180,6 +181,15 @@ export function reduce(state: ChatState, event: Event): Transition {
       break;
     case "bus":
       fromBus(ctx, event.message);
+      break;
+    case "presence_counted":
+      if (event.counted) {
+        const room = state.rooms.get(event.room);
+        if (room) recount(state, room, event.counted);
+      }
+      break;
+    case "members_loaded":
+      membersLoaded(ctx, event);
       break;
     case "gap_filled":
       gapFilled(ctx, event);

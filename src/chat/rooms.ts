@@ -40,6 +40,11 @@ export function openRoom(state: ChatState, name: string, known: boolean): Room {
       roster: createRoster(),
       large: false,
       changes: new Map(),
+      unnamed: { joined: 0, left: 0 },
+      outgoing: new Map(),
+      count: 0,
+      countVersion: 0,
+      sentCount: 0,
     };
     state.rooms.set(name, room);
   }

@@ -4,7 +4,7 @@
  * enforces. Types and constants only: the rules are in `reducer.ts` and the
  * handler modules beside it.
  *
- * Why this file is long (about 500 lines): `Event` and `Effect` are the
+ * Why this file is long (about 670 lines): `Event` and `Effect` are the
  * reducer's whole interface with the runner, and are kept in one place so
  * every variant is read beside the others.
  *
@@ -220,6 +220,15 @@ export interface Room {
    * listed.
    */
   readonly changes: Map<string, boolean>;
+  /** Cluster: joins and leaves other nodes told of past the names they listed. */
+  unnamed: { joined: number; left: number };
+  /** Cluster, large: this node's own joins and leaves for the next batch. */
+  readonly outgoing: Map<string, boolean>;
+  /** Cluster: the room's member count on every node, and its version. */
+  count: number;
+  countVersion: number;
+  /** The count the last `PresenceDiff` told. */
+  sentCount: number;
 }
 
 /** One user in a {@linkcode Roster}. */
@@ -359,9 +368,42 @@ export type JoinResult =
     seq: number;
     /** The user was in the room on no node before. */
     isNew: boolean;
-    /** Usernames in the room on every node, this one included. */
+    /**
+     * Usernames in the room on every node, this one included; in a large
+     * room only a first page (Redis's hash order).
+     */
     members: string[];
+    /** Members on every node (absent from an older bus: `members.length`). */
+    count?: number;
+    /** The room has coalesced presence in the cluster. */
+    large?: boolean;
+    /** Large: the version of `count` (newer counts win). */
+    version?: number;
+    /** Large: the cursor of the page after `members`; 0 when none follows. */
+    cursor?: number;
   };
+
+/** The cluster's answer to a `part`. */
+export interface PartResult {
+  /** The user is now in the room on no node. */
+  gone: boolean;
+  /** Members on every node now. */
+  count: number;
+  /** The room still has coalesced presence (its leaves are batched). */
+  large: boolean;
+  /** Large: the version of `count`. */
+  version: number;
+}
+
+/** One node's joins and leaves of a large room in one tick, for the others. */
+export interface PresenceBatch {
+  room: string;
+  /** At most `PRESENCE_DIFF_NAMES`. */
+  joined: string[];
+  joined_count: number;
+  left: string[];
+  left_count: number;
+}
 
 /** What other nodes send this node through the cluster bus. */
 export type BusMessage =
@@ -375,7 +417,31 @@ export type BusMessage =
     timestamp: number;
     reason: LeaveReason;
   }
-  | { kind: "revoked"; token: string };
+  | { kind: "revoked"; token: string }
+  /** Another node's batch of a large room's joins and leaves, and the count. */
+  | {
+    kind: "presence";
+    batch: PresenceBatch;
+    count: number;
+    version: number;
+  }
+  /** A large room is back to full presence: every member, and the count. */
+  | {
+    kind: "full";
+    room: string;
+    members: string[];
+    count: number;
+    version: number;
+  };
+
+/** A cluster `Members` read: the connection waits for it. */
+export interface MembersRequest {
+  readonly conn: ConnId;
+  readonly room: string;
+  readonly cursor: number;
+  readonly limit: number;
+  readonly ref?: string | undefined;
+}
 
 /** A history read the reducer asks for. */
 export interface HistoryRequest {
@@ -470,6 +536,22 @@ export type Event =
     timestamp: number;
     /** The user is now in the room on no node. */
     gone: boolean | null;
+    /** What the cluster counted; absent when Redis could not be reached. */
+    result?: PartResult;
+  }
+  /** Cluster: the answer to `presence_batch`: the room's count and its version; `null` when it failed. */
+  | {
+    type: "presence_counted";
+    now: number;
+    room: string;
+    counted: { count: number; version: number } | null;
+  }
+  /** Cluster: the answer to `members_page`; `null` when Redis could not be reached. */
+  | {
+    type: "members_loaded";
+    now: number;
+    request: MembersRequest;
+    page: { names: string[]; cursor: number; count: number } | null;
   }
   /** The answer to `load_seq`: the room's last `seq` in storage; `null` when the read failed. */
   | { type: "seq_loaded"; now: number; room: string; seq: number | null }
@@ -546,6 +628,10 @@ export type Effect =
     /** This node has no member left in the room. */
     empty: boolean;
   }
+  /** Cluster: tell the other nodes of a large room's joins and leaves of this tick. */
+  | { type: "presence_batch"; batch: PresenceBatch }
+  /** Cluster: read a page of a room's members from the cluster. */
+  | { type: "members_page"; request: MembersRequest }
   /** Cluster: this node holds a connection of `username` (authentication on). */
   | { type: "claim"; username: string }
   /** Cluster: this node holds no connection of `username` any more. */

@@ -82,7 +82,7 @@ export async function startServer(
     message: (message) => chat.hear(message),
     synced: () => chat.synced(),
     snapshot: () => contributions(chat.state),
-  }, { nodeId, log });
+  }, { nodeId, log, presenceFullLimit: config.presenceFullLimit });
   const chat: Runner = new Runner(state, {
     storage,
     metrics,

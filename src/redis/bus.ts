@@ -34,11 +34,15 @@ import {
   parseStoredGroupChat,
   type StoredGroupChat,
 } from "../wire/protocol.ts";
-import type {
-  BusMessage,
-  Contributions,
-  JoinRequest,
-  JoinResult,
+import {
+  type BusMessage,
+  type Contributions,
+  type JoinRequest,
+  type JoinResult,
+  type PartResult,
+  PRESENCE_FULL_LIMIT,
+  PRESENCE_PAGE,
+  type PresenceBatch,
 } from "../chat/reducer.ts";
 import type { ClusterPort } from "../chat/cluster_port.ts";
 import type { RedisConnection } from "./connection.ts";
@@ -46,14 +50,18 @@ import { KEYS } from "./keys.ts";
 import {
   parseBusPayload,
   REVOKE,
-  ROOM_JOIN,
-  ROOM_PART,
   ROOM_SYNC,
   roomKeys,
   USER_CLAIM,
   USER_RELEASE,
   userKeys,
 } from "./bus_scripts.ts";
+import {
+  joinCounted,
+  membersPage,
+  partCounted,
+  publishBatch,
+} from "./bus_presence.ts";
 
 /** How often a node renews its heartbeat and reaps dead nodes. */
 export const HEARTBEAT_MS = 1_000;
@@ -90,6 +98,8 @@ export interface BusListener {
 export interface BusOptions {
   nodeId: string;
   log: Logger;
+  /** `PRESENCE_FULL_LIMIT`: past it a room's presence is coalesced. */
+  presenceFullLimit?: number;
   heartbeatMs?: number;
   nodeTtlMs?: number;
 }
@@ -103,6 +113,7 @@ export class RedisBus implements ClusterPort {
   #log: Logger;
   #heartbeatMs: number;
   #nodeTtlMs: number;
+  #presenceFullLimit: number;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   /** The subscriber is subscribed and the records were synced since. */
   #synced = false;
@@ -136,6 +147,7 @@ export class RedisBus implements ClusterPort {
     this.#log = options.log;
     this.#heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     this.#nodeTtlMs = options.nodeTtlMs ?? NODE_TTL_MS;
+    this.#presenceFullLimit = options.presenceFullLimit ?? PRESENCE_FULL_LIMIT;
     this.#subscriber = commands.duplicate("subscriber", {
       onReady: () => this.#subscriberReady(),
       onDown: () => {
@@ -403,19 +415,13 @@ export class RedisBus implements ClusterPort {
       );
       if (Number(claimed) !== 1) return { kind: "taken" };
     }
-    const reply = await ROOM_JOIN.run(this.#commands, roomKeys(room, node), [
+    return await joinCounted(
+      this.#commands,
       node,
-      room,
-      username,
-      request.timestamp,
-      request.held ? "1" : "0",
-    ]) as unknown[];
-    return {
-      kind: "joined",
-      seq: Number(reply[0]),
-      isNew: Number(reply[1]) === 1,
-      members: (reply[2] as unknown[]).map(String),
-    };
+      request,
+      this.#presenceFullLimit,
+      PRESENCE_PAGE,
+    );
   }
 
   /** This node no longer holds the user in the room; `true` when no node does. */
@@ -425,20 +431,34 @@ export class RedisBus implements ClusterPort {
     reason: string,
     timestamp: number,
     empty: boolean,
-  ): Promise<boolean> {
+  ): Promise<PartResult> {
     const node = this.#nodeId;
-    const gone = await ROOM_PART.run(this.#commands, roomKeys(room, node), [
+    const result = await partCounted(
+      this.#commands,
       node,
-      room,
-      username,
-      reason,
-      timestamp,
-      empty ? "1" : "0",
-    ]);
+      { room, username, reason, timestamp, empty },
+      this.#presenceFullLimit,
+    );
     if (empty) {
       await this.#commands.command(["SREM", KEYS.nodeRooms(node), room]);
     }
-    return Number(gone) === 1;
+    return result;
+  }
+
+  /** Tells the room's other nodes of this node's batch; see `bus_presence.ts`. */
+  presenceBatch(
+    batch: PresenceBatch,
+  ): Promise<{ count: number; version: number }> {
+    return publishBatch(this.#commands, this.#nodeId, batch);
+  }
+
+  /** A page of a room's members on every node (Redis's hash order). */
+  members(
+    room: string,
+    cursor: number,
+    limit: number,
+  ): Promise<{ names: string[]; cursor: number; count: number }> {
+    return membersPage(this.#commands, this.#nodeId, room, cursor, limit);
   }
 
   /** Records that this node holds a connection of `username`. */

@@ -154,6 +154,11 @@ end
 return 1
 `);
 
+/** Names from Lua's JSON: an empty table comes as `{}`. */
+function strings(value: unknown): string[] {
+  return Array.isArray(value) ? value.map(String) : [];
+}
+
 /**
  * Parses a payload of a node channel; `null` when it is not one of ours or a
  * message lacks a field (a node of another version, say).
@@ -187,6 +192,31 @@ export function parseBusPayload(payload: string): BusMessage | null {
       }
       case PAYLOAD.revoked:
         return { kind: "revoked", token: rest };
+      case PAYLOAD.presence: {
+        const body = JSON.parse(rest);
+        return {
+          kind: "presence",
+          batch: {
+            room: String(body.room),
+            joined: strings(body.joined),
+            joined_count: Number(body.joined_count) || 0,
+            left: strings(body.left),
+            left_count: Number(body.left_count) || 0,
+          },
+          count: Number(body.count) || 0,
+          version: Number(body.v) || 0,
+        };
+      }
+      case PAYLOAD.full: {
+        const body = JSON.parse(rest);
+        return {
+          kind: "full",
+          room: String(body.room),
+          members: strings(body.members),
+          count: Number(body.count) || 0,
+          version: Number(body.v) || 0,
+        };
+      }
     }
   } catch {
     // Not JSON: not from a node of this version.
