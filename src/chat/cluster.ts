@@ -227,8 +227,11 @@ export function fromBus(ctx: Ctx, message: BusMessage): void {
       const room = state.rooms.get(message.room);
       if (!room || state.draining) return;
       if (room.large) {
-        // A resync or a reaped node's users, in a room that is large here.
-        record(room.changes, message.username, message.kind === "enter");
+        // A resync or a reaped node's users, in a room that is large here:
+        // gathered, and counted until a newer count comes.
+        const joining = message.kind === "enter";
+        record(room.changes, message.username, joining);
+        room.count = Math.max(0, room.count + (joining ? 1 : -1));
         state.presenceDue.add(room.name);
         return;
       }

@@ -18,7 +18,7 @@ import type { WriteOp } from "./storage.ts";
 import { refuse } from "./closing.ts";
 import { accept } from "./emit.ts";
 import { checkSender, targetRoom } from "./membership.ts";
-import { writing } from "./room_seqs.ts";
+import { awaitSeq, writing } from "./room_seqs.ts";
 import type { Connection, Ctx, QueuedFrame } from "./types.ts";
 
 /** `GroupChat`: numbered (single node) and written; the room gets it once stored. */
@@ -33,6 +33,8 @@ export function groupChat(
   if (!checkSender(ctx, conn, body.sender_username, ref)) return;
   const room = targetRoom(ctx, conn, body.room, ref);
   if (!room) return;
+  // A room opened again: its seq is read from storage first.
+  if (awaitSeq(ctx, conn, room, frame)) return;
   accept(conn);
   // In a cluster, Redis gives the seq when it stores the message.
   let seq = 0;
@@ -138,8 +140,10 @@ export function history(
     return;
   }
   accept(conn);
-  const upTo = room.deliveredSeq;
-  const before = body.before ?? upTo + 1;
+  // A room whose seq is still being read: whatever storage holds (nothing
+  // of it is being written).
+  const upTo = room.known ? room.deliveredSeq : Number.MAX_SAFE_INTEGER;
+  const before = body.before ?? Math.min(upTo + 1, Number.MAX_SAFE_INTEGER);
   conn.busy = true;
   out.push({
     type: "load_history",

@@ -11,9 +11,9 @@ import { bind } from "./binding.ts";
 import { refuse } from "./closing.ts";
 import { joinCluster } from "./cluster.ts";
 import { accept, ack, send } from "./emit.ts";
-import { addMember, announce, entered, exitRoom, openRoom } from "./rooms.ts";
+import { addMember, announce, entered, exitRoom } from "./rooms.ts";
 import { gather, presenceOf } from "./presence.ts";
-import { awaitSeq } from "./room_seqs.ts";
+import { openLocal } from "./room_seqs.ts";
 import type { Connection, Ctx, Room } from "./types.ts";
 
 /** `Enter`: binds the username on the first one, joins the room, sends `Presence`. */
@@ -62,10 +62,9 @@ export function enter(
     joinCluster(ctx, conn, name, body, ref);
     return;
   }
-  if (awaitSeq(ctx, conn, name, body, ref)) return;
   if (conn.username === null) bind(ctx, conn, body.sender_username);
   const username = conn.username as string;
-  const room = openRoom(state, name, true);
+  const room = openLocal(ctx, name);
   if (
     !already && addMember(ctx, conn, room) === 0 &&
     !gather(state, room, username, true)

@@ -1,50 +1,69 @@
 /**
  * What a single node keeps of each room's `seq`: the last one assigned, while
  * the room is open or a `GroupChat` write of it is in flight. A room that is
- * empty and idle is forgotten (its `seq` stays in storage), and an `Enter`
- * that opens it again first reads its `seq` back (effect `load_seq`, answer
- * `seq_loaded`), so the reducer's memory follows the rooms in use, not the
- * rooms ever used. A cluster node learns `seq`s from its `join`s instead
- * (`cluster.ts`); nothing here applies to it.
+ * empty and idle is forgotten (its `seq` stays in storage); when it opens
+ * again its `seq` is read back (effect `load_seq`, answer `seq_loaded`)
+ * while the `Enter` goes on at once: until the answer the room is not
+ * `known`, a `GroupChat` into it waits for the read, and history reads reach
+ * up to whatever storage holds. So the reducer's memory follows the rooms in
+ * use, not the rooms ever used. A cluster node learns `seq`s from its
+ * `join`s instead (`cluster.ts`); nothing here applies to it.
  *
  * @module
  */
-import type { EnterBody } from "../wire/client_frames.ts";
-import { answerClosing, refuse } from "./closing.ts";
+import { refOf, refuse } from "./closing.ts";
 import { goOn } from "./emit.ts";
-import { enter } from "./membership.ts";
-import type { ChatState, Connection, Ctx, Event } from "./types.ts";
+import { openRoom } from "./rooms.ts";
+import type {
+  ChatState,
+  Connection,
+  Ctx,
+  Event,
+  QueuedFrame,
+  Room,
+} from "./types.ts";
 
 /**
- * Whether an `Enter` into `room` must wait for the room's `seq` from
- * storage: it is not open and its `seq` is not kept. The connection then
- * waits, and the `Enter` is handled again once the `seq` is known.
+ * Single node: finds a room, or opens it; one whose `seq` is not kept is
+ * opened not `known`, and its `seq` is read from storage.
+ */
+export function openLocal(ctx: Ctx, name: string): Room {
+  const { state } = ctx;
+  const open = state.rooms.get(name);
+  if (open) return open;
+  const known = state.seqs.has(name);
+  const room = openRoom(state, name, known);
+  if (!known) readSeq(ctx, name);
+  return room;
+}
+
+/** Asks for a room's `seq`, unless a read of it is out already. */
+function readSeq(ctx: Ctx, name: string): void {
+  if (ctx.state.seqWaiters.has(name)) return;
+  ctx.state.seqWaiters.set(name, []);
+  ctx.out.push({ type: "load_seq", room: name });
+}
+
+/**
+ * A `GroupChat` into a room whose `seq` is not read yet: the frame goes back
+ * to the front of its connection's queue, and the connection waits for the
+ * read. Returns whether it waits.
  */
 export function awaitSeq(
   ctx: Ctx,
   conn: Connection,
-  room: string,
-  body: EnterBody,
-  ref: string | undefined,
+  room: Room,
+  frame: QueuedFrame,
 ): boolean {
-  const { state, out } = ctx;
-  if (
-    state.settings.cluster || state.rooms.has(room) || state.seqs.has(room)
-  ) {
-    return false;
-  }
-  let waiters = state.seqWaiters.get(room);
-  if (!waiters) {
-    waiters = [];
-    state.seqWaiters.set(room, waiters);
-    out.push({ type: "load_seq", room });
-  }
-  waiters.push({ conn: conn.id, body, ref });
+  if (ctx.state.settings.cluster || room.known) return false;
+  readSeq(ctx, room.name);
+  ctx.state.seqWaiters.get(room.name)?.push({ conn: conn.id, frame });
+  conn.queue.unshift(frame);
   conn.busy = true;
   return true;
 }
 
-/** The answer to `load_seq`: the `Enter`s that waited for it are handled again. */
+/** The answer to `load_seq`: the room is known; the messages that waited go on. */
 export function seqLoaded(
   ctx: Ctx,
   event: Extract<Event, { type: "seq_loaded" }>,
@@ -52,23 +71,35 @@ export function seqLoaded(
   const { state } = ctx;
   const waiters = state.seqWaiters.get(event.room) ?? [];
   state.seqWaiters.delete(event.room);
-  if (event.seq !== null && !state.seqs.has(event.room)) {
-    state.seqs.set(event.room, event.seq);
+  const room = state.rooms.get(event.room);
+  if (event.seq !== null) {
+    state.seqs.set(
+      event.room,
+      Math.max(state.seqs.get(event.room) ?? 0, event.seq),
+    );
+    if (room && !room.known) {
+      room.known = true;
+      room.deliveredSeq = Math.max(room.deliveredSeq, event.seq);
+    }
   }
-  for (const { conn: id, body, ref } of waiters) {
+  for (const { conn: id, frame } of waiters) {
     const conn = state.connections.get(id);
     if (!conn) continue;
-    goOn(ctx, conn);
-    if (conn.closing) answerClosing(ctx, conn, ref);
-    else if (event.seq === null) {
-      refuse(
-        ctx,
-        conn,
-        "unavailable",
-        "the room could not be read from storage; send Enter again",
-        ref,
-      );
-    } else enter(ctx, conn, body, ref);
+    if (event.seq === null) {
+      // Not handled: answered, and the next message reads again.
+      const at = conn.queue.indexOf(frame);
+      if (at >= 0) conn.queue.splice(at, 1);
+      goOn(ctx, conn);
+      if (!conn.closing) {
+        refuse(
+          ctx,
+          conn,
+          "unavailable",
+          "the room could not be read from storage; the message was not stored, send it again",
+          refOf(state, frame.text),
+        );
+      }
+    } else goOn(ctx, conn);
   }
   forgetSeq(state, event.room);
 }
@@ -90,7 +121,7 @@ export function written(state: ChatState, room: string): void {
 
 /**
  * Forgets a single node's `seq` of a room that is idle: not open, no write
- * in flight, nobody waiting for it. Storage keeps it.
+ * in flight, no read of it out. Storage keeps it.
  */
 export function forgetSeq(state: ChatState, room: string): void {
   if (

@@ -70,7 +70,7 @@ export function entered(
     ack(out, conn, ref, {});
     return;
   }
-  const upTo = state.settings.cluster
+  const upTo = state.settings.cluster || !room.known
     ? Number.MAX_SAFE_INTEGER
     : room.deliveredSeq;
   const query: HistoryQuery = body.since !== undefined

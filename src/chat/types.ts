@@ -11,7 +11,7 @@
  * @module
  */
 import type { ErrorCode, LeaveReason } from "../wire/codes.ts";
-import type { Decoder, EnterBody } from "../wire/client_frames.ts";
+import type { Decoder } from "../wire/client_frames.ts";
 import type {
   ServerType,
   StoredGroupChat,
@@ -255,11 +255,10 @@ export interface Roster {
   first: { names: string[]; last: number; more: boolean } | null;
 }
 
-/** An `Enter` waiting for its room's `seq` from storage. */
+/** A `GroupChat` waiting for its room's `seq` from storage (its frame is back in the queue). */
 export interface SeqWaiter {
   readonly conn: ConnId;
-  readonly body: EnterBody;
-  readonly ref: string | undefined;
+  readonly frame: QueuedFrame;
 }
 
 /** A token lookup, remembered for {@linkcode TOKEN_RECHECK_MS}. */
@@ -299,7 +298,7 @@ export interface ChatState {
   readonly seqs: Map<string, number>;
   /** Single node: `GroupChat` writes in flight per room. */
   readonly writing: Map<string, number>;
-  /** Single node: `Enter`s waiting for a room's `seq` from storage (`load_seq`). */
+  /** Single node: rooms whose `seq` is being read (`load_seq`), with the `GroupChat`s waiting for it. */
   readonly seqWaiters: Map<string, SeqWaiter[]>;
   readonly tokens: Map<string, CachedToken>;
   /** Connections waiting for a token lookup, per token. */

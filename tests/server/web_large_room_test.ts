@@ -81,10 +81,15 @@ Deno.test("web: a large room shows the count, a paged member list and joins as a
     await page.locator("#conv-subtitle", { hasText: "151 members" })
       .waitFor();
     assert.equal(await page.textContent("#members-count"), "151");
-    // The first page, then the rest on demand.
-    assert.equal(await page.locator("#member-list .member").count(), 100);
+    // The first page (and the names a PresenceDiff may have told since),
+    // then the rest on demand.
+    const listed = await page.locator("#member-list .member").count();
+    assert.ok(listed >= 100 && listed < 151, `${listed} listed`);
     const more = page.locator(".more-members");
-    assert.equal(await more.textContent(), "Show more (51 not listed)");
+    assert.match(
+      await more.textContent() ?? "",
+      /^Show more \(\d+ not listed\)$/,
+    );
     await page.locator("#members").evaluate((el) => {
       el.scrollTop = el.scrollHeight;
     });

@@ -481,46 +481,54 @@ Deno.test("Idle rooms: a room emptied with a write in flight keeps its seq until
   assert.equal(chat.state.writing.size, 0);
 });
 
-Deno.test("Idle rooms: a failed seq read answers unavailable, and the next Enter reads again", () => {
-  const chat = new Chat();
+Deno.test("Idle rooms: a failed seq read answers a GroupChat unavailable, and the next one reads again", () => {
+  const chat = new Chat({ seqs: { general: 3 } });
   chat.seqRead = false;
   chat.open(1);
-  const failed = chat.send(1, enter("alice", {}, withId("e1")));
-  assertFrames(inbox(failed, 1), [
-    error("unavailable", "e1", /could not be read/),
-  ], "the Enter's answer");
-  assert.equal(chat.state.connections.get(1)?.username, null, "not bound");
-  assert.equal(chat.state.seqWaiters.size, 0);
-  chat.seqRead = true;
-  const again = chat.send(1, enter("alice", {}, withId("e2")));
-  assert.deepEqual(inbox(again, 1), [
+  // The Enter goes on at once: only a message needs the seq.
+  const entered = chat.send(1, enter("alice", {}, withId("e1")));
+  assert.deepEqual(inbox(entered, 1), [
     presence("general", ["alice"]),
-    ack("e2"),
+    ack("e1"),
   ]);
+  const failed = chat.send(1, say("alice", "hi", {}, withId("s1")));
+  assertFrames(inbox(failed, 1), [
+    error("unavailable", "s1", /could not be read/),
+  ], "the GroupChat's answer");
+  assert.equal(chat.state.seqWaiters.size, 0);
+  assert.equal(chat.state.connections.get(1)?.queue.length, 0, "not kept");
+  chat.seqRead = true;
+  const again = chat.send(1, say("alice", "hi", {}, withId("s2")));
+  assert.equal(seqOf(again, 1), 4);
 });
 
-Deno.test("Idle rooms: Enters into a room being read wait for one read, in order", () => {
+Deno.test("Idle rooms: messages into a room being read wait for one read, in order", () => {
   const chat = new Chat({ seqs: { general: 7 } });
   chat.seqHeld = [];
   chat.open(1);
   chat.open(2);
-  chat.open(3);
-  assert.deepEqual(inbox(chat.send(1, enter("alice", {}, withId("a"))), 1), []);
-  assert.deepEqual(inbox(chat.send(2, enter("bob", {}, withId("b"))), 2), []);
-  // Closed while waiting: nothing of it is left.
-  chat.close(3);
-  chat.send(3, enter("carol"));
-  assert.deepEqual(chat.seqHeld, ["general"], "one read");
-  const seen = chat.seqLoaded();
-  assert.deepEqual(inbox(seen, 1), [
+  assert.deepEqual(inbox(chat.send(1, enter("alice", {}, withId("a"))), 1), [
     presence("general", ["alice"]),
     ack("a"),
-    entered("general", "bob", T0),
   ]);
-  assert.deepEqual(inbox(seen, 2), [
+  assert.deepEqual(inbox(chat.send(2, enter("bob", {}, withId("b"))), 2), [
     presence("general", ["alice", "bob"]),
     ack("b"),
   ]);
-  const said = chat.send(2, say("bob", "hi", {}, withId("s")));
-  assert.equal(seqOf(said, 2), 8);
+  assert.deepEqual(
+    inbox(chat.send(2, say("bob", "one", {}, withId("s1"))), 2),
+    [],
+  );
+  assert.deepEqual(
+    inbox(chat.send(2, say("bob", "two", {}, withId("s2"))), 2),
+    [],
+  );
+  assert.deepEqual(chat.seqHeld, ["general"], "one read");
+  const seen = chat.seqLoaded();
+  assert.deepEqual(
+    inbox(seen, 2).filter(([type]) => type === "Ack").map(([, body]) =>
+      body.seq
+    ),
+    [8, 9],
+  );
 });
