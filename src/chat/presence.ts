@@ -28,6 +28,7 @@ import {
   type Ctx,
   PRESENCE_DIFF_NAMES,
   PRESENCE_FULL_LIMIT,
+  PRESENCE_INTERVAL_MS,
   PRESENCE_PAGE,
   type Room,
   type Roster,
@@ -161,6 +162,8 @@ export function flushPresence(ctx: Ctx): void {
   const { state, out } = ctx;
   if (state.presenceDue.size === 0) return;
   const cluster = state.settings.cluster === true;
+  if (cluster && state.now - state.presenceAt < PRESENCE_INTERVAL_MS) return;
+  state.presenceAt = state.now;
   const below = fullAgainBelow(fullLimit(state));
   for (const name of state.presenceDue) {
     const room = state.rooms.get(name);

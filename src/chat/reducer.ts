@@ -74,6 +74,7 @@ export function createState(
     unbound: new Map(),
     rooms: new Map(),
     presenceDue: new Set(),
+    presenceAt: Number.NEGATIVE_INFINITY,
     writing: new Map(),
     seqWaiters: new Map(),
     seqs: new Map(seqs),

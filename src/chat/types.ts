@@ -83,6 +83,13 @@ export const PRESENCE_FULL_LIMIT = 200;
 /** Names a large room's `Presence` lists, and a `Members` page without `limit`. */
 export const PRESENCE_PAGE = 100;
 
+/**
+ * The least time between two presence flushes: a cluster node ticks every
+ * 100 ms, and still sends a large room's `PresenceDiff` and batch about once
+ * a second (a single node ticks once a second).
+ */
+export const PRESENCE_INTERVAL_MS = 950;
+
 /** Names of each kind (joined, left) one `PresenceDiff` lists, at most. */
 export const PRESENCE_DIFF_NAMES = 100;
 
@@ -291,6 +298,8 @@ export interface ChatState {
   readonly rooms: Map<string, Room>;
   /** Rooms with coalesced presence changes waiting for the next `tick`. */
   readonly presenceDue: Set<string>;
+  /** When presence was last flushed (a cluster node ticks ten times a second). */
+  presenceAt: number;
   /**
    * Single node: the last `seq` assigned per room, kept while the room is
    * open or a write of it is in flight (`room_seqs.ts`).
