@@ -20,6 +20,7 @@ import { foldName, SYSTEM_SENDER } from "../wire/names.ts";
 import { encode, type StoredGroupChat } from "../wire/server_frames.ts";
 import { close, refuse } from "./closing.ts";
 import { toRoom } from "./rooms.ts";
+import { readSeq, writing } from "./room_seqs.ts";
 import type {
   AdminAnswer,
   AdminRequest,
@@ -153,8 +154,20 @@ function handle(
         timestamp: state.now,
       };
       if (!state.settings.cluster) {
+        if (!state.seqs.has(request.room)) {
+          // A room forgotten while idle: its `seq` is read from storage
+          // first, and this request handled again then (`seq_loaded`).
+          readSeq(ctx, request.room);
+          state.seqWaiters.get(request.room)?.push({
+            conn: null,
+            admin: id,
+            request,
+          });
+          return undefined;
+        }
         message.seq = (state.seqs.get(request.room) ?? 0) + 1;
         state.seqs.set(request.room, message.seq);
+        writing(state, request.room);
       }
       ctx.out.push({
         type: "persist",

@@ -16,6 +16,7 @@ import { arriveInOrder, finishAck } from "./cluster.ts";
 import { ack, deliverPrivate, goOn, send } from "./emit.ts";
 import { nextOfflinePage, startOffline } from "./offline.ts";
 import { toRoom } from "./rooms.ts";
+import { written } from "./room_seqs.ts";
 import type { Connection, Ctx, Event, Pending } from "./types.ts";
 
 /** The answer to `persist`: the message goes out and its sender gets `Ack` or `Error`. */
@@ -31,6 +32,7 @@ export function persisted(
   const op = request.op;
   if (op.kind === "group") {
     const message = op.message;
+    if (!state.settings.cluster) written(state, message.room);
     if (request.admin !== undefined) {
       // An administrator's system message: the API waits for its outcome.
       out.push({

@@ -16,6 +16,7 @@ import { groupChat, history, privateChat } from "./commands.ts";
 import { send } from "./emit.ts";
 import { enter, leave } from "./membership.ts";
 import { typing } from "./typing.ts";
+import { members } from "./presence.ts";
 import {
   type Connection,
   type Ctx,
@@ -211,6 +212,9 @@ function handle(ctx: Ctx, conn: Connection, frame: QueuedFrame): void {
       break;
     case "Typing":
       typing(ctx, conn, message.body, message.ref);
+      break;
+    case "Members":
+      members(ctx, conn, message.body, message.ref);
       break;
   }
 }

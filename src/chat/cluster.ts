@@ -10,6 +10,13 @@ import { admin, bannedUntil } from "./admin.ts";
 import { encodeGroupChat } from "../wire/server_frames.ts";
 import type { EnterBody } from "../wire/client_frames.ts";
 import { revoked } from "./auth.ts";
+import {
+  gatherLocal,
+  heard,
+  heardFull,
+  record,
+  recount,
+} from "./cluster_presence.ts";
 import { bind } from "./binding.ts";
 import { answerClosing, close, refuse } from "./closing.ts";
 import { ack, deliverPrivate, goOn, send } from "./emit.ts";
@@ -133,19 +140,39 @@ export function joined(
     return;
   }
   if (conn.username === null) bind(ctx, conn, username, true);
+  if (result.large) {
+    room.large = true;
+    recount(state, room, {
+      count: result.count ?? result.members.length,
+      version: result.version ?? 0,
+    });
+  } else if (!room.large) room.count = result.count ?? result.members.length;
   if (!conn.rooms.has(room.name)) {
     const before = addMember(ctx, conn, room);
     // The cluster, not this node's count, knows whether the user is new
     // there; but one already here is not, whatever Redis lost.
     if (result.isNew && before === 0) {
-      announce(room, username, request.timestamp, null, out, conn.id);
+      // A large room's joins go out in this node's batch, not one by one.
+      if (result.large) gatherLocal(state, room, username, true);
+      else announce(room, username, request.timestamp, null, out, conn.id);
     }
   }
-  // The cluster's member list, this user included (the join recorded it).
-  send(out, conn.id, "Presence", {
-    room: room.name,
-    members: [...result.members].sort(),
-  });
+  // The cluster's member list, this user included (the join recorded it);
+  // in a large room its count and a first page.
+  send(
+    out,
+    conn.id,
+    "Presence",
+    result.large
+      ? {
+        room: room.name,
+        members: result.members,
+        count: room.count,
+        more: (result.cursor ?? 0) !== 0,
+        cursor: result.cursor ?? 0,
+      }
+      : { room: room.name, members: [...result.members].sort() },
+  );
   // Lets it go on, unless `entered` makes it wait for history.
   goOn(ctx, conn);
   entered(ctx, conn, room, request, request.ref);
@@ -166,6 +193,8 @@ export function parted(
 ): void {
   const { state, out } = ctx;
   const room = state.rooms.get(event.room);
+  const { result } = event;
+  if (room && result?.large) recount(state, room, result);
   // `gone: null` (Redis away): this node's members saw the user go, so say so.
   if (
     !room || state.draining || event.gone === false ||
@@ -173,7 +202,10 @@ export function parted(
   ) {
     return;
   }
-  announce(room, event.username, event.timestamp, event.reason, out);
+  // A large room's leaves go out in this node's batch, not one by one.
+  if (result ? result.large : room.large) {
+    gatherLocal(state, room, event.username, false);
+  } else announce(room, event.username, event.timestamp, event.reason, out);
 }
 
 /** Cluster: a message from another node. */
@@ -203,6 +235,15 @@ export function fromBus(ctx: Ctx, message: BusMessage): void {
     case "leave": {
       const room = state.rooms.get(message.room);
       if (!room || state.draining) return;
+      if (room.large) {
+        // A resync or a reaped node's users, in a room that is large here:
+        // gathered, and counted until a newer count comes.
+        const joining = message.kind === "enter";
+        record(room.changes, message.username, joining);
+        room.count = Math.max(0, room.count + (joining ? 1 : -1));
+        state.presenceDue.add(room.name);
+        return;
+      }
       const reason = message.kind === "enter" ? null : message.reason;
       announce(room, message.username, message.timestamp, reason, out);
       break;
@@ -215,6 +256,16 @@ export function fromBus(ctx: Ctx, message: BusMessage): void {
         request: message.request,
       });
       break;
+    case "presence": {
+      const room = state.rooms.get(message.batch.room);
+      if (room && !state.draining) heard(state, room, message);
+      break;
+    }
+    case "full": {
+      const room = state.rooms.get(message.room);
+      if (room && !state.draining) heardFull(ctx, room, message);
+      break;
+    }
     case "revoked":
       revoked(ctx, message.token);
       break;

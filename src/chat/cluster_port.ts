@@ -14,7 +14,15 @@
  */
 import type { LeaveReason } from "../wire/codes.ts";
 import type { StoredGroupChat, TypingNotice } from "../wire/protocol.ts";
-import type { AdminAction, JoinRequest, JoinResult } from "./reducer.ts";
+import type {
+  AdminAction,
+  JoinRequest,
+  JoinResult,
+  PartResult,
+  PresenceBatch,
+} from "./reducer.ts";
+
+export type { PresenceBatch };
 
 /**
  * What the runner needs of the cluster. Every method rejects when the
@@ -35,9 +43,11 @@ export interface ClusterPort {
   join(request: JoinRequest): Promise<JoinResult>;
   /**
    * This node no longer holds `username` in `room` (`empty`: it holds no
-   * member of the room at all). Resolves `true` when no node holds the user
-   * there any more; the adapter has then announced the `leave` with
-   * `reason` and `timestamp` to the other nodes.
+   * member of the room at all). Resolves with `gone` when no node holds the
+   * user there any more; the adapter has then announced the `leave` with
+   * `reason` and `timestamp` to the other nodes, unless the room is large
+   * (the node batches it). A large room that falls below 90% of
+   * `PRESENCE_FULL_LIMIT` is full again, and every node hears `full`.
    */
   part(
     room: string,
@@ -45,7 +55,25 @@ export interface ClusterPort {
     reason: LeaveReason,
     timestamp: number,
     empty: boolean,
-  ): Promise<boolean>;
+  ): Promise<PartResult>;
+  /**
+   * Tells the other nodes with members in a large room of this node's
+   * joins and leaves of one tick (bus message `presence`); resolves with the
+   * room's count and its version.
+   */
+  presenceBatch(batch: PresenceBatch): Promise<{
+    count: number;
+    version: number;
+  }>;
+  /**
+   * A page of a room's members on every node, after `cursor` (0: the
+   * start), about `limit` names; the cursor that follows is 0 at the end.
+   */
+  members(
+    room: string,
+    cursor: number,
+    limit: number,
+  ): Promise<{ names: string[]; cursor: number; count: number }>;
   /** Records that this node holds a connection of `username`. */
   claim(username: string): Promise<void>;
   /** Records that this node holds no connection of `username` any more. */

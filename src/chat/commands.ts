@@ -19,6 +19,7 @@ import { refuse } from "./closing.ts";
 import { accept } from "./emit.ts";
 import { checkSender, targetRoom } from "./membership.ts";
 import { roomKey, stopTyping, userKey } from "./typing_relay.ts";
+import { awaitSeq, writing } from "./room_seqs.ts";
 import type { Connection, Ctx, QueuedFrame } from "./types.ts";
 
 /** `GroupChat`: numbered (single node) and written; the room gets it once stored. */
@@ -33,6 +34,8 @@ export function groupChat(
   if (!checkSender(ctx, conn, body.sender_username, ref)) return;
   const room = targetRoom(ctx, conn, body.room, ref);
   if (!room) return;
+  // A room opened again: its seq is read from storage first.
+  if (awaitSeq(ctx, conn, room, frame)) return;
   accept(conn);
   // The message is what the indicator announced: it stops now.
   stopTyping(ctx, conn, roomKey(room.name));
@@ -41,6 +44,7 @@ export function groupChat(
   if (!state.settings.cluster) {
     seq = (state.seqs.get(room.name) ?? 0) + 1;
     state.seqs.set(room.name, seq);
+    writing(state, room.name);
   }
   const message: StoredGroupChat = {
     id: frame.id,
@@ -140,8 +144,10 @@ export function history(
     return;
   }
   accept(conn);
-  const upTo = room.deliveredSeq;
-  const before = body.before ?? upTo + 1;
+  // A room whose seq is still being read: whatever storage holds (nothing
+  // of it is being written).
+  const upTo = room.known ? room.deliveredSeq : Number.MAX_SAFE_INTEGER;
+  const before = body.before ?? Math.min(upTo + 1, Number.MAX_SAFE_INTEGER);
   conn.busy = true;
   out.push({
     type: "load_history",

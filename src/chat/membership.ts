@@ -12,8 +12,10 @@ import { bind } from "./binding.ts";
 import { refuse } from "./closing.ts";
 import { joinCluster } from "./cluster.ts";
 import { accept, ack, send } from "./emit.ts";
-import { addMember, announce, entered, exitRoom, openRoom } from "./rooms.ts";
+import { addMember, announce, entered, exitRoom } from "./rooms.ts";
 import { roomKey, stopTyping } from "./typing_relay.ts";
+import { gather, presenceOf } from "./presence.ts";
+import { openLocal } from "./room_seqs.ts";
 import type { Connection, Ctx, Room } from "./types.ts";
 
 /** `Enter`: binds the username on the first one, joins the room, sends `Presence`. */
@@ -75,14 +77,14 @@ export function enter(
   }
   if (conn.username === null) bind(ctx, conn, body.sender_username);
   const username = conn.username as string;
-  const room = openRoom(state, name, true);
-  if (!already && addMember(ctx, conn, room) === 0) {
+  const room = openLocal(ctx, name);
+  if (
+    !already && addMember(ctx, conn, room) === 0 &&
+    !gather(state, room, username, true)
+  ) {
     announce(room, username, now, null, out, conn.id);
   }
-  send(out, conn.id, "Presence", {
-    room: name,
-    members: [...room.users.keys()].sort(),
-  });
+  send(out, conn.id, "Presence", presenceOf(room));
   entered(ctx, conn, room, body, ref);
 }
 

@@ -33,6 +33,9 @@ import { admit, arrive, open, resume } from "./arrival.ts";
 import { revoked, tokenChecked, tokenDue } from "./auth.ts";
 import { close, drop, finishClose, refuse } from "./closing.ts";
 import { fillGap, fromBus, gapFilled, joined, parted } from "./cluster.ts";
+import { flushPresence } from "./presence.ts";
+import { membersLoaded, recount } from "./cluster_presence.ts";
+import { seqLoaded } from "./room_seqs.ts";
 import {
   type ChatSettings,
   type ChatState,
@@ -52,6 +55,9 @@ export {
   MAX_WAITING,
   OFFLINE_PAGE,
   OFFLINE_PAGE_BYTES,
+  PRESENCE_DIFF_NAMES,
+  PRESENCE_FULL_LIMIT,
+  PRESENCE_PAGE,
   TOKEN_RECHECK_MS,
   TYPING_EXPIRES_MS,
   TYPING_INTERVAL_MS,
@@ -71,6 +77,10 @@ export function createState(
     names: new Map(),
     unbound: new Map(),
     rooms: new Map(),
+    presenceDue: new Set(),
+    presenceAt: Number.NEGATIVE_INFINITY,
+    writing: new Map(),
+    seqWaiters: new Map(),
     seqs: new Map(seqs),
     tokens: new Map(),
     tokenWaiters: new Map(),
@@ -172,8 +182,41 @@ export function reduce(state: ChatState, event: Event): Transition {
     case "parted":
       parted(ctx, event);
       break;
+    case "seq_loaded":
+      for (const waiter of seqLoaded(ctx, event)) {
+        if (event.seq !== null) {
+          admin(ctx, {
+            type: "admin",
+            now: event.now,
+            id: waiter.admin,
+            request: waiter.request,
+          });
+        } else if (waiter.admin !== null) {
+          ctx.out.push({
+            type: "admin_reply",
+            id: waiter.admin,
+            answer: {
+              status: 503,
+              body: {
+                error: "storage unavailable; the message was not stored",
+                code: "unavailable",
+              },
+            },
+          });
+        }
+      }
+      break;
     case "bus":
       fromBus(ctx, event.message);
+      break;
+    case "presence_counted":
+      if (event.counted) {
+        const room = state.rooms.get(event.room);
+        if (room) recount(state, room, event.counted);
+      }
+      break;
+    case "members_loaded":
+      membersLoaded(ctx, event);
       break;
     case "gap_filled":
       gapFilled(ctx, event);
@@ -237,6 +280,7 @@ function tick(ctx: Ctx): void {
       );
     }
   }
+  flushPresence(ctx);
   for (const [token, cached] of state.tokens) {
     if (now - cached.checkedAt > TOKEN_RECHECK_MS && !state.bound.has(token)) {
       state.tokens.delete(token);

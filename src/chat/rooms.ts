@@ -10,6 +10,8 @@ import type { LeaveReason } from "../wire/codes.ts";
 import { encode, type ServerType } from "../wire/server_frames.ts";
 import type { HistoryQuery } from "./storage.ts";
 import { ack } from "./emit.ts";
+import { createRoster, gather, rosterAdd, rosterRemove } from "./presence.ts";
+import { forgetSeq } from "./room_seqs.ts";
 import type {
   ChatState,
   Connection,
@@ -35,6 +37,14 @@ export function openRoom(state: ChatState, name: string, known: boolean): Room {
       filling: false,
       floors: new Map(),
       joining: new Map(),
+      roster: createRoster(),
+      large: false,
+      changes: new Map(),
+      unnamed: { joined: 0, left: 0 },
+      outgoing: new Map(),
+      count: 0,
+      countVersion: 0,
+      sentCount: 0,
     };
     state.rooms.set(name, room);
   }
@@ -60,7 +70,7 @@ export function entered(
     ack(out, conn, ref, {});
     return;
   }
-  const upTo = state.settings.cluster
+  const upTo = state.settings.cluster || !room.known
     ? Number.MAX_SAFE_INTEGER
     : room.deliveredSeq;
   const query: HistoryQuery = body.since !== undefined
@@ -143,7 +153,6 @@ export function announce(
 }
 
 /** Adds a connection to a room; its user's connections there before it. */
-/** Adds a connection to a room; its user's connections there before it. */
 export function addMember(ctx: Ctx, conn: Connection, room: Room): number {
   const username = conn.username as string;
   conn.rooms.add(room.name);
@@ -151,6 +160,7 @@ export function addMember(ctx: Ctx, conn: Connection, room: Room): number {
   room.members.add(conn.id);
   const before = room.users.get(username) ?? 0;
   room.users.set(username, before + 1);
+  if (before === 0) rosterAdd(room.roster, username);
   return before;
 }
 
@@ -190,6 +200,7 @@ export function exitRoom(
   if (count > 0) room.users.set(username, count);
   else {
     room.users.delete(username);
+    rosterRemove(room.roster, username);
     if (state.settings.cluster) {
       // The cluster tells whether the user is still in the room elsewhere.
       out.push({
@@ -200,14 +211,20 @@ export function exitRoom(
         timestamp: now,
         empty: room.members.size === 0 && room.joining.size === 0,
       });
-    } else if (!state.draining) announce(room, username, now, reason, out);
+    } else if (!state.draining && !gather(state, room, username, false)) {
+      announce(room, username, now, reason, out);
+    }
   }
   forgetIfEmpty(state, room);
 }
 
-/** Forgets a cluster room that has no members and nobody joining. */
+/**
+ * Forgets a room that has no members and nobody joining; a single node
+ * also forgets its `seq` once no write of it is in flight (`room_seqs.ts`).
+ */
 export function forgetIfEmpty(state: ChatState, room: Room): void {
   if (room.members.size === 0 && room.joining.size === 0) {
     state.rooms.delete(room.name);
+    forgetSeq(state, room.name);
   }
 }

@@ -210,6 +210,12 @@ export interface Moderation {
 export interface Storage extends Moderation {
   /** The last `seq` of every room that has one. */
   roomSeqs(): Promise<Map<string, number>>;
+  /**
+   * The last `seq` of one room, 0 when it has none (a single node reads it
+   * when a forgotten room opens again); a cluster's storage answers 0, as
+   * Redis gives each `GroupChat` its `seq`.
+   */
+  roomSeq(room: string): Promise<number>;
   /** Commits a batch in one transaction; one result per op, in order. */
   write(ops: readonly WriteOp[]): Promise<WriteResult[]>;
   /**

@@ -4,7 +4,7 @@
  * enforces. Types and constants only: the rules are in `reducer.ts` and the
  * handler modules beside it.
  *
- * Why this file is long (about 500 lines): `Event` and `Effect` are the
+ * Why this file is long (about 670 lines): `Event` and `Effect` are the
  * reducer's whole interface with the runner, and are kept in one place so
  * every variant is read beside the others.
  *
@@ -70,7 +70,29 @@ export interface ChatSettings {
    * `release`) and other nodes' messages arrive as `bus` events.
    */
   readonly cluster?: boolean;
+  /**
+   * Members (users) a room may have with full presence
+   * (`PRESENCE_FULL_LIMIT`, default {@linkcode PRESENCE_FULL_LIMIT}); above
+   * it the room's presence is coalesced (`presence.ts`).
+   */
+  readonly presenceFullLimit?: number;
 }
+
+/** The default of `PRESENCE_FULL_LIMIT`. */
+export const PRESENCE_FULL_LIMIT = 200;
+
+/** Names a large room's `Presence` lists, and a `Members` page without `limit`. */
+export const PRESENCE_PAGE = 100;
+
+/**
+ * The least time between two presence flushes: a cluster node ticks every
+ * 100 ms, and still sends a large room's `PresenceDiff` and batch about once
+ * a second (a single node ticks once a second).
+ */
+export const PRESENCE_INTERVAL_MS = 950;
+
+/** Names of each kind (joined, left) one `PresenceDiff` lists, at most. */
+export const PRESENCE_DIFF_NAMES = 100;
 
 /** Offline `PrivateChat`s read from storage at a time, for one page. */
 export const OFFLINE_PAGE = 200;
@@ -209,7 +231,64 @@ export interface Room {
   readonly floors: Map<ConnId, number>;
   /** Cluster: `join`s in flight per username. */
   readonly joining: Map<string, number>;
+  /** The room's users in join order, for paging (`presence.ts`). */
+  readonly roster: Roster;
+  /**
+   * Coalesced presence: the room passed `PRESENCE_FULL_LIMIT` and has not
+   * fallen below 90% of it since.
+   */
+  large: boolean;
+  /**
+   * Coalesced presence: users who joined (`true`) or left (`false`) since
+   * the last `PresenceDiff`; one who came back to where they were is not
+   * listed.
+   */
+  readonly changes: Map<string, boolean>;
+  /** Cluster: joins and leaves other nodes told of past the names they listed. */
+  unnamed: { joined: number; left: number };
+  /** Cluster, large: this node's own joins and leaves for the next batch. */
+  readonly outgoing: Map<string, boolean>;
+  /** Cluster: the room's member count on every node, and its version. */
+  count: number;
+  countVersion: number;
+  /** The count the last `PresenceDiff` told. */
+  sentCount: number;
 }
+
+/** One user in a {@linkcode Roster}. */
+export interface RosterEntry {
+  /** The join number: the room's cursor for paging. */
+  readonly n: number;
+  readonly name: string;
+  live: boolean;
+}
+
+/**
+ * A room's users in join order: entries appended on a join, marked dead on
+ * a leave and dropped in one pass once they are half the list, so a join
+ * and a leave cost O(1) amortised and a page is found by binary search.
+ */
+export interface Roster {
+  entries: RosterEntry[];
+  readonly index: Map<string, RosterEntry>;
+  /** The next join number (the first is 1). */
+  next: number;
+  /** Dead entries in `entries`. */
+  dead: number;
+  /** The first page (names and the last entry listed), until it changes. */
+  first: { names: string[]; last: number; more: boolean } | null;
+}
+
+/** A `GroupChat` waiting for its room's `seq` from storage (its frame is back in the queue). */
+export type SeqWaiter =
+  /** A connection's `GroupChat`, put back at the front of its queue. */
+  | { readonly conn: ConnId; readonly frame: QueuedFrame }
+  /** An administrator's system message (`say`), handled again after the read. */
+  | {
+    readonly conn: null;
+    readonly admin: number | null;
+    readonly request: Extract<AdminRequest, { kind: "say" }>;
+  };
 
 /** A token lookup, remembered for {@linkcode TOKEN_RECHECK_MS}. */
 export interface CachedToken {
@@ -239,8 +318,19 @@ export interface ChatState {
   /** Connections with no username yet, with when they opened, oldest first. */
   readonly unbound: Map<ConnId, number>;
   readonly rooms: Map<string, Room>;
-  /** Last `seq` assigned per room, whether or not the room has members. */
+  /** Rooms with coalesced presence changes waiting for the next `tick`. */
+  readonly presenceDue: Set<string>;
+  /** When presence was last flushed (a cluster node ticks ten times a second). */
+  presenceAt: number;
+  /**
+   * Single node: the last `seq` assigned per room, kept while the room is
+   * open or a write of it is in flight (`room_seqs.ts`).
+   */
   readonly seqs: Map<string, number>;
+  /** Single node: `GroupChat` writes in flight per room. */
+  readonly writing: Map<string, number>;
+  /** Single node: rooms whose `seq` is being read (`load_seq`), with the `GroupChat`s waiting for it. */
+  readonly seqWaiters: Map<string, SeqWaiter[]>;
   readonly tokens: Map<string, CachedToken>;
   /** Connections waiting for a token lookup, per token. */
   readonly tokenWaiters: Map<string, Set<ConnId>>;
@@ -315,9 +405,42 @@ export type JoinResult =
     seq: number;
     /** The user was in the room on no node before. */
     isNew: boolean;
-    /** Usernames in the room on every node, this one included. */
+    /**
+     * Usernames in the room on every node, this one included; in a large
+     * room only a first page (Redis's hash order).
+     */
     members: string[];
+    /** Members on every node (absent from an older bus: `members.length`). */
+    count?: number;
+    /** The room has coalesced presence in the cluster. */
+    large?: boolean;
+    /** Large: the version of `count` (newer counts win). */
+    version?: number;
+    /** Large: the cursor of the page after `members`; 0 when none follows. */
+    cursor?: number;
   };
+
+/** The cluster's answer to a `part`. */
+export interface PartResult {
+  /** The user is now in the room on no node. */
+  gone: boolean;
+  /** Members on every node now. */
+  count: number;
+  /** The room still has coalesced presence (its leaves are batched). */
+  large: boolean;
+  /** Large: the version of `count`. */
+  version: number;
+}
+
+/** One node's joins and leaves of a large room in one tick, for the others. */
+export interface PresenceBatch {
+  room: string;
+  /** At most `PRESENCE_DIFF_NAMES`. */
+  joined: string[];
+  joined_count: number;
+  left: string[];
+  left_count: number;
+}
 
 /** What other nodes send this node through the cluster bus. */
 export type BusMessage =
@@ -335,7 +458,22 @@ export type BusMessage =
   /** Someone on another node is typing in a room here, or to a user here. */
   | { kind: "typing"; notice: TypingNotice }
   /** An administrator's kick, ban, unban or deletion on another node. */
-  | { kind: "admin"; request: AdminAction };
+  | { kind: "admin"; request: AdminAction }
+  /** Another node's batch of a large room's joins and leaves, and the count. */
+  | {
+    kind: "presence";
+    batch: PresenceBatch;
+    count: number;
+    version: number;
+  }
+  /** A large room is back to full presence: every member, and the count. */
+  | {
+    kind: "full";
+    room: string;
+    members: string[];
+    count: number;
+    version: number;
+  };
 
 /**
  * What an administrator asks of the chat (`src/http/admin_api.ts`): reads
@@ -369,6 +507,15 @@ export type AdminAction =
 export interface AdminAnswer {
   readonly status: number;
   readonly body: Readonly<Record<string, unknown>>;
+}
+
+/** A cluster `Members` read: the connection waits for it. */
+export interface MembersRequest {
+  readonly conn: ConnId;
+  readonly room: string;
+  readonly cursor: number;
+  readonly limit: number;
+  readonly ref?: string | undefined;
 }
 
 /** A history read the reducer asks for. */
@@ -464,7 +611,25 @@ export type Event =
     timestamp: number;
     /** The user is now in the room on no node. */
     gone: boolean | null;
+    /** What the cluster counted; absent when Redis could not be reached. */
+    result?: PartResult;
   }
+  /** Cluster: the answer to `presence_batch`: the room's count and its version; `null` when it failed. */
+  | {
+    type: "presence_counted";
+    now: number;
+    room: string;
+    counted: { count: number; version: number } | null;
+  }
+  /** Cluster: the answer to `members_page`; `null` when Redis could not be reached. */
+  | {
+    type: "members_loaded";
+    now: number;
+    request: MembersRequest;
+    page: { names: string[]; cursor: number; count: number } | null;
+  }
+  /** The answer to `load_seq`: the room's last `seq` in storage; `null` when the read failed. */
+  | { type: "seq_loaded"; now: number; room: string; seq: number | null }
   /** Cluster: a message from another node. */
   | { type: "bus"; now: number; message: BusMessage }
   /** Cluster: the answer to a `fill_gap` read; `null` when it failed. */
@@ -512,6 +677,8 @@ export type Effect =
    * cancels it (`null`); when it fires, the runner sends `token_due`.
    */
   | { type: "token_timer"; token: string; at: number | null }
+  /** Single node: read a room's last `seq` from storage; answered by `seq_loaded`. */
+  | { type: "load_seq"; room: string }
   /** Read the oldest `limit` undelivered `PrivateChat`s to `username`. */
   | { type: "load_offline"; username: string; limit: number }
   /**
@@ -545,6 +712,10 @@ export type Effect =
     /** This node has no member left in the room. */
     empty: boolean;
   }
+  /** Cluster: tell the other nodes of a large room's joins and leaves of this tick. */
+  | { type: "presence_batch"; batch: PresenceBatch }
+  /** Cluster: read a page of a room's members from the cluster. */
+  | { type: "members_page"; request: MembersRequest }
   /** Cluster: this node holds a connection of `username` (authentication on). */
   | { type: "claim"; username: string }
   /** Cluster: this node holds no connection of `username` any more. */

@@ -38,6 +38,7 @@ export function typing(
   const now = state.now;
   if (!checkSender(ctx, conn, body.sender_username, ref)) return;
   let key: string;
+  let large = false;
   const target = body.target_username;
   if (target !== undefined) {
     // As a PrivateChat: with authentication off, a single node keeps
@@ -61,6 +62,7 @@ export function typing(
     const room = targetRoom(ctx, conn, body.room, ref);
     if (!room) return;
     key = roomKey(room.name);
+    large = room.large;
   }
   accept(conn);
   let result: string;
@@ -69,6 +71,10 @@ export function typing(
   } else if (state.overloaded) {
     // A hint, shed first when the server is behind: no Error for it.
     result = "shed";
+  } else if (large) {
+    // A large room (coalesced presence) shows no typing: thousands typing
+    // would be a frame per member each, for a line nobody could read.
+    result = "large_room";
   } else {
     const last = conn.typing.get(key);
     if (last !== undefined && now - last < TYPING_INTERVAL_MS) {

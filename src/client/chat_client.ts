@@ -94,8 +94,10 @@ import {
   type ErrorBody,
   type HistoryReplyBody,
   type LeaveNotice,
+  type MembersPage,
   parseServerFrames,
   type PresenceBody,
+  type PresenceDiffBody,
   type ServerFrame,
   type StoredGroupChat,
   type StoredPrivateChat,
@@ -111,7 +113,9 @@ export type {
   ErrorBody,
   HistoryReplyBody,
   LeaveNotice,
+  MembersPage,
   PresenceBody,
+  PresenceDiffBody,
   StoredGroupChat,
   StoredPrivateChat,
   TypingNotice,
@@ -173,6 +177,8 @@ export class ChatClient {
   #state: ConnectionState = "idle";
   #socket: WebSocket | null = null;
   #welcome: WelcomeBody | undefined;
+  /** The last `Members` page, for the `Ack` right behind it. */
+  #membersPage: MembersPage | undefined;
   #attempt = 0;
   #retryTimer: Timer | undefined;
   #listeners = new Listeners();
@@ -234,9 +240,53 @@ export class ChatClient {
     return [...this.#rooms.keys()];
   }
 
-  /** The members of a room the client is in, sorted. */
-  members(room: string): string[] {
-    return [...(this.#rooms.get(room)?.members ?? [])].sort();
+  /**
+   * The members of a room the client is in, sorted (`order: "known"`: in
+   * the order the client learned of them, a large room's pages in join
+   * order); in a large room, the ones known so far (see
+   * {@linkcode ChatClient.loadMembers}).
+   */
+  members(room: string, options: { order?: "name" | "known" } = {}): string[] {
+    const known = [...(this.#rooms.get(room)?.members ?? [])];
+    return options.order === "known" ? known : known.sort();
+  }
+
+  /** How many members a room has (a large room's count, from the server). */
+  memberCount(room: string): number {
+    const track = this.#rooms.get(room);
+    return track?.count ?? track?.members.size ?? 0;
+  }
+
+  /**
+   * Whether a room is large (coalesced presence: a count, `presence_diff`
+   * events, members loaded a page at a time).
+   */
+  isLarge(room: string): boolean {
+    return this.#rooms.get(room)?.count !== undefined;
+  }
+
+  /** Whether a large room has members not loaded yet. */
+  hasMoreMembers(room: string): boolean {
+    return this.#rooms.get(room)?.more ?? false;
+  }
+
+  /**
+   * Loads the next page of a room's members (after the ones loaded so far);
+   * they join {@linkcode ChatClient.members}. Resolves with the page.
+   */
+  loadMembers(room: string, limit?: number): Promise<MembersPage> {
+    const track = this.#rooms.get(room);
+    const body: Record<string, unknown> = {
+      room,
+      cursor: track?.cursor ?? 0,
+    };
+    if (limit !== undefined) body.limit = limit;
+    return this.#request<MembersPage>(
+      "Members",
+      body,
+      undefined,
+      (_id, deferred, timer) => ({ kind: "members", room, deferred, timer }),
+    );
   }
 
   /** The highest `seq` seen in a room, the `since` of the next recovery. */
@@ -329,6 +379,9 @@ export class ChatClient {
         joined: false,
         expected: [],
         members: new Set(),
+        count: undefined,
+        more: false,
+        cursor: 0,
       };
       this.#rooms.set(room, track);
     }
@@ -707,7 +760,7 @@ export class ChatClient {
         new ChatError(this.#state === "closed" ? "closed" : "not_connected"),
       );
     }
-    if (type !== "History") {
+    if (type !== "History" && type !== "Members") {
       if (this.#username === undefined) {
         return Promise.reject(new ChatError("not_entered"));
       }
@@ -791,7 +844,35 @@ export class ChatClient {
       }
       case "presence": {
         const track = this.#rooms.get(frame.body.room);
-        if (track) track.members = new Set(frame.body.members);
+        if (track) {
+          const { members, count, more, cursor } = frame.body;
+          track.members = new Set(members);
+          track.count = count;
+          track.more = count !== undefined && more === true;
+          track.cursor = cursor ?? 0;
+        }
+        this.#emit(frame);
+        return;
+      }
+      case "presence_diff": {
+        const track = this.#rooms.get(frame.body.room);
+        if (track) {
+          track.count = frame.body.count;
+          for (const name of frame.body.joined) track.members.add(name);
+          for (const name of frame.body.left) track.members.delete(name);
+        }
+        this.#emit(frame);
+        return;
+      }
+      case "members": {
+        const track = this.#rooms.get(frame.body.room);
+        if (track) {
+          for (const name of frame.body.members) track.members.add(name);
+          track.more = frame.body.more;
+          track.cursor = frame.body.cursor;
+          if (track.count !== undefined) track.count = frame.body.count;
+        }
+        this.#membersPage = frame.body;
         this.#emit(frame);
         return;
       }
@@ -925,6 +1006,21 @@ export class ChatClient {
         });
         this.#sendState(body.ref, pending.resend, "acked");
         return;
+      case "members": {
+        // The page came just before its Ack (one reducer step).
+        const page = this.#membersPage;
+        this.#membersPage = undefined;
+        pending.deferred.resolve(
+          page?.room === pending.room ? page : {
+            room: pending.room,
+            members: [],
+            count: this.memberCount(pending.room),
+            more: false,
+            cursor: 0,
+          },
+        );
+        return;
+      }
       case "history":
         pending.deferred.resolve(
           pending.result ??

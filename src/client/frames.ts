@@ -13,7 +13,9 @@ import type {
   ErrorBody,
   HistoryReplyBody,
   LeaveNotice,
+  MembersPage,
   PresenceBody,
+  PresenceDiffBody,
   StoredGroupChat,
   StoredPrivateChat,
   TypingNotice,
@@ -27,6 +29,10 @@ export type * from "../wire/server_frames.ts";
 export type ServerFrame =
   | { type: "welcome"; body: WelcomeBody }
   | { type: "presence"; body: PresenceBody }
+  /** A large room's joins and leaves of the last second, and its count. */
+  | { type: "presence_diff"; body: PresenceDiffBody }
+  /** One page of a room's members, answering `Members`. */
+  | { type: "members"; body: MembersPage }
   | { type: "enter"; body: EnterNotice }
   | { type: "leave"; body: LeaveNotice }
   | { type: "group_chat"; body: StoredGroupChat }
@@ -52,6 +58,10 @@ function isString(value: unknown): value is string {
 
 function isNumber(value: unknown): value is number {
   return typeof value === "number" && Number.isFinite(value);
+}
+
+function isStrings(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every(isString);
 }
 
 function isGroupChat(value: unknown): value is StoredGroupChat {
@@ -83,6 +93,16 @@ function check(body: Fields, type: string): ServerFrame | null {
       return isString(body.room) && Array.isArray(body.members) &&
           body.members.every(isString)
         ? { type: "presence", body: body as unknown as PresenceBody }
+        : null;
+    case "PresenceDiff":
+      return isString(body.room) && isNumber(body.count) &&
+          isStrings(body.joined) && isStrings(body.left)
+        ? { type: "presence_diff", body: body as unknown as PresenceDiffBody }
+        : null;
+    case "Members":
+      return isString(body.room) && isStrings(body.members) &&
+          isNumber(body.count) && isNumber(body.cursor)
+        ? { type: "members", body: body as unknown as MembersPage }
         : null;
     case "Enter":
       return isString(body.room) && isString(body.sender_username)

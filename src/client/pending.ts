@@ -13,7 +13,7 @@ import type {
   PrivateChatAck,
   SendState,
 } from "./client_types.ts";
-import type { AckBody, HistoryReplyBody } from "./frames.ts";
+import type { AckBody, HistoryReplyBody, MembersPage } from "./frames.ts";
 
 /** One side of a promise: how to settle it. */
 export interface Deferred<T> {
@@ -50,6 +50,12 @@ export type Pending =
     deferred: Deferred<PrivateChatAck>;
     timer: Timer;
     resend: Resend;
+  }
+  | {
+    kind: "members";
+    room: string;
+    deferred: Deferred<MembersPage>;
+    timer: Timer;
   }
   | {
     kind: "history";

@@ -1,5 +1,6 @@
 /**
- * What the client tracks per room it is in: members, the `seq`s seen (to
+ * What the client tracks per room it is in: members (and, in a large room,
+ * the count and the paging cursor), the `seq`s seen (to
  * drop duplicates), the highest `seq` (the `since` of a recovery) and the
  * `History` frames it expects on the current connection.
  *
@@ -32,8 +33,17 @@ export interface RoomTrack {
   joined: boolean;
   /** `History` frames to come on this connection, in order. */
   expected: HistoryExpectation[];
-  /** Members, from `Presence`, `Enter` and `Leave`. */
+  /**
+   * Members, from `Presence`, `Enter` and `Leave`; in a large room, those
+   * known so far: pages loaded, and `PresenceDiff`'s names.
+   */
   members: Set<string>;
+  /** A large room (coalesced presence): its member count; `undefined` otherwise. */
+  count: number | undefined;
+  /** A large room: members not loaded yet remain (page with `cursor`). */
+  more: boolean;
+  /** A large room: the `cursor` of the next `Members` page. */
+  cursor: number;
 }
 
 /** The highest `seq` of `start` and `messages`. */

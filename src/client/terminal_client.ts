@@ -303,12 +303,32 @@ export async function runTerminal(
       }
     }
   });
+  client.on("presence_diff", ({ body }) => {
+    // A large room: one summary line a second at most.
+    const parts = [
+      body.joined_count > 0 ? `+${body.joined_count} joined` : "",
+      body.left_count > 0 ? `${body.left_count} left` : "",
+    ].filter((part) => part !== "");
+    if (parts.length === 0) return;
+    print(
+      `${formatTime(body.timestamp)} [${body.room}] * ${
+        parts.join(", ")
+      } (${body.count} members)`,
+    );
+  });
   client.on("error", ({ body, handled }) => {
     if (!handled) print(`! ${describeError(body.code, body.message)}`);
   });
 
-  const who = (room: string) =>
-    note(`in #${room}: ${client.members(room).join(", ")}`);
+  const who = (room: string) => {
+    const names = client.members(room);
+    const count = client.memberCount(room);
+    note(
+      count > names.length
+        ? `in #${room}: ${count} members, among them ${names.join(", ")}`
+        : `in #${room}: ${names.join(", ")}`,
+    );
+  };
 
   const enter = async (room: string) => {
     try {

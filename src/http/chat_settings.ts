@@ -20,6 +20,7 @@ export function chatSettings(config: Config, cluster: boolean): ChatSettings {
     maxMessageBytes: config.maxMessageBytes,
     maxContentChars: config.maxContentChars,
     maxRoomsPerConnection: config.maxRoomsPerConnection,
+    presenceFullLimit: config.presenceFullLimit,
     rateLimitPerSecond: config.rateLimitPerSecond,
     rateLimitBurst: config.rateLimitBurst,
     maxConsecutiveErrors: config.maxConsecutiveErrors,

@@ -75,16 +75,14 @@ export async function startServer(
       waitReplicas: config.redisWaitReplicas,
     });
   }
-  const state = createState(
-    chatSettings(config, redis !== undefined),
-    await storage.roomSeqs(),
-  );
+  // Rooms' seqs are read when each room opens (`load_seq`), not all now.
+  const state = createState(chatSettings(config, redis !== undefined));
   const metrics = new Metrics();
   const bus = redis && new RedisBus(redis, {
     message: (message) => chat.hear(message),
     synced: () => chat.synced(),
     snapshot: () => contributions(chat.state),
-  }, { nodeId, log });
+  }, { nodeId, log, presenceFullLimit: config.presenceFullLimit });
   const chat: Runner = new Runner(state, {
     storage,
     metrics,

@@ -43,12 +43,16 @@ import {
   type StoredGroupChat,
   type TypingNotice,
 } from "../wire/protocol.ts";
-import type {
-  AdminAction,
-  BusMessage,
-  Contributions,
-  JoinRequest,
-  JoinResult,
+import {
+  type AdminAction,
+  type BusMessage,
+  type Contributions,
+  type JoinRequest,
+  type JoinResult,
+  type PartResult,
+  PRESENCE_FULL_LIMIT,
+  PRESENCE_PAGE,
+  type PresenceBatch,
 } from "../chat/reducer.ts";
 import type { ClusterPort } from "../chat/cluster_port.ts";
 import type { RedisConnection } from "./connection.ts";
@@ -58,14 +62,18 @@ import { BusChannels } from "./bus_channels.ts";
 import {
   busPayload,
   parseBusPayload,
-  ROOM_JOIN,
-  ROOM_PART,
   ROOM_SYNC,
   roomKeys,
   USER_CLAIM,
   USER_RELEASE,
   userKeys,
 } from "./bus_scripts.ts";
+import {
+  joinCounted,
+  membersPage,
+  partCounted,
+  publishBatch,
+} from "./bus_presence.ts";
 
 /** How often a node renews its heartbeat and reaps dead nodes. */
 export const HEARTBEAT_MS = 1_000;
@@ -142,6 +150,8 @@ export interface BusListener {
 export interface BusOptions {
   nodeId: string;
   log: Logger;
+  /** `PRESENCE_FULL_LIMIT`: past it a room's presence is coalesced. */
+  presenceFullLimit?: number;
   heartbeatMs?: number;
   nodeTtlMs?: number;
 }
@@ -155,6 +165,7 @@ export class RedisBus implements ClusterPort {
   #log: Logger;
   #heartbeatMs: number;
   #nodeTtlMs: number;
+  #presenceFullLimit: number;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   /** The subscriber is subscribed and the records were synced since. */
   #synced = false;
@@ -192,6 +203,7 @@ export class RedisBus implements ClusterPort {
     this.#log = options.log;
     this.#heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     this.#nodeTtlMs = options.nodeTtlMs ?? NODE_TTL_MS;
+    this.#presenceFullLimit = options.presenceFullLimit ?? PRESENCE_FULL_LIMIT;
     this.#subscriber = new ShardedSubscriber(commands, {
       name: "subscriber",
       log: this.#log,
@@ -568,20 +580,13 @@ export class RedisBus implements ClusterPort {
       );
       if (Number(claimed) !== 1) return { kind: "taken" };
     }
-    const reply = await ROOM_JOIN.run(this.#commands, roomKeys(room, node), [
+    return await joinCounted(
+      this.#commands,
       node,
-      room,
-      username,
-      request.timestamp,
-      request.held ? "1" : "0",
-      KEYS.roomChannel(room),
-    ]) as unknown[];
-    return {
-      kind: "joined",
-      seq: Number(reply[0]),
-      isNew: Number(reply[1]) === 1,
-      members: (reply[2] as unknown[]).map(String),
-    };
+      request,
+      this.#presenceFullLimit,
+      PRESENCE_PAGE,
+    );
   }
 
   /** This node no longer holds the user in the room; `true` when no node does. */
@@ -591,22 +596,35 @@ export class RedisBus implements ClusterPort {
     reason: string,
     timestamp: number,
     empty: boolean,
-  ): Promise<boolean> {
+  ): Promise<PartResult> {
     const node = this.#nodeId;
-    const gone = await ROOM_PART.run(this.#commands, roomKeys(room, node), [
+    const result = await partCounted(
+      this.#commands,
       node,
-      room,
-      username,
-      reason,
-      timestamp,
-      empty ? "1" : "0",
-      KEYS.roomChannel(room),
-    ]);
+      { room, username, reason, timestamp, empty },
+      this.#presenceFullLimit,
+    );
     if (empty) {
       await this.#commands.command(["SREM", KEYS.nodeRooms(node), room]);
       await this.#channels.unfollowRoom(room);
     }
-    return Number(gone) === 1;
+    return result;
+  }
+
+  /** Tells the room's other nodes of this node's batch; see `bus_presence.ts`. */
+  presenceBatch(
+    batch: PresenceBatch,
+  ): Promise<{ count: number; version: number }> {
+    return publishBatch(this.#commands, this.#nodeId, batch);
+  }
+
+  /** A page of a room's members on every node (Redis's hash order). */
+  members(
+    room: string,
+    cursor: number,
+    limit: number,
+  ): Promise<{ names: string[]; cursor: number; count: number }> {
+    return membersPage(this.#commands, this.#nodeId, room, cursor, limit);
   }
 
   /**

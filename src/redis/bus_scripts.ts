@@ -66,31 +66,6 @@ export function roomKeys(room: string, node: string): string[] {
 }
 
 /**
- * In the room's slot (see {@linkcode ROOM_LIB}). ARGV: node, room, user,
- * timestamp, held (`1`: the node already has the user in the room, so
- * nobody is announced), the room's channel. Returns the room's seq,
- * whether the user is new to the room, and its members.
- */
-export const ROOM_JOIN = new RedisScript(`${ROOM_LIB}
-bus = ARGV[6]
-local new = join(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1')
-local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
-return {seq, new, redis.call('HKEYS', KEYS[2])}
-`);
-
-/**
- * In the room's slot. ARGV: node, room, user, reason, timestamp, empty
- * (`1`: no member left on the node), the room's channel. Returns 1 when no
- * node has the user in the room any more.
- */
-export const ROOM_PART = new RedisScript(`${ROOM_LIB}
-bus = ARGV[7]
-local gone = part(ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]))
-if ARGV[6] == '1' then redis.call('SREM', KEYS[1], ARGV[1]) end
-return gone
-`);
-
-/**
  * In the room's slot. ARGV: node, room, announce (`1`: new entries are
  * announced with an \`Enter\`), member (`1`: the node stays among the room's
  * nodes), seq ('' for none: the room's seq is raised to it), the room's
@@ -197,6 +172,11 @@ function parseAdminAction(body: Record<string, unknown>): AdminAction | null {
   return null;
 }
 
+/** Names from Lua's JSON: an empty table comes as `{}`. */
+function strings(value: unknown): string[] {
+  return Array.isArray(value) ? value.map(String) : [];
+}
+
 /**
  * Parses a payload of a bus channel; `null` when it is not one of ours or a
  * message lacks a field (a node of another version, say).
@@ -244,6 +224,31 @@ function parseBody(kind: string, rest: string): BusMessage | null {
       case PAYLOAD.admin: {
         const request = parseAdminAction(JSON.parse(rest));
         return request && { kind: "admin", request };
+      }
+      case PAYLOAD.presence: {
+        const body = JSON.parse(rest);
+        return {
+          kind: "presence",
+          batch: {
+            room: String(body.room),
+            joined: strings(body.joined),
+            joined_count: Number(body.joined_count) || 0,
+            left: strings(body.left),
+            left_count: Number(body.left_count) || 0,
+          },
+          count: Number(body.count) || 0,
+          version: Number(body.v) || 0,
+        };
+      }
+      case PAYLOAD.full: {
+        const body = JSON.parse(rest);
+        return {
+          kind: "full",
+          room: String(body.room),
+          members: strings(body.members),
+          count: Number(body.count) || 0,
+          version: Number(body.v) || 0,
+        };
       }
     }
   } catch {

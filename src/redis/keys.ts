@@ -12,6 +12,8 @@
  *             chat:r{R}:nodes            SET     node ids with members in the room
  *             chat:r{R}:presence         HASH    username -> number of nodes with that user in the room
  *             chat:r{R}:contrib:{node}   SET     usernames a node contributes to the room's presence
+ *             chat:r{R}:large            STRING  set while the room has coalesced presence
+ *             chat:r{R}:pv               STRING  counter ordering the room's member counts
  *             chat:r{R}:sent:{user}:{id} STRING  "fingerprint seq id timestamp" of a GroupChat stored with that client id
  * user U      chat:u{F}:usernodes:{U}    SET     node ids with a connection of U
  * (F = foldName(U))
@@ -62,6 +64,10 @@ export const KEYS = {
   roomNodes: (room: string): string => `chat:r{${room}}:nodes`,
   /** HASH: username to the number of nodes with that user in a room. */
   presence: (room: string): string => `chat:r{${room}}:presence`,
+  /** STRING: set while a room has coalesced presence (past `PRESENCE_FULL_LIMIT`). */
+  large: (room: string): string => `chat:r{${room}}:large`,
+  /** STRING: a counter that orders a large room's member counts. */
+  presenceVersion: (room: string): string => `chat:r{${room}}:pv`,
   /** SET: the usernames a node contributes to a room's presence. */
   contrib: (room: string, node: string): string =>
     `chat:r{${room}}:contrib:${node}`,
@@ -142,6 +148,10 @@ export const PAYLOAD = {
   typing: "t",
   /** JSON of an administrator's action (`AdminAction`: kick, ban, unban, deleted). */
   admin: "a",
+  /** JSON: a large room's joins and leaves on one node in one tick, with the count. */
+  presence: "b",
+  /** JSON `{room, members, count, v}`: a large room is back to full presence. */
+  full: "f",
 } as const;
 
 /**
@@ -154,4 +164,6 @@ export const LUA = {
   enter: JSON.stringify(PAYLOAD.enter),
   leave: JSON.stringify(PAYLOAD.leave),
   revoked: JSON.stringify(PAYLOAD.revoked),
+  presence: JSON.stringify(PAYLOAD.presence),
+  full: JSON.stringify(PAYLOAD.full),
 } as const;

@@ -13,7 +13,17 @@ import type { Effect, Event } from "../chat/reducer.ts";
 /** The reducer's effects that go to the cluster. */
 export type ClusterEffect = Extract<
   Effect,
-  { type: "join" | "part" | "claim" | "release" | "fill_gap" | "typing" }
+  {
+    type:
+      | "join"
+      | "part"
+      | "claim"
+      | "release"
+      | "fill_gap"
+      | "typing"
+      | "presence_batch"
+      | "members_page";
+  }
 >;
 
 /** What {@linkcode applyClusterEffect} hands answers and failures to. */
@@ -57,14 +67,15 @@ export function applyClusterEffect(
       answer(
         bus.part(room, username, reason, timestamp, empty),
         "cluster part",
-        (gone, now) => ({
+        (result, now) => ({
           type: "parted",
           now,
           room,
           username,
           reason,
           timestamp,
-          gone,
+          gone: result?.gone ?? null,
+          ...(result ? { result } : {}),
         }),
       );
       break;
@@ -86,6 +97,29 @@ export function applyClusterEffect(
         context.failed("cluster typing", error)
       );
       break;
+    case "presence_batch": {
+      const { batch } = effect;
+      answer(
+        bus.presenceBatch(batch),
+        "cluster presence batch",
+        (counted, now) => ({
+          type: "presence_counted",
+          now,
+          room: batch.room,
+          counted,
+        }),
+      );
+      break;
+    }
+    case "members_page": {
+      const { request } = effect;
+      answer(
+        bus.members(request.room, request.cursor, request.limit),
+        "cluster members read",
+        (page, now) => ({ type: "members_loaded", now, request, page }),
+      );
+      break;
+    }
     case "fill_gap": {
       const { room, after, before, bound } = effect;
       answer(

@@ -351,6 +351,16 @@ export class Runner {
         });
         break;
       }
+      case "load_seq": {
+        const { room } = effect;
+        this.#writer.flush();
+        this.#queue.enqueue(async () => {
+          const seq = await this.#storage.roomSeq(room)
+            .catch((error) => this.#failed("room seq read", error));
+          this.dispatch({ type: "seq_loaded", now: this.#now(), room, seq });
+        });
+        break;
+      }
       case "check_token": {
         const { token } = effect;
         this.#queue.enqueue(async () => {

@@ -150,6 +150,14 @@ export const SETTINGS = {
     help: "rooms one connection may be in",
     schema: integer(1),
   },
+  presenceFullLimit: {
+    env: "PRESENCE_FULL_LIMIT",
+    flag: "presence-full-limit",
+    fallback: "200",
+    help:
+      "members a room may have with full presence (Enter/Leave per user); above it, coalesced presence",
+    schema: integer(1),
+  },
   rateLimitPerSecond: {
     env: "RATE_LIMIT_PER_SECOND",
     flag: "rate-limit",

@@ -72,6 +72,10 @@ export class MemoryStorage implements Storage, TokenAdmin {
     return Promise.resolve(new Map(this.#seqs));
   }
 
+  roomSeq(room: string): Promise<number> {
+    return Promise.resolve(this.#seqs.get(room) ?? 0);
+  }
+
   write(ops: readonly WriteOp[]): Promise<WriteResult[]> {
     return Promise.resolve(this.writeNow(ops));
   }

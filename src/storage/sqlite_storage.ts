@@ -115,6 +115,7 @@ export class SqliteStorage implements Storage, TokenAdmin {
   #deliver!: StatementSync;
   #undeliver!: StatementSync;
   #seqs!: StatementSync;
+  #seq!: StatementSync;
   #trimmed!: StatementSync;
   #since!: StatementSync;
   #last!: StatementSync;
@@ -199,6 +200,7 @@ export class SqliteStorage implements Storage, TokenAdmin {
       "UPDATE private_messages SET delivered = 0 WHERE id = ?",
     );
     this.#seqs = sql("SELECT room, seq FROM room_seqs");
+    this.#seq = sql("SELECT seq FROM room_seqs WHERE room = ?");
     this.#trimmed = sql("SELECT trimmed FROM room_seqs WHERE room = ?");
     this.#since = sql(`SELECT ${GROUP_READ} FROM messages
       WHERE room = ? AND seq > ? AND seq <= ? ORDER BY seq`);
@@ -247,6 +249,11 @@ export class SqliteStorage implements Storage, TokenAdmin {
       this.#db.prepare(`PRAGMA max_page_count = ${pages}`).get()
         ?.max_page_count,
     );
+  }
+
+  /** The last `seq` ever assigned in one room, 0 when none was. */
+  roomSeq(room: string): Promise<number> {
+    return Promise.try(() => Number(this.#seq.get(room)?.seq ?? 0));
   }
 
   /** The last `seq` ever assigned in every room, trimmed or not. */

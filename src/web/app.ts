@@ -110,6 +110,8 @@ class ChatApp {
   #conversations = new Map<string, Conversation>();
   #active: Conversation | undefined;
   #dropped = false;
+  /** A page of a large room's members is being loaded. */
+  #loadingMembers = false;
   #retryAt = 0;
   #countdown: ReturnType<typeof setInterval> | undefined;
   /** Whether the page asked `/api/upgrade-check` why it cannot connect. */
@@ -442,6 +444,21 @@ class ChatApp {
       this.#notice(conv, `${body.sender_username} joined`, body.timestamp);
       if (this.#active === conv) this.#renderMembers();
     });
+    client.on("presence_diff", ({ body }) => {
+      // A large room: one quiet line a second, not one per person.
+      const conv = this.#conversation("room", body.room);
+      const parts: string[] = [];
+      if (body.joined_count > 0) {
+        parts.push(`+${body.joined_count.toLocaleString("en")} joined`);
+      }
+      if (body.left_count > 0) {
+        parts.push(`${body.left_count.toLocaleString("en")} left`);
+      }
+      if (parts.length > 0) {
+        this.#notice(conv, parts.join(", "), body.timestamp);
+      }
+      if (this.#active === conv) this.#renderMembers();
+    });
     client.on("leave", ({ body }) => {
       const conv = this.#conversation("room", body.room);
       const verb = body.reason === "left"
@@ -771,6 +788,12 @@ class ChatApp {
     el.scrim.addEventListener("click", () => this.#toggleNav(false));
     el.membersButton.addEventListener("click", () => this.#toggleMembers());
     el.loadOlder.addEventListener("click", () => void this.#loadOlder());
+    el.members.addEventListener("scroll", () => {
+      const { scrollTop, clientHeight, scrollHeight } = el.members;
+      if (scrollTop + clientHeight > scrollHeight - 80) {
+        void this.#loadMembers();
+      }
+    });
     el.messages.addEventListener("scroll", () => {
       if (el.messages.scrollTop < 80) void this.#loadOlder();
     });
@@ -1223,13 +1246,41 @@ class ChatApp {
   }
 
   #renderMembers(): void {
+    const client = this.#client;
     renderMembers(
       this.#el,
       this.#active,
-      (room) => this.#client.members(room),
+      (room) => {
+        const large = client.isLarge(room);
+        return {
+          // A large room's pages in join order, so a new page goes below.
+          names: client.members(room, { order: large ? "known" : "name" }),
+          count: client.memberCount(room),
+          more: client.hasMoreMembers(room),
+        };
+      },
       this.#me,
       (name) => this.#activate(this.#conversation("dm", name)),
+      () => void this.#loadMembers(),
     );
+  }
+
+  /** Loads the next page of the open large room's members, once at a time. */
+  async #loadMembers(): Promise<void> {
+    const conv = this.#active;
+    if (
+      this.#loadingMembers || !conv || conv.kind !== "room" ||
+      !this.#client.hasMoreMembers(conv.name)
+    ) return;
+    this.#loadingMembers = true;
+    try {
+      await this.#client.loadMembers(conv.name);
+    } catch (error) {
+      this.#toast(`#${conv.name}: ${errorText(error)}`);
+    } finally {
+      this.#loadingMembers = false;
+    }
+    if (this.#active === conv) this.#renderMembers();
   }
 
   #renderHistoryTop(): void {

@@ -122,6 +122,7 @@ button.member:hover { background: var(--bg-soft); }
 .member .avatar { width: 26px; height: 26px; font-size: 12px; border-radius: 7px; grid-row: auto; }
 .member small { color: var(--muted); margin-left: auto; }
 .typing { margin: 0; height: 18px; padding: 0 20px; font-size: 12px; line-height: 18px; color: var(--muted); font-style: italic; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.more-members { width: 100%; margin-top: 6px; padding: 6px; border: 1px dashed var(--border); border-radius: 7px; background: none; color: var(--muted); }
 .composer { display: flex; gap: 8px; align-items: flex-end; padding: 4px 16px 16px; }
 .composer textarea { flex: 1; resize: none; max-height: 40vh; min-height: 46px; padding: 12px 14px; border: 1px solid var(--border); border-radius: 12px; background: var(--bg-soft); line-height: 1.4; }
 .composer .primary { height: 46px; border-radius: 12px; padding: 0 18px; }

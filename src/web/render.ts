@@ -113,51 +113,77 @@ export function renderButton(conv: Conversation): void {
   button.replaceChildren(...parts);
 }
 
+/** What the member list of a room shows. */
+export interface MemberView {
+  /** The members known, in the order to show. */
+  names: string[];
+  /** How many members the room has (a large room knows more than it lists). */
+  count: number;
+  /** A large room with members not loaded yet: `onMore` loads the next page. */
+  more: boolean;
+}
+
 /**
- * Draws the open room's member list and count; `membersOf` gives a room's
- * members, `onPick` opens a direct conversation with one of them.
+ * Draws the open room's member list and count; `view` gives a room's
+ * members, `onPick` opens a direct conversation with one of them, and
+ * `onMore` loads a large room's next page (a button at the end of the
+ * list; scrolling to it does the same).
  */
 export function renderMembers(
   el: Elements,
   conv: Conversation | undefined,
-  membersOf: (room: string) => string[],
+  view: (room: string) => MemberView,
   me: string,
   onPick: (name: string) => void,
+  onMore: () => void,
 ): void {
   if (!conv || conv.kind !== "room") return;
-  const members = membersOf(conv.name);
-  el.membersCount.textContent = String(members.length);
-  el.subtitle.textContent = members.length === 1
+  const { names: members, count, more } = view(conv.name);
+  el.membersCount.textContent = count.toLocaleString("en");
+  el.subtitle.textContent = count === 1
     ? "1 member"
-    : `${members.length} members`;
-  el.memberList.replaceChildren(...members.map((name) => {
-    if (name === me) {
-      return h(
-        "li",
-        {},
-        h(
-          "div",
-          { class: "member" },
-          avatar(name),
-          name,
-          h("small", {}, "you"),
-        ),
-      );
-    }
+    : `${count.toLocaleString("en")} members`;
+  const rest: HTMLLIElement[] = [];
+  if (more) {
     const button = h(
       "button",
-      {
-        class: "member",
-        attrs: { type: "button", title: `Send ${name} a direct message` },
-      },
-      avatar(name),
-      name,
+      { class: "more-members", attrs: { type: "button" } },
+      `Show more (${(count - members.length).toLocaleString("en")} not listed)`,
     );
-    button.addEventListener("click", () => {
-      onPick(name);
-    });
-    return h("li", {}, button);
-  }));
+    button.addEventListener("click", () => onMore());
+    rest.push(h("li", {}, button));
+  }
+  el.memberList.replaceChildren(
+    ...members.map((name) => {
+      if (name === me) {
+        return h(
+          "li",
+          {},
+          h(
+            "div",
+            { class: "member" },
+            avatar(name),
+            name,
+            h("small", {}, "you"),
+          ),
+        );
+      }
+      const button = h(
+        "button",
+        {
+          class: "member",
+          attrs: { type: "button", title: `Send ${name} a direct message` },
+        },
+        avatar(name),
+        name,
+      );
+      button.addEventListener("click", () => {
+        onPick(name);
+      });
+      return h("li", {}, button);
+    }),
+    ...rest,
+  );
 }
 
 /** Draws the top of the message list: "load older" or where it begins. */

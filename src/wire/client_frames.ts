@@ -30,6 +30,7 @@ export const CLIENT_TYPES = [
   "PrivateChat",
   "History",
   "Typing",
+  "Members",
 ] as const;
 
 /** A message type a client may send. */
@@ -94,6 +95,20 @@ export interface TypingBody {
   active: boolean;
 }
 
+/** The most names a `Members` request asks for. */
+export const MAX_MEMBERS_LIMIT = 500;
+
+/** The `limit` of a `Members` request that names none. */
+export const DEFAULT_MEMBERS_LIMIT = 100;
+
+/** A validated `Members` request body (the reply is `MembersPage`). */
+export interface MembersRequestBody {
+  room: string;
+  /** The page starts after this join number; 0 is the start. */
+  cursor: number;
+  limit: number;
+}
+
 /** A client frame that passed validation. */
 export type ClientMessage =
   | { type: "Enter"; body: EnterBody; token: unknown; ref?: string }
@@ -106,7 +121,8 @@ export type ClientMessage =
     ref?: string;
   }
   | { type: "History"; body: HistoryRequestBody; token: unknown; ref?: string }
-  | { type: "Typing"; body: TypingBody; token: unknown; ref?: string };
+  | { type: "Typing"; body: TypingBody; token: unknown; ref?: string }
+  | { type: "Members"; body: MembersRequestBody; token: unknown; ref?: string };
 
 /** Why a client frame was refused, with the `ref` to answer it with. */
 export interface DecodeError {
@@ -228,6 +244,11 @@ function bodySchemas(limits: ProtocolLimits) {
       (body) => body.room === undefined || body.target_username === undefined,
       "give room or target_username, not both",
     ),
+    Members: z.object({
+      room: name,
+      cursor: seq.default(0),
+      limit: bounded(1, MAX_MEMBERS_LIMIT).default(DEFAULT_MEMBERS_LIMIT),
+    }),
   } as const;
 }
 

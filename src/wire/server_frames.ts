@@ -12,6 +12,8 @@ import type { ErrorCode, LeaveReason } from "./codes.ts";
 export const SERVER_TYPES = [
   "Welcome",
   "Presence",
+  "PresenceDiff",
+  "Members",
   "Enter",
   "Leave",
   "GroupChat",
@@ -85,12 +87,58 @@ export interface WelcomeBody {
   limits: ServerLimits;
 }
 
-/** The body of `Presence`: who is in a room the connection entered. */
+/**
+ * The body of `Presence`: who is in a room the connection entered. A room
+ * with full presence lists every member, sorted, and has only these two
+ * fields; a large room (coalesced presence) lists the first page in join
+ * order and adds `count`, `more` and `cursor`.
+ */
 export interface PresenceBody {
   /** The room entered. */
   room: string;
-  /** Usernames, sorted. */
+  /** Usernames: every member, sorted; in a large room the first page, in join order. */
   members: string[];
+  /** Large room: how many members it has. */
+  count?: number;
+  /** Large room: more members than `members` lists (ask with `Members`). */
+  more?: boolean;
+  /** Large room: the `cursor` of a `Members` request for the next page. */
+  cursor?: number;
+}
+
+/**
+ * The body of `PresenceDiff`: a large room's joins and leaves since the
+ * last one, sent at most once a second.
+ */
+export interface PresenceDiffBody {
+  /** The room. */
+  room: string;
+  /** How many members it has now. */
+  count: number;
+  /** Who joined, at most `PRESENCE_DIFF_NAMES` of them. */
+  joined: string[];
+  /** How many joined (more than `joined` lists when capped). */
+  joined_count: number;
+  /** Who left, at most `PRESENCE_DIFF_NAMES` of them. */
+  left: string[];
+  /** How many left (more than `left` lists when capped). */
+  left_count: number;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+}
+
+/** The body of a server `Members`: one page of a room's members, in join order. */
+export interface MembersPage {
+  /** The room. */
+  room: string;
+  /** Usernames, in join order. */
+  members: string[];
+  /** How many members the room has. */
+  count: number;
+  /** More members follow this page. */
+  more: boolean;
+  /** The `cursor` to ask for the next page with (the last one listed, or the one asked for). */
+  cursor: number;
 }
 
 /** The body of a server `Enter`: someone joined a room. */
@@ -202,6 +250,8 @@ export interface DeletedBody {
 export interface ServerBodies {
   Welcome: WelcomeBody;
   Presence: PresenceBody;
+  PresenceDiff: PresenceDiffBody;
+  Members: MembersPage;
   Enter: EnterNotice;
   Leave: LeaveNotice;
   GroupChat: StoredGroupChat;

@@ -304,6 +304,7 @@ class GatedStorage implements Storage {
   }
 
   roomSeqs: Storage["roomSeqs"] = () => this.#inner.roomSeqs();
+  roomSeq: Storage["roomSeq"] = (room) => this.#inner.roomSeq(room);
   history: Storage["history"] = (room, query) =>
     this.#inner.history(room, query);
   offline: Storage["offline"] = (username) => this.#inner.offline(username);

@@ -274,6 +274,9 @@ const failures: ContractCase[] = [{
     if (!subject.assignsSeq) {
       assert.deepEqual(await storage.roomSeqs(), new Map([["r", next]]));
     }
+    // One room's seq, as a single node reads it when the room opens again.
+    assert.equal(await storage.roomSeq("r"), subject.assignsSeq ? 0 : next);
+    assert.equal(await storage.roomSeq("never-used"), 0);
     // Trimming still keeps exactly the newest 10 stored messages.
     await storeSeqs(subject, storage, "r", range(next + 1, next + 5));
     assert.deepEqual(

@@ -26,6 +26,7 @@ import {
 import type {
   HistoryPage,
   TokenGrant,
+  WriteOp,
   WriteResult,
 } from "../../src/chat/storage.ts";
 import {
@@ -174,8 +175,22 @@ export function checkInvariants(state: ChatState): void {
       users.set(conn.username, (users.get(conn.username) ?? 0) + 1);
     }
     assert.deepEqual(room.users, users, `room ${name} counts its users`);
+    assert.deepEqual(
+      new Set(room.roster.index.keys()),
+      new Set(users.keys()),
+      `room ${name}'s roster lists its users`,
+    );
     for (const id of room.held.keys()) {
       assert.ok(room.members.has(id), `room ${name} holds frames for ${id}`);
+    }
+  }
+  if (!state.settings.cluster) {
+    for (const name of state.seqs.keys()) {
+      assert.ok(
+        state.rooms.has(name) || state.writing.has(name) ||
+          state.seqWaiters.has(name),
+        `the seq of idle room ${name} is kept`,
+      );
     }
   }
   for (const [id, conn] of state.connections) {
@@ -261,14 +276,37 @@ export class Chat {
   readonly pending: Pending[] = [];
   readonly #options: ChatOptions;
   #fresh = 0;
+  /** Each room's last `seq` "in storage": from `seqs`, then every group write asked for. */
+  readonly stored: Map<string, number>;
+  /** Whether a `load_seq` read succeeds (`false`: `seq_loaded` with `null`). */
+  seqRead = true;
+  /** When set, `load_seq` reads wait here (rooms) for {@linkcode Chat.seqLoaded}. */
+  seqHeld: string[] | null = null;
+
+  /** Answers the oldest held `load_seq`. */
+  seqLoaded(): Observed[] {
+    const room = this.seqHeld?.shift();
+    assert.ok(room !== undefined, "a held load_seq");
+    return this.dispatch({
+      type: "seq_loaded",
+      now: this.now,
+      room,
+      seq: this.seqRead ? this.stored.get(room) ?? 0 : null,
+    });
+  }
+
+  #store(op: WriteOp): void {
+    if (op.kind !== "group" || op.message.seq === 0) return;
+    const { room, seq } = op.message;
+    this.stored.set(room, Math.max(this.stored.get(room) ?? 0, seq));
+  }
 
   constructor(options: ChatOptions = {}) {
     this.#options = options;
     this.auto = options.auto ?? true;
-    this.state = createState(
-      { ...SETTINGS, ...options.settings },
-      new Map(Object.entries(options.seqs ?? {})),
-    );
+    this.stored = new Map(Object.entries(options.seqs ?? {}));
+    // Like the server: `seqs` are storage's, read as each room opens.
+    this.state = createState({ ...SETTINGS, ...options.settings });
   }
 
   /** Reduces `event`, then the answers to its I/O with `auto`; returns all that was seen. */
@@ -281,6 +319,18 @@ export class Chat {
       checkInvariants(state);
       for (const effect of observe(effects)) {
         seen.push(effect);
+        if (effect.type === "load_seq" && this.seqHeld) {
+          this.seqHeld.push(effect.room);
+        } else if (effect.type === "load_seq") {
+          // Storage's seq of a room opening again, answered at once.
+          events.push({
+            type: "seq_loaded",
+            now: this.now,
+            room: effect.room,
+            seq: this.seqRead ? this.stored.get(effect.room) ?? 0 : null,
+          });
+        }
+        if (effect.type === "persist") this.#store(effect.request.op);
         if (!isPending(effect)) continue;
         if (this.auto) events.push(this.#answer(effect));
         else this.pending.push(effect);

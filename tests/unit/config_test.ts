@@ -158,6 +158,16 @@ const ROWS: readonly Row[] = [
     invalid: ["0", "-3", "3.5"],
   },
   {
+    key: "presenceFullLimit",
+    env: "PRESENCE_FULL_LIMIT",
+    flag: "presence-full-limit",
+    fallbackText: "200",
+    fallback: 200,
+    sample: "5",
+    parsed: 5,
+    invalid: ["0", "-5", "many"],
+  },
+  {
     key: "rateLimitPerSecond",
     env: "RATE_LIMIT_PER_SECOND",
     flag: "rate-limit",

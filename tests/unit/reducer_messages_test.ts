@@ -325,8 +325,9 @@ const historyQueryCases: HistoryQueryCase[] = [
   {
     name: "Enter with history asks for the last K up to the delivered seq",
     seqs: { general: 7 },
+    given: [[2, enter("bob")]],
     frame: enter("alice", { history: 5 }, withId("e1")),
-    before: [presence("general", ["alice"])],
+    before: [presence("general", ["alice", "bob"])],
     request: {
       conn: 1,
       room: "general",
@@ -335,10 +336,25 @@ const historyQueryCases: HistoryQueryCase[] = [
     },
   },
   {
+    // Its seq is read meanwhile; nothing of it is being written.
+    name:
+      "Enter with history into a room opening asks up to what storage holds",
+    seqs: { general: 7 },
+    frame: enter("alice", { history: 5 }, withId("e1")),
+    before: [presence("general", ["alice"])],
+    request: {
+      conn: 1,
+      room: "general",
+      ref: "e1",
+      query: { kind: "last", count: 5, upTo: Number.MAX_SAFE_INTEGER },
+    },
+  },
+  {
     name: "Enter with since asks for every seq after it",
     seqs: { lobby: 12 },
+    given: [[2, enter("bob", { room: "lobby" })]],
     frame: enter("alice", { room: "lobby", since: 3 }),
-    before: [presence("lobby", ["alice"])],
+    before: [presence("lobby", ["alice", "bob"])],
     request: {
       conn: 1,
       room: "lobby",
@@ -348,8 +364,9 @@ const historyQueryCases: HistoryQueryCase[] = [
   },
   {
     name: "Enter with history of a room without messages asks up to 0",
+    given: [[2, enter("bob")]],
     frame: enter("alice", { history: 100 }),
-    before: [presence("general", ["alice"])],
+    before: [presence("general", ["alice", "bob"])],
     request: {
       conn: 1,
       room: "general",

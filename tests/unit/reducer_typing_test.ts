@@ -290,6 +290,18 @@ scenarios("typing relay", [
     },
   },
   {
+    name: "a large room (past PRESENCE_FULL_LIMIT): not relayed, Ack",
+    options: { settings: { presenceFullLimit: 2 } },
+    given: ALL_IN,
+    when: [1, typing("alice", {}, withId("t1"))],
+    then: { 1: [ack("t1")] },
+    also: (_state, seen) =>
+      assert.deepEqual(
+        effectsOf(seen, "count").map((count) => count.label),
+        ["Typing", "large_room"],
+      ),
+  },
+  {
     name: "overloaded: shed without an Error, Ack",
     given: [...ALL_IN, {
       event: { type: "load", now: T0, overloaded: true },
