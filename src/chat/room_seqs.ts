@@ -112,7 +112,9 @@ export function seqLoaded(
       }
     } else goOn(ctx, conn);
   }
-  forgetSeq(state, event.room);
+  // Kept for the system messages that waited: each is handled again at
+  // once and writes, which keeps the room's `seq` until its answer.
+  if (admins.length === 0 || event.seq === null) forgetSeq(state, event.room);
   return admins;
 }
 

@@ -359,3 +359,44 @@ Deno.test("admin API: a deleted message leaves history and recovery, members get
   const history = await late.expect("History");
   assert.deepEqual(history.messages.map((m: { seq: number }) => m.seq), [3]);
 });
+
+Deno.test("admin API: a system message to a room forgotten while idle continues its seq from storage", async () => {
+  await using server = await serveOnTempDb({ adminToken: ADMIN });
+  {
+    await using ann = await TestClient.connect(server.wsUrl);
+    await ann.enter("ann", "quiet");
+    assert.equal((await say(ann, "ann", "one", "quiet")).seq, 1);
+    assert.equal((await say(ann, "ann", "two", "quiet")).seq, 2);
+  }
+  // Everyone left: the room is forgotten (its seq stays in SQLite) once
+  // the server has seen the close.
+  const deadline = Date.now() + 5_000;
+  while (true) {
+    const rooms = await api(server.httpUrl, "GET", "/api/rooms");
+    const listed = (rooms.body as { rooms: { room: string }[] }).rooms;
+    if (!listed.some((r) => r.room === "quiet")) break;
+    assert.ok(Date.now() < deadline, "the idle room is still held");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const posted = await api(
+    server.httpUrl,
+    "POST",
+    "/api/rooms/quiet/messages",
+    {
+      content: "back soon",
+    },
+  );
+  assert.equal(posted.status, 201);
+  assert.equal((posted.body as { seq: number }).seq, 3);
+  await using bob = await TestClient.connect(server.wsUrl);
+  bob.send(frame("Enter", { sender_username: "bob", room: "quiet", since: 0 }));
+  await bob.expect("Presence");
+  const history = await bob.expect("History");
+  assert.deepEqual(
+    history.messages.map((m: { seq: number; content: string }) => [
+      m.seq,
+      m.content,
+    ]),
+    [[1, "one"], [2, "two"], [3, "back soon"]],
+  );
+});
