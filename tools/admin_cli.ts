@@ -42,7 +42,8 @@ import {
   USAGE,
   UsageError,
 } from "./admin_args.ts";
-import { publishAdminAction } from "../src/redis/bus.ts";
+import { publishAdminAction } from "../src/redis/control_channel.ts";
+import { textTable } from "./text_table.ts";
 import { createLogger } from "../src/runtime/log.ts";
 import type { RedisConnection } from "../src/redis/connection.ts";
 import { openRedis } from "../src/redis/open_redis.ts";
@@ -68,19 +69,6 @@ export interface AdminCliIo {
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
-}
-
-/** Rows as an aligned table. */
-function table(head: string[], rows: string[][]): string[] {
-  const lines = [head, ...rows];
-  const widths = head.map((_, column) =>
-    Math.max(...lines.map((line) => line[column]!.length))
-  );
-  return lines.map((line) =>
-    line.map((cell, column) =>
-      column === line.length - 1 ? cell : cell.padEnd(widths[column]!)
-    ).join("  ")
-  );
 }
 
 /**
@@ -273,7 +261,7 @@ function describe(
   switch (command.kind) {
     case "rooms":
       return b.rooms.length === 0 ? ["no rooms", ...scope] : [
-        ...table(
+        ...textTable(
           ["ROOM", "MEMBERS", "CONNECTIONS", "LAST_SEQ"],
           // deno-lint-ignore no-explicit-any
           b.rooms.map((r: any) => [
@@ -287,7 +275,7 @@ function describe(
       ];
     case "members":
       return [
-        ...table(
+        ...textTable(
           ["USERNAME", "CONNECTIONS"],
           // deno-lint-ignore no-explicit-any
           b.members.map((m: any) => [m.username, String(m.connections)]),
@@ -315,7 +303,7 @@ function describe(
     case "unban":
       return [`unbanned ${b.username}`];
     case "bans":
-      return b.bans.length === 0 ? ["no bans"] : table(
+      return b.bans.length === 0 ? ["no bans"] : textTable(
         ["USERNAME", "UNTIL"],
         // deno-lint-ignore no-explicit-any
         b.bans.map((ban: any) => [ban.username, iso(ban.until)]),
@@ -403,7 +391,7 @@ async function direct(
         if (rows.length === 0) out("no bans");
         else {
           for (
-            const line of table(
+            const line of textTable(
               ["USERNAME", "UNTIL"],
               rows.map((row) => [row.username, iso(row.until)]),
             )

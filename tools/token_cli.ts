@@ -30,7 +30,8 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, readDotenv } from "../src/runtime/config.ts";
 import { isReservedName, usernameProblem } from "../src/wire/names.ts";
-import { publishRevocation } from "../src/redis/bus.ts";
+import { publishRevocation } from "../src/redis/control_channel.ts";
+import { textTable } from "./text_table.ts";
 import { createLogger } from "../src/runtime/log.ts";
 import type { RedisConnection } from "../src/redis/connection.ts";
 import { openRedis } from "../src/redis/open_redis.ts";
@@ -260,28 +261,15 @@ function iso(ms: number): string {
 
 /** The listing as an aligned table, one token a row. */
 function table(rows: readonly TokenRow[], now: number): string[] {
-  const lines = [["HASH", "USERNAME", "STATUS", "CREATED", "EXPIRES"]];
-  for (const row of rows) {
-    const status = row.revoked
-      ? "revoked"
-      : row.expiresAt <= now
-      ? "expired"
-      : "active";
-    lines.push([
+  return textTable(
+    ["HASH", "USERNAME", "STATUS", "CREATED", "EXPIRES"],
+    rows.map((row) => [
       row.hashPrefix,
       row.username,
-      status,
+      row.revoked ? "revoked" : row.expiresAt <= now ? "expired" : "active",
       iso(row.createdAt),
       iso(row.expiresAt),
-    ]);
-  }
-  const widths = lines[0]!.map((_, column) =>
-    Math.max(...lines.map((line) => line[column]!.length))
-  );
-  return lines.map((line) =>
-    line.map((cell, column) =>
-      column === line.length - 1 ? cell : cell.padEnd(widths[column]!)
-    ).join("  ")
+    ]),
   );
 }
 

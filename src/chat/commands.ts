@@ -129,20 +129,9 @@ export function history(
   body: HistoryRequestBody,
   ref: string | undefined,
 ): void {
-  const { state, out } = ctx;
-  const room = conn.rooms.has(body.room)
-    ? state.rooms.get(body.room)
-    : undefined;
-  if (!room) {
-    refuse(
-      ctx,
-      conn,
-      "not_in_room",
-      `message_body.room: not in room '${body.room}'`,
-      ref,
-    );
-    return;
-  }
+  const { out } = ctx;
+  const room = targetRoom(ctx, conn, body.room, ref);
+  if (!room) return;
   accept(conn);
   // A room whose seq is still being read: whatever storage holds (nothing
   // of it is being written).

@@ -18,9 +18,9 @@
  */
 import { encode, type PresenceBody } from "../wire/server_frames.ts";
 import type { MembersRequestBody } from "../wire/client_frames.ts";
-import { refuse } from "./closing.ts";
 import { accept, ack, send } from "./emit.ts";
 import { toRoom } from "./rooms.ts";
+import { targetRoom } from "./membership.ts";
 import { membersCluster } from "./cluster_presence.ts";
 import {
   type ChatState,
@@ -245,19 +245,8 @@ export function members(
   ref: string | undefined,
 ): void {
   const { state, out } = ctx;
-  const room = conn.rooms.has(body.room)
-    ? state.rooms.get(body.room)
-    : undefined;
-  if (!room) {
-    refuse(
-      ctx,
-      conn,
-      "not_in_room",
-      `message_body.room: not in room '${body.room}'`,
-      ref,
-    );
-    return;
-  }
+  const room = targetRoom(ctx, conn, body.room, ref);
+  if (!room) return;
   if (state.settings.cluster) {
     membersCluster(ctx, conn, body, ref);
     return;

@@ -25,6 +25,7 @@ import {
   MAX_BODY_BYTES,
   readLimited,
 } from "./token_api.ts";
+import { answer } from "./respond.ts";
 
 /** What the admin API works with. */
 export interface AdminApiOptions {
@@ -56,21 +57,6 @@ const banBody = z.object({
     "seconds: must be at least 1",
   ).max(MAX_BAN_SECONDS, "seconds: must be at most ten years"),
 });
-
-function answer(
-  status: number,
-  body?: unknown,
-  headers: HeadersInit = {},
-): Response {
-  const common = { "cache-control": "no-store", ...headers };
-  if (body === undefined) {
-    return new Response(null, { status, headers: common });
-  }
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json", ...common },
-  });
-}
 
 function error(status: number, code: string, message: string): Response {
   return answer(status, { error: message, code });

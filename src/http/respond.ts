@@ -32,6 +32,24 @@ export function json(
   });
 }
 
+/**
+ * An answer that no cache keeps (tokens and admin data are secrets): JSON
+ * when `body` is given, else empty.
+ */
+export function answer(
+  status: number,
+  body?: unknown,
+  headers: HeadersInit = {},
+): Response {
+  if (body === undefined) {
+    return new Response(null, {
+      status,
+      headers: { "cache-control": "no-store", ...headers },
+    });
+  }
+  return json(body, status, headers);
+}
+
 /** A refusal: `status` with `{ "error": reason }`. */
 export function refuse(
   status: number,

@@ -12,6 +12,7 @@ import {
   NAME_RULE,
   SCRIPT_RULE,
 } from "../wire/names.ts";
+import { answer } from "./respond.ts";
 import { TokenRefused, type TokenService } from "./token_service.ts";
 
 /** What the token API needs of the server. */
@@ -38,22 +39,6 @@ const createBody = z.object({
   ).max(10 * 365 * 86400, "ttl_seconds: must be at most ten years")
     .optional(),
 });
-
-function answer(
-  status: number,
-  body?: unknown,
-  headers: HeadersInit = {},
-): Response {
-  // A token is a secret: no cache may keep an answer.
-  const common = { "cache-control": "no-store", ...headers };
-  if (body === undefined) {
-    return new Response(null, { status, headers: common });
-  }
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json", ...common },
-  });
-}
 
 /** SHA-256 of `text`: equal-length values to compare in constant time. */
 export async function digest(text: string): Promise<Uint8Array> {

@@ -28,7 +28,8 @@
  * node reaps the nodes whose key is gone: their users leave their rooms
  * (`Leave`, reason `disconnected`) and their usernames are free again. After
  * each reconnect a node sets its records in Redis to what it really holds
- * (Redis may have restarted, or reaped it during a long outage).
+ * (Redis may have restarted, or reaped it during a long outage); the
+ * reaping and that resync are in `node_records.ts`.
  *
  * Every script declares all its keys in `KEYS`, all in one slot (see
  * `src/redis/keys.ts`). Reaping is not atomic as a whole: a dead node that
@@ -62,12 +63,12 @@ import { BusChannels } from "./bus_channels.ts";
 import {
   busPayload,
   parseBusPayload,
-  ROOM_SYNC,
-  roomKeys,
   USER_CLAIM,
   USER_RELEASE,
   userKeys,
 } from "./bus_scripts.ts";
+import { forgetNode, reapDead, resyncRecords } from "./node_records.ts";
+import { publishAdminAction, publishRevocation } from "./control_channel.ts";
 import {
   joinCounted,
   membersPage,
@@ -80,9 +81,6 @@ export const HEARTBEAT_MS = 1_000;
 
 /** How long a node's heartbeat lives: a node silent this long is dead. */
 export const NODE_TTL_MS = 5_000;
-
-/** How long the mark of a reaped node lasts, for its return (a day). */
-const REAPED_TTL_MS = 86_400_000;
 
 /** Waits for `promise`, at most `ms`. */
 async function within(promise: Promise<unknown>, ms: number): Promise<void> {
@@ -101,40 +99,6 @@ const FOLLOW_WAIT_MS = 1000;
 
 /** How many recent private payloads a node remembers, to drop the copy. */
 const SEEN_PRIVATE = 10_000;
-
-/**
- * Tells every node but `from` that a token was revoked, on the control
- * channel; for the token command too, which is no node (`from` is then its
- * own name).
- */
-export async function publishRevocation(
-  connection: RedisConnection,
-  from: string,
-  token: string,
-): Promise<void> {
-  await connection.command([
-    "SPUBLISH",
-    KEYS.control,
-    busPayload(PAYLOAD.revoked, from, token),
-  ]);
-}
-
-/**
- * Tells every node but `from` of an administrator's action (kick, ban,
- * unban, a deleted message), on the control channel; for the admin command
- * too, which is no node.
- */
-export async function publishAdminAction(
-  connection: RedisConnection,
-  from: string,
-  action: AdminAction,
-): Promise<void> {
-  await connection.command([
-    "SPUBLISH",
-    KEYS.control,
-    busPayload(PAYLOAD.admin, from, JSON.stringify(action)),
-  ]);
-}
 
 /** What the bus tells the runner. */
 export interface BusListener {
@@ -313,7 +277,7 @@ export class RedisBus implements ClusterPort {
       now - this.#healthySince >= this.#nodeTtlMs;
     try {
       await this.#alive();
-      const reaped = reap ? await this.#reap() : 0;
+      const reaped = reap ? await reapDead(this.#commands, this.#nodeId) : 0;
       if (this.#synced) this.#healthySince ??= now;
       if (reaped > 0) {
         this.#log("warn", "reaped dead nodes", { nodes: reaped });
@@ -339,150 +303,6 @@ export class RedisBus implements ClusterPort {
     this.#listed = true;
   }
 
-  /**
-   * Forgets the nodes whose heartbeat is gone, marking them reaped first;
-   * returns how many. Several nodes may reap one node at once: every step
-   * is idempotent.
-   */
-  async #reap(): Promise<number> {
-    const nodes = await this.#commands.command<string[]>([
-      "SMEMBERS",
-      KEYS.nodes,
-    ]);
-    const others = nodes.filter((node) => node !== this.#nodeId);
-    const alive = await Promise.all(
-      others.map((node) =>
-        this.#commands.command<number>(["EXISTS", KEYS.alive(node)])
-      ),
-    );
-    const dead = others.filter((_, i) => Number(alive[i]) === 0);
-    for (const node of dead) {
-      await this.#commands.command([
-        "SET",
-        KEYS.reaped(node),
-        "1",
-        "PX",
-        String(REAPED_TTL_MS),
-      ]);
-      await this.#forget(node);
-    }
-    return dead.length;
-  }
-
-  /**
-   * Removes a node's records, one slot at a time: its users leave their
-   * rooms (`Leave`, reason `disconnected`) and their names are free, then
-   * the node's own keys go. Its lists of rooms and users may hold more than
-   * it has (they are written before the rooms and users): those steps do
-   * nothing.
-   */
-  async #forget(node: string): Promise<void> {
-    const [rooms, users] = await Promise.all([
-      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeRooms(node)]),
-      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeUsers(node)]),
-    ]);
-    await Promise.all([
-      ...rooms.map((room) =>
-        ROOM_SYNC.run(this.#commands, roomKeys(room, node), [
-          node,
-          room,
-          "0",
-          "0",
-          "",
-          KEYS.roomChannel(room),
-        ])
-      ),
-      ...users.map((user) =>
-        USER_RELEASE.run(this.#commands, userKeys(user), [node])
-      ),
-    ]);
-    await Promise.all([
-      this.#commands.command([
-        "DEL",
-        KEYS.nodeRooms(node),
-        KEYS.nodeUsers(node),
-      ]),
-      this.#commands.command(["DEL", KEYS.alive(node)]),
-      this.#commands.command(["SREM", KEYS.nodes, node]),
-    ]);
-  }
-
-  /**
-   * Sets the node's records to what it holds. Its users' presence is
-   * restored quietly: the other nodes were never told they left (Redis lost
-   * the records, say it restarted empty), so an `Enter` would announce
-   * users whose state did not change. Only a node that was reaped, whose
-   * users' `Leave` the others got, announces them again. Entries it no
-   * longer holds leave with a `Leave`: those users did go. One call per
-   * room and per user, each in its slot; the node's lists of rooms and
-   * users grow before and shrink after, so that they always cover what it
-   * has in Redis.
-   */
-  async #resync(snapshot: Contributions): Promise<void> {
-    const node = this.#nodeId;
-    const announce = Number(
-      await this.#commands.command(["DEL", KEYS.reaped(node)]),
-    ) === 1;
-    await this.#alive();
-    const [oldRooms, oldUsers] = await Promise.all([
-      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeRooms(node)]),
-      this.#commands.command<string[]>(["SMEMBERS", KEYS.nodeUsers(node)]),
-    ]);
-    const users = new Set(snapshot.users);
-    const inRoom = new Map<string, string[]>();
-    for (const [room, user] of snapshot.presence) {
-      const list = inRoom.get(room) ?? [];
-      list.push(user);
-      inRoom.set(room, list);
-    }
-    const seqs = new Map(snapshot.seqs);
-    const rooms = new Set([...inRoom.keys(), ...seqs.keys()]);
-    if (rooms.size > 0) {
-      await this.#commands.command(["SADD", KEYS.nodeRooms(node), ...rooms]);
-    }
-    if (users.size > 0) {
-      await this.#commands.command(["SADD", KEYS.nodeUsers(node), ...users]);
-    }
-    const staleUsers = oldUsers.filter((user) => !users.has(user));
-    // The channels first, so that nothing published after a record is put
-    // back is missed; then the channels of what the node no longer holds go.
-    await this.#channels.reconcile(rooms, users);
-    await Promise.all([
-      ...[...new Set([...oldRooms, ...rooms])].map((room) =>
-        ROOM_SYNC.run(this.#commands, roomKeys(room, node), [
-          node,
-          room,
-          announce ? "1" : "0",
-          rooms.has(room) ? "1" : "0",
-          seqs.has(room) ? seqs.get(room)! : "",
-          KEYS.roomChannel(room),
-          ...inRoom.get(room) ?? [],
-        ])
-      ),
-      ...staleUsers.map((user) =>
-        USER_RELEASE.run(this.#commands, userKeys(user), [node])
-      ),
-      ...[...users].map((user) =>
-        USER_CLAIM.run(this.#commands, userKeys(user), [node, "0"])
-      ),
-    ]);
-    const staleRooms = oldRooms.filter((room) => !rooms.has(room));
-    if (staleRooms.length > 0) {
-      await this.#commands.command([
-        "SREM",
-        KEYS.nodeRooms(node),
-        ...staleRooms,
-      ]);
-    }
-    if (staleUsers.length > 0) {
-      await this.#commands.command([
-        "SREM",
-        KEYS.nodeUsers(node),
-        ...staleUsers,
-      ]);
-    }
-  }
-
   /** Sets the node's records to what it holds, then lets the reducer fill gaps. */
   async #sync(): Promise<void> {
     if (this.#syncing || this.#stopped || !this.#subscribed) return;
@@ -490,7 +310,15 @@ export class RedisBus implements ClusterPort {
     this.#syncing = true;
     const outages = this.#outages;
     try {
-      await this.#resync(this.#listener.snapshot());
+      await resyncRecords(
+        this.#commands,
+        this.#nodeId,
+        this.#listener.snapshot(),
+        {
+          alive: () => this.#alive(),
+          channels: (rooms, users) => this.#channels.reconcile(rooms, users),
+        },
+      );
       if (outages !== this.#outages) return;
       this.#synced = true;
       this.#log("info", "cluster synced", { node: this.#nodeId });
@@ -734,7 +562,7 @@ export class RedisBus implements ClusterPort {
     clearInterval(this.#heartbeat);
     clearTimeout(this.#retry);
     if (this.#commands.up) {
-      await this.#forget(this.#nodeId).catch(
+      await forgetNode(this.#commands, this.#nodeId).catch(
         (error) =>
           this.#log("warn", "cluster leave failed", { error: String(error) }),
       );

@@ -129,7 +129,14 @@ async function runFirstSession(pauseAfterFirstLine: number): Promise<void> {
   const types = lines
     .filter((line) => line.startsWith('{"message_type":'))
     .map((line) => JSON.parse(line).message_type);
-  assert.deepEqual(types, ["Welcome", "Presence", "GroupChat", "Ack"], output);
+  // The REPL runs events between lines: under load `Welcome` may come in
+  // before the `onmessage` line runs, and is then not printed (harmless).
+  const expected = ["Presence", "GroupChat", "Ack"];
+  assert.deepEqual(
+    types[0] === "Welcome" ? types.slice(1) : types,
+    expected,
+    output,
+  );
   assert.match(output, /"members":\["user1"\]/);
   assert.match(output, /"content":"hello"/);
 }
