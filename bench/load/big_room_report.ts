@@ -23,7 +23,9 @@ export function bigRoomTables(
   const hot = results.hotRoom ?? [];
   if (hot.length > 0) {
     lines.push(
-      "\n## Hot room (every message delivered, p99 <= 250 ms)\n",
+      `\n## Hot room (every message delivered, p99 <= ${
+        hot[0]!.p99LimitMs
+      } ms)\n`,
       "| server | members | senders | batched | ceiling msg/s | deliveries/s | p99 ms at ceiling | frames/member/s at ceiling | server CPU % |",
       "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     );

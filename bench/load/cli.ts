@@ -63,6 +63,7 @@ const HELP = `deno task bench [options]
   --cluster-clients N  connections in one room over two cluster nodes (default 30000; quick 4000; 0 skips)
   --hot-members N      members of the hot-room scenario's room (default 5000; quick 1000)
   --hot-senders N      of them, how many send (default 20)
+  --hot-p99 MS         the p99 a hot-room rate must keep to pass (default 250)
   --fill-users N       users joining one room in room-fill (default 10000; quick 2000)
   --step-seconds S     seconds measured per rate (default 8; quick 2)
   --overload-seconds S seconds at twice the ceiling (default 20; quick 8)
@@ -95,6 +96,7 @@ const STRING_FLAGS = [
   "cluster-clients",
   "hot-members",
   "hot-senders",
+  "hot-p99",
   "fill-users",
   "step-seconds",
   "overload-seconds",
@@ -176,6 +178,7 @@ export function parseCommand(args: string[]): Command {
   options.clusterClients = floor("cluster-clients") ?? options.clusterClients;
   options.hotMembers = floor("hot-members", 1) ?? options.hotMembers;
   options.hotSenders = floor("hot-senders", 1) ?? options.hotSenders;
+  options.hotP99Ms = floor("hot-p99", 1) ?? options.hotP99Ms;
   options.fillUsers = floor("fill-users", 1) ?? options.fillUsers;
   options.stepSeconds = number("step-seconds") ?? options.stepSeconds;
   options.overloadSeconds = number("overload-seconds") ??
