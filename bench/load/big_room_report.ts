@@ -56,7 +56,7 @@ export function bigRoomTables(
     );
     for (const f of fill) {
       lines.push(
-        `| ${f.server}${
+        `| ${f.server}${(f.nodes ?? 1) > 1 ? ` ×${f.nodes}` : ""}${
           f.batch ? " (batch)" : ""
         } | ${f.users} | ${f.connected} | ${f.fillSeconds} | ${f.refused} | ${f.framesPerUser} | ${f.bytesPerUser} | ${f.serverCpuSeconds} | ${f.serverRssMaxMb} | ${f.broadcast.received}/${f.broadcast.alive} | ${f.broadcast.p99Ms} |`,
       );

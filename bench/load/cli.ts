@@ -23,7 +23,8 @@
  * direct-message ladders of two nodes on a local redis-server and on a local
  * 3-master Redis Cluster, a master killed, then 30 000 clients across two
  * nodes), `hot-room` (one room of 5,000 batched members, 20 senders, rising
- * rates) and `room-fill` (10,000 users join one room, then one broadcast).
+ * rates) and `room-fill` (10,000 users join one room, then one broadcast;
+ * then 30,000 users join one room across three cluster nodes).
  * See `docs/performance.md`.
  *
  * @module
@@ -65,6 +66,9 @@ const HELP = `deno task bench [options]
   --hot-senders N      of them, how many send (default 20)
   --hot-p99 MS         the p99 a hot-room rate must keep to pass (default 250)
   --fill-users N       users joining one room in room-fill (default 10000; quick 2000)
+  --fill-cluster-users N  then users joining one room across cluster nodes
+                       (default 30000; quick 3000; 0 skips)
+  --fill-nodes N       chat nodes (on one redis-server) of that fill (default 3)
   --step-seconds S     seconds measured per rate (default 8; quick 2)
   --overload-seconds S seconds at twice the ceiling (default 20; quick 8)
   --rates LIST         measure these rates (msg/s per 1000 clients) instead of the ladder
@@ -98,6 +102,8 @@ const STRING_FLAGS = [
   "hot-senders",
   "hot-p99",
   "fill-users",
+  "fill-cluster-users",
+  "fill-nodes",
   "step-seconds",
   "overload-seconds",
   "rates",
@@ -180,6 +186,9 @@ export function parseCommand(args: string[]): Command {
   options.hotSenders = floor("hot-senders", 1) ?? options.hotSenders;
   options.hotP99Ms = floor("hot-p99", 1) ?? options.hotP99Ms;
   options.fillUsers = floor("fill-users", 1) ?? options.fillUsers;
+  options.fillClusterUsers = floor("fill-cluster-users") ??
+    options.fillClusterUsers;
+  options.fillNodes = floor("fill-nodes", 1) ?? options.fillNodes;
   options.stepSeconds = number("step-seconds") ?? options.stepSeconds;
   options.overloadSeconds = number("overload-seconds") ??
     options.overloadSeconds;

@@ -51,6 +51,10 @@ export interface BenchOptions {
   hotP99Ms: number;
   /** Users that join one room in the `room-fill` scenario. */
   fillUsers: number;
+  /** Users that join one room across `fillNodes` cluster nodes in `room-fill` (`0` skips it). */
+  fillClusterUsers: number;
+  /** Chat nodes (on one redis-server) of that cluster fill. */
+  fillNodes: number;
   /** Seconds measured per rate (after a warm-up). */
   stepSeconds: number;
   warmupSeconds: number;
@@ -95,6 +99,8 @@ export function defaultOptions(quick: boolean): BenchOptions {
     hotSenders: 20,
     hotP99Ms: 250,
     fillUsers: quick ? 2000 : 10000,
+    fillClusterUsers: quick ? 3000 : 30000,
+    fillNodes: 3,
     stepSeconds: quick ? 2 : 8,
     warmupSeconds: quick ? 0.5 : 1,
     p99LimitMs: 50,

@@ -83,6 +83,15 @@ for (const backend of BACKENDS) {
     assert.equal((await late.expect("Error")).code, "banned");
     const lifted = await api(c.httpUrl, "DELETE", "/api/users/alice/ban");
     assert.equal(lifted.status, 200);
+    assert.equal((lifted.body as { cluster_told: boolean }).cluster_told, true);
+    // The lift reaches B one pub/sub hop later (B's own reading says when).
+    await waitFor(
+      async () =>
+        ((await api(b.httpUrl, "GET", "/api/users/alice")).body as {
+          banned_until: number | null;
+        }).banned_until === null,
+      "node B hears the lift",
+    );
     await using free = await TestClient.connect(b.wsUrl);
     await free.enter("alice", "r");
   });

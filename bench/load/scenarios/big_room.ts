@@ -31,7 +31,9 @@ export const FILL_RETRY: RetryPlan = { attempts: 30, baseMs: 100, maxMs: 3000 };
 /**
  * `members` users `prefix0`… in one `room`, dealt in turn over `generators`
  * lists; the first `senders` users (over all generators) come first in
- * their lists, so that a generator's first clients are its senders.
+ * their lists, so that a generator's first clients are its senders. With
+ * `urls` (cluster nodes), user `i` connects to `urls[i % urls.length]`, so
+ * that every node holds an equal share of every generator's users.
  */
 export function bigRoomSpecs(
   members: number,
@@ -39,11 +41,15 @@ export function bigRoomSpecs(
   prefix: string,
   room: string,
   batch: boolean,
+  urls: string[] = [],
 ): ClientSpec[][] {
   const specs: ClientSpec[][] = Array.from({ length: generators }, () => []);
   for (let i = 0; i < members; i++) {
     const spec: ClientSpec = { name: `${prefix}${i}`, room };
     if (batch) spec.batch = true;
+    if (urls.length > 1) {
+      spec.url = urls[Math.floor(i / generators) % urls.length]!;
+    }
     specs[i % generators]!.push(spec);
   }
   return specs;

@@ -7,7 +7,11 @@
  * bytes per user (until the room is quiet), refused attempts, server CPU and
  * RSS during the fill, and the broadcast's delivery, on the chat server
  * (clients asking for `?batch=1`, as the typed client does) and on the
- * relay baseline in the same run.
+ * relay baseline in the same run. Then (unless `--fill-cluster-users 0`)
+ * the same fill of `--fill-cluster-users` users (30,000; `--quick` 3,000)
+ * into one room across `--fill-nodes` chat nodes (3) sharing a local
+ * redis-server, each user dealt to one node: the chat server only, as the
+ * relay has no cluster.
  *
  * @module
  */
@@ -22,7 +26,14 @@ import {
   sleep,
   snapshot,
 } from "../measure.ts";
-import { type ServerKind, session, sourceAddresses } from "../processes.ts";
+import {
+  nodeUrls,
+  type ServerKind,
+  type ServerSetup,
+  session,
+  setupName,
+  sourceAddresses,
+} from "../processes.ts";
 import { log } from "../report.ts";
 import {
   bigRoomSpecs,
@@ -35,6 +46,8 @@ import {
 /** What one server did with the fill. */
 export interface RoomFillResult {
   server: ServerKind;
+  /** Chat nodes sharing one redis-server (1: a single process). */
+  nodes?: number;
   users: number;
   /** The clients asked for batched delivery. */
   batch: boolean;
@@ -67,17 +80,25 @@ export interface RoomFillResult {
   allIn: boolean;
 }
 
-/** Fills one room on `kind` and broadcasts to it once. */
+/** Fills one room of `setup` with `users` and broadcasts to it once. */
 async function roomFill(
   context: LoadContext,
-  kind: "chat" | "baseline",
+  setup: ServerSetup,
+  users: number,
 ): Promise<RoomFillResult> {
   const { options } = context;
-  const users = options.fillUsers;
+  const { kind } = setup;
   const g = Math.max(options.generators, Math.ceil(users / 5000));
-  const batch = kind === "chat";
-  return await session(context, { kind }, g, async (servers, generators) => {
-    const specs = bigRoomSpecs(users, g, "f", "fill", batch);
+  const batch = kind !== "baseline";
+  return await session(context, setup, g, async (servers, generators) => {
+    const specs = bigRoomSpecs(
+      users,
+      g,
+      "f",
+      "fill",
+      batch,
+      nodeUrls(servers),
+    );
     const before = snapshot(servers, generators);
     const rss = new RssSampler(servers.nodes.map((node) => node.pid));
     const fill = await fillRoom(servers, generators, specs);
@@ -120,6 +141,7 @@ async function roomFill(
     const alive = (await receivedStats(generators)).alive;
     return {
       server: kind,
+      nodes: servers.nodes.length,
       users,
       batch,
       generators: g,
@@ -157,9 +179,24 @@ export async function runRoomFill(
   results: { roomFill?: RoomFillResult[] },
   section: Section,
 ): Promise<void> {
-  for (const kind of unframed(context.options)) {
+  const { options } = context;
+  for (const kind of unframed(options)) {
     await section(`room-fill, ${kind}`, async () => {
-      (results.roomFill ??= []).push(await roomFill(context, kind));
+      (results.roomFill ??= []).push(
+        await roomFill(context, { kind }, options.fillUsers),
+      );
     });
   }
+  if (options.fillClusterUsers <= 0 || !options.servers.includes("chat")) {
+    return;
+  }
+  const setup: ServerSetup = { kind: "chat-redis", nodes: options.fillNodes };
+  await section(
+    `room-fill, ${options.fillClusterUsers} users on ${setupName(setup)}`,
+    async () => {
+      (results.roomFill ??= []).push(
+        await roomFill(context, setup, options.fillClusterUsers),
+      );
+    },
+  );
 }
