@@ -8,8 +8,11 @@
  *
  * `cluster-require-full-coverage no`: while some slots have no master, the
  * others still answer (the rooms of a dead master are unavailable, not the
- * whole cluster). It does not start nodes in other places, nor add or
- * remove nodes after the start (resharding).
+ * whole cluster). After the start, {@linkcode LocalRedisCluster.addMaster}
+ * adds an empty master and {@linkcode LocalRedisCluster.moveSlot} moves one
+ * slot with its keys to another master (a resharding, step by step as
+ * `redis-cli --cluster reshard` does it). It does not start nodes in other
+ * places, nor remove nodes.
  *
  * @module
  */
@@ -50,11 +53,115 @@ export class LocalRedisCluster implements AsyncDisposable {
   #ownsDir: boolean;
   #stopped = false;
 
+  #nodes: LocalRedis[];
+  #nodeTimeoutMs: number;
+
   /** Use {@linkcode startLocalRedisCluster}. */
-  constructor(nodes: readonly LocalRedis[], dir: string, ownsDir: boolean) {
-    this.nodes = nodes;
+  constructor(
+    nodes: LocalRedis[],
+    dir: string,
+    ownsDir: boolean,
+    nodeTimeoutMs = 1000,
+  ) {
+    this.nodes = this.#nodes = nodes;
     this.dir = dir;
     this.#ownsDir = ownsDir;
+    this.#nodeTimeoutMs = nodeTimeoutMs;
+  }
+
+  /** Starts one more `redis-server` of this cluster's settings (not yet part of it). */
+  async startNode(): Promise<LocalRedis> {
+    const node = await startLocalRedis({
+      dir: join(this.dir, `node${this.#nodes.length}`),
+      args: clusterNodeArgs(this.#nodeTimeoutMs),
+    });
+    this.#nodes.push(node);
+    return node;
+  }
+
+  /**
+   * Adds an empty master (`redis-cli --cluster add-node`, no replica, no
+   * slots) and waits until every node knows it and it says
+   * `cluster_state:ok` (it has learnt where every slot is).
+   */
+  async addMaster(): Promise<LocalRedis> {
+    const node = await this.startNode();
+    const seed = this.#nodes.find((other) => other !== node && other.running);
+    if (!seed) throw new Error("no running node to join");
+    await redisCliTool(
+      "add-node",
+      `127.0.0.1:${node.port}`,
+      `127.0.0.1:${seed.port}`,
+    );
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (true) {
+      const known = await Promise.all(
+        this.#nodes.filter((other) => other.running).map(async (other) =>
+          parseClusterNodes(await redisCli(other.port, "CLUSTER", "NODES"))
+            .some((info) => info.port === node.port && info.master)
+        ),
+      ).catch(() => [false]);
+      const state = await redisCli(node.port, "CLUSTER", "INFO").catch(() =>
+        ""
+      );
+      if (known.every(Boolean) && state.includes("cluster_state:ok")) {
+        return node;
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(`port ${node.port} did not join the cluster`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /**
+   * Moves `slot` and its keys from its master now to the master `to`:
+   * `CLUSTER SETSLOT … IMPORTING`/`MIGRATING`, `MIGRATE` of its keys in
+   * batches, then `CLUSTER SETSLOT … NODE` on both and on every other
+   * master. Commands on the slot's keys meanwhile get `ASK` or `TRYAGAIN`,
+   * as during any resharding.
+   */
+  async moveSlot(slot: number, to: LocalRedis): Promise<void> {
+    const from = await this.masterOf(slot);
+    if (from.port === to.port) return;
+    const id = async (node: LocalRedis) =>
+      (await redisCli(node.port, "CLUSTER", "MYID")).trim();
+    const [fromId, toId] = [await id(from), await id(to)];
+    const setSlot = (node: LocalRedis, ...how: string[]) =>
+      redisCli(node.port, "CLUSTER", "SETSLOT", String(slot), ...how);
+    await setSlot(to, "IMPORTING", fromId);
+    await setSlot(from, "MIGRATING", toId);
+    while (true) {
+      const keys = (await redisCli(
+        from.port,
+        "CLUSTER",
+        "GETKEYSINSLOT",
+        String(slot),
+        "100",
+      )).split("\n").map((key) => key.trim()).filter((key) => key !== "");
+      if (keys.length === 0) break;
+      const reply = await redisCli(
+        from.port,
+        "MIGRATE",
+        "127.0.0.1",
+        String(to.port),
+        "",
+        "0",
+        "5000",
+        "KEYS",
+        ...keys,
+      );
+      if (!/^(OK|NOKEY)/.test(reply.trim())) {
+        throw new Error(`MIGRATE of slot ${slot} failed: ${reply.trim()}`);
+      }
+    }
+    await setSlot(to, "NODE", toId);
+    await setSlot(from, "NODE", toId);
+    for (const info of await this.topology()) {
+      if (!info.master || info.failed) continue;
+      if (info.port === from.port || info.port === to.port) continue;
+      await setSlot(this.node(info.port), "NODE", toId);
+    }
   }
 
   /** Every node as a seed, `redis://127.0.0.1:p1,redis://127.0.0.1:p2,...` (`REDIS_URL`). */
@@ -191,6 +298,42 @@ export function parseClusterNodes(text: string): ClusterNodeInfo[] {
   );
 }
 
+/** The flags of every `redis-server` of a local cluster. */
+function clusterNodeArgs(nodeTimeoutMs: number): string[] {
+  return [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-port",
+    String(freePort()),
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    String(nodeTimeoutMs),
+    "--cluster-require-full-coverage",
+    "no",
+    // A replica takes over however long its master was away.
+    "--cluster-replica-validity-factor",
+    "0",
+  ];
+}
+
+/** Runs `redis-cli --cluster <args...>`; throws with its output on failure. */
+async function redisCliTool(...args: string[]): Promise<void> {
+  const run = await new Deno.Command("redis-cli", {
+    args: ["--cluster", ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!run.success) {
+    throw new Error(
+      `redis-cli --cluster ${args[0]} failed: ${
+        new TextDecoder().decode(run.stdout)
+      }${new TextDecoder().decode(run.stderr)}`,
+    );
+  }
+}
+
 /** Runs `redis-cli -p port args...` and returns its output; throws on failure. */
 export async function redisCli(
   port: number,
@@ -235,50 +378,16 @@ export async function startLocalRedisCluster(
   const dir = options.dir ??
     await Deno.makeTempDir({ prefix: "chat_redis_cluster_" });
   const nodes: LocalRedis[] = [];
-  const cluster = new LocalRedisCluster(nodes, dir, ownsDir);
+  const cluster = new LocalRedisCluster(nodes, dir, ownsDir, timeout);
   try {
-    for (let i = 0; i < masters * 2; i++) {
-      nodes.push(
-        await startLocalRedis({
-          dir: join(dir, `node${i}`),
-          args: [
-            "--cluster-enabled",
-            "yes",
-            "--cluster-port",
-            String(freePort()),
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            String(timeout),
-            "--cluster-require-full-coverage",
-            "no",
-            // A replica takes over however long its master was away.
-            "--cluster-replica-validity-factor",
-            "0",
-          ],
-        }),
-      );
-    }
-    const create = await new Deno.Command("redis-cli", {
-      args: [
-        "--cluster",
-        "create",
-        ...nodes.map((node) => `127.0.0.1:${node.port}`),
-        "--cluster-replicas",
-        "1",
-        "--cluster-yes",
-      ],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!create.success) {
-      throw new Error(
-        `redis-cli --cluster create failed: ${
-          new TextDecoder().decode(create.stdout)
-        }${new TextDecoder().decode(create.stderr)}`,
-      );
-    }
+    for (let i = 0; i < masters * 2; i++) await cluster.startNode();
+    await redisCliTool(
+      "create",
+      ...nodes.map((node) => `127.0.0.1:${node.port}`),
+      "--cluster-replicas",
+      "1",
+      "--cluster-yes",
+    );
     await cluster.waitUntilOk();
   } catch (error) {
     await cluster.stop();

@@ -13,7 +13,6 @@ import assert from "node:assert/strict";
 import { KEYS } from "../../src/redis/keys.ts";
 import { redisCli } from "../../tools/local_redis_cluster.ts";
 import type { LocalRedisCluster } from "../../tools/local_redis_cluster.ts";
-import { keySlot } from "../../src/redis/slot.ts";
 import {
   envelope,
   type Frame,
@@ -25,6 +24,7 @@ import {
   answerOf,
   answerTo,
   startCluster,
+  waitForSubscribers,
 } from "../support/cluster_helpers.ts";
 
 /** The slot of a room's keys. */
@@ -121,30 +121,8 @@ Deno.test("cluster failover: a master killed during traffic; its rooms are unava
   assert.equal(message.content, `d-${answers}`);
   // Both nodes listen on the room's channel at its new master (node-redis
   // alone would have dropped the subscriptions of the dead master).
-  await waitForSubscribers(redis, KEYS.roomChannel(doomed), 2, 10_000);
+  await waitForSubscribers(cluster, KEYS.roomChannel(doomed), 2, 10_000);
 });
-
-/** Waits until the master of `channel`'s slot counts `count` subscribers on it. */
-async function waitForSubscribers(
-  cluster: LocalRedisCluster,
-  channel: string,
-  count: number,
-  ms: number,
-): Promise<void> {
-  let last = "";
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    try {
-      const master = await cluster.masterOf(keySlot(channel));
-      last = await redisCli(master.port, "PUBSUB", "SHARDNUMSUB", channel);
-      if (Number(last.trim().split("\n").at(-1)) === count) return;
-    } catch (error) {
-      last = String(error);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${channel}: ${last}, wanted ${count} subscribers`);
-}
 
 Deno.test("cluster failover: a master killed while a node is joining a room; the Enter is unavailable or done, then the room carries on within 10 s without reconnecting", async () => {
   await using cluster = await startCluster(2, {}, "redis-cluster");
@@ -223,7 +201,7 @@ Deno.test("cluster failover: a master killed while a node is joining a room; the
   assert.equal(acked.seq, 2, "seq neither repeated nor skipped");
   const got = await bob.expect("GroupChat");
   assert.equal(got.seq, 2);
-  await waitForSubscribers(redis, KEYS.roomChannel(doomed), 2, 10_000);
+  await waitForSubscribers(cluster, KEYS.roomChannel(doomed), 2, 10_000);
   await bob.silent(300);
   const enters = aliceGot.filter((f) => f.message_type === "Enter");
   assert.ok(enters.length <= 1, JSON.stringify(aliceGot));

@@ -18,49 +18,9 @@ import {
   answerTo,
   BACKENDS,
   startCluster,
-  type TestCluster,
+  subscribers,
+  waitForSubscribers,
 } from "../support/cluster_helpers.ts";
-
-/** The port of the server that serves `channel`'s slot now. */
-async function portOf(cluster: TestCluster, channel: string): Promise<number> {
-  if (!cluster.redisCluster) return cluster.redis.port;
-  return (await cluster.redisCluster.masterOf(keySlot(channel))).port;
-}
-
-/** How many subscribers Redis counts on a sharded channel. */
-async function subscribers(
-  cluster: TestCluster,
-  channel: string,
-): Promise<number> {
-  const reply = await redisCli(
-    await portOf(cluster, channel),
-    "PUBSUB",
-    "SHARDNUMSUB",
-    channel,
-  );
-  return Number(reply.trim().split("\n").at(-1));
-}
-
-/** Waits until Redis counts `count` subscribers on `channel`. */
-async function waitForSubscribers(
-  cluster: TestCluster,
-  channel: string,
-  count: number,
-  ms = 5000,
-): Promise<void> {
-  let last = -1;
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    try {
-      last = await subscribers(cluster, channel);
-      if (last === count) return;
-    } catch {
-      // A node that does not answer yet (a failover).
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${channel}: ${last} subscribers, wanted ${count}`);
-}
 
 for (const backend of BACKENDS) {
   Deno.test(`cluster, sharded: a node follows a room's channel while it has members there, and a user's while it holds the user (${backend})`, async () => {

@@ -9,10 +9,12 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
+import { keySlot } from "../../src/redis/slot.ts";
 import type { Config } from "../../src/runtime/config.ts";
 import { type LocalRedis, startLocalRedis } from "../../tools/local_redis.ts";
 import {
   type LocalRedisCluster,
+  redisCli,
   startLocalRedisCluster,
 } from "../../tools/local_redis_cluster.ts";
 import {
@@ -346,4 +348,52 @@ export async function redisCommand(
   } finally {
     conn.close();
   }
+}
+
+/** The port of the redis-server that serves `channel`'s slot now. */
+export async function portOf(
+  cluster: TestCluster,
+  channel: string,
+): Promise<number> {
+  if (!cluster.redisCluster) return cluster.redis.port;
+  return (await cluster.redisCluster.masterOf(keySlot(channel))).port;
+}
+
+/** How many subscribers Redis counts on a sharded channel (`PUBSUB SHARDNUMSUB`). */
+export async function subscribers(
+  cluster: TestCluster,
+  channel: string,
+): Promise<number> {
+  const reply = await redisCli(
+    await portOf(cluster, channel),
+    "PUBSUB",
+    "SHARDNUMSUB",
+    channel,
+  );
+  return Number(reply.trim().split("\n").at(-1));
+}
+
+/**
+ * Waits until the server of `channel`'s slot counts `count` subscribers on
+ * it (a master that does not answer yet, during a failover, is asked again).
+ */
+export async function waitForSubscribers(
+  cluster: TestCluster,
+  channel: string,
+  count: number,
+  ms = 5000,
+): Promise<void> {
+  let last = "";
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      const now = await subscribers(cluster, channel);
+      if (now === count) return;
+      last = `${now} subscribers`;
+    } catch (error) {
+      last = String(error);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${channel}: ${last}, wanted ${count} subscribers`);
 }
