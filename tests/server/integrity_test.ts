@@ -311,6 +311,61 @@ Deno.test("integrity: on SQLite a resend with the same id after a restart gets t
   }
 });
 
+Deno.test("integrity: on Redis a resend with the same id after redis-server is killed -9 and restarted gets the first Ack, stored once, on either node", async () => {
+  await using cluster = await twoNodes();
+  const { nodes: [a, b], redis, redisPort } = cluster;
+  await using bob = await TestClient.connect(b.wsUrl);
+  await bob.enter("bob", "r");
+  const alice = await TestClient.connect(a.wsUrl);
+  try {
+    await alice.enter("alice", "r");
+    const send = (client: TestClient) =>
+      answerTo(
+        client,
+        "GroupChat",
+        { sender_username: "alice", room: "r", content: "kept" },
+        "k1",
+        5000,
+      );
+    const first = await send(alice);
+    assert.equal(first.answer.message_type, "Ack", JSON.stringify(first));
+    await collect(bob, { GroupChat: 1 }, 5000);
+    // The append-only file (appendfsync always) brings the key back.
+    await redis.kill();
+    await redis.start();
+    for (const node of [a, b]) await waitForHealth(node.httpUrl, "ok", 10_000);
+    const again = await send(alice);
+    assert.deepEqual(again.answer.message_body, first.answer.message_body);
+    await alice.close();
+    await using later = await TestClient.connect(b.wsUrl);
+    await waitFor(async () => {
+      const { answer } = await answerTo(
+        later,
+        "Enter",
+        { sender_username: "alice", room: "r" },
+        "e",
+        5000,
+      );
+      return answer.message_type === "Ack";
+    }, "alice's name free again");
+    const third = await send(later);
+    assert.deepEqual(third.answer.message_body, first.answer.message_body);
+    assert.equal(
+      await redisCommand(redisPort, "ZCARD", KEYS.hist("r")),
+      ":1",
+      "stored once",
+    );
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(
+      bob.frames.filter((f) => f.message_type === "GroupChat"),
+      [],
+      "bob saw it once",
+    );
+  } finally {
+    await alice.close();
+  }
+});
+
 Deno.test("integrity: the typed client resends a message whose outcome is unknown with the same id; one stored, the first Ack", async () => {
   await using cluster = await twoNodes();
   const { nodes: [a, b], proxy, redisPort } = cluster;

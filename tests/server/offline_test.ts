@@ -217,6 +217,29 @@ Deno.test("offline: past MAX_OFFLINE_MESSAGES the sender gets inbox_full with it
   assert.equal(again.acked.length, cap);
 });
 
+Deno.test("offline, cluster: past MAX_OFFLINE_MESSAGES a sender on node A gets inbox_full; bob on node B reads only the kept ones", async () => {
+  const cap = 25;
+  await using cluster = await startCluster(2, {
+    authEnabled: true,
+    adminToken: ADMIN,
+    rateLimitPerSecond: 0,
+    maxOfflineMessages: cap,
+  });
+  const [a, b] = cluster.nodes;
+  assert.ok(a && b);
+  const alice = await issueToken(a.httpUrl, "alice");
+  const bob = await issueToken(a.httpUrl, "bob");
+  await using sender = await connectWithToken(a.wsUrl, alice.token);
+  const { acked, errors } = await sendMany(sender, cap + 5, 20);
+  assert.deepEqual(acked, Array.from({ length: cap }, (_, i) => note(i, 20)));
+  assert.deepEqual(
+    [...errors],
+    Array.from({ length: 5 }, (_, i) => [`s${cap + i}`, "inbox_full"]),
+  );
+  await using reader = await connectWithToken(b.wsUrl, bob.token);
+  assert.deepEqual(await readAll(reader), acked, "only the kept ones");
+});
+
 Deno.test("offline, cluster: a client that closes midway on one node gets the rest on the other, in order", async () => {
   await using cluster = await startCluster(2, {
     authEnabled: true,

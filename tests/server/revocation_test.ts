@@ -68,10 +68,15 @@ async function nextLeave(client: TestClient): Promise<any> {
  * Alice (the other member) sends a GroupChat to the room and a PrivateChat
  * to bob, and waits for their Acks: whatever reached bob would be there by then.
  */
-async function aliceSpeaks(alice: TestClient, tag: string): Promise<void> {
+async function aliceSpeaks(
+  alice: TestClient,
+  tag: string,
+  room?: string,
+): Promise<void> {
   alice.send(frame("GroupChat", {
     sender_username: "alice",
     content: `room ${tag}`,
+    ...room === undefined ? {} : { room },
   }, { id: `g-${tag}` }));
   alice.send(frame("PrivateChat", {
     sender_username: "alice",
@@ -215,6 +220,37 @@ Deno.test("cluster: a revocation through the API on node A ends the token's conn
   }, { id: "g" }));
   await nextOfType(alice, "Ack");
   assert.deepEqual(chatFrames(bob.frames), []);
+});
+
+Deno.test("cluster: a token that expires ends its connections on every node, by a timer", async () => {
+  await using cluster = await startCluster(2, {
+    authEnabled: true,
+    adminToken: ADMIN,
+  });
+  const [a, b] = cluster.nodes as [TestServer, TestServer];
+  const aliceToken = await issueToken(a.httpUrl, "alice");
+  const short = await issueToken(a.httpUrl, "bob", 2);
+  await using alice = await connectWithToken(a.wsUrl, aliceToken.token);
+  await enterWith(alice, "alice", { room: "r" });
+  await using onA = await connectWithToken(a.wsUrl, short.token);
+  await enterWith(onA, "bob", { room: "r" });
+  await using onB = await connectWithToken(b.wsUrl, short.token);
+  await enterWith(onB, "bob", { room: "r" });
+  assert.equal((await alice.expect("Enter")).sender_username, "bob");
+  // Bob sends nothing more on either node: only timers can end him.
+  for (const client of [onA, onB]) {
+    const closed = await closedWithin(client);
+    assert.equal(closed.code, 1008);
+    assert.equal(closed.reason, "token expired");
+    const late = Date.now() - short.expires_at;
+    assert.ok(late >= -50 && late < 1500, `closed ${late} ms after expiry`);
+  }
+  const leave = await nextLeaveWithin(alice, 3000);
+  assert.equal(leave.sender_username, "bob");
+  assert.equal(leave.reason, "token_expired");
+  await aliceSpeaks(alice, "after", "r");
+  assert.deepEqual(chatFrames(onA.frames), []);
+  assert.deepEqual(chatFrames(onB.frames), []);
 });
 
 Deno.test("cluster: `deno task token revoke --redis` ends the token's connections on every node", async () => {
