@@ -286,11 +286,20 @@ export function arriveInOrder(ctx: Ctx, room: Room, pending: Pending): void {
     if (pending.ack) finishAck(ctx, pending);
     return;
   }
+  if (
+    room.known && !pending.ack && room.pending.size >= MAX_PENDING &&
+    !room.pending.has(seq)
+  ) {
+    // The buffer is full: MAX_PENDING messages wait behind a missing seq
+    // (history unreadable meanwhile). This one is in history (a message is
+    // stored before it is published), so it is let go and the next gap read
+    // brings it back in order: the room stalls, it skips nothing. A message
+    // this node wrote is kept (its writer's Ack waits on it; one per
+    // connection at most).
+    return;
+  }
   room.pending.set(seq, pending);
   release(ctx, room);
-  if (room.known && room.pending.size > MAX_PENDING) {
-    skipGap(ctx, room);
-  }
 }
 
 /** Delivers the pending messages that are next in `seq` order. */
@@ -402,12 +411,6 @@ export function gapFilled(
     release(ctx, room);
   }
   if (room.pending.size > 0) room.gapSince = event.now;
-}
-
-/** Gives up the missing `seq`s before the first pending one, and goes on. */
-function skipGap(ctx: Ctx, room: Room): void {
-  room.deliveredSeq = firstPending(room) - 1;
-  release(ctx, room);
 }
 
 /** The lowest `seq` waiting in a room (a loop: the map may be large). */

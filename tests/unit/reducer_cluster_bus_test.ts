@@ -356,18 +356,32 @@ Deno.test("cluster Enter taken: what a resync may have recorded is taken back", 
   ]);
 });
 
-Deno.test("cluster gap: at most MAX_PENDING messages wait; then the room goes on without the missing seq", () => {
+Deno.test("cluster gap: at most MAX_PENDING messages wait; the room stalls, skips nothing, and a gap read brings every one back in order", () => {
   const node = new Node();
   node.open(1);
   node.enter(1, "alice", "r", joinedAt(5, ["alice"]));
-  // seq 6 never comes (and history cannot be read): 7.. pile up.
-  for (let seq = 7; seq < 7 + MAX_PENDING; seq++) {
+  // seq 6 never comes and history cannot be read: 7.. pile up.
+  for (let seq = 7; seq < 7 + MAX_PENDING + 50; seq++) {
     assert.deepEqual(node.bus({ kind: "group", message: chat(seq) }), []);
   }
-  const over = node.bus({ kind: "group", message: chat(7 + MAX_PENDING) });
-  const seqs = framesTo(over, 1).map((f) => f.body.seq);
-  assert.equal(seqs.length, MAX_PENDING + 1);
-  assert.equal(seqs[0], 7);
-  assert.equal(seqs.at(-1), 7 + MAX_PENDING);
-  assert.equal(node.state.rooms.get("r")?.pending.size, 0);
+  const room = node.state.rooms.get("r")!;
+  assert.equal(room.pending.size, MAX_PENDING, "the buffer stays bounded");
+  assert.equal(room.deliveredSeq, 5, "nothing skipped");
+  // History answers at last: it holds 6 and everything after.
+  const last = 6 + MAX_PENDING + 50;
+  const history = Array.from({ length: last - 5 }, (_, i) => chat(6 + i));
+  const filled = node.dispatch({
+    type: "gap_filled",
+    now: node.now,
+    room: "r",
+    messages: history,
+    bound: 6 + MAX_PENDING,
+  });
+  const seqs = framesTo(filled, 1).map((f) => f.body.seq);
+  assert.deepEqual(
+    seqs,
+    history.map((m) => m.seq),
+    "every seq history holds, in order, once",
+  );
+  assert.equal(room.pending.size, 0);
 });
