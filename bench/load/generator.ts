@@ -15,7 +15,7 @@
  * A client may ask for batched delivery (`?batch=1`): a `Batch` frame holds
  * several messages, each read as if it had come alone.
  *
- * Why this file is long (about 650 lines): it is one process's whole
+ * Why this file is long: it is one process's whole
  * program, and its clients, the tally of the current run and the command
  * loop share that process's state; split into modules, each would reach
  * into the others'.

@@ -7,6 +7,11 @@
  * rooms. It measures nothing (`measure.ts` does) and prints only a failed
  * exit.
  *
+ * Why this file is long: `session` starts and stops the servers, their
+ * redis-server or Redis Cluster and the generators as one unit (nothing is
+ * left running when a scenario fails), so the classes it starts stay with
+ * it, and dealing clients follows the same `Deployment`.
+ *
  * @module
  */
 import type { ClientSpec, Command, ConnectReply, Reply } from "./control.ts";

@@ -7,8 +7,12 @@
  * deno run --allow-read bench/load/profile_summary.ts /tmp/prof/*.cpuprofile
  * ```
  *
+ * Each file named is summarized in turn; `TOP` (default 30; read with
+ * `--allow-env`) sets how many rows each table shows.
+ *
  * @module
  */
+import { parseArgs } from "node:util";
 
 /** A node of the profile's call tree. */
 interface ProfileNode {
@@ -115,8 +119,20 @@ export function summarize(profile: CpuProfile): {
 }
 
 if (import.meta.main) {
-  const top = Number(Deno.env.get("TOP") ?? 30);
-  for (const path of Deno.args) {
+  // No flags of its own: every argument is a profile's path (`--` before a
+  // path that starts with `-`).
+  const { positionals: paths } = parseArgs({
+    args: Deno.args,
+    options: {},
+    allowPositionals: true,
+  });
+  // `TOP` only when env access is granted: the usage above runs with
+  // `--allow-read` alone, where reading it would throw.
+  const topAllowed =
+    Deno.permissions.querySync({ name: "env", variable: "TOP" }).state ===
+      "granted";
+  const top = Number((topAllowed ? Deno.env.get("TOP") : undefined) ?? 30);
+  for (const path of paths) {
     const profile = JSON.parse(await Deno.readTextFile(path)) as CpuProfile;
     const { totalMs, functions, idlePct } = summarize(profile);
     console.log(`${path}: ${totalMs} ms sampled, ${idlePct}% idle\n`);

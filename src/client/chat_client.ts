@@ -3,7 +3,7 @@
  * platform APIs (`WebSocket`, timers), so the same module runs in browsers,
  * in Deno and in Node 22 or later.
  *
- * Why this file is long (about 1,000 lines): the `ChatClient` class is one
+ * Why this file is long: the `ChatClient` class is one
  * state machine (connection, rooms, requests in flight, resends) whose
  * handlers all read and change the same private fields; splitting its
  * methods across files would mean exposing that state.

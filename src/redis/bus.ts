@@ -1,8 +1,9 @@
 /**
  * The cluster bus: how one node hears the others and tells them what its
  * clients did, through Redis. The runner calls it for the reducer's cluster
- * effects (`join`, `part`, `claim`, `release`, `fill_gap`) and turns its
- * answers and the other nodes' messages into events.
+ * effects (`join`, `part`, `claim`, `release`, `fill_gap`, `typing`,
+ * `presence_batch`, `members_page`) and turns its answers and the other
+ * nodes' messages into events.
  *
  * Every change to a room's shared state is one Lua script in the room's
  * hash slot, so it is atomic and its `SPUBLISH`es happen in script order: a
@@ -11,9 +12,9 @@
  * channels of the rooms where it has members (subscribed before its first
  * member's join runs, unsubscribed after its last member's part), of the
  * users it holds (`chat:u{folded}:bus`: private messages), and on one
- * control channel (`chat:{control}`: token revocations). A change
- * that spans slots (a join: the node's lists, the user's claim, the room)
- * is one call per slot, ordered so that a node's own lists of rooms and
+ * control channel (`chat:{control}`: token revocations, admin actions). A
+ * change that spans slots (a join: the node's lists, the user's claim, the
+ * room) is one call per slot, ordered so that a node's own lists of rooms and
  * users always cover what it has elsewhere: reaping a dead node, or a
  * node's resync, reads those lists and visits each room and user. Pub/sub
  * is at most once, so what a node may have missed while a channel was lost
@@ -35,6 +36,12 @@
  * `src/redis/keys.ts`). Reaping is not atomic as a whole: a dead node that
  * comes back while another node reaps it may lose records, which its next
  * resync (after any outage) restores.
+ *
+ * Why this file is long: `RedisBus` is the one {@linkcode ClusterPort}, and
+ * its heartbeat, sync state, channels and subscriber are used by every
+ * method (a join waits for its channels; a failed one makes the node
+ * resync); its scripts, channels, presence, node records and control
+ * channel are files of their own already.
  *
  * @module
  */

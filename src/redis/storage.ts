@@ -8,9 +8,17 @@
  * Every key this module and the cluster bus use is named in
  * `src/redis/keys.ts`; every script (in `src/redis/storage_scripts.ts`) is
  * given all its keys in `KEYS`, in one hash slot (a room's, or a user's),
- * so it runs on a Redis Cluster as on a standalone Redis. A `PrivateChat` touches two users' slots: one
- * script in the target's slot decides, stores and publishes it, then an
- * `SPUBLISH` on the sender's channel tells the sender's other nodes (see {@linkcode RedisStorage.write}).
+ * so it runs on a Redis Cluster as on a standalone Redis. A `PrivateChat`
+ * touches two users' slots: one script in the target's slot decides, stores
+ * and publishes it, then an `SPUBLISH` on the sender's channel tells the
+ * sender's other nodes (see {@linkcode RedisStorage.write}). With
+ * `REDIS_WAIT_REPLICAS`, a chat message counts as stored once that many
+ * replicas have it (`WAIT`).
+ *
+ * Why this file is long: one class implements the whole storage port
+ * (writes, history, offline pages, tokens) over one connection, and its
+ * parts share the class's state (node id, history size, the offline ids
+ * read); its scripts, keys and moderation are files of their own already.
  *
  * @module
  */
@@ -123,7 +131,8 @@ export interface RedisStorageOptions {
 export const WAIT_REPLICAS_MS = 1000;
 
 /**
- * A {@linkcode Storage} on a standalone Redis shared by the cluster's nodes.
+ * A {@linkcode Storage} on the Redis (standalone or a Redis Cluster) shared
+ * by the cluster's nodes.
  * Every call fails at once while Redis is down.
  */
 export class RedisStorage implements Storage, TokenAdmin {

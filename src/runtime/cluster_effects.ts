@@ -1,9 +1,9 @@
 /**
  * {@linkcode applyClusterEffect}: carries out the reducer's cluster effects
- * (`join`, `part`, `claim`, `release`, `fill_gap`, `typing`) on the
- * {@linkcode ClusterPort}, and feeds each answer back as an event (`null`
- * when the call failed, which is logged). It holds no state and decides no
- * chat rule.
+ * (`join`, `part`, `claim`, `release`, `fill_gap`, `typing`,
+ * `presence_batch`, `members_page`) on the {@linkcode ClusterPort}, and
+ * feeds each answer back as an event (`null` when the call failed, which is
+ * logged). It holds no state and decides no chat rule.
  *
  * @module
  */

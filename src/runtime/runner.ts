@@ -12,6 +12,11 @@
  * batched delivery to `?batch=1` connections (`frame_batcher.ts`).
  * It decides no chat rule.
  *
+ * Why this file is long: what is left is the `Runner` class, whose methods
+ * share its sockets, event queue and reducer state, with `#apply`, the one
+ * switch over the effects; moving methods out would mean exposing those
+ * fields.
+ *
  * @module
  */
 import type { Logger } from "./log.ts";

@@ -21,10 +21,13 @@ const boolean = z.union([
   z.enum(["false", "0"]).transform(() => false),
 ], { error: "takes true, false, 1 or 0" });
 
+/**
+ * A whole number from `min` to `max`; with no `max`, the largest a number
+ * holds exactly (`Number.MAX_SAFE_INTEGER`), so the message always states
+ * the real bounds.
+ */
 function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
-  const takes = max === Number.MAX_SAFE_INTEGER
-    ? `takes a whole number of at least ${min}`
-    : `takes a whole number from ${min} to ${max}`;
+  const takes = `takes a whole number from ${min} to ${max}`;
   return z.string().regex(/^\d+$/, takes).transform(Number).pipe(
     z.number().min(min, takes).max(max, takes),
   );

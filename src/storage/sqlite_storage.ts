@@ -5,7 +5,7 @@
  * SQLite's lock for up to `busy_timeout`. The schema and its migrations are
  * in `sqlite_schema.ts`.
  *
- * Why this file is long (about 620 lines): one class holds the prepared
+ * Why this file is long: one class holds the prepared
  * statements and the transaction that every write shares; split, each part
  * would reach into the other's statements.
  *

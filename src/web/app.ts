@@ -17,7 +17,7 @@
  * conversation model in `conversation.ts`, what a session keeps in
  * `session_snapshot.ts` and the browser helpers in `browser.ts`.
  *
- * Why this file is long (about 1,200 lines): `ChatApp` is one controller
+ * Why this file is long: `ChatApp` is one controller
  * whose handlers (sign-in, resume, connection state, sending, history,
  * rooms) all read and change the same private state (the signed-in user,
  * the conversations, the open one, the token, the ended session); splitting

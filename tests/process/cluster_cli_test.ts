@@ -3,6 +3,11 @@
  * answer `/healthz`, a local redis-server, and a `SIGTERM` that stops them
  * all and leaves no redis-server behind.
  *
+ * Why this file is long: it tests one command, whose tests share the
+ * `Cluster` child-process harness and the process checks at the top (free
+ * ports, `listening`, no redis-server left running); its command line and
+ * its real runs are read together.
+ *
  * @module
  */
 import assert from "node:assert/strict";

@@ -2,6 +2,11 @@
  * The real process: `deno run main.ts` with flags, environment and `.env`,
  * its exit status, its log lines on stderr, and how it stops on a signal.
  *
+ * Why this file is long: every test runs the real process through the
+ * helpers at the top (`run`, and the `Process` harness: spawn, read the log
+ * lines, wait for the port); refusals, help, starting, logging and stopping
+ * are sections of one file so that those helpers stay private to it.
+ *
  * @module
  */
 import assert from "node:assert/strict";

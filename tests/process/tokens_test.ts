@@ -1,6 +1,11 @@
 /**
  * The token HTTP API and the operator's token command, against real servers
  * on real SQLite files.
+ *
+ * Why this file is long: the API and the command work on the same tokens,
+ * and several tests cross them (a token the command revokes ends a
+ * connection the server holds); kept together so a token's whole life is
+ * tested in one place.
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";

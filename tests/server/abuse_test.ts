@@ -6,6 +6,10 @@
  * from 127.0.0.1), the token API's body limits, look-alike and mixed-script
  * names, blank content, and the real bound in error texts.
  *
+ * Why this file is long: issue 13 is one concern, one section per defence
+ * above, each with its case table; kept together so that what the server
+ * refuses to strangers is one place to look.
+ *
  * @module
  */
 import assert from "node:assert/strict";

@@ -6,6 +6,11 @@
  * `kill -9`, a node that stops gracefully, and one `seq` order on every
  * node under concurrent senders on different nodes.
  *
+ * Why this file is long: the rules that cross nodes run once per backend
+ * (`BACKENDS`: a standalone redis-server and a Redis Cluster) from one
+ * loop each, beside the outage tests that share its helpers; narrower
+ * cluster topics have files of their own (`cluster_*_test.ts`).
+ *
  * @module
  */
 import assert from "node:assert/strict";

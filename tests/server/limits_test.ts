@@ -3,6 +3,10 @@
  * if its limit broke. Real server on port 0, real WebSocket clients, and raw
  * TCP peers for the misbehaving ones.
  *
+ * Why this file is long: one section per limit setting of CONFIG.md (and
+ * one for overload), most with a case table; kept together so that a limit
+ * without a test is one place to look.
+ *
  * @module
  */
 import assert from "node:assert/strict";

@@ -3,6 +3,10 @@
  * port 0, real WebSocket clients. Tokens, history and persistence are tested
  * elsewhere.
  *
+ * Why this file is long: one section per part of PROTOCOL.md, plus the
+ * table of bad frames (one row per refusal) and the seeded fuzz; kept
+ * together so that a frame's rules are looked up in one file.
+ *
  * @module
  */
 import assert from "node:assert/strict";

@@ -6,6 +6,10 @@
  * back to `EVAL`, and writes while Redis is down. The rules every storage
  * shares are in the storage contract (`contract_test.ts`).
  *
+ * Why this file is long: it is one `Deno.test` whose steps share one real
+ * redis-server, started once, so every Redis-only rule is a step here
+ * rather than a file with a server of its own.
+ *
  * @module
  */
 import assert from "node:assert/strict";

@@ -2,6 +2,10 @@
  * Test helpers: a real server on port 0, real WebSocket clients, and a raw
  * socket for peers that misbehave (never read, never answer a ping).
  *
+ * Why this file is long: its two peers, `TestClient` and `RawPeer`, are
+ * two thirds of it, and some forty test files import them with `serve`
+ * and `waitFor`; one module keeps that one import for all of them.
+ *
  * @module
  */
 import { type Config, loadConfig } from "../../src/runtime/config.ts";

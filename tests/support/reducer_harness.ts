@@ -6,7 +6,7 @@
  * then). No socket, clock or storage. The cluster node's driver is in
  * `cluster_node.ts`; frames in `reducer_frames.ts`.
  *
- * Why this file is long (about 560 lines): {@linkcode Chat} and the effect
+ * Why this file is long: {@linkcode Chat} and the effect
  * observers are one piece, and every reducer table depends on all of it.
  *
  * @module

@@ -3,6 +3,10 @@
  * default, flag, environment variable, `.env` line and invalid values, then
  * precedence, flag forms, help and the masked startup summary.
  *
+ * Why this file is long: `ROWS` is one row per setting of CONFIG.md (most
+ * of the file), and the first test fails when a setting has none; kept
+ * together so a missing setting is one place to look.
+ *
  * @module
  */
 import assert from "node:assert/strict";
@@ -72,7 +76,7 @@ const ROWS: readonly Row[] = [
     fallback: 10000,
     sample: "5",
     parsed: 5,
-    invalid: ["0", "-5", "many"],
+    invalid: ["0", "-5", "many", "9007199254740992", "99999999999999999999"],
   },
   {
     key: "authEnabled",
@@ -388,6 +392,10 @@ function assertRefused(
         `message does not name ${row.env} and what it takes: ${message}`,
       );
       assert.ok(!message.includes("\n"), `not one line: ${message}`);
+      // A whole number states both of its bounds, the upper one too.
+      if (message.includes("whole number")) {
+        assert.match(message, / takes a whole number from \d+ to \d+; got '/);
+      }
       // A secret (ADMIN_TOKEN, REDIS_URL with its password) is never echoed.
       const secret = row.env === "ADMIN_TOKEN" || row.env === "REDIS_URL";
       const shown = secret ? "(hidden)" : raw;
@@ -501,6 +509,53 @@ for (const row of ROWS) {
     });
   }
 }
+
+// Bounds in the message -----------------------------------------------------
+
+/** Refusals whose message must state the real bounds, the upper one too. */
+const BOUNDS: readonly { env: string; raw: string; message: string }[] = [
+  {
+    env: "MAX_CONNECTIONS",
+    raw: "99999999999999999999",
+    message:
+      "MAX_CONNECTIONS (--max-connections) takes a whole number from 1 to 9007199254740991; got '99999999999999999999'",
+  },
+  {
+    env: "MAX_CONNECTIONS",
+    raw: "0",
+    message:
+      "MAX_CONNECTIONS (--max-connections) takes a whole number from 1 to 9007199254740991; got '0'",
+  },
+  {
+    env: "HISTORY_SIZE",
+    raw: "9007199254740992",
+    message:
+      "HISTORY_SIZE (--history-size) takes a whole number from 0 to 9007199254740991; got '9007199254740992'",
+  },
+  {
+    env: "PORT",
+    raw: "65536",
+    message: "PORT (--port) takes a whole number from 0 to 65535; got '65536'",
+  },
+];
+
+for (const { env, raw, message } of BOUNDS) {
+  Deno.test(`${env}=${raw}: the message states the real bounds`, () => {
+    assert.throws(
+      () => loadConfig({ ...NONE, env: { [env]: raw } }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError, `not a ConfigError: ${error}`);
+        assert.equal(error.message, message);
+        return true;
+      },
+    );
+  });
+}
+
+Deno.test("the largest exact whole number is taken", () => {
+  const { config } = load({ env: { MAX_CONNECTIONS: "9007199254740991" } });
+  assert.equal(config.maxConnections, Number.MAX_SAFE_INTEGER);
+});
 
 // Booleans ------------------------------------------------------------------
 

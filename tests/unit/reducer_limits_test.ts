@@ -3,7 +3,7 @@
  * streak, the rate limit, frame size and binary frames, the order of
  * answers, and exactly one answer per frame before a close.
  *
- * Why this file is long (about 600 lines): mostly case tables, one row a
+ * Why this file is long: mostly case tables, one row a
  * scenario; a rule's table stays in one place.
  *
  * Conventions (see `tests/support/reducer_harness.ts`): connections 1, 2

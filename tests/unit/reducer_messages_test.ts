@@ -2,7 +2,7 @@
  * Reducer tables for the chat commands: `GroupChat`, `PrivateChat` and
  * `History`.
  *
- * Why this file is long (about 600 lines): mostly case tables, one row a
+ * Why this file is long: mostly case tables, one row a
  * scenario; a rule's table stays in one place.
  *
  * Conventions (see `tests/support/reducer_harness.ts`): connections 1, 2

@@ -2,7 +2,13 @@
  * Reducer tables for large rooms' presence: the switch past
  * `PRESENCE_FULL_LIMIT`, joins and leaves coalesced per tick, `Members`
  * paging, the way back below 90% of the limit, and the caps on names.
- * Small rooms' presence is in `reducer_rooms_test.ts`.
+ * Small rooms' presence is in `reducer_rooms_test.ts`. At the end, idle
+ * rooms: a room forgotten when empty, its `seq` read back when it opens.
+ *
+ * Why this file is long: mostly one case table, one row a step of a large
+ * room's life (the switch, the coalescing, paging, the way back), sharing
+ * the `THREE` steps and the `diff` and `members` frames; a rule's rows stay
+ * in one place.
  *
  * Conventions (see `tests/support/reducer_harness.ts`): connections 1, 2
  * and 3 enter as alice, bob and carol; with a limit of 2 the third user makes

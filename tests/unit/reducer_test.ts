@@ -4,7 +4,7 @@
  * clock or storage: the harness builds a state with `createState`, feeds
  * events with explicit times and ids, and plays the runner's part.
  *
- * Why this file is long (about 600 lines): mostly case tables, one row a
+ * Why this file is long: mostly case tables, one row a
  * scenario; a rule's table stays in one place.
  *
  * Conventions (see `tests/support/reducer_harness.ts`): connections 1, 2

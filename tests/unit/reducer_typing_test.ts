@@ -5,6 +5,10 @@
  * reducer, no socket; the cluster's part is in
  * `reducer_typing_cluster_test.ts`.
  *
+ * Why this file is long: mostly case tables (relay, then rate and expiry,
+ * played at given times by `playTimed`), one row a scenario; a rule's rows
+ * stay in one place.
+ *
  * @module
  */
 import assert from "node:assert/strict";

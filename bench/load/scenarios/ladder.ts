@@ -6,6 +6,11 @@
  * passes (every message delivered in order, p99 within the limit) and
  * prints each step; the tables are `report.ts`'s.
  *
+ * Why this file is long: one measured step ({@linkcode StepResult}, read
+ * field by field from the generators' replies and the CPU snapshots) is a
+ * third of it, and both ways to climb share the `Climber` and its pass
+ * rule; kept together, what decides a ceiling is in one file.
+ *
  * @module
  */
 import type { RunReply } from "../control.ts";
