@@ -178,8 +178,14 @@ function bounded(min: number, max: number) {
   return z.number().min(min).max(max).pipe(z.int());
 }
 
-/** Anything but whitespace and invisible format characters (U+200B, U+202E, ...). */
-const VISIBLE = /[^\p{White_Space}\p{Cf}]/u;
+/**
+ * Anything but whitespace, invisible format characters (U+200B, U+202E,
+ * ...), default-ignorable code points (the Hangul fillers U+3164, U+115F,
+ * U+1160, U+FFA0, variation selectors, ...) and the blank braille pattern
+ * U+2800, which fonts draw as nothing.
+ */
+const VISIBLE =
+  /[^\p{White_Space}\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u;
 
 /**
  * Whether `content` shows nothing: empty once whitespace and invisible

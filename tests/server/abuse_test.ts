@@ -556,6 +556,10 @@ const BLANK: readonly { content: string; what: string }[] = [
     what: "no-break, ideographic space, word joiner, BOM",
   },
   { content: "\u200b \u200d\n", what: "invisibles and whitespace" },
+  { content: "\u3164\u3164", what: "U+3164 Hangul filler" },
+  { content: "\u115f\u1160\uffa0", what: "other Hangul fillers" },
+  { content: "\u2800 \u2800", what: "U+2800 braille blank" },
+  { content: "\ufe0f\u034f", what: "a variation selector and CGJ" },
 ];
 
 for (const { content, what } of BLANK) {
