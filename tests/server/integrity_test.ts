@@ -33,6 +33,24 @@ import {
 
 const CHROMIUM = "/usr/bin/chromium";
 
+/** Enters `room` as `name` once the cluster has let the name go (its last connection closed). */
+async function enterWhenFree(
+  client: TestClient,
+  name: string,
+  room: string,
+): Promise<void> {
+  await waitFor(async () => {
+    const { answer } = await answerTo(
+      client,
+      "Enter",
+      { sender_username: name, room },
+      "e",
+      5000,
+    );
+    return answer.message_type === "Ack";
+  }, `${name}'s name free again`);
+}
+
 /** Node 0 on Redis directly, node 1 through a proxy that can hold its feed. */
 async function twoNodes(): Promise<
   AsyncDisposable & {
@@ -232,16 +250,7 @@ Deno.test("integrity: a write whose reply is lost past the timeout; the resend w
     // From the other node, on a new connection: the same Ack again.
     await alice.close();
     await using later = await TestClient.connect(a.wsUrl);
-    await waitFor(async () => {
-      const { answer } = await answerTo(
-        later,
-        "Enter",
-        { sender_username: "alice", room: "r" },
-        "e",
-        5000,
-      );
-      return answer.message_type === "Ack";
-    }, "alice's name free again");
+    await enterWhenFree(later, "alice", "r");
     const third = await answerTo(
       later,
       "GroupChat",
@@ -338,16 +347,7 @@ Deno.test("integrity: on Redis a resend with the same id after redis-server is k
     assert.deepEqual(again.answer.message_body, first.answer.message_body);
     await alice.close();
     await using later = await TestClient.connect(b.wsUrl);
-    await waitFor(async () => {
-      const { answer } = await answerTo(
-        later,
-        "Enter",
-        { sender_username: "alice", room: "r" },
-        "e",
-        5000,
-      );
-      return answer.message_type === "Ack";
-    }, "alice's name free again");
+    await enterWhenFree(later, "alice", "r");
     const third = await send(later);
     assert.deepEqual(third.answer.message_body, first.answer.message_body);
     assert.equal(
