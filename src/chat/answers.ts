@@ -1,7 +1,10 @@
 /**
  * The answers of storage: a write (`persisted`: the message goes out, its
- * sender gets `Ack` or `Error`) and a history read (`history_loaded`).
- * Offline pages are in `offline.ts`, cluster ordering in `cluster.ts`.
+ * sender gets `Ack` or `Error`), a history read (`history_loaded`) and a
+ * single node's read of a room's `seq` (`seq_loaded`: the room is known,
+ * the messages that waited go on). Offline pages are in `offline.ts`,
+ * cluster ordering in `cluster.ts`, what is kept of each `seq` in
+ * `room_seqs.ts`.
  *
  * @module
  */
@@ -11,13 +14,13 @@ import {
   type StoredGroupChat,
 } from "../wire/server_frames.ts";
 import type { StoredAs, WriteResult } from "./storage.ts";
-import { answerClosing, refuse } from "./closing.ts";
+import { answerClosing, refOf, refuse } from "./closing.ts";
 import { arriveInOrder, finishAck } from "./cluster.ts";
 import { ack, deliverPrivate, goOn, send } from "./emit.ts";
 import { nextOfflinePage, startOffline } from "./offline.ts";
 import { toRoom } from "./rooms.ts";
-import { written } from "./room_seqs.ts";
-import type { Connection, Ctx, Event, Pending } from "./types.ts";
+import { forgetSeq, written } from "./room_seqs.ts";
+import type { Connection, Ctx, Event, Pending, SeqWaiter } from "./types.ts";
 
 /** The answer to `persist`: the message goes out and its sender gets `Ack` or `Error`. */
 export function persisted(
@@ -300,4 +303,58 @@ export function historyLoaded(
     );
   } else ack(out, conn, request.ref, {});
   if (state.connections.has(conn.id)) goOn(ctx, conn);
+}
+
+/**
+ * The answer to `load_seq`: the room is known; the messages that waited go
+ * on. Returns the administrators' system messages that waited, for the
+ * caller to handle again (or to answer, when the read failed).
+ */
+export function seqLoaded(
+  ctx: Ctx,
+  event: Extract<Event, { type: "seq_loaded" }>,
+): Extract<SeqWaiter, { conn: null }>[] {
+  const { state } = ctx;
+  const waiters = state.seqWaiters.get(event.room) ?? [];
+  state.seqWaiters.delete(event.room);
+  const room = state.rooms.get(event.room);
+  if (event.seq !== null) {
+    state.seqs.set(
+      event.room,
+      Math.max(state.seqs.get(event.room) ?? 0, event.seq),
+    );
+    if (room && !room.known) {
+      room.known = true;
+      room.deliveredSeq = Math.max(room.deliveredSeq, event.seq);
+    }
+  }
+  const admins: Extract<SeqWaiter, { conn: null }>[] = [];
+  for (const waiter of waiters) {
+    if (waiter.conn === null) {
+      admins.push(waiter);
+      continue;
+    }
+    const { conn: id, frame } = waiter;
+    const conn = state.connections.get(id);
+    if (!conn) continue;
+    if (event.seq === null) {
+      // Not handled: answered, and the next message reads again.
+      const at = conn.queue.indexOf(frame);
+      if (at >= 0) conn.queue.splice(at, 1);
+      goOn(ctx, conn);
+      if (!conn.closing) {
+        refuse(
+          ctx,
+          conn,
+          "unavailable",
+          "the room could not be read from storage; the message was not stored, send it again",
+          refOf(state, frame.text),
+        );
+      }
+    } else goOn(ctx, conn);
+  }
+  // Kept for the system messages that waited: each is handled again at
+  // once and writes, which keeps the room's `seq` until its answer.
+  if (admins.length === 0 || event.seq === null) forgetSeq(state, event.room);
+  return admins;
 }

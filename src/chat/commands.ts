@@ -17,7 +17,7 @@ import type {
 import type { WriteOp } from "./storage.ts";
 import { refuse } from "./closing.ts";
 import { accept } from "./emit.ts";
-import { checkSender, targetRoom } from "./membership.ts";
+import { checkSender, targetRoom } from "./command_checks.ts";
 import { roomKey, stopTyping, userKey } from "./typing_relay.ts";
 import { awaitSeq, writing } from "./room_seqs.ts";
 import type { Connection, Ctx, QueuedFrame } from "./types.ts";

@@ -1,7 +1,8 @@
 /**
- * Membership: `Enter` (binding the username on the first one) and `Leave`,
- * with the checks a message's sender and room get. The cluster's part of
- * an `Enter` is in `cluster.ts`; rooms themselves in `rooms.ts`.
+ * Membership: `Enter` (binding the username on the first one) and `Leave`.
+ * The checks of a message's sender and room are in `command_checks.ts`,
+ * the cluster's part of an `Enter` in `cluster.ts`, rooms themselves (and
+ * opening one) in `rooms.ts`, the `Presence` body in `roster.ts`.
  *
  * @module
  */
@@ -12,11 +13,11 @@ import { bind } from "./binding.ts";
 import { refuse } from "./closing.ts";
 import { joinCluster } from "./cluster.ts";
 import { accept, ack, send } from "./emit.ts";
-import { addMember, announce, entered, exitRoom } from "./rooms.ts";
+import { checkSender, targetRoom } from "./command_checks.ts";
+import { addMember, announce, entered, exitRoom, openLocal } from "./rooms.ts";
 import { roomKey, stopTyping } from "./typing_relay.ts";
-import { gather, presenceOf } from "./presence.ts";
-import { openLocal } from "./room_seqs.ts";
-import type { Connection, Ctx, Room } from "./types.ts";
+import { gather, presenceOf } from "./roster.ts";
+import type { Connection, Ctx } from "./types.ts";
 
 /** `Enter`: binds the username on the first one, joins the room, sends `Presence`. */
 export function enter(
@@ -103,72 +104,4 @@ export function leave(
   stopTyping(ctx, conn, roomKey(room.name));
   exitRoom(ctx, conn, room, "left");
   ack(out, conn, ref, {});
-}
-
-/** Checks `sender_username` against the connection's username. */
-export function checkSender(
-  ctx: Ctx,
-  conn: Connection,
-  sender: string,
-  ref: string | undefined,
-): boolean {
-  if (conn.username === null) {
-    refuse(
-      ctx,
-      conn,
-      "not_entered",
-      "send Enter first: this connection has no username yet",
-      ref,
-    );
-    return false;
-  }
-  if (sender !== conn.username) {
-    refuse(
-      ctx,
-      conn,
-      "sender_mismatch",
-      `message_body.sender_username: this connection is '${conn.username}'`,
-      ref,
-    );
-    return false;
-  }
-  return true;
-}
-
-/** The room a `Leave` or `GroupChat` is for, or `null` after an `Error`. */
-export function targetRoom(
-  ctx: Ctx,
-  conn: Connection,
-  room: string | undefined,
-  ref: string | undefined,
-): Room | null {
-  const { state } = ctx;
-  let name = room;
-  if (name === undefined) {
-    if (conn.rooms.size !== 1) {
-      refuse(
-        ctx,
-        conn,
-        "room_required",
-        conn.rooms.size === 0
-          ? "message_body.room: required, this connection is in no room"
-          : "message_body.room: required, this connection is in several rooms",
-        ref,
-      );
-      return null;
-    }
-    name = conn.rooms.values().next().value as string;
-  }
-  const found = conn.rooms.has(name) ? state.rooms.get(name) : undefined;
-  if (!found) {
-    refuse(
-      ctx,
-      conn,
-      "not_in_room",
-      `message_body.room: not in room '${name}'`,
-      ref,
-    );
-    return null;
-  }
-  return found;
 }

@@ -14,7 +14,6 @@
  * instead of a copy of every map. Callers hand the state over and use the one
  * returned; the tests assert on both.
  *
- * @module
  * The rules are split by concern into the modules beside this one
  * (`arrival`, `auth`, `binding`, `membership`, `commands`, `answers`,
  * `offline`, `cluster`, `rooms`, `closing`, `emit`), each handler taking one
@@ -22,20 +21,22 @@
  * lists it (`goOn`, in `state.ready`); `reduce` handles its queued frames
  * after the event, so no handler runs another's frames. This file holds the dispatch and what
  * belongs to no one concern (the clock tick, the cluster's contributions).
+ * It imports the handlers and no handler imports it back: imports among
+ * these modules run one way, from `types.ts` up to here, with no cycle
+ * (`tests/unit/import_cycles_test.ts`).
  *
  * @module
  */
 import { createDecoder } from "../wire/client_frames.ts";
 import { admin } from "./admin.ts";
 import { offlineLoaded, offlineWritten } from "./offline.ts";
-import { historyLoaded, persisted } from "./answers.ts";
+import { historyLoaded, persisted, seqLoaded } from "./answers.ts";
 import { admit, arrive, open, resume } from "./arrival.ts";
 import { revoked, tokenChecked, tokenDue } from "./auth.ts";
 import { close, drop, finishClose, refuse } from "./closing.ts";
 import { fillGap, fromBus, gapFilled, joined, parted } from "./cluster.ts";
 import { flushPresence } from "./presence.ts";
 import { membersLoaded, recount } from "./cluster_presence.ts";
-import { seqLoaded } from "./room_seqs.ts";
 import {
   type ChatSettings,
   type ChatState,

@@ -9,34 +9,12 @@
  * use, not the rooms ever used. A cluster node learns `seq`s from its
  * `join`s instead (`cluster.ts`); nothing here applies to it.
  *
+ * Bookkeeping only, below the handlers: opening a room is `rooms.ts`'s
+ * (`openLocal`), the answer `seq_loaded` is handled in `answers.ts`.
+ *
  * @module
  */
-import { refOf, refuse } from "./closing.ts";
-import { goOn } from "./emit.ts";
-import { openRoom } from "./rooms.ts";
-import type {
-  ChatState,
-  Connection,
-  Ctx,
-  Event,
-  QueuedFrame,
-  Room,
-  SeqWaiter,
-} from "./types.ts";
-
-/**
- * Single node: finds a room, or opens it; one whose `seq` is not kept is
- * opened not `known`, and its `seq` is read from storage.
- */
-export function openLocal(ctx: Ctx, name: string): Room {
-  const { state } = ctx;
-  const open = state.rooms.get(name);
-  if (open) return open;
-  const known = state.seqs.has(name);
-  const room = openRoom(state, name, known);
-  if (!known) readSeq(ctx, name);
-  return room;
-}
+import type { ChatState, Connection, Ctx, QueuedFrame, Room } from "./types.ts";
 
 /** Asks for a room's `seq`, unless a read of it is out already. */
 export function readSeq(ctx: Ctx, name: string): void {
@@ -62,60 +40,6 @@ export function awaitSeq(
   conn.queue.unshift(frame);
   conn.busy = true;
   return true;
-}
-
-/**
- * The answer to `load_seq`: the room is known; the messages that waited go
- * on. Returns the administrators' system messages that waited, for the
- * caller to handle again (or to answer, when the read failed).
- */
-export function seqLoaded(
-  ctx: Ctx,
-  event: Extract<Event, { type: "seq_loaded" }>,
-): Extract<SeqWaiter, { conn: null }>[] {
-  const { state } = ctx;
-  const waiters = state.seqWaiters.get(event.room) ?? [];
-  state.seqWaiters.delete(event.room);
-  const room = state.rooms.get(event.room);
-  if (event.seq !== null) {
-    state.seqs.set(
-      event.room,
-      Math.max(state.seqs.get(event.room) ?? 0, event.seq),
-    );
-    if (room && !room.known) {
-      room.known = true;
-      room.deliveredSeq = Math.max(room.deliveredSeq, event.seq);
-    }
-  }
-  const admins: Extract<SeqWaiter, { conn: null }>[] = [];
-  for (const waiter of waiters) {
-    if (waiter.conn === null) {
-      admins.push(waiter);
-      continue;
-    }
-    const { conn: id, frame } = waiter;
-    const conn = state.connections.get(id);
-    if (!conn) continue;
-    if (event.seq === null) {
-      // Not handled: answered, and the next message reads again.
-      const at = conn.queue.indexOf(frame);
-      if (at >= 0) conn.queue.splice(at, 1);
-      goOn(ctx, conn);
-      if (!conn.closing) {
-        refuse(
-          ctx,
-          conn,
-          "unavailable",
-          "the room could not be read from storage; the message was not stored, send it again",
-          refOf(state, frame.text),
-        );
-      }
-    } else goOn(ctx, conn);
-  }
-  // Kept for the system messages that waited: each is handled again at
-  // once and writes, which keeps the room's `seq` until its answer.
-  if (admins.length === 0 || event.seq === null) forgetSeq(state, event.room);
-  return admins;
 }
 
 /** A `GroupChat` of `room` went to storage. */

@@ -1,8 +1,11 @@
 /**
- * Rooms: opening one, members entering and leaving it, and sending a frame
- * to its members (holding it for those whose `History` is not out yet, and
- * keeping replayed `seq`s from them). It does not decide who may enter or
- * leave (`membership.ts`) nor the order of cluster messages (`cluster.ts`).
+ * Rooms: opening one (on a single node, with its `seq` read back if it is
+ * not kept), members entering and leaving it, and sending a frame to its
+ * members (holding it for those whose `History` is not out yet, and keeping
+ * replayed `seq`s from them). It does not decide who may enter or leave
+ * (`membership.ts`), nor the order of cluster messages (`cluster.ts`), nor
+ * when a large room's presence goes out (`presence.ts`); the roster and
+ * the `seq`s it keeps are data of `roster.ts` and `room_seqs.ts`.
  *
  * @module
  */
@@ -10,8 +13,8 @@ import type { LeaveReason } from "../wire/codes.ts";
 import { encode, type ServerType } from "../wire/server_frames.ts";
 import type { HistoryQuery } from "./storage.ts";
 import { ack } from "./emit.ts";
-import { createRoster, gather, rosterAdd, rosterRemove } from "./presence.ts";
-import { forgetSeq } from "./room_seqs.ts";
+import { createRoster, gather, rosterAdd, rosterRemove } from "./roster.ts";
+import { forgetSeq, readSeq } from "./room_seqs.ts";
 import type {
   ChatState,
   Connection,
@@ -48,6 +51,20 @@ export function openRoom(state: ChatState, name: string, known: boolean): Room {
     };
     state.rooms.set(name, room);
   }
+  return room;
+}
+
+/**
+ * Single node: finds a room, or opens it; one whose `seq` is not kept is
+ * opened not `known`, and its `seq` is read from storage.
+ */
+export function openLocal(ctx: Ctx, name: string): Room {
+  const { state } = ctx;
+  const open = state.rooms.get(name);
+  if (open) return open;
+  const known = state.seqs.has(name);
+  const room = openRoom(state, name, known);
+  if (!known) readSeq(ctx, name);
   return room;
 }
 

@@ -15,7 +15,7 @@
 import type { TypingBody } from "../wire/client_frames.ts";
 import { refuse } from "./closing.ts";
 import { accept, ack } from "./emit.ts";
-import { checkSender, targetRoom } from "./membership.ts";
+import { checkSender, targetRoom } from "./command_checks.ts";
 import { relayTyping, roomKey, stopTyping, userKey } from "./typing_relay.ts";
 import {
   type Connection,
