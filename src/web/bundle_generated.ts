@@ -15,7 +15,7 @@ export const WEB_BUNDLE_SHA256 = "uPtfc+qVanRoZcawwPm0Y2PlO8ptBoS0rLASkzHPXC8=";
 
 /** The hash of the sources the bundle was built from (see `sourceHash`). */
 export const WEB_BUNDLE_SOURCES =
-  "9ca4dc94c9b99cc5755b92b890cf587e5dff78ecdbd8c9d879215c948d652da4";
+  "0b5e47fef98a2704ee7d2a6c4ba9018c662611f3d7af331c335449fb6fa20a5e";
 
 /** The Deno version that built it: another version may bundle differently. */
 export const WEB_BUNDLE_DENO = "2.9.6";

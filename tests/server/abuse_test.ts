@@ -1,10 +1,11 @@
 /**
  * Abuse resistance against a running server (issue 13): origins, security
- * headers, the sign-in deadline, per-address and unauthenticated caps
- * (through `TRUSTED_PROXIES` and `X-Forwarded-For`: a client on this machine
- * cannot pick its source address, and connecting to 127.0.0.2 still arrives
- * from 127.0.0.1), the token API's body limits, look-alike and mixed-script
- * names, blank content, and the real bound in error texts.
+ * headers, the sign-in deadline, per-address and unauthenticated caps (from
+ * real source addresses 127.0.0.2 and 127.0.0.3, through
+ * `Deno.createHttpClient({ localAddress })`, and through `TRUSTED_PROXIES`
+ * and `X-Forwarded-For` for the rest), the token API's body limits,
+ * look-alike and mixed-script names, blank content, and the real bound in
+ * error texts.
  *
  * Why this file is long: issue 13 is one concern, one section per defence
  * above, each with its case table; kept together so that what the server
@@ -316,6 +317,49 @@ Deno.test("per address: MAX_CONNECTIONS_PER_IP refuses the next upgrade from tha
     await using again = await fromAddress(server, "203.0.113.7");
     return again.status === 101;
   }, "a place freed");
+});
+
+/** A WebSocket from `client`'s local address; `null` when the upgrade is refused. */
+function openFrom(
+  url: string,
+  client: Deno.HttpClient,
+): Promise<WebSocket | null> {
+  const socket = new WebSocket(url, { client });
+  return new Promise((resolve) => {
+    socket.onopen = () => resolve(socket);
+    socket.onerror = () => {};
+    socket.onclose = () => resolve(null);
+  });
+}
+
+/** Closes `socket` and waits for its close. */
+async function closeSocket(socket: WebSocket | null): Promise<void> {
+  if (!socket || socket.readyState === WebSocket.CLOSED) return;
+  const closed = new Promise((resolve) => socket.onclose = resolve);
+  socket.close();
+  await closed;
+}
+
+Deno.test("per address: MAX_CONNECTIONS_PER_IP counts real source addresses (127.0.0.2 and 127.0.0.3, no proxy)", async () => {
+  await using server = await serve({ maxConnectionsPerIp: 2 });
+  const two = Deno.createHttpClient({ localAddress: "127.0.0.2" });
+  const three = Deno.createHttpClient({ localAddress: "127.0.0.3" });
+  const sockets: (WebSocket | null)[] = [];
+  try {
+    sockets.push(await openFrom(server.wsUrl, two));
+    sockets.push(await openFrom(server.wsUrl, two));
+    assert.ok(sockets[0] && sockets[1], "two let in");
+    const third = await openFrom(server.wsUrl, two);
+    sockets.push(third);
+    assert.equal(third, null, "the third from 127.0.0.2 is refused");
+    const other = await openFrom(server.wsUrl, three);
+    sockets.push(other);
+    assert.ok(other !== null, "127.0.0.3 is counted apart");
+  } finally {
+    for (const socket of sockets) await closeSocket(socket);
+    two.close();
+    three.close();
+  }
 });
 
 Deno.test("per address: X-Forwarded-For from a peer not in TRUSTED_PROXIES is ignored", async () => {
