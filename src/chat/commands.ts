@@ -38,7 +38,7 @@ export function groupChat(
   if (awaitSeq(ctx, conn, room, frame)) return;
   accept(conn);
   // The message is what the indicator announced: it stops now.
-  stopTyping(ctx, conn, roomKey(room.name));
+  if (conn.typing.size > 0) stopTyping(ctx, conn, roomKey(room.name));
   // In a cluster, Redis gives the seq when it stores the message.
   let seq = 0;
   if (!state.settings.cluster) {
@@ -90,7 +90,9 @@ export function privateChat(
     return;
   }
   accept(conn);
-  stopTyping(ctx, conn, userKey(body.target_username));
+  if (conn.typing.size > 0) {
+    stopTyping(ctx, conn, userKey(body.target_username));
+  }
   const message: StoredPrivateChat = {
     id: frame.id,
     sender_username: body.sender_username,

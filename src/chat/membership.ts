@@ -101,7 +101,7 @@ export function leave(
   const room = targetRoom(ctx, conn, body.room, ref);
   if (!room) return;
   accept(conn);
-  stopTyping(ctx, conn, roomKey(room.name));
+  if (conn.typing.size > 0) stopTyping(ctx, conn, roomKey(room.name));
   exitRoom(ctx, conn, room, "left");
   ack(out, conn, ref, {});
 }
