@@ -32,10 +32,14 @@ export interface LocalRedisOptions {
   appendfsync?: "always" | "everysec";
   /**
    * More `redis-server` arguments, after ours (a Redis Cluster node's
-   * `--cluster-enabled yes`, say).
+   * `--cluster-enabled yes`, say); a function is asked again for each try
+   * (a cluster node's bus port, picked free, may be taken meanwhile).
    */
-  args?: readonly string[];
+  args?: readonly string[] | (() => readonly string[]);
 }
+
+/** Tries of {@linkcode startLocalRedis} when a port picked free was taken meanwhile. */
+const PORT_TRIES = 5;
 
 /** A running (or killed) local `redis-server`; disposing it stops it. */
 export class LocalRedis implements AsyncDisposable {
@@ -279,22 +283,30 @@ export async function startLocalRedis(
   options: LocalRedisOptions = {},
 ): Promise<LocalRedis> {
   const ownsDir = options.dir === undefined;
-  const dir = options.dir ??
-    await Deno.makeTempDir({ prefix: "chat_redis_" });
-  if (!ownsDir) await Deno.mkdir(dir, { recursive: true });
-  const redis = new LocalRedis(
-    options.port ?? freePort(),
-    dir,
-    ownsDir,
-    options.binary ?? "redis-server",
-    options.appendfsync,
-    options.args,
-  );
-  try {
-    await redis.start();
-  } catch (error) {
-    await redis.stop();
-    throw error;
+  for (let attempt = 1;; attempt++) {
+    const dir = options.dir ??
+      await Deno.makeTempDir({ prefix: "chat_redis_" });
+    if (!ownsDir) await Deno.mkdir(dir, { recursive: true });
+    const args = typeof options.args === "function"
+      ? options.args()
+      : options.args;
+    const redis = new LocalRedis(
+      options.port ?? freePort(),
+      dir,
+      ownsDir,
+      options.binary ?? "redis-server",
+      options.appendfsync,
+      args,
+    );
+    try {
+      await redis.start();
+      return redis;
+    } catch (error) {
+      await redis.stop();
+      // A port that was free when picked can be taken before redis-server
+      // binds it (tests start servers in parallel): pick again.
+      const taken = /Address already in use/.test(String(error));
+      if (!taken || attempt >= PORT_TRIES) throw error;
+    }
   }
-  return redis;
 }

@@ -73,7 +73,7 @@ export class LocalRedisCluster implements AsyncDisposable {
   async startNode(): Promise<LocalRedis> {
     const node = await startLocalRedis({
       dir: join(this.dir, `node${this.#nodes.length}`),
-      args: clusterNodeArgs(this.#nodeTimeoutMs),
+      args: () => clusterNodeArgs(this.#nodeTimeoutMs),
     });
     this.#nodes.push(node);
     return node;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { startLocalRedis } from "../../tools/local_redis.ts";
+import { freePort, startLocalRedis } from "../../tools/local_redis.ts";
 
 /** Sends one command in RESP and returns the raw reply (small replies). */
 async function command(port: number, ...args: string[]): Promise<string> {
@@ -123,4 +123,27 @@ Deno.test("local redis: without redis-server, it says what to install", async ()
     startLocalRedis({ binary: "no-such-redis-server-binary" }),
     /no-such-redis-server-binary not found on PATH: install Debian's redis-server/,
   );
+});
+
+Deno.test("local redis: a port taken between picking it and binding it is picked again", async () => {
+  // The first try's cluster bus port is held here, as another test's server
+  // might hold it; the second try asks the args function for a free one.
+  const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let tries = 0;
+  try {
+    await using redis = await startLocalRedis({
+      args: () => [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-port",
+        String(++tries === 1 ? held.addr.port : freePort()),
+      ],
+    });
+    assert.equal(tries, 2);
+    assert.equal(await command(redis.port, "PING"), "+PONG\r\n");
+  } finally {
+    held.close();
+  }
 });
