@@ -10,13 +10,8 @@ import { admin, bannedUntil } from "./admin.ts";
 import { encodeGroupChat } from "../wire/server_frames.ts";
 import type { EnterBody } from "../wire/client_frames.ts";
 import { revoked } from "./auth.ts";
-import {
-  gatherLocal,
-  heard,
-  heardFull,
-  record,
-  recount,
-} from "./cluster_presence.ts";
+import { gatherLocal, heard, heardFull, recount } from "./cluster_presence.ts";
+import { record } from "./roster.ts";
 import { bind } from "./binding.ts";
 import { answerClosing, close, refuse } from "./closing.ts";
 import { ack, deliverPrivate, goOn, send } from "./emit.ts";
@@ -305,8 +300,8 @@ export function arriveInOrder(ctx: Ctx, room: Room, pending: Pending): void {
 /** Delivers the pending messages that are next in `seq` order. */
 function release(
   ctx: Ctx,
-  room:
-    Room, /** The room just learned its seq: drop what arrived from before it. */
+  room: Room,
+  /** The room just learned its seq: drop what arrived from before it. */
   stale = false,
 ): void {
   const { state, out } = ctx;

@@ -19,6 +19,7 @@ import type { MembersRequestBody } from "../wire/client_frames.ts";
 import { answerClosing, refuse } from "./closing.ts";
 import { accept, ack, goOn, send } from "./emit.ts";
 import { toRoom } from "./rooms.ts";
+import { record } from "./roster.ts";
 import type {
   BusMessage,
   ChatState,
@@ -27,17 +28,6 @@ import type {
   Event,
   Room,
 } from "./types.ts";
-
-/** Notes a user who joined (`true`) or left; one back to where they were cancels out. */
-export function record(
-  changes: Map<string, boolean>,
-  username: string,
-  joined: boolean,
-): void {
-  const before = changes.get(username);
-  if (before !== undefined && before !== joined) changes.delete(username);
-  else changes.set(username, joined);
-}
 
 /** Keeps a count the cluster gave, if it is the newest this node heard. */
 export function recount(

@@ -23,6 +23,20 @@ import {
   type RosterEntry,
 } from "./types.ts";
 
+/**
+ * Notes in `changes` a user who joined (`true`) or left; one back to where
+ * they were at the last flush cancels out (nothing to tell).
+ */
+export function record(
+  changes: Map<string, boolean>,
+  username: string,
+  joined: boolean,
+): void {
+  const before = changes.get(username);
+  if (before !== undefined && before !== joined) changes.delete(username);
+  else changes.set(username, joined);
+}
+
 /** An empty roster. */
 export function createRoster(): Roster {
   return { entries: [], index: new Map(), next: 1, dead: 0, first: null };
@@ -128,10 +142,7 @@ export function gather(
     if (!joined || room.users.size <= fullLimit(state)) return false;
     room.large = true;
   }
-  const before = room.changes.get(username);
-  // Back to where it was at the last flush: nothing to tell.
-  if (before !== undefined && before !== joined) room.changes.delete(username);
-  else room.changes.set(username, joined);
+  record(room.changes, username, joined);
   state.presenceDue.add(room.name);
   return true;
 }

@@ -24,6 +24,9 @@ import {
   revokeToken,
 } from "../support/db_helpers.ts";
 
+/** Settings of a cluster with authentication on and the token API. */
+const AUTH = { authEnabled: true, adminToken: ADMIN } as const;
+
 /** The client's close, or a failure after `ms`. */
 async function closedWithin(
   client: TestClient,
@@ -195,10 +198,7 @@ Deno.test("expiry: the connections of a token end at the moment it expires, by a
 });
 
 Deno.test("cluster: a revocation through the API on node A ends the token's connections on node B", async () => {
-  await using cluster = await startCluster(2, {
-    authEnabled: true,
-    adminToken: ADMIN,
-  });
+  await using cluster = await startCluster(2, AUTH);
   const [a, b] = cluster.nodes as [TestServer, TestServer];
   const aliceToken = await issueToken(a.httpUrl, "alice");
   const bobToken = await issueToken(a.httpUrl, "bob");
@@ -223,10 +223,7 @@ Deno.test("cluster: a revocation through the API on node A ends the token's conn
 });
 
 Deno.test("cluster: a token that expires ends its connections on every node, by a timer", async () => {
-  await using cluster = await startCluster(2, {
-    authEnabled: true,
-    adminToken: ADMIN,
-  });
+  await using cluster = await startCluster(2, AUTH);
   const [a, b] = cluster.nodes as [TestServer, TestServer];
   const aliceToken = await issueToken(a.httpUrl, "alice");
   const short = await issueToken(a.httpUrl, "bob", 2);
@@ -254,10 +251,7 @@ Deno.test("cluster: a token that expires ends its connections on every node, by 
 });
 
 Deno.test("cluster: `deno task token revoke --redis` ends the token's connections on every node", async () => {
-  await using cluster = await startCluster(2, {
-    authEnabled: true,
-    adminToken: ADMIN,
-  });
+  await using cluster = await startCluster(2, AUTH);
   const [a, b] = cluster.nodes as [TestServer, TestServer];
   const token = await issueToken(a.httpUrl, "bob");
   await using onA = await connectWithToken(a.wsUrl, token.token);
