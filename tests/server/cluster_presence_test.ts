@@ -74,10 +74,11 @@ Deno.test("cluster: a node reaped as dead that comes back announces its users ag
   await bob.enter("bob", "r");
   assert.equal((await alice.expect("Enter")).sender_username, "bob");
   // B looks dead to A (its heartbeat key keeps vanishing) until A reaps it;
-  // A reaps only after NODE_TTL_MS in sync.
+  // A reaps only after NODE_TTL_MS in sync (a loaded machine may take a
+  // heartbeat or two more: the bound is generous, only the order is tested).
   const port = cluster.redis.port;
   const bAlive = KEYS.alive(b.server.bus!.nodeId);
-  const deadline = Date.now() + NODE_TTL_MS + 5000;
+  const deadline = Date.now() + NODE_TTL_MS + 15_000;
   while (alice.frames.length === 0 && Date.now() < deadline) {
     await redisCommand(port, "DEL", bAlive);
     await new Promise((resolve) => setTimeout(resolve, 20));
