@@ -199,6 +199,16 @@ export class LocalRedisCluster implements AsyncDisposable {
     return this.node(info.port);
   }
 
+  /** A replica of `master` (`INFO replication` on it names its replicas). */
+  async replicaOf(master: LocalRedis): Promise<LocalRedis> {
+    const info = await redisCli(master.port, "INFO", "replication");
+    const match = /slave0:[^\r\n]*port=(\d+)/.exec(info);
+    if (!match) {
+      throw new Error(`the master on port ${master.port} has no replica`);
+    }
+    return this.node(Number(match[1]));
+  }
+
   /**
    * Waits until every running node says `cluster_state:ok`, every slot has
    * a master that runs, and (when `replicas`) every master has a replica in

@@ -43,6 +43,8 @@ const REDISCOVER_MS = 250;
  */
 export class ClusterConnection implements RedisConnection {
   #urls: readonly string[];
+  /** Each node's URL by `host:port` (few: the cluster's nodes). */
+  #urlByNode = new Map<string, string>();
   #options: RedisConnectionOptions;
   #cluster: ReturnType<typeof createCluster>;
   #up = false;
@@ -147,10 +149,16 @@ export class ClusterConnection implements RedisConnection {
 
   /** A node's URL, with the first seed's credentials. */
   #urlOf(host: string, port: number): string {
-    const url = new URL(this.#urls[0]!);
-    url.hostname = host;
-    url.port = String(port);
-    return url.href.replace(/\/$/, "");
+    const key = `${host}:${port}`;
+    let known = this.#urlByNode.get(key);
+    if (known === undefined) {
+      const url = new URL(this.#urls[0]!);
+      url.hostname = host;
+      url.port = String(port);
+      known = url.href.replace(/\/$/, "");
+      this.#urlByNode.set(key, known);
+    }
+    return known;
   }
 
   command<T = unknown>(args: readonly string[], key?: string): Promise<T> {

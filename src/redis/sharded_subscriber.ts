@@ -10,7 +10,12 @@
  * cluster client drops those listeners when it rediscovers the topology),
  * so this class keeps the channels it wants itself: while one is lost it
  * asks for the topology again every {@linkcode CHECK_MS} and subscribes
- * the channel where its slot lives now. It reports the loss (`onDown`) and
+ * the channel where its slot lives now. For {@linkcode SETTLE_MS} after a
+ * loss it keeps asking, and moves a channel that sits anywhere but on its
+ * slot's master: a replica accepts `SSUBSCRIBE` for its master's slots, so
+ * a topology read from a node that has not heard of a promotion yet places
+ * the channel on the demoted master, where it would stay (fed through
+ * replication, not by the master). It reports the loss (`onDown`) and
  * the return (`onReady`) of channels it had, so that the bus can read back
  * what pub/sub dropped meanwhile (pub/sub is at most once); a channel that
  * is new (never subscribed yet) counts for neither.
@@ -30,6 +35,12 @@ import {
 
 /** How often a subscriber with a lost channel looks again. */
 export const CHECK_MS = 250;
+
+/**
+ * How long after a lost or moved channel the subscriber keeps reading the
+ * topology and checking where each channel is.
+ */
+export const SETTLE_MS = 10_000;
 
 /** How long a subscription waits for its master's connection. */
 const PLACE_MS = 3000;
@@ -71,6 +82,8 @@ export class ShardedSubscriber {
   #healthy = true;
   #checking = false;
   #closed = false;
+  /** Until when (`performance.now()`) placements are checked after a loss. */
+  #settleUntil = 0;
   #timer: ReturnType<typeof setInterval>;
 
   /** Subscribes through `locator`'s masters; `options.onReady`/`onDown` report lost channels. */
@@ -220,7 +233,7 @@ export class ShardedSubscriber {
       const entry = this.#channels.get(channel);
       if (entry && entry.on === url) {
         entry.on = null;
-        entry.lost = true;
+        this.#lose(entry);
       }
       this.#check();
     });
@@ -230,7 +243,7 @@ export class ShardedSubscriber {
       for (const entry of this.#channels.values()) {
         if (entry.on === url) {
           entry.on = null;
-          entry.lost = true;
+          this.#lose(entry);
         }
       }
       this.#check();
@@ -251,9 +264,18 @@ export class ShardedSubscriber {
     return true;
   }
 
+  /** Marks `entry` lost, and checks placements for a while. */
+  #lose(entry: Entry): void {
+    entry.lost = true;
+    this.#settleUntil = performance.now() + SETTLE_MS;
+  }
+
   /**
    * Looks for lost channels: marks them, asks for the topology, subscribes
-   * each where its slot lives now, and reports the change.
+   * each where its slot lives now, and reports the change. For a while
+   * after a loss it also moves a live channel that is not on its slot's
+   * master (see the module documentation), as a loss: the bus reads back
+   * what the move may have dropped.
    */
   async #check(): Promise<void> {
     if (this.#checking || this.#closed) return;
@@ -264,25 +286,30 @@ export class ShardedSubscriber {
           entry.wanted && entry.on !== null &&
           !this.#connections.get(entry.on)?.up
         ) {
-          entry.lost = true;
+          this.#lose(entry);
         }
       }
+      const settling = performance.now() < this.#settleUntil;
       const pending = [...this.#channels.values()].some((entry) =>
         this.#pending(entry)
       );
-      if (!this.#allLive() || pending) {
+      if (!this.#allLive() || pending || settling) {
         if (!this.#allLive()) this.#report(false);
         await this.#locator.refreshTopology();
         const moves: Promise<unknown>[] = [];
         for (const [channel, entry] of this.#channels) {
           if (!entry.wanted) continue;
+          const url = this.#locator.shardUrl(channel);
           const live = entry.on !== null &&
             this.#connections.get(entry.on)?.up === true;
-          if (live) {
+          if (live && (url === undefined || url === entry.on)) {
             entry.lost = false;
             continue;
           }
-          const url = this.#locator.shardUrl(channel);
+          if (live) {
+            this.#lose(entry);
+            this.#report(false);
+          }
           // Its master's connection is down but still serves the slot:
           // node-redis subscribes it again when it comes back.
           if (url === undefined || url === entry.on) continue;

@@ -69,21 +69,13 @@ for (const backend of BACKENDS) {
   });
 }
 
-/** The port of the replica of the master on `port` (`INFO replication`). */
-async function replicaOf(port: number): Promise<number> {
-  const info = await redisCli(port, "INFO", "replication");
-  const match = /slave0:[^\r\n]*port=(\d+)/.exec(info);
-  if (!match) throw new Error(`the master on port ${port} has no replica`);
-  return Number(match[1]);
-}
-
 Deno.test("cluster failover: a replica promoted (CLUSTER FAILOVER) while a history read is in flight; the read is answered, subscriptions move, no reconnect", async () => {
   await using cluster = await startCluster(2, {}, "redis-cluster");
   const redis = cluster.redisCluster!;
   const [a, b] = cluster.nodes;
   const channel = KEYS.roomChannel("r");
   const master = await redis.masterOf(keySlot(channel));
-  const replica = await replicaOf(master.port);
+  const replica = (await redis.replicaOf(master)).port;
   await using alice = await TestClient.connect(a!.wsUrl);
   await using bob = await TestClient.connect(b!.wsUrl);
   await alice.enter("alice", "r");
