@@ -1,7 +1,8 @@
 /**
  * A connection to a Redis Cluster (node-redis `createCluster`), with the same
  * {@linkcode RedisConnection} contract as the standalone one: commands go to
- * the master of their key's slot, and a subscriber listens on every node.
+ * the master of their key's slot (sharded subscriptions are
+ * `sharded_subscriber.ts`'s, on the masters this connection names).
  * It does not choose between standalone and cluster (`open_redis.ts` does)
  * and runs no script of its own.
  *
@@ -9,15 +10,10 @@
  */
 import { createCluster, ErrorReply } from "@redis/client";
 import {
-  connectRedis,
-  type PayloadListener,
   reconnectDelay,
   type RedisConnection,
-  type RedisConnectionHooks,
   type RedisConnectionOptions,
   REPLY_TIMEOUT_MS,
-  type StandaloneConnection,
-  until,
 } from "./connection.ts";
 import { keySlot } from "./slot.ts";
 
@@ -54,7 +50,6 @@ export class ClusterConnection implements RedisConnection {
   #retry: ReturnType<typeof setTimeout> | undefined;
   #lastRediscover = -Infinity;
   #rediscovery: Promise<void> | undefined;
-  #subscriber: ClusterSubscriber | undefined;
 
   constructor(urls: readonly string[], options: RedisConnectionOptions) {
     this.#urls = urls;
@@ -186,159 +181,12 @@ export class ClusterConnection implements RedisConnection {
     return Promise.race([sent, late]).finally(() => clearTimeout(timer));
   }
 
-  /**
-   * Subscribes through a {@linkcode ClusterSubscriber} on every node known
-   * now (made on the first call; its losses are not reported: use
-   * {@linkcode ClusterConnection.duplicate} for a subscriber that reports
-   * them).
-   */
-  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
-    this.#subscriber ??= new ClusterSubscriber(() => this.#nodeUrls(), {
-      name: this.#options.name,
-      log: this.#options.log,
-    });
-    await until(() => this.#subscriber!.up || this.#closed, 5000);
-    await this.#subscriber.subscribe(channel, listener);
-  }
-
-  /**
-   * A subscriber: a connection to every node of the cluster (see
-   * `ClusterSubscriber`). Not for commands routed by key.
-   */
-  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
-    return new ClusterSubscriber(() => this.#nodeUrls(), {
-      name,
-      log: this.#options.log,
-      ...hooks,
-    });
-  }
-
-  /** The seeds, then every node the cluster told of (with the first seed's credentials). */
-  #nodeUrls(): string[] {
-    const known = [...this.#cluster.masters, ...this.#cluster.replicas].map(
-      (node) => this.#urlOf(node.host, node.port),
-    );
-    return [...new Set([...known, ...this.#urls])];
-  }
-
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#up = false;
     clearTimeout(this.#retry);
-    await this.#subscriber?.close();
     await this.#connecting?.catch(() => {});
     if (this.#cluster.isOpen) this.#cluster.destroy();
-  }
-}
-
-/** How many recent payloads a cluster subscriber remembers, to drop copies. */
-const SEEN_PAYLOADS = 10_000;
-
-/**
- * A subscriber on a Redis Cluster: one connection to every node it knows,
- * each subscribed to every channel. A (classic) `PUBLISH` reaches the
- * subscribers on the node that ran it at once, in script order, and the
- * other nodes later through the cluster bus; so every payload comes once
- * per node, the first copy from the node that published it, and the later
- * copies are dropped (the last 10,000 payloads are remembered). Up while
- * one of its connections is; nodes that join the cluster later are not
- * subscribed to.
- */
-class ClusterSubscriber implements RedisConnection {
-  #urls: () => string[];
-  #options: RedisConnectionOptions;
-  #inner: StandaloneConnection[] = [];
-  #subscriptions: [string, PayloadListener][] = [];
-  #seen = new Set<string>();
-  #order: string[] = [];
-  #up = false;
-  #closed = false;
-
-  constructor(urls: () => string[], options: RedisConnectionOptions) {
-    this.#urls = urls;
-    this.#options = options;
-    for (const url of urls()) {
-      const inner: StandaloneConnection = connectRedis(url, {
-        name: options.name,
-        log: options.log,
-        onReady: async () => {
-          try {
-            for (const [channel, listener] of this.#subscriptions) {
-              await inner.subscribe(channel, this.#once(listener));
-            }
-          } catch {
-            return;
-          }
-          if (this.#closed) return;
-          this.#up = true;
-          this.#options.onReady?.();
-        },
-        onDown: () => {
-          if (this.#closed || this.#inner.some((other) => other.up)) return;
-          const was = this.#up;
-          this.#up = false;
-          if (was) this.#options.onDown?.();
-        },
-      });
-      this.#inner.push(inner);
-    }
-  }
-
-  /** `listener`, but only for the first copy of each payload. */
-  #once(listener: PayloadListener): PayloadListener {
-    return (payload) => {
-      if (this.#seen.has(payload)) return;
-      this.#seen.add(payload);
-      this.#order.push(payload);
-      if (this.#order.length > SEEN_PAYLOADS) {
-        this.#seen.delete(this.#order.shift()!);
-      }
-      listener(payload);
-    };
-  }
-
-  get up(): boolean {
-    return this.#up && this.#inner.some((inner) => inner.up);
-  }
-
-  command<T = unknown>(args: readonly string[]): Promise<T> {
-    const inner = this.#inner.find((inner) => inner.up);
-    if (!inner) return Promise.reject(new Error("redis is not available"));
-    return inner.command<T>(args);
-  }
-
-  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
-    this.#subscriptions.push([channel, listener]);
-    const once = this.#once(listener);
-    const results = await Promise.allSettled(
-      this.#inner.filter((inner) => inner.up).map((inner) =>
-        inner.subscribe(channel, once)
-      ),
-    );
-    if (!results.some((result) => result.status === "fulfilled")) {
-      throw new Error("no node of the Redis Cluster took the subscription");
-    }
-  }
-
-  shardUrl(): string | undefined {
-    return undefined;
-  }
-
-  refreshTopology(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
-    return new ClusterSubscriber(this.#urls, {
-      name,
-      log: this.#options.log,
-      ...hooks,
-    });
-  }
-
-  async close(): Promise<void> {
-    this.#closed = true;
-    await Promise.all(this.#inner.map((inner) => inner.close()));
   }
 }

@@ -44,12 +44,6 @@ export interface RedisConnectionOptions {
   onDown?: () => void;
 }
 
-/** Callbacks of a {@linkcode RedisConnection.duplicate}. */
-export type RedisConnectionHooks = Pick<
-  RedisConnectionOptions,
-  "onReady" | "onDown"
->;
-
 /** What a pub/sub subscription hears: each message's payload. */
 export type PayloadListener = (payload: string) => void;
 
@@ -69,17 +63,6 @@ export interface RedisConnection {
    * where a key's writes went.
    */
   command<T = unknown>(args: readonly string[], key?: string): Promise<T>;
-  /**
-   * Subscribes to a (classic) pub/sub channel; the client subscribes again
-   * by itself after a reconnect.
-   */
-  subscribe(channel: string, listener: PayloadListener): Promise<void>;
-  /**
-   * A new connection to the same Redis with the same settings and the given
-   * `name` (for a pub/sub subscriber); callbacks are not copied, pass them
-   * in `hooks`.
-   */
-  duplicate(name: string, hooks?: RedisConnectionHooks): RedisConnection;
   /**
    * The URL of the server that serves the hash slot of `channel` (a key or
    * sharded channel) now: the one server of a standalone Redis, the master
@@ -115,8 +98,6 @@ export function reconnectDelay(
 export interface StandaloneConnection extends RedisConnection {
   /** The client; its commands reject at once while {@linkcode up} is false. */
   readonly client: RedisClient;
-  /** A new standalone connection; see {@linkcode RedisConnection.duplicate}. */
-  duplicate(name: string, hooks?: RedisConnectionHooks): StandaloneConnection;
 }
 
 class KeptConnection implements StandaloneConnection {
@@ -209,10 +190,6 @@ class KeptConnection implements StandaloneConnection {
       .finally(() => clearTimeout(timer));
   }
 
-  async subscribe(channel: string, listener: PayloadListener): Promise<void> {
-    await this.client.subscribe(channel, listener);
-  }
-
   shardUrl(): string {
     return this.#url;
   }
@@ -241,17 +218,6 @@ class KeptConnection implements StandaloneConnection {
         this.#options.onReady?.();
       }, () => {}).finally(() => probing = false);
     }, PROBE_MS);
-  }
-
-  duplicate(
-    name: string,
-    hooks: RedisConnectionHooks = {},
-  ): StandaloneConnection {
-    return new KeptConnection(this.#url, {
-      name,
-      log: this.#options.log,
-      ...hooks,
-    });
   }
 
   async close(): Promise<void> {

@@ -9,9 +9,7 @@
 import { ClusterConnection } from "./cluster_connection.ts";
 import {
   connectRedis,
-  type PayloadListener,
   type RedisConnection,
-  type RedisConnectionHooks,
   type RedisConnectionOptions,
   type StandaloneConnection,
 } from "./connection.ts";
@@ -79,18 +77,6 @@ class DetectingConnection implements RedisConnection {
   command<T = unknown>(args: readonly string[], key?: string): Promise<T> {
     if (!this.up) return Promise.reject(new Error("redis is not available"));
     return this.#inner.command<T>(args, key);
-  }
-
-  subscribe(channel: string, listener: PayloadListener): Promise<void> {
-    return this.#inner.subscribe(channel, listener);
-  }
-
-  duplicate(name: string, hooks: RedisConnectionHooks = {}): RedisConnection {
-    return new DetectingConnection(this.#url, {
-      name,
-      log: this.#options.log,
-      ...hooks,
-    });
   }
 
   shardUrl(channel: string): string | undefined {
